@@ -1,0 +1,62 @@
+# darwin-notify: every command a newcomer or CI needs. Each target creates the virtual
+# environment it uses and installs the pinned dependencies (constraints.txt) into it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= .demo
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo ui test test-unit test-integration services-up services-down services-status lint bench clean
+
+help:
+	@echo "make demo            run the main job on the embedded default (no servers)"
+	@echo "make test            start the services, run every test, stop the services"
+	@echo "make test-unit       tests that need no services"
+	@echo "make services-up     PostgreSQL primary + standby + store, Kafka, provider sinks"
+	@echo "make services-down   stop them"
+	@echo "make ui              Dagster UI on the demo's data"
+	@echo "make bench           benchmark on the real stack"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: venv
+	$(BIN)/darwin-notify demo --dir $(DEMO_DIR)
+
+ui: venv
+	DAGSTER_HOME=$(abspath $(DEMO_DIR))/dagster_home DARWIN_NOTIFY_HOME=$(abspath $(DEMO_DIR)) \
+		$(BIN)/dagster dev -w workspace.yaml
+
+test-unit: venv
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# The integration tier needs the services; they are stopped again whatever the outcome.
+test: venv
+	bash infra/services.sh up
+	eval "$$(bash infra/services.sh env)" && $(BIN)/python -m pytest $(PYTEST_ARGS); \
+		status=$$?; bash infra/services.sh down; exit $$status
+
+test-integration: venv
+	eval "$$(bash infra/services.sh env)" && $(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+services-up:
+	bash infra/services.sh up
+
+services-down:
+	bash infra/services.sh down
+
+services-status:
+	bash infra/services.sh status
+
+lint: venv
+	$(BIN)/ruff check darwin_notify_assets darwin_notify_tests
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,106 @@
+"""Settings, read from the environment in this one place.
+
+Every part is chosen by configuration alone: with no variables set, darwin-notify runs on the
+embedded default (SQLite files and a file outbox under ``DARWIN_NOTIFY_HOME``, an in-process
+bus); the README's table lists what selects PostgreSQL or SQL Server, Kafka, SendGrid and the
+SMS gateway. Secrets are read by name when a connection is opened and never kept here.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from darwin_notify_assets.errors import ConfigurationError
+
+PREFIX = "DARWIN_NOTIFY_"
+
+# Names of the environment variables holding secrets; their values are never stored.
+REPLICA_PASSWORD_ENV = "DARWIN_NOTIFY_REPLICA_PASSWORD"
+STORE_PASSWORD_ENV = "DARWIN_NOTIFY_STORE_PASSWORD"
+SENDGRID_API_KEY_ENV = "DARWIN_NOTIFY_SENDGRID_API_KEY"
+TWILIO_AUTH_TOKEN_ENV = "DARWIN_NOTIFY_TWILIO_AUTH_TOKEN"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str = ".demo"
+    replica_url: str = ""
+    store_url: str = ""
+    outbox_dir: str = ""
+    kafka_bootstrap: str = ""
+    kafka_topic_prefix: str = "darwin-notify"
+    kafka_partitions: int = 6
+    sendgrid_host: str = ""
+    sms_base_url: str = ""
+    twilio_account_sid: str = ""
+    email_from: str = "notifications@darwin-notify.example"
+    sms_from: str = "+13125550100"
+    window_minutes: int = 5
+    partition_start: str = "2026-01-01-00:00"
+    lookback_minutes: int = 10
+    grace_seconds: int = 30
+    inline_workers: int = 2
+    render_batch: int = 500
+    send_batch: int = 100
+    send_concurrency: int = 8
+    stage_timeout_seconds: int = 1800
+    sending_expiry_seconds: int = 300
+
+    def __post_init__(self) -> None:
+        home = Path(self.home)
+        if not self.replica_url:
+            object.__setattr__(self, "replica_url", f"sqlite:///{home / 'darwin.db'}")
+        if not self.store_url:
+            object.__setattr__(self, "store_url", f"sqlite:///{home / 'store.db'}")
+        if not self.outbox_dir:
+            object.__setattr__(self, "outbox_dir", str(home / "outbox"))
+        if self.window_minutes <= 0 or 60 % self.window_minutes:
+            raise ConfigurationError(
+                f"DARWIN_NOTIFY_WINDOW_MINUTES must divide an hour, not {self.window_minutes}"
+            )
+        try:
+            datetime.strptime(self.partition_start, "%Y-%m-%d-%H:%M")
+        except ValueError:
+            raise ConfigurationError(
+                f"DARWIN_NOTIFY_PARTITION_START must look like 2026-01-01-00:00, "
+                f"not {self.partition_start!r}"
+            ) from None
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+    ) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = int(raw) if f.type is int else raw
+            except ValueError:
+                raise ConfigurationError(f"{PREFIX}{f.name.upper()} must be a number") from None
+        values.update(overrides or {})
+        return cls(**values)
+
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(minutes=self.lookback_minutes)
+
+    @property
+    def grace(self) -> timedelta:
+        return timedelta(seconds=self.grace_seconds)
+
+    @property
+    def uses_kafka(self) -> bool:
+        return bool(self.kafka_bootstrap)
+
+    @property
+    def uses_sendgrid(self) -> bool:
+        return bool(os.environ.get(SENDGRID_API_KEY_ENV))
+
+    @property
+    def uses_sms_gateway(self) -> bool:
+        return bool(self.twilio_account_sid and os.environ.get(TWILIO_AUTH_TOKEN_ENV))

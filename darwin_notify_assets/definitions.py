@@ -1,0 +1,15 @@
+"""The code location: every Dagster object of darwin-notify, assembled in one place."""
+
+from dagster import Definitions, load_assets_from_modules
+
+from darwin_notify_assets import assets
+from darwin_notify_assets.jobs import notify_window_job
+from darwin_notify_assets.resources import DarwinNotifyResource
+from darwin_notify_assets.sensors import replica_lag_sensor
+
+defs = Definitions(
+    assets=load_assets_from_modules([assets]),
+    jobs=[notify_window_job],
+    sensors=[replica_lag_sensor],
+    resources={"darwin": DarwinNotifyResource()},
+)

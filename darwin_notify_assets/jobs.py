@@ -1,0 +1,12 @@
+"""Jobs: one run materializes the whole chain of one change window."""
+
+from dagster import AssetSelection, define_asset_job
+
+from darwin_notify_assets.assets import GROUP
+
+notify_window_job = define_asset_job(
+    "notify_window",
+    selection=AssetSelection.groups(GROUP),
+    description="Detect, total, pick, render and send the notifications of one change window.",
+    tags={"dagster/max_retries": "0"},
+)

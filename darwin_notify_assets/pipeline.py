@@ -1,0 +1,287 @@
+"""The stages of one change window, in plain Python (the Dagster assets call these).
+
+Each stage reads what it needs from the replica and writes its results to the store, where
+the next stage finds them. Every write is insert-if-absent or a conditional transition, so a
+stage may run again (a rerun, a backfill, a retry) without changing anything that was done.
+"""
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from darwin_notify_assets.bus import InProcessBus, JobBus, JobKind, make_jobs, run_consumers
+from darwin_notify_assets.candidates import CandidateResult, build_candidates
+from darwin_notify_assets.config import (
+    REPLICA_PASSWORD_ENV,
+    SENDGRID_API_KEY_ENV,
+    STORE_PASSWORD_ENV,
+    TWILIO_AUTH_TOKEN_ENV,
+    Settings,
+)
+from darwin_notify_assets.detect import DetectionResult, detect_changes
+from darwin_notify_assets.errors import DarwinNotifyError
+from darwin_notify_assets.render import CompiledTemplate, compile_templates
+from darwin_notify_assets.replica import ReplicaReader, ReplicaWatermark
+from darwin_notify_assets.schedules import RejectedSchedule, ScheduleSet
+from darwin_notify_assets.senders import (
+    FileOutboxEmailSender,
+    FileOutboxSmsSender,
+    Sender,
+    SendGridSender,
+    TwilioSmsSender,
+)
+from darwin_notify_assets.store import MessageStatus, NotificationStore, utcnow
+from darwin_notify_assets.windows import Window
+from darwin_notify_assets.workers import RenderWorker, SendWorker
+
+log = logging.getLogger(__name__)
+
+
+class StageTimeout(DarwinNotifyError):
+    """Workers did not finish a window's jobs in time."""
+
+
+@dataclass(frozen=True)
+class LoadedSchedules:
+    schedules: ScheduleSet
+    templates: Mapping[int, CompiledTemplate]
+    rejected: tuple[RejectedSchedule, ...]
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "active_schedules": len(self.schedules.schedules),
+            "rejected_schedules": len(self.rejected),
+            "rejected": "; ".join(r.reason for r in self.rejected) or "(none)",
+            "watched_tables": ", ".join(self.schedules.source_tables) or "(none)",
+            "templates_compiled": len(self.templates),
+        }
+
+
+def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
+    """Active schedules, validated, with their templates compiled; a schedule whose template
+    does not compile is rejected by name with the compiler's message."""
+    raw = replica.load_schedules()
+    compiled, errors = compile_templates(raw)
+    good, rejected = [], list(raw.rejected)
+    for s in raw.schedules:
+        if s.template_id in errors:
+            rejected.append(
+                RejectedSchedule(s.schedule_id, s.name,
+                                 f"schedule {s.schedule_id} ({s.name}): {errors[s.template_id]}")
+            )
+        else:
+            good.append(s)
+    schedules = ScheduleSet(tuple(good), raw.templates, tuple(rejected))
+    for r in rejected:
+        log.warning("skipping %s", r.reason)
+    return LoadedSchedules(schedules, compiled, tuple(rejected))
+
+
+@dataclass
+class Runtime:
+    """The parts one process works with, built from Settings (see ``Runtime.from_settings``)."""
+
+    settings: Settings
+    replica_factory: Callable[[], ReplicaReader]
+    store_factory: Callable[[], NotificationStore]
+    bus: JobBus
+    senders_factory: Callable[[], dict[str, Sender]]
+    _replica: ReplicaReader | None = None
+    _store: NotificationStore | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bus: JobBus | None = None) -> "Runtime":
+        if bus is None:
+            if settings.uses_kafka:
+                from darwin_notify_assets.kafka_bus import KafkaBus
+
+                bus = KafkaBus.from_settings(settings)
+            else:
+                bus = InProcessBus()
+        return cls(
+            settings=settings,
+            replica_factory=lambda: ReplicaReader.open(settings.replica_url, REPLICA_PASSWORD_ENV),
+            store_factory=lambda: NotificationStore.open(settings.store_url, STORE_PASSWORD_ENV),
+            bus=bus,
+            senders_factory=lambda: make_senders(settings),
+        )
+
+    @property
+    def replica(self) -> ReplicaReader:
+        if self._replica is None:
+            self._replica = self.replica_factory()
+        return self._replica
+
+    @property
+    def store(self) -> NotificationStore:
+        if self._store is None:
+            self._store = self.store_factory()
+            self._store.ensure_schema()
+        return self._store
+
+    def close(self) -> None:
+        if self._replica is not None:
+            self._replica.close()
+            self._replica = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.bus.close()
+
+    def window(self, partition_key: str) -> Window:
+        return Window.from_key(partition_key, self.settings.window_minutes)
+
+
+def make_senders(settings: Settings) -> dict[str, Sender]:
+    """SendGrid and the SMS gateway when their credentials are set, else the file outbox."""
+    outbox = Path(settings.outbox_dir)
+    if settings.uses_sendgrid:
+        email: Sender = SendGridSender(
+            os.environ[SENDGRID_API_KEY_ENV], settings.email_from, settings.sendgrid_host or None
+        )
+    else:
+        email = FileOutboxEmailSender(outbox, settings.email_from)
+    if settings.uses_sms_gateway:
+        sms: Sender = TwilioSmsSender(
+            settings.twilio_account_sid,
+            os.environ[TWILIO_AUTH_TOKEN_ENV],
+            settings.sms_from,
+            settings.sms_base_url or None,
+        )
+    else:
+        sms = FileOutboxSmsSender(outbox, settings.sms_from)
+    return {"email": email, "sms": sms}
+
+
+# -- stages -------------------------------------------------------------------------------------
+def stage_change_window(rt: Runtime, window: Window, loaded: LoadedSchedules) -> tuple[DetectionResult, ReplicaWatermark]:
+    watermark = rt.replica.watermark()
+    result = detect_changes(rt.replica, rt.store, loaded.schedules, window, rt.settings.lookback)
+    rt.store.record_window(
+        window.partition_key,
+        window.start,
+        window.end,
+        watermark.applied_through,
+        watermark.state,
+        result.total_rows_read,
+    )
+    return result, watermark
+
+
+def stage_agent_totals(rt: Runtime, window: Window) -> int:
+    agents = rt.store.window_agents(window.partition_key)
+    return rt.store.recompute_totals(agents, window.end) if agents else 0
+
+
+def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> CandidateResult:
+    return build_candidates(rt.replica, rt.store, loaded.schedules, window.partition_key)
+
+
+def _wait_or_work(
+    rt: Runtime,
+    kind: JobKind,
+    handler_factory: Callable[[list[Callable[[], None]]], Callable],
+    remaining: Callable[[], int],
+    log_progress: Callable[[str], None],
+) -> None:
+    """Run inline consumers until ``remaining()`` is 0, or wait for external workers."""
+    settings = rt.settings
+    started = utcnow()
+    closers: list[Callable[[], None]] = []
+    try:
+        _work(rt, kind, lambda: handler_factory(closers), remaining, log_progress, started)
+    finally:
+        for close in closers:
+            close()
+
+
+def _work(rt, kind, handler_factory, remaining, log_progress, started) -> None:
+    settings = rt.settings
+
+    def progress() -> None:
+        elapsed = (utcnow() - started).total_seconds()
+        log_progress(f"{kind}: {remaining()} still pending after {elapsed:.0f}s")
+
+    if settings.inline_workers > 0:
+        finished = run_consumers(
+            rt.bus, kind, handler_factory, settings.inline_workers,
+            done=lambda: remaining() == 0, timeout=settings.stage_timeout_seconds,
+            progress=progress,
+        )
+    else:
+        # Workers run as their own processes (``darwin-notify worker``): wait for the store.
+        stop = threading.Event()
+        deadline = utcnow() + timedelta(seconds=settings.stage_timeout_seconds)
+        last = utcnow()
+        finished = False
+        while utcnow() < deadline:
+            if remaining() == 0:
+                finished = True
+                break
+            if (utcnow() - last).total_seconds() > 5:
+                progress()
+                last = utcnow()
+            stop.wait(0.2)
+    if not finished:
+        raise StageTimeout(
+            f"{kind} jobs not finished after {settings.stage_timeout_seconds}s: "
+            f"{remaining()} pending; are the {kind} workers running?"
+        )
+
+
+def stage_render(
+    rt: Runtime, window: Window, loaded: LoadedSchedules, log_progress: Callable[[str], None] = log.info
+) -> dict[str, int]:
+    """Publish render jobs for the window's unrendered candidates and wait until rendered."""
+    store = rt.store
+    ids = [i for batch in store.stream_unrendered(window.partition_key, 10_000) for i in batch]
+    published = rt.bus.publish(
+        make_jobs(JobKind.RENDER, window.partition_key, ids, rt.settings.render_batch)
+    )
+
+    def handler_factory(closers):
+        replica = rt.replica_factory()
+        worker_store = rt.store_factory()
+        closers += [replica.close, worker_store.close]
+        return RenderWorker(replica, worker_store, loaded.schedules, loaded.templates,
+                            rt.settings.window_minutes)
+
+    _wait_or_work(rt, JobKind.RENDER, handler_factory,
+                  lambda: store.unrendered_count(window.partition_key), log_progress)
+    counts = store.status_counts(window.partition_key)
+    return {"render_jobs": published, "candidates_rendered_now": len(ids), **counts}
+
+
+def stage_deliver(
+    rt: Runtime, window: Window, log_progress: Callable[[str], None] = log.info
+) -> dict[str, int]:
+    """Publish send jobs for the window's queued messages and wait until each is final."""
+    store = rt.store
+    ids = store.queued_ids(window.partition_key)
+    published = rt.bus.publish(make_jobs(JobKind.SEND, window.partition_key, ids, rt.settings.send_batch))
+
+    def handler_factory(closers):
+        worker_store = rt.store_factory()
+        senders = rt.senders_factory()
+        worker = SendWorker(worker_store, senders, rt.settings.send_concurrency)
+        closers += [worker.close, worker_store.close, *(s.close for s in senders.values())]
+        return worker
+
+    expiry = timedelta(seconds=rt.settings.sending_expiry_seconds)
+
+    def remaining() -> int:
+        # A claim that never finished (a worker died) becomes unknown, never resent.
+        store.expire_sending(utcnow() - expiry, window.partition_key)
+        return store.count(
+            "SELECT COUNT(*) FROM message WHERE partition_key = ? AND status IN (?, ?)",
+            [window.partition_key, str(MessageStatus.QUEUED), str(MessageStatus.SENDING)],
+        )
+
+    _wait_or_work(rt, JobKind.SEND, handler_factory, remaining, log_progress)
+    counts = store.status_counts(window.partition_key)
+    return {"send_jobs": published, "messages_sent_now": len(ids), **counts}

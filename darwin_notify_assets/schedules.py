@@ -1,0 +1,322 @@
+"""Notification schedules: what customers configure, validated against the replica's catalog.
+
+A schedule's criteria are data (a JSON list of ``{"column", "op", "value"}``). Each one is
+checked against the source table's real columns; a schedule that names an unknown table,
+column, operator, template or value is reported by name and skipped, and the others run.
+"""
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from darwin_notify_assets.errors import ScheduleError
+
+
+class EventType(StrEnum):
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class Audience(StrEnum):
+    AGENT = "agent"
+    RECORD_CONTACT = "record_contact"
+    AGENT_CONTACTS = "agent_contacts"
+
+
+class DedupeScope(StrEnum):
+    RECORD = "record"
+    CHANGE = "change"
+    WINDOW = "window"
+
+
+def _num(value: Any) -> Any:
+    """Numbers (and numeric text, as last-seen values keep them) as Decimal; others as is."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float | Decimal):
+        return Decimal(str(value))
+    if isinstance(value, str) and value[:1] in "-+0123456789." and value[-1:].isdigit():
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            return value
+    return value
+
+
+def same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is not None and b is not None and bool(a) == bool(b)
+    return _num(a) == _num(b)
+
+
+def _ordered(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any, Any], bool]:
+    def check(new: Any, _old: Any, value: Any) -> bool:
+        if new is None or value is None:
+            return False
+        try:
+            return op(_num(new), _num(value))
+        except TypeError:
+            return op(str(new), str(value))
+
+    return check
+
+
+def _changed(new: Any, old: Any, _value: Any) -> bool:
+    return not same_value(new, old) if (new is not None or old is not None) else False
+
+
+def _moved(direction: int) -> Callable[[Any, Any, Any], bool]:
+    def check(new: Any, old: Any, _value: Any) -> bool:
+        if new is None or old is None:
+            return False
+        delta = _num(new) - _num(old)
+        return delta < 0 if direction < 0 else delta > 0
+
+    return check
+
+
+# op name -> (check(new, old, value), needs a value, needs the previous value)
+OPERATORS: dict[str, tuple[Callable[[Any, Any, Any], bool], bool, bool]] = {
+    "eq": (lambda n, _o, v: same_value(n, v), True, False),
+    "ne": (lambda n, _o, v: not same_value(n, v), True, False),
+    "lt": (_ordered(lambda a, b: a < b), True, False),
+    "le": (_ordered(lambda a, b: a <= b), True, False),
+    "gt": (_ordered(lambda a, b: a > b), True, False),
+    "ge": (_ordered(lambda a, b: a >= b), True, False),
+    "in": (lambda n, _o, v: any(same_value(n, x) for x in v), True, False),
+    "not_in": (lambda n, _o, v: not any(same_value(n, x) for x in v), True, False),
+    "is_null": (lambda n, _o, _v: n is None, False, False),
+    "not_null": (lambda n, _o, _v: n is not None, False, False),
+    "changed": (_changed, False, True),
+    "increased": (_moved(+1), False, True),
+    "decreased": (_moved(-1), False, True),
+}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    column: str
+    op: str
+    value: Any = None
+
+    def matches(self, new_row: Mapping[str, Any], old_row: Mapping[str, Any] | None) -> bool:
+        check, _, _ = OPERATORS[self.op]
+        old = old_row.get(self.column) if old_row is not None else None
+        return check(new_row.get(self.column), old, self.value)
+
+    @property
+    def needs_previous(self) -> bool:
+        return OPERATORS[self.op][2]
+
+
+@dataclass(frozen=True)
+class Template:
+    template_id: int
+    name: str
+    subject: str | None
+    html_body: str | None
+    text_body: str | None
+    sms_body: str | None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One active notification schedule, validated."""
+
+    schedule_id: int
+    name: str
+    source_table: str
+    event_type: EventType
+    watch_column: str
+    changed_columns: tuple[str, ...]
+    criteria: tuple[Criterion, ...]
+    channel: Channel
+    audience: Audience
+    template_id: int
+    dedupe_scope: DedupeScope
+    uses_agent_totals: bool
+
+    @property
+    def needs_previous_values(self) -> bool:
+        return bool(self.changed_columns) or any(c.needs_previous for c in self.criteria)
+
+
+@dataclass(frozen=True)
+class RejectedSchedule:
+    schedule_id: int
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScheduleSet:
+    """The active, valid schedules and the ones rejected with their reasons."""
+
+    schedules: tuple[Schedule, ...]
+    templates: Mapping[int, Template]
+    rejected: tuple[RejectedSchedule, ...] = field(default=())
+
+    @property
+    def source_tables(self) -> tuple[str, ...]:
+        tables = {s.source_table for s in self.schedules if s.event_type != EventType.DELETE}
+        return tuple(sorted(tables))
+
+    @property
+    def delete_tables(self) -> tuple[str, ...]:
+        return tuple(
+            sorted({s.source_table for s in self.schedules if s.event_type == EventType.DELETE})
+        )
+
+    @property
+    def uses_agent_totals(self) -> bool:
+        return any(s.uses_agent_totals for s in self.schedules)
+
+    def for_table(self, table: str) -> list[Schedule]:
+        return [s for s in self.schedules if s.source_table == table]
+
+    def by_id(self, schedule_id: int) -> Schedule:
+        for s in self.schedules:
+            if s.schedule_id == schedule_id:
+                return s
+        raise KeyError(schedule_id)
+
+
+# Tables an event on which can be addressed to someone, and how to find the agent and contact.
+AGENT_COLUMN = "AgentID"
+CONTACT_COLUMN = {"People": "PeopleID", "Deal": "BuyerPeopleID"}
+DELETED_RECORD_TABLE = "DeletedRecord"
+DELETED_WATCH_COLUMN = "DeletedDate"
+
+
+def parse_schedule(
+    row: Mapping[str, Any],
+    catalog: Mapping[str, Sequence[str]],
+    templates: Mapping[int, Template],
+) -> Schedule:
+    """Validate one NotificationSchedule row against the catalog; raise ScheduleError."""
+    name = row.get("Name") or f"schedule {row.get('ScheduleID')}"
+
+    def fail(reason: str) -> ScheduleError:
+        return ScheduleError(f"schedule {row.get('ScheduleID')} ({name}): {reason}")
+
+    table = row.get("SourceTable") or ""
+    if table not in catalog:
+        raise fail(f"unknown source table {table!r}")
+    columns = set(catalog[table])
+    try:
+        event_type = EventType(str(row.get("EventType", "")).lower())
+        channel = Channel(str(row.get("Channel", "")).lower())
+        audience = Audience(str(row.get("Audience", "")).lower())
+        scope = DedupeScope(str(row.get("DedupeScope", "")).lower())
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    watch = row.get("WatchColumn") or ""
+    if event_type == EventType.DELETE:
+        if watch not in ("", DELETED_WATCH_COLUMN):
+            raise fail(f"delete schedules watch DeletedRecord.DeletedDate, not {watch!r}")
+        watch = DELETED_WATCH_COLUMN
+    elif watch not in columns:
+        raise fail(f"unknown watch column {table}.{watch}")
+    changed = tuple(c.strip() for c in (row.get("ChangedColumns") or "").split(",") if c.strip())
+    for col in changed:
+        if col not in columns:
+            raise fail(f"unknown changed column {table}.{col}")
+    if changed and event_type != EventType.UPDATE:
+        raise fail("ChangedColumns only applies to update schedules")
+    criteria = parse_criteria(row.get("Criteria"), table, columns, fail)
+    if audience != Audience.RECORD_CONTACT and AGENT_COLUMN not in columns and table != "Agent":
+        raise fail(f"audience {audience} needs {table}.{AGENT_COLUMN}")
+    if audience == Audience.RECORD_CONTACT and table not in CONTACT_COLUMN:
+        raise fail(f"audience record_contact needs a contact on {table}")
+    template_id = row.get("TemplateID")
+    template = templates.get(int(template_id)) if template_id is not None else None
+    if template is None:
+        raise fail(f"unknown template {template_id!r}")
+    if channel == Channel.EMAIL and not (template.subject and (template.html_body or template.text_body)):
+        raise fail(f"template {template.name!r} has no subject or email body")
+    if channel == Channel.SMS and not template.sms_body:
+        raise fail(f"template {template.name!r} has no SMS body")
+    return Schedule(
+        schedule_id=int(row["ScheduleID"]),
+        name=str(name),
+        source_table=table,
+        event_type=event_type,
+        watch_column=watch,
+        changed_columns=changed,
+        criteria=criteria,
+        channel=channel,
+        audience=audience,
+        template_id=int(template_id),
+        dedupe_scope=scope,
+        uses_agent_totals=bool(row.get("UsesAgentTotals")),
+    )
+
+
+def parse_criteria(
+    raw: Any, table: str, columns: set[str], fail: Callable[[str], ScheduleError]
+) -> tuple[Criterion, ...]:
+    if raw in (None, ""):
+        return ()
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as exc:
+        raise fail(f"criteria are not valid JSON ({exc.msg})") from None
+    if not isinstance(items, list):
+        raise fail("criteria must be a JSON list of {column, op, value}")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or "column" not in item or "op" not in item:
+            raise fail(f"criterion {item!r} must have 'column' and 'op'")
+        column, op = item["column"], item["op"]
+        if column not in columns:
+            raise fail(f"criterion names unknown column {table}.{column}")
+        if op not in OPERATORS:
+            raise fail(f"criterion on {column} uses unknown operator {op!r}")
+        needs_value = OPERATORS[op][1]
+        value = item.get("value")
+        if needs_value and "value" not in item:
+            raise fail(f"criterion {column} {op} needs a value")
+        if op in ("in", "not_in") and not isinstance(value, list):
+            raise fail(f"criterion {column} {op} needs a list value")
+        out.append(Criterion(column=column, op=op, value=value))
+    return tuple(out)
+
+
+def build_schedule_set(
+    schedule_rows: Sequence[Mapping[str, Any]],
+    template_rows: Sequence[Mapping[str, Any]],
+    catalog: Mapping[str, Sequence[str]],
+) -> ScheduleSet:
+    templates = {
+        int(t["TemplateID"]): Template(
+            template_id=int(t["TemplateID"]),
+            name=str(t["Name"]),
+            subject=t.get("Subject"),
+            html_body=t.get("HtmlBody"),
+            text_body=t.get("TextBody"),
+            sms_body=t.get("SmsBody"),
+        )
+        for t in template_rows
+    }
+    good, bad = [], []
+    for row in schedule_rows:
+        try:
+            good.append(parse_schedule(row, catalog, templates))
+        except ScheduleError as exc:
+            bad.append(
+                RejectedSchedule(
+                    schedule_id=int(row.get("ScheduleID") or 0),
+                    name=str(row.get("Name") or ""),
+                    reason=str(exc),
+                )
+            )
+    return ScheduleSet(schedules=tuple(good), templates=templates, rejected=tuple(bad))

@@ -1,0 +1,120 @@
+-- The notification store ("queue DB"): darwin-notify's own state, never on the source database.
+
+CREATE TABLE IF NOT EXISTS window_run (
+    partition_key VARCHAR(64) PRIMARY KEY,
+    window_start TIMESTAMP NOT NULL,
+    window_end TIMESTAMP NOT NULL,
+    replica_applied_through TIMESTAMP,
+    replica_state TEXT,
+    rows_read INTEGER NOT NULL DEFAULT 0,
+    detected_at TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS change_event (
+    event_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_key TEXT NOT NULL UNIQUE,
+    partition_key TEXT NOT NULL,
+    schedule_id INTEGER NOT NULL,
+    source_table TEXT NOT NULL,
+    record_id BIGINT NOT NULL,
+    event_type TEXT NOT NULL,
+    version TEXT NOT NULL,
+    agent_id BIGINT,
+    contact_id BIGINT,
+    old_values TEXT,
+    row_values TEXT,
+    detected_at TIMESTAMP NOT NULL
+);
+CREATE INDEX IF NOT EXISTS change_event_partition ON change_event (partition_key, schedule_id);
+
+CREATE TABLE IF NOT EXISTS record_snapshot (
+    source_table TEXT NOT NULL,
+    record_id BIGINT NOT NULL,
+    row_values TEXT NOT NULL,
+    seen_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (source_table, record_id)
+);
+
+CREATE TABLE IF NOT EXISTS deal_ledger (
+    deal_id BIGINT PRIMARY KEY,
+    agent_id BIGINT NOT NULL,
+    post_date TIMESTAMP,
+    sale_price NUMERIC(16,2),
+    gross_commission NUMERIC(16,2)
+);
+CREATE INDEX IF NOT EXISTS deal_ledger_agent ON deal_ledger (agent_id, post_date);
+
+CREATE TABLE IF NOT EXISTS listing_ledger (
+    property_id BIGINT PRIMARY KEY,
+    agent_id BIGINT NOT NULL,
+    status TEXT
+);
+CREATE INDEX IF NOT EXISTS listing_ledger_agent ON listing_ledger (agent_id, status);
+
+CREATE TABLE IF NOT EXISTS window_agent (
+    partition_key TEXT NOT NULL,
+    agent_id BIGINT NOT NULL,
+    PRIMARY KEY (partition_key, agent_id)
+);
+
+CREATE TABLE IF NOT EXISTS agent_totals (
+    agent_id BIGINT PRIMARY KEY,
+    year INTEGER NOT NULL,
+    units_ytd INTEGER NOT NULL,
+    volume_ytd NUMERIC(16,2) NOT NULL,
+    commission_ytd NUMERIC(16,2) NOT NULL,
+    active_listings INTEGER NOT NULL,
+    computed_through TIMESTAMP NOT NULL,
+    computed_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS candidate (
+    candidate_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    candidate_key TEXT NOT NULL UNIQUE,
+    partition_key TEXT NOT NULL,
+    schedule_id INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    event_id BIGINT NOT NULL,
+    source_table TEXT NOT NULL,
+    record_id BIGINT NOT NULL,
+    agent_id BIGINT,
+    recipient_kind TEXT NOT NULL,
+    recipient_id BIGINT,
+    uses_totals BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE INDEX IF NOT EXISTS candidate_partition ON candidate (partition_key, candidate_id);
+
+CREATE TABLE IF NOT EXISTS message (
+    message_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    candidate_id BIGINT NOT NULL UNIQUE,
+    candidate_key TEXT NOT NULL UNIQUE,
+    partition_key TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    to_address TEXT,
+    subject TEXT,
+    html_body TEXT,
+    text_body TEXT,
+    sms_body TEXT,
+    sms_encoding TEXT,
+    sms_segments INTEGER,
+    status TEXT NOT NULL,
+    reason TEXT,
+    claim_token TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    provider_message_id TEXT,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_partition_status ON message (partition_key, status);
+CREATE INDEX IF NOT EXISTS message_claim ON message (claim_token);
+
+CREATE TABLE IF NOT EXISTS message_event (
+    message_event_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id BIGINT NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    reason TEXT,
+    at TIMESTAMP NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_event_message ON message_event (message_id);

@@ -1,0 +1,120 @@
+-- The notification store ("queue DB"): darwin-notify's own state, never on the source database.
+
+CREATE TABLE IF NOT EXISTS window_run (
+    partition_key TEXT PRIMARY KEY,
+    window_start TEXT NOT NULL,
+    window_end TEXT NOT NULL,
+    replica_applied_through TEXT,
+    replica_state TEXT,
+    rows_read INTEGER NOT NULL DEFAULT 0,
+    detected_at TEXT
+);
+
+CREATE TABLE IF NOT EXISTS change_event (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_key TEXT NOT NULL UNIQUE,
+    partition_key TEXT NOT NULL,
+    schedule_id INTEGER NOT NULL,
+    source_table TEXT NOT NULL,
+    record_id INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    version TEXT NOT NULL,
+    agent_id INTEGER,
+    contact_id INTEGER,
+    old_values TEXT,
+    row_values TEXT,
+    detected_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS change_event_partition ON change_event (partition_key, schedule_id);
+
+CREATE TABLE IF NOT EXISTS record_snapshot (
+    source_table TEXT NOT NULL,
+    record_id INTEGER NOT NULL,
+    row_values TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (source_table, record_id)
+);
+
+CREATE TABLE IF NOT EXISTS deal_ledger (
+    deal_id INTEGER PRIMARY KEY,
+    agent_id INTEGER NOT NULL,
+    post_date TEXT,
+    sale_price NUMERIC,
+    gross_commission NUMERIC
+);
+CREATE INDEX IF NOT EXISTS deal_ledger_agent ON deal_ledger (agent_id, post_date);
+
+CREATE TABLE IF NOT EXISTS listing_ledger (
+    property_id INTEGER PRIMARY KEY,
+    agent_id INTEGER NOT NULL,
+    status TEXT
+);
+CREATE INDEX IF NOT EXISTS listing_ledger_agent ON listing_ledger (agent_id, status);
+
+CREATE TABLE IF NOT EXISTS window_agent (
+    partition_key TEXT NOT NULL,
+    agent_id INTEGER NOT NULL,
+    PRIMARY KEY (partition_key, agent_id)
+);
+
+CREATE TABLE IF NOT EXISTS agent_totals (
+    agent_id INTEGER PRIMARY KEY,
+    year INTEGER NOT NULL,
+    units_ytd INTEGER NOT NULL,
+    volume_ytd NUMERIC NOT NULL,
+    commission_ytd NUMERIC NOT NULL,
+    active_listings INTEGER NOT NULL,
+    computed_through TEXT NOT NULL,
+    computed_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS candidate (
+    candidate_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    candidate_key TEXT NOT NULL UNIQUE,
+    partition_key TEXT NOT NULL,
+    schedule_id INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    source_table TEXT NOT NULL,
+    record_id INTEGER NOT NULL,
+    agent_id INTEGER,
+    recipient_kind TEXT NOT NULL,
+    recipient_id INTEGER,
+    uses_totals INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS candidate_partition ON candidate (partition_key, candidate_id);
+
+CREATE TABLE IF NOT EXISTS message (
+    message_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    candidate_id INTEGER NOT NULL UNIQUE,
+    candidate_key TEXT NOT NULL UNIQUE,
+    partition_key TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    to_address TEXT,
+    subject TEXT,
+    html_body TEXT,
+    text_body TEXT,
+    sms_body TEXT,
+    sms_encoding TEXT,
+    sms_segments INTEGER,
+    status TEXT NOT NULL,
+    reason TEXT,
+    claim_token TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    provider_message_id TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_partition_status ON message (partition_key, status);
+CREATE INDEX IF NOT EXISTS message_claim ON message (claim_token);
+
+CREATE TABLE IF NOT EXISTS message_event (
+    message_event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    reason TEXT,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_event_message ON message_event (message_id);
