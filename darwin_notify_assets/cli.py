@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from darwin_notify_assets.definitions import defs
 
-    job = defs.get_job_def("notify_window")
+    job = defs.resolve_job_def("notify_window")
     instance = DagsterInstance.get()
     failed = 0
     for key in args.partition:

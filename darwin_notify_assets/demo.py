@@ -84,7 +84,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]
     instance = _dagster_instance(home)
     from darwin_notify_assets.definitions import defs
 
-    job = defs.get_job_def("notify_window")
+    job = defs.resolve_job_def("notify_window")
     sent_before = _outbox_count(Path(settings.outbox_dir))
     per_window = []
     say("")

@@ -458,6 +458,23 @@ class SeedSummary:
         """Operations per ``"<Table>.<insert|update|delete>"`` over all windows."""
         return _sum_counts(w.by_operation for w in self.windows)
 
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (timestamps as ISO 8601 text)."""
+        return {
+            "base_rows": dict(self.base_rows),
+            "totals_by_kind": self.totals_by_kind(),
+            "totals_by_operation": self.totals_by_operation(),
+            "windows": [
+                {
+                    "start": w.start.isoformat(),
+                    "end": w.end.isoformat(),
+                    "by_kind": dict(w.by_kind),
+                    "by_operation": dict(w.by_operation),
+                }
+                for w in self.windows
+            ],
+        }
+
 
 def _sum_counts(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
     total: dict[str, int] = {}

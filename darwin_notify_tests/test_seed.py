@@ -402,6 +402,8 @@ def test_seed_database_writes_the_expected_rows(sqlite_db):
     assert sum(summary.totals_by_kind().values()) == sum(ops.values())
     for table in ("Office", "Agent", "NotificationTemplate", "NotificationSchedule"):
         assert _count(sqlite_db, table) == base.counts()[table]
+    report = json.loads(json.dumps(summary.as_dict()))
+    assert report["totals_by_operation"] == ops and len(report["windows"]) == 4
 
 
 def test_applied_windows_are_found_by_watch_column_range(sqlite_db):
