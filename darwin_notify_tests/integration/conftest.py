@@ -1,0 +1,226 @@
+"""The integration tier's harness: the real services of ``make services-up``.
+
+Connection settings come from ``infra/services.sh env``. A missing service fails the test with
+the command that starts it; nothing here is ever skipped.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from darwin_notify_assets import seed
+from darwin_notify_assets.config import Settings
+from darwin_notify_assets.db import Database, connect
+from darwin_notify_assets.demo import DEMO_START, QUIET_RUN_CONFIG
+from darwin_notify_assets.detect import baseline
+from darwin_notify_assets.errors import ConfigurationError
+from darwin_notify_assets.pipeline import Runtime, load_schedules
+from darwin_notify_assets.store import NotificationStore
+from darwin_notify_assets.windows import Window
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICES_SH = REPO_ROOT / "infra" / "services.sh"
+HINT = "start the services with `make services-up`"
+PIPELINE_ROLE = "darwin_notify"
+
+STORE_TABLES = (
+    "message_event", "message", "candidate", "change_event", "record_snapshot", "deal_ledger",
+    "listing_ledger", "window_agent", "agent_totals", "window_run",
+)
+
+
+def services_env() -> dict[str, str]:
+    try:
+        out = subprocess.run(["bash", str(SERVICES_SH), "env"], capture_output=True, text=True,
+                             check=True, timeout=60).stdout
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"`infra/services.sh env` failed: {exc.stderr}; {HINT}")
+    values = {}
+    for line in out.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export":
+            name, _, value = words[1].partition("=")
+            values[name] = value
+    return values
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass
+class Stack:
+    """The running services and helpers to drive a scenario on them."""
+
+    env: dict[str, str]
+    tmp: Path
+    topic_prefix: str
+
+    def admin(self, which: str = "PRIMARY") -> Database:
+        try:
+            return connect(self.env[f"DARWIN_NOTIFY_{which}_ADMIN_URL"])
+        except (ConfigurationError, KeyError) as exc:
+            pytest.fail(f"cannot reach the {which.lower()}: {exc}; {HINT}")
+
+    def settings(self, **overrides: Any) -> Settings:
+        return Settings.from_env(overrides={"home": str(self.tmp), **overrides})
+
+    # -- darwin.Cloud on the primary -------------------------------------------------------------
+    def reset_source(self, primary: Database, size: seed.SeedSize, seed_value: int = 7):
+        for table in seed.TABLES:
+            primary.execute(f'DROP TABLE IF EXISTS "{table}"').close()
+        primary.commit()
+        seed.create_schema(primary)
+        dataset = seed.generate_base(size, seed_value, DEMO_START)
+        seed.write_base(primary, dataset)
+        primary.execute("ANALYZE").close()
+        primary.commit()
+        return dataset
+
+    def wait_replayed(self, primary: Database, timeout: float = 30) -> None:
+        """Until the standby has replayed everything the primary has written so far."""
+        lsn = primary.scalar("SELECT pg_current_wal_lsn()::text")
+        primary.commit()
+        replica = self.admin("REPLICA")
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                done = replica.scalar(
+                    "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), ?::pg_lsn) >= 0", [lsn]
+                )
+                replica.commit()
+                if done:
+                    return
+                time.sleep(0.05)
+        finally:
+            replica.close()
+        pytest.fail(f"the standby did not replay up to {lsn} within {timeout}s")
+
+    # -- the store -----------------------------------------------------------------------------
+    def reset_store(self) -> None:
+        store = NotificationStore.open(self.env["DARWIN_NOTIFY_STORE_URL"])
+        try:
+            store.ensure_schema()
+            for table in STORE_TABLES:
+                store.db.execute(f"DELETE FROM {table}").close()
+            store.db.commit()
+        finally:
+            store.close()
+
+    def baseline(self, settings: Settings) -> None:
+        rt = Runtime.from_settings(settings)
+        try:
+            baseline(rt.replica, rt.store, load_schedules(rt.replica).schedules)
+        finally:
+            rt.close()
+
+    # -- statistics ------------------------------------------------------------------------------
+    def primary_statements(self) -> int:
+        primary = self.admin("PRIMARY")
+        try:
+            primary.execute("SELECT pg_stat_force_next_flush()").close()
+            primary.commit()
+            return int(primary.scalar(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE userid = ?::regrole",
+                [PIPELINE_ROLE],
+            ))
+        finally:
+            primary.close()
+
+    # -- providers -------------------------------------------------------------------------------
+    def sink_records(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return (read_jsonl(self.env["DARWIN_NOTIFY_SENDGRID_SINK_RECORD"]),
+                read_jsonl(self.env["DARWIN_NOTIFY_SMS_SINK_RECORD"]))
+
+    def sink_control(self, which: str, **command: Any) -> None:
+        import requests
+
+        base = self.env["DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid"
+                         else "DARWIN_NOTIFY_SMS_BASE_URL"]
+        requests.post(f"{base}/_control", json=command, timeout=5).raise_for_status()
+
+    # -- Dagster -----------------------------------------------------------------------------------
+    def dagster_instance(self):
+        from dagster import DagsterInstance
+
+        home = self.tmp / "dagster_home"
+        home.mkdir(exist_ok=True)
+        (home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+        return DagsterInstance.from_config(str(home))
+
+    def run_window(self, instance, partition_key: str):
+        from darwin_notify_assets.definitions import defs
+
+        job = defs.resolve_job_def("notify_window")
+        return job.execute_in_process(partition_key=partition_key, instance=instance,
+                                      raise_on_error=False, run_config=QUIET_RUN_CONFIG)
+
+    # -- workers in their own processes --------------------------------------------------------------
+    def start_workers(self, render: int, send: int) -> list[subprocess.Popen]:
+        procs = []
+        log_dir = self.tmp / "workers"
+        log_dir.mkdir(exist_ok=True)
+        for kind, count in (("render", render), ("send", send)):
+            for i in range(count):
+                log = open(log_dir / f"{kind}-{i}.log", "w")  # noqa: SIM115 - closed with the process
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "darwin_notify_assets.cli", "-v", "worker", kind],
+                    env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+                ))
+        return procs
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    env = services_env()
+    missing = [k for k in ("DARWIN_NOTIFY_REPLICA_URL", "DARWIN_NOTIFY_STORE_URL",
+                           "DARWIN_NOTIFY_PRIMARY_ADMIN_URL", "DARWIN_NOTIFY_KAFKA_BOOTSTRAP")
+               if not env.get(k)]
+    if missing:
+        pytest.fail(f"{missing} not set by infra/services.sh env; {HINT}")
+    prefix = f"it-{uuid.uuid4().hex[:8]}"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DARWIN_NOTIFY_HOME", str(tmp_path))
+    monkeypatch.setenv("DARWIN_NOTIFY_KAFKA_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    s = Stack(env=env, tmp=tmp_path, topic_prefix=prefix)
+    s.reset_store()
+    yield s
+
+
+def windows_of(changes: list[seed.WindowChanges], minutes: int = 5) -> list[Window]:
+    return [Window.containing(wc.start, minutes) for wc in changes]
+
+
+def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
