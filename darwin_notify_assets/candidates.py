@@ -74,11 +74,13 @@ def build_candidates(
             else {}
         )
         rows: list[CandidateRow] = []
+        expanded: list[int] = []
         for e in events:
             s = _schedule(schedules, e)
             if s is None:
                 result.skipped_inactive += 1
                 continue
+            expanded.append(int(e.event_id))
             if s.audience == Audience.AGENT:
                 recipients = [("agent", e.agent_id)]
             elif s.audience == Audience.RECORD_CONTACT:
@@ -103,10 +105,7 @@ def build_candidates(
                     )
                 )
                 result.by_schedule[s.schedule_id] += 1
-            if len(rows) >= batch_size:
-                result.inserted += store.insert_candidates(rows)
-                rows = []
-        result.inserted += store.insert_candidates(rows)
+        result.inserted += store.insert_candidates(rows, expanded)
     return result
 
 

@@ -429,17 +429,21 @@ class NotificationStore:
         return sorted(int(r[0]) for r in rows if r[0] is not None)
 
     # -- events and candidates ------------------------------------------------------------------
-    def stream_events(self, partition_key: str, batch_size: int = 5000) -> Iterator[list[ChangeEvent]]:
-        """The window's events in pages (keyset on event_id), so callers may write between."""
+    def stream_events(
+        self, partition_key: str, batch_size: int = 5000
+    ) -> Iterator[list[ChangeEvent]]:
+        """The window's events whose candidates are not yet inserted, in pages (keyset on
+        event_id), so callers may write between pages."""
         sql = self.db.limit(
             "SELECT event_id, event_key, partition_key, schedule_id, source_table, record_id, "
             "event_type, version, agent_id, contact_id, old_values, row_values "
-            "FROM change_event WHERE partition_key = ? AND event_id > ? ORDER BY event_id",
+            "FROM change_event WHERE partition_key = ? AND event_id > ? AND expanded = ? "
+            "ORDER BY event_id",
             batch_size,
         )
         last = 0
         while True:
-            rows = self.db.query(sql, [partition_key, last])
+            rows = self.db.query(sql, [partition_key, last, False])
             self.db.commit()
             if not rows:
                 return
@@ -462,9 +466,17 @@ class NotificationStore:
                 for r in rows
             ]
 
-    def insert_candidates(self, rows: Sequence[CandidateRow]) -> int:
+    def insert_candidates(self, rows: Sequence[CandidateRow], expanded: Sequence[int] = ()) -> int:
+        """Insert candidates if absent and mark the events they came from as expanded, in one
+        transaction, so a rerun resolves no audience twice (a contact added since would
+        otherwise receive an old listing)."""
         now = self.db.ts(utcnow())
         try:
+            for chunk in self.db.in_batches(list(expanded), extra_params=1):
+                self.db.execute(
+                    f"UPDATE change_event SET expanded = ? WHERE event_id IN ({placeholders(len(chunk))})",
+                    [True, *chunk],
+                ).close()
             n = self.db.insert_rows(
                 "candidate",
                 (

@@ -113,10 +113,10 @@ class Stack:
     def reset_store(self) -> None:
         store = NotificationStore.open(self.env["DARWIN_NOTIFY_STORE_URL"])
         try:
-            store.ensure_schema()
             for table in STORE_TABLES:
-                store.db.execute(f"DELETE FROM {table}").close()
+                store.db.execute(f"DROP TABLE IF EXISTS {table}").close()
             store.db.commit()
+            store.ensure_schema()
         finally:
             store.close()
 

@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS change_event (
     contact_id INTEGER,
     old_values TEXT,
     row_values TEXT,
+    -- set once the event's candidates are inserted: a rerun never re-resolves its audience
+    expanded INTEGER NOT NULL DEFAULT 0,
     detected_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS change_event_partition ON change_event (partition_key, schedule_id);

@@ -1,0 +1,311 @@
+"""Fixtures of the embedded tier: a seeded SQLite darwin.Cloud, a store, settings, a runtime,
+and a helper that runs one change window through Dagster in process.
+
+Everything lives in a temporary folder (``DARWIN_NOTIFY_HOME``): ``darwin.db`` is the sample
+darwin.Cloud (written here through a read-write connection, as the application would; the
+pipeline opens it read-only), ``store.db`` the notification store, ``outbox/`` the file
+outbox. No server is needed.
+"""
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
+
+from darwin_notify_assets import demo, detect, seed
+from darwin_notify_assets.bus import JobBus
+from darwin_notify_assets.config import PREFIX, Settings
+from darwin_notify_assets.db import Database, connect
+from darwin_notify_assets.pipeline import LoadedSchedules, Runtime, load_schedules
+from darwin_notify_assets.replica import ReplicaReader
+from darwin_notify_assets.senders import Sender, SendResult
+from darwin_notify_assets.store import NotificationStore, OutboundMessage
+from darwin_notify_assets.windows import Window
+
+SEED = 7
+START = demo.DEMO_START
+WINDOW_MINUTES = 5
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+ASSET_CHAIN = (
+    "notification_schedules",
+    "change_window",
+    "agent_totals",
+    "candidate_notifications",
+    "rendered_messages",
+    "delivery_log",
+)
+
+
+class RecordingSender(Sender):
+    """A typed test double: records every call, answers with scripted outcomes, and may hand
+    the message on to a real sender (the file outbox) so files appear as in production.
+
+    ``script`` is consumed one entry per call: ``None`` accepts, an exception instance is
+    raised. When the script is exhausted every further call accepts.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        inner: Sender | None = None,
+        script: Sequence[BaseException | None] = (),
+    ):
+        self.channel = channel
+        self.inner = inner
+        self.script = list(script)
+        self.calls: list[OutboundMessage] = []
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        self.calls.append(message)
+        outcome = self.script.pop(0) if self.script else None
+        if outcome is not None:
+            raise outcome
+        if self.inner is not None:
+            return self.inner.send(message)
+        return SendResult(provider_message_id=f"recorded:{message.message_id}")
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
+@dataclass
+class EmbeddedEnv:
+    """A seeded embedded environment under ``home``; see the module docstring."""
+
+    home: Path
+    settings: Settings
+    dataset: seed.Dataset
+    changes: list[seed.WindowChanges]
+    source: Database
+    instance: DagsterInstance
+    applied: set[int] = field(default_factory=set)
+    _open: list[Callable[[], None]] = field(default_factory=list)
+
+    # -- windows ------------------------------------------------------------------------------
+    def window(self, index: int) -> Window:
+        return Window.containing(self.changes[index].start, self.settings.window_minutes)
+
+    def key(self, index: int) -> str:
+        return self.window(index).partition_key
+
+    def apply(self, index: int) -> None:
+        """Write window ``index``'s changes to darwin.db (once)."""
+        if index not in self.applied:
+            seed.apply_window(self.source, self.changes[index])
+            self.applied.add(index)
+
+    def run_window(self, index: int, apply: bool = True) -> ExecuteInProcessResult:
+        """Apply the window's changes (once) and materialize its partition through Dagster."""
+        if apply:
+            self.apply(index)
+        return run_partition(self.key(index), self.instance)
+
+    # -- parts --------------------------------------------------------------------------------
+    def runtime(self, bus: JobBus | None = None) -> Runtime:
+        rt = Runtime.from_settings(self.settings, bus)
+        self._open.append(rt.close)
+        return rt
+
+    def store(self) -> NotificationStore:
+        store = NotificationStore.open(self.settings.store_url)
+        store.ensure_schema()
+        self._open.append(store.close)
+        return store
+
+    def replica(self) -> ReplicaReader:
+        replica = ReplicaReader.open(self.settings.replica_url)
+        self._open.append(replica.close)
+        return replica
+
+    def loaded(self) -> LoadedSchedules:
+        return load_schedules(self.replica())
+
+    def close(self) -> None:
+        for close in reversed(self._open):
+            with suppress(Exception):
+                close()
+        self._open.clear()
+        self.source.close()
+
+    # -- direct reads, independent of the product's query code --------------------------------
+    def store_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return sqlite_rows(Path(self.settings.store_url.removeprefix("sqlite:///")), sql, params)
+
+    def source_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return sqlite_rows(self.home / "darwin.db", sql, params)
+
+    def outbox_files(self) -> list[Path]:
+        outbox = Path(self.settings.outbox_dir)
+        if not outbox.exists():
+            return []
+        return sorted(p for p in outbox.rglob("*") if p.suffix in (".eml", ".json"))
+
+    def set_row(self, table: str, key: int, values: Mapping[str, Any]) -> None:
+        """UPDATE one darwin.db row (timestamps given as datetimes are bound like the seed's)."""
+        db = self.source
+        cols = list(values)
+        assignments = ", ".join(f"{db.quote(c)} = ?" for c in cols)
+        params = [db.ts(v) if isinstance(v, datetime) else v for v in values.values()]
+        db.execute(
+            f"UPDATE {db.quote(table)} SET {assignments} "
+            f"WHERE {db.quote(seed.KEY_COLUMNS[table])} = ?",
+            [*params, key],
+        ).close()
+        db.commit()
+
+    def insert_row(self, table: str, values: Mapping[str, Any]) -> None:
+        db = self.source
+        cols = list(values)
+        params = [db.ts(v) if isinstance(v, datetime) else v for v in values.values()]
+        db.execute(
+            f"INSERT INTO {db.quote(table)} ({', '.join(db.quote(c) for c in cols)}) "
+            f"VALUES ({', '.join('?' for _ in cols)})",
+            params,
+        ).close()
+        db.commit()
+
+
+def sqlite_rows(path: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Rows as dicts through a fresh, read-only sqlite3 connection."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        cur = conn.execute(sql, tuple(params))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def run_partition(partition_key: str, instance: DagsterInstance) -> ExecuteInProcessResult:
+    """Materialize one change window's whole chain through Dagster, in this process.
+
+    The resource reads its settings from the environment at run time, so the caller must
+    have set ``DARWIN_NOTIFY_HOME`` (the env fixtures do).
+    """
+    from darwin_notify_assets.definitions import defs
+
+    return defs.resolve_job_def("notify_window").execute_in_process(
+        partition_key=partition_key,
+        instance=instance,
+        run_config=QUIET_RUN_CONFIG,
+        raise_on_error=False,
+    )
+
+
+def materialization_metadata(
+    instance: DagsterInstance, asset: str, partition_key: str | None = None
+) -> dict[str, Any]:
+    """The latest materialization's metadata of ``asset`` as plain values."""
+    event = instance.get_latest_materialization_event(AssetKey(asset))
+    assert event is not None, f"{asset} was never materialized"
+    mat = event.asset_materialization
+    assert mat is not None
+    if partition_key is not None:
+        assert mat.partition == partition_key, (asset, mat.partition, partition_key)
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+def clean_environment(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """No setting of the caller's shell leaks in: embedded defaults under ``home``."""
+    for name in list(os.environ):
+        if name.startswith(PREFIX):
+            mp.delenv(name)
+    mp.delenv("DAGSTER_HOME", raising=False)
+    mp.setenv("DARWIN_NOTIFY_HOME", str(home))
+    # A hang fails within a minute instead of the production half hour.
+    mp.setenv("DARWIN_NOTIFY_STAGE_TIMEOUT_SECONDS", "60")
+
+
+def build_env(
+    home: Path,
+    mp: pytest.MonkeyPatch,
+    windows: int = 3,
+    customize: Callable[[Database, seed.Dataset, list[seed.WindowChanges]], None] | None = None,
+) -> EmbeddedEnv:
+    """Seed darwin.db with ``SeedSize.small()``, take the baseline, return the environment.
+
+    ``customize(db, dataset, changes)`` may edit darwin.db (templates, schedules, contacts)
+    after the base is written and before the baseline is taken, as demo.py orders it.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    clean_environment(mp, home)
+    settings = Settings.from_env(overrides={"home": str(home)})
+    source = connect(f"sqlite:///{home / 'darwin.db'}")
+    seed.create_schema(source)
+    dataset = seed.generate_base(seed.SeedSize.small(), SEED, START)
+    seed.write_base(source, dataset)
+    changes = seed.generate_changes(dataset, SEED, START, windows, settings.window_minutes)
+    if customize is not None:
+        customize(source, dataset, changes)
+        source.commit()
+    rt = Runtime.from_settings(settings)
+    try:
+        detect.baseline(rt.replica, rt.store, load_schedules(rt.replica).schedules)
+    finally:
+        rt.close()
+    return EmbeddedEnv(
+        home=home,
+        settings=settings,
+        dataset=dataset,
+        changes=changes,
+        source=source,
+        instance=DagsterInstance.ephemeral(),
+    )
+
+
+@pytest.fixture
+def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedEnv]:
+    """A fresh seeded environment (3 windows of changes generated, none applied yet)."""
+    env = build_env(tmp_path / "home", monkeypatch)
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+@pytest.fixture
+def env_factory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., EmbeddedEnv]]:
+    """Build an environment with a ``customize`` hook (see ``build_env``)."""
+    made: list[EmbeddedEnv] = []
+
+    def make(windows: int = 3, customize=None) -> EmbeddedEnv:
+        env = build_env(tmp_path / f"home{len(made)}", monkeypatch, windows, customize)
+        made.append(env)
+        return env
+
+    try:
+        yield make
+    finally:
+        for env in made:
+            env.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[NotificationStore]:
+    """An empty notification store on a temporary SQLite file."""
+    s = NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
+    s.ensure_schema()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def settings(embedded_env: EmbeddedEnv) -> Settings:
+    return embedded_env.settings
+
+
+@pytest.fixture
+def runtime(embedded_env: EmbeddedEnv) -> Runtime:
+    return embedded_env.runtime()
