@@ -38,13 +38,14 @@ test-unit: venv
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 # The integration tier needs the services; they are stopped again whatever the outcome.
+# Integration tests read the services' settings from `infra/services.sh env` themselves, so
+# the other tests see a clean environment (the embedded default).
 test: venv
 	bash infra/services.sh up
-	eval "$$(bash infra/services.sh env)" && $(BIN)/python -m pytest $(PYTEST_ARGS); \
-		status=$$?; bash infra/services.sh down; exit $$status
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; bash infra/services.sh down; exit $$status
 
 test-integration: venv
-	eval "$$(bash infra/services.sh env)" && $(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 services-up:
 	bash infra/services.sh up

@@ -96,9 +96,13 @@ def odbc_connection_string(url: DatabaseUrl, password: str | None, read_only: bo
         ]
         if password:
             parts.append("PWD={%s}" % password)
+        # Results stream through cursors (UseDeclareFetch), and the planner would plan a
+        # cursor for its first 10% of rows, preferring sequential scans over index ranges.
+        settings = ["SET cursor_tuple_fraction TO 1"]
         if read_only:
             # psqlODBC ignores pyodbc's readonly flag; a session default is what holds.
-            parts.append("ConnSettings=SET default_transaction_read_only TO on")
+            settings.append("SET default_transaction_read_only TO on")
+        parts.append("ConnSettings={%s}" % ";".join(settings))
         return ";".join(parts)
     parts = [
         "DRIVER={%s}" % opts.get("driver", "ODBC Driver 18 for SQL Server"),

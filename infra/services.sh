@@ -68,6 +68,16 @@ fail_service() {
 
 port_open() { timeout 1 bash -c ": </dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
+# True when something else listens on the port; a moment's grace covers a process of ours
+# that is still exiting.
+port_taken() {
+    local i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        port_open "$1" || return 1
+        sleep 0.3
+    done
+}
+
 http_ok() {
     # shellcheck disable=SC2016
     timeout 2 bash -c '
@@ -109,7 +119,24 @@ psql_admin() {
         -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$@"
 }
 
-pid_alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
+# An exited process not yet reaped counts as gone, but only once all its threads have
+# exited: after SIGKILL a JVM's main thread is a zombie while the others still hold its sockets.
+pid_alive() {
+    [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null || return 1
+    local state threads
+    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null || true)
+    threads=$(sed -n 's/^Threads:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null || true)
+    [[ $state != Z || ${threads:-1} -gt 1 ]]
+}
+
+wait_gone() {
+    local pid=$1 tenths=$2 i
+    for ((i = 0; i < tenths; i++)); do
+        pid_alive "$pid" || return 0
+        sleep 0.1
+    done
+    ! pid_alive "$pid"
+}
 
 # The pid in a pid file, if that process is alive and is the expected command.
 running_pid() {
@@ -141,7 +168,7 @@ launch() {
 }
 
 stop_pid_file() {
-    local name=$1 file=$2 pattern=$3 signal=${4:-TERM} pid i
+    local name=$1 file=$2 pattern=$3 signal=${4:-TERM} pid
     if ! pid=$(running_pid "$file" "$pattern"); then
         rm -f "$file"
         say "$name: not running"
@@ -150,19 +177,14 @@ stop_pid_file() {
     local t0
     t0=$(now_ms)
     kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true
-    for i in $(seq 300); do
-        pid_alive "$pid" || break
-        sleep 0.1
-    done
-    if pid_alive "$pid"; then
+    if ! wait_gone "$pid" 300; then
         say "$name: still running after 30s, sending KILL"
         kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-        for i in $(seq 50); do
-            pid_alive "$pid" || break
-            sleep 0.1
-        done
+        if ! wait_gone "$pid" 50; then
+            printf '[services] ERROR: %s: pid %s did not exit\n' "$name" "$pid" >&2
+            return 1
+        fi
     fi
-    pid_alive "$pid" && die "$name: pid $pid did not exit"
     rm -f "$file"
     say "$name: stopped pid $pid ($(since "$t0"))"
 }
@@ -254,30 +276,51 @@ pg_stop() {
         say "$name: fast shutdown timed out, using immediate"
         as_pg "$PG_BIN/pg_ctl" -D "$data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
     fi
-    pid_alive "$pid" && die "$name: postmaster pid $pid did not exit"
+    # pg_ctl returns once postmaster.pid is gone, a moment before the process itself.
+    if ! wait_gone "$pid" 100; then
+        printf '[services] ERROR: %s: postmaster pid %s did not exit\n' "$name" "$pid" >&2
+        return 1
+    fi
     say "$name: stopped pid $pid ($(since "$t0"))"
 }
 
-# Settings that depend on the environment (ports, paths) are rewritten on every start.
+# Settings that follow the environment (ports, paths) are rewritten on every `up`;
+# returns 1 when the file was already up to date.
 pg_write_runtime_conf() {
-    local data=$1 port=$2
+    local data=$1 port=$2 conf=$1/darwin_notify.conf new line
     shift 2
-    {
+    new=$(
         echo "# Written by infra/services.sh on every start."
         echo "port = $port"
         echo "listen_addresses = '127.0.0.1'"
         echo "unix_socket_directories = '$SOCKET_DIR'"
-        local line
         for line in "$@"; do echo "$line"; done
-    } >"$data/darwin_notify.conf"
-    pg_chown "$data/darwin_notify.conf"
+    )
+    if [[ -f $conf && $(<"$conf") == "$new" ]]; then
+        return 1
+    fi
+    printf '%s\n' "$new" >"$conf"
+    pg_chown "$conf"
+}
+
+pg_port_of_running() { sed -n 4p "$1/postmaster.pid" 2>/dev/null; }
+
+# A cluster still running with an older port setting is restarted with the current one.
+pg_running_on() {
+    local name=$1 port=$2 data=$PG_DIR/$1 actual
+    pg_running "$data" || return 1
+    actual=$(pg_port_of_running "$data")
+    [[ $actual == "$port" ]] && return 0
+    say "$name: running on port $actual, restarting on $port"
+    pg_stop "$name" || die "$name: could not stop"
+    return 1
 }
 
 pg_initdb() {
     local name=$1 data=$PG_DIR/$1 log
     log=$(pg_log_file "$name")
     if [[ -d $data ]]; then
-        pg_running "$data" && pg_stop "$name"
+        if pg_running "$data"; then pg_stop "$name" || die "$name: could not stop"; fi
         rm -rf "$data"
     fi
     pg_owned_dir "$data"
@@ -299,7 +342,7 @@ pg_initdb() {
 pg_start() {
     local name=$1 port=$2 data=$PG_DIR/$1 log t0
     log=$(pg_log_file "$name")
-    if port_open "$port"; then
+    if port_taken "$port"; then
         fail_service "$name" "$port" "$log" "port is already in use by another process"
     fi
     t0=$(now_ms)
@@ -312,7 +355,7 @@ pg_start() {
 pg_wait_ready() {
     local name=$1 port=$2 t0=$3 deadline
     deadline=$((SECONDS + TIMEOUT))
-    until "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -t 2; do
+    until "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -t 2; do
         ((SECONDS < deadline)) ||
             fail_service "$name" "$port" "$LOG_DIR/$name.log" "not accepting connections after ${TIMEOUT}s"
         sleep 0.2
@@ -347,7 +390,7 @@ EOF
 up_primary() {
     local name=primary data=$PG_DIR/primary ready=$PG_DIR/primary.ready t0
     t0=$(now_ms)
-    if pg_running "$data" && [[ -f $ready ]]; then
+    if [[ -f $ready ]] && pg_running_on "$name" "$PRIMARY_PORT"; then
         pg_wait_ready "$name" "$PRIMARY_PORT" "$t0"
         say "$name: already running on 127.0.0.1:$PRIMARY_PORT"
         return 0
@@ -365,7 +408,7 @@ pg_stat_statements.track = all
 EOF
         primary_hba >"$data/pg_hba.conf"
     fi
-    pg_write_runtime_conf "$data" "$PRIMARY_PORT"
+    pg_write_runtime_conf "$data" "$PRIMARY_PORT" || true
     pg_start "$name" "$PRIMARY_PORT"
     if ((fresh)); then
         psql_admin "$PRIMARY_PORT" postgres >>"$LOG_DIR/$name.log" 2>&1 <<EOF ||
@@ -412,7 +455,12 @@ up_replica() {
     t0=$(now_ms)
     primary_id=$(pg_system_id "$PG_DIR/primary")
     if [[ -f $ready && $(<"$ready") == "$primary_id" ]]; then
-        if pg_running "$data"; then
+        if pg_running_on "$name" "$REPLICA_PORT"; then
+            # primary_conninfo follows the primary's port without a restart.
+            if replica_runtime_conf; then
+                as_pg "$PG_BIN/pg_ctl" -D "$data" reload >/dev/null
+                say "$name: primary connection changed, reloaded"
+            fi
             pg_wait_ready "$name" "$REPLICA_PORT" "$t0"
             replica_wait_streaming "$t0"
             say "$name: already running on 127.0.0.1:$REPLICA_PORT (streaming)"
@@ -422,7 +470,7 @@ up_replica() {
         local log
         log=$(pg_log_file "$name")
         if [[ -d $data ]]; then
-            pg_running "$data" && pg_stop "$name"
+            if pg_running "$data"; then pg_stop "$name" || die "$name: could not stop"; fi
             rm -rf "$data"
         fi
         rm -f "$ready"
@@ -438,7 +486,7 @@ up_replica() {
         standby_hba >"$data/pg_hba.conf"
         echo "$primary_id" >"$ready"
     fi
-    replica_runtime_conf
+    replica_runtime_conf || true
     pg_start "$name" "$REPLICA_PORT"
     replica_wait_streaming "$t0"
     say "$name: started on 127.0.0.1:$REPLICA_PORT, streaming from $PRIMARY_PORT ($(since "$t0"))"
@@ -447,7 +495,7 @@ up_replica() {
 up_store() {
     local name=store data=$PG_DIR/store ready=$PG_DIR/store.ready t0
     t0=$(now_ms)
-    if pg_running "$data" && [[ -f $ready ]]; then
+    if [[ -f $ready ]] && pg_running_on "$name" "$STORE_PORT"; then
         pg_wait_ready "$name" "$STORE_PORT" "$t0"
         say "$name: already running on 127.0.0.1:$STORE_PORT"
         return 0
@@ -459,7 +507,7 @@ up_store() {
 max_connections = 200
 EOF
     fi
-    pg_write_runtime_conf "$data" "$STORE_PORT"
+    pg_write_runtime_conf "$data" "$STORE_PORT" || true
     pg_start "$name" "$STORE_PORT"
     if ((fresh)); then
         psql_admin "$STORE_PORT" postgres >>"$LOG_DIR/$name.log" 2>&1 <<EOF ||
@@ -504,12 +552,16 @@ ensure_kafka_jars() {
     say "kafka: fetched $(find "$KAFKA_CACHE/libs" -name '*.jar' | wc -l) jars ($(since "$t0"))"
 }
 
-kafka_render_config() {
-    cp "$SCRIPT_DIR/kafka/log4j2.xml" "$KAFKA_DIR/log4j2.xml"
+kafka_config() {
     sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
         -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
         -e "s|@DATA_DIR@|$KAFKA_DIR/data|g" \
-        "$SCRIPT_DIR/kafka/server.properties.in" >"$KAFKA_DIR/server.properties"
+        "$SCRIPT_DIR/kafka/server.properties.in"
+}
+
+kafka_render_config() {
+    cp "$SCRIPT_DIR/kafka/log4j2.xml" "$KAFKA_DIR/log4j2.xml"
+    kafka_config >"$KAFKA_DIR/server.properties"
 }
 
 # The standalone quorum records the controller's endpoint in the metadata log, so a
@@ -538,12 +590,16 @@ KAFKA_ALREADY=0
 kafka_launch() {
     KAFKA_ALREADY=0
     if kafka_pid >/dev/null; then
-        KAFKA_ALREADY=1
-        return 0
+        if [[ $(kafka_config) == "$(cat "$KAFKA_DIR/server.properties" 2>/dev/null)" ]]; then
+            KAFKA_ALREADY=1
+            return 0
+        fi
+        say "kafka: settings changed (ports?), restarting"
+        kafka_stop || die "kafka: could not stop"
     fi
-    port_open "$KAFKA_PORT" &&
+    port_taken "$KAFKA_PORT" &&
         fail_service kafka "$KAFKA_PORT" "$LOG_DIR/kafka.log" "port is already in use by another process"
-    port_open "$KAFKA_CONTROLLER_PORT" &&
+    port_taken "$KAFKA_CONTROLLER_PORT" &&
         fail_service kafka "$KAFKA_CONTROLLER_PORT" "$LOG_DIR/kafka.log" "controller port is already in use by another process"
     ensure_kafka_jars
     kafka_render_config
@@ -621,10 +677,15 @@ sink_launch() {
     port=$(sink_port "$kind")
     SINK_ALREADY[$kind]=0
     if sink_pid "$kind" >/dev/null; then
-        SINK_ALREADY[$kind]=1
-        return 0
+        if running_pid "$SINK_DIR/$kind.pid" "--port $port " >/dev/null; then
+            SINK_ALREADY[$kind]=1
+            return 0
+        fi
+        say "$kind sink: running on another port, restarting on $port"
+        stop_pid_file "$kind sink" "$SINK_DIR/$kind.pid" "darwin_notify_assets.sinks $kind" ||
+            die "$kind sink: could not stop"
     fi
-    port_open "$port" &&
+    port_taken "$port" &&
         fail_service "$kind sink" "$port" "$LOG_DIR/$kind.log" "port is already in use by another process"
     [[ -x $PYTHON ]] || die "$kind sink: Python $PYTHON not found (set DARWIN_NOTIFY_PYTHON)"
     (
@@ -687,7 +748,7 @@ cmd_up() {
 }
 
 cmd_down() {
-    local t0 kind leftovers
+    local t0 kind leftovers rc=0
     t0=$(now_ms)
     if [[ ! -d $DIR ]]; then
         say "nothing to stop ($DIR does not exist)"
@@ -696,19 +757,24 @@ cmd_down() {
     exec 9>"$DIR/.lock"
     flock 9
     for kind in sms sendgrid; do
-        stop_pid_file "$kind sink" "$SINK_DIR/$kind.pid" "darwin_notify_assets.sinks $kind"
+        stop_pid_file "$kind sink" "$SINK_DIR/$kind.pid" "darwin_notify_assets.sinks $kind" || rc=1
     done
-    kafka_stop
+    kafka_stop || rc=1
     if [[ -d $PG_DIR ]]; then
         find_pg_bin
-        pg_stop replica
-        pg_stop primary
-        pg_stop store
+        pg_stop replica || rc=1
+        pg_stop primary || rc=1
+        pg_stop store || rc=1
     fi
     leftovers=$(pgrep -f -- "$DIR/" | grep -vx "$$" || true)
     if [[ -n $leftovers ]]; then
         say "warning: processes still mention $DIR:"
         ps -o pid=,args= -p "$(echo "$leftovers" | paste -sd,)" | sed 's/^/    /' || true
+        rc=1
+    fi
+    if ((rc)); then
+        printf '[services] ERROR: some services did not stop cleanly\n' >&2
+        return 1
     fi
     say "all services stopped ($(since "$t0"))"
 }

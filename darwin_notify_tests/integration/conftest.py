@@ -194,6 +194,18 @@ def stop_processes(procs: list[subprocess.Popen]) -> None:
             p.kill()
 
 
+@pytest.fixture(scope="session")
+def services() -> dict[str, str]:
+    return services_env()
+
+
+@pytest.fixture(autouse=True)
+def services_environment(services: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every integration test sees the services' settings; other tests never do."""
+    for name, value in services.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     env = services_env()

@@ -111,3 +111,78 @@ def test_read_only_is_enforced_by_the_server(stack: Stack) -> None:
         finally:
             reader.db.rollback()
             reader.close()
+
+
+def _replica_table_stats(stack: Stack) -> dict[str, tuple[int, int]]:
+    replica = stack.admin("REPLICA")
+    try:
+        rows = replica.query(
+            "SELECT relname, coalesce(seq_scan, 0), coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+        )
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+    finally:
+        replica.close()
+
+
+def _replica_statements(stack: Stack, pattern: str) -> int:
+    replica = stack.admin("REPLICA")
+    try:
+        return int(replica.scalar(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+            "WHERE userid = ?::regrole AND query LIKE ?",
+            [PIPELINE_ROLE, pattern],
+        ))
+    finally:
+        replica.close()
+
+
+def test_replica_reads_are_minimal(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unwatched tables are not read, watched tables are read by index, merge fields in
+    batches: counted by the standby's own statistics."""
+    primary = stack.admin("PRIMARY")
+    dataset = stack.reset_source(primary, seed.SeedSize.scaled(20_000))
+    # Only schedules that address agents: nothing should read People.
+    primary.execute('UPDATE "NotificationSchedule" SET "IsActive" = FALSE WHERE "ScheduleID" IN (1, 4)')
+    primary.commit()
+    changes = seed.generate_changes(dataset, 7, DEMO_START, 2, 5, intensity=3.0)
+    stack.wait_replayed(primary)
+    settings = stack.settings(inline_workers=2, render_batch=50)
+    stack.baseline(settings)
+    for wc in changes:
+        seed.apply_window(primary, wc)
+    primary.execute("ANALYZE").close()
+    primary.commit()
+    stack.wait_replayed(primary)
+    replica = stack.admin("REPLICA")
+    replica.execute("SELECT pg_stat_reset()").close()
+    replica.execute("SELECT pg_stat_statements_reset()").close()
+    replica.commit()
+    replica.close()
+    monkeypatch.setenv("DARWIN_NOTIFY_RENDER_BATCH", "50")
+
+    instance = stack.dagster_instance()
+    for window in windows_of(changes):
+        assert stack.run_window(instance, window.partition_key).success
+
+    import time
+
+    time.sleep(1.5)  # backends flush their statistics at most once a second
+    stats = _replica_table_stats(stack)
+    assert stats.get("People", (0, 0)) == (0, 0), "People has no active schedule: never read"
+    for table in ("Property", "Deal"):
+        seq, idx = stats[table]
+        assert seq == 0, f"{table} was read by a sequential scan"
+        assert idx > 0, f"{table} was not read at all"
+
+    rt = Runtime.from_settings(settings)
+    try:
+        messages = sum(len(rt.store.messages(w.partition_key)) for w in windows_of(changes))
+    finally:
+        rt.close()
+    calls = _replica_statements(stack, '%FROM "Agent" WHERE "AgentID" IN%')
+    jobs = -(-messages // 50)
+    assert messages > 100, "the scenario must span several render jobs"
+    # One statement per render job (a job of 50 candidates), not one per message.
+    assert 0 < calls <= jobs + len(changes), (calls, jobs, messages)
+    assert calls * 5 < messages
+    primary.close()
