@@ -45,6 +45,7 @@ class Settings:
     render_batch: int = 500
     send_batch: int = 100
     send_concurrency: int = 8
+    provider_timeout_seconds: int = 10
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
 

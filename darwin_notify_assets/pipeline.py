@@ -142,7 +142,8 @@ def make_senders(settings: Settings) -> dict[str, Sender]:
     outbox = Path(settings.outbox_dir)
     if settings.uses_sendgrid:
         email: Sender = SendGridSender(
-            os.environ[SENDGRID_API_KEY_ENV], settings.email_from, settings.sendgrid_host or None
+            os.environ[SENDGRID_API_KEY_ENV], settings.email_from, settings.sendgrid_host or None,
+            timeout=settings.provider_timeout_seconds,
         )
     else:
         email = FileOutboxEmailSender(outbox, settings.email_from)
@@ -152,6 +153,7 @@ def make_senders(settings: Settings) -> dict[str, Sender]:
             os.environ[TWILIO_AUTH_TOKEN_ENV],
             settings.sms_from,
             settings.sms_base_url or None,
+            timeout=settings.provider_timeout_seconds,
         )
     else:
         sms = FileOutboxSmsSender(outbox, settings.sms_from)

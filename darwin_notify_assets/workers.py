@@ -21,6 +21,12 @@ from darwin_notify_assets.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from darwin_notify_assets.failpoints import (
+    RENDER_BEFORE_WRITE,
+    SEND_AFTER_CLAIM,
+    SEND_AFTER_PROVIDER,
+    failpoint,
+)
 from darwin_notify_assets.render import (
     CompiledTemplate,
     RenderError,
@@ -83,6 +89,7 @@ class RenderWorker:
             return 0
         data = self.fetch(items)
         messages = [self.render_one(item, data) for item in items]
+        failpoint(RENDER_BEFORE_WRITE)
         return self.store.insert_messages(messages)
 
     def fetch(self, items: list[RenderItem]) -> RenderContextData:
@@ -245,7 +252,9 @@ class SendWorker:
 
     def handle(self, job: Job) -> dict[str, int]:
         claimed = self.store.claim(job.ids)
+        failpoint(SEND_AFTER_CLAIM)
         outcomes = list(self._pool.map(self.send_one, claimed))
+        failpoint(SEND_AFTER_PROVIDER)
         self.store.finish(outcomes)
         counts: dict[str, int] = {}
         for _, status, _, _ in outcomes:

@@ -26,13 +26,19 @@ from darwin_notify_assets.db import Database, connect
 from darwin_notify_assets.pipeline import LoadedSchedules, Runtime, load_schedules
 from darwin_notify_assets.replica import ReplicaReader
 from darwin_notify_assets.senders import Sender, SendResult
-from darwin_notify_assets.store import NotificationStore, OutboundMessage
+from darwin_notify_assets.store import (
+    CandidateRow,
+    MessageStatus,
+    NotificationStore,
+    OutboundMessage,
+)
 from darwin_notify_assets.windows import Window
 
 SEED = 7
 START = demo.DEMO_START
 WINDOW_MINUTES = 5
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+PARTITION = START.strftime("%Y-%m-%d-%H:%M")
 ASSET_CHAIN = (
     "notification_schedules",
     "change_window",
@@ -288,6 +294,46 @@ def env_factory(
     finally:
         for env in made:
             env.close()
+
+
+def make_messages(
+    store: NotificationStore, n: int, status: MessageStatus = MessageStatus.QUEUED,
+    partition: str = PARTITION, prefix: str = "k",
+) -> list[int]:
+    """Insert ``n`` candidates with messages in ``status``; return the message ids."""
+    keys = [f"{prefix}{i}" for i in range(n)]
+    store.insert_candidates(
+        [
+            CandidateRow(
+                candidate_key=k, partition_key=partition, schedule_id=1, channel="email",
+                event_id=1000 + i, source_table="Property", record_id=i, agent_id=1,
+                recipient_kind="contact", recipient_id=i, uses_totals=False,
+            )
+            for i, k in enumerate(keys)
+        ]
+    )
+    ids = {
+        r[1]: int(r[0])
+        for r in store.db.query(
+            "SELECT candidate_id, candidate_key FROM candidate WHERE partition_key = ?", [partition]
+        )
+    }
+    store.insert_messages(
+        [
+            OutboundMessage(
+                candidate_id=ids[k], candidate_key=k, partition_key=partition, channel="email",
+                status=status, to_address=f"{k}@example.com", subject="s", html_body="<p>h</p>",
+                text_body="t",
+            )
+            for k in keys
+        ]
+    )
+    rows = store.db.query(
+        "SELECT message_id, candidate_key FROM message WHERE partition_key = ? ORDER BY 1",
+        [partition],
+    )
+    store.db.commit()
+    return [int(r[0]) for r in rows if r[1] in keys]
 
 
 @pytest.fixture

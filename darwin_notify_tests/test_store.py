@@ -12,48 +12,7 @@ from darwin_notify_assets.store import (
     OutboundMessage,
     utcnow,
 )
-
-PARTITION = "2026-03-02-14:00"
-
-
-def make_messages(
-    store: NotificationStore, n: int, status: MessageStatus = MessageStatus.QUEUED,
-    partition: str = PARTITION, prefix: str = "k",
-) -> list[int]:
-    """Insert ``n`` candidates and their messages; return the message ids."""
-    keys = [f"{prefix}{i}" for i in range(n)]
-    store.insert_candidates(
-        [
-            CandidateRow(
-                candidate_key=k, partition_key=partition, schedule_id=1, channel="email",
-                event_id=1000 + i, source_table="Property", record_id=i, agent_id=1,
-                recipient_kind="contact", recipient_id=i, uses_totals=False,
-            )
-            for i, k in enumerate(keys)
-        ]
-    )
-    ids = {
-        r[1]: int(r[0])
-        for r in store.db.query(
-            "SELECT candidate_id, candidate_key FROM candidate WHERE partition_key = ?", [partition]
-        )
-    }
-    store.insert_messages(
-        [
-            OutboundMessage(
-                candidate_id=ids[k], candidate_key=k, partition_key=partition, channel="email",
-                status=status, to_address=f"{k}@example.com", subject="s", html_body="<p>h</p>",
-                text_body="t",
-            )
-            for k in keys
-        ]
-    )
-    rows = store.db.query(
-        "SELECT message_id, candidate_key FROM message WHERE partition_key = ? ORDER BY 1",
-        [partition],
-    )
-    store.db.commit()
-    return [int(r[0]) for r in rows if r[1] in keys]
+from darwin_notify_tests.conftest import PARTITION, make_messages
 
 
 def status_of(store: NotificationStore, message_id: int) -> str:
