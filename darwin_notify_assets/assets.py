@@ -7,6 +7,7 @@ or a conditional transition.
 """
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 from dagster import (
     AssetCheckResult,
@@ -18,6 +19,7 @@ from dagster import (
     asset,
 )
 
+from darwin_notify_assets.detect import reconcile
 from darwin_notify_assets.partitions import change_windows
 from darwin_notify_assets.pipeline import (
     load_schedules,
@@ -28,9 +30,11 @@ from darwin_notify_assets.pipeline import (
     stage_render,
 )
 from darwin_notify_assets.resources import DarwinNotifyResource
-from darwin_notify_assets.store import FINAL_STATUSES, MessageStatus
+from darwin_notify_assets.store import FINAL_STATUSES, MessageStatus, utcnow
+from darwin_notify_assets.windows import Window
 
 GROUP = "notifications"
+AUDIT_GROUP = "audit"
 
 
 @asset(partitions_def=change_windows, group_name=GROUP, kinds={"sql"})
@@ -235,5 +239,58 @@ def delivery_log(context: AssetExecutionContext, darwin: DarwinNotifyResource) -
                     or "(none)",
                 },
             ),
+        ],
+    )
+
+
+@asset(
+    group_name=AUDIT_GROUP,
+    kinds={"sql"},
+    check_specs=[AssetCheckSpec("nothing_missed_recently", asset="reconciliation_report")],
+)
+def reconciliation_report(
+    context: AssetExecutionContext, darwin: DarwinNotifyResource
+) -> MaterializeResult:
+    """A re-scan of the recent past (``DARWIN_NOTIFY_RECONCILE_HOURS``): every window the
+    replica has applied must have been read, and every insert or delete change in the range
+    must be a recorded event. Reports what is missing by key; it changes nothing."""
+    rt = darwin.runtime()
+    settings = rt.settings
+    try:
+        watermark = rt.replica.watermark()
+        applied = watermark.applied_through or utcnow()
+        # Leave the sensor two windows of time to start the newest ready window.
+        end = Window.containing(
+            applied - settings.grace - timedelta(minutes=2 * settings.window_minutes),
+            settings.window_minutes,
+        ).start
+        start = Window.containing(end - timedelta(hours=settings.reconcile_hours),
+                                  settings.window_minutes).start
+        start = max(start, datetime.strptime(settings.partition_start, "%Y-%m-%d-%H:%M"))
+        loaded = load_schedules(rt.replica)
+        result = reconcile(rt.replica, rt.store, loaded.schedules, start, end,
+                           settings.window_minutes)
+    finally:
+        rt.close()
+    for key in result.events_missing[:20]:
+        context.log.error(f"change never recorded: {key}")
+    return MaterializeResult(
+        metadata={
+            "range_start": str(result.start),
+            "range_end": str(result.end),
+            "rows_read": result.rows_read,
+            "events_expected": result.events_expected,
+            "events_missing": len(result.events_missing),
+            "windows_missing": len(result.windows_missing),
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name="nothing_missed_recently",
+                passed=result.clean,
+                metadata={
+                    "missing_events": ", ".join(result.events_missing[:50]) or "(none)",
+                    "missing_windows": ", ".join(result.windows_missing[:50]) or "(none)",
+                },
+            )
         ],
     )

@@ -48,6 +48,7 @@ class Settings:
     provider_timeout_seconds: int = 10
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
+    reconcile_hours: int = 24
 
     def __post_init__(self) -> None:
         home = Path(self.home)

@@ -1,6 +1,6 @@
 """The replica-lag sensor: a window runs only once the replica has applied it, plus grace."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dagster import (
     DefaultSensorStatus,
@@ -12,29 +12,23 @@ from dagster import (
 )
 
 from darwin_notify_assets.jobs import notify_window_job
-from darwin_notify_assets.partitions import change_windows
 from darwin_notify_assets.resources import DarwinNotifyResource
-from darwin_notify_assets.windows import PARTITION_FORMAT
+from darwin_notify_assets.store import utcnow
+from darwin_notify_assets.windows import Window
 
 MAX_RUNS_PER_TICK = 12
 
 
 def ready_windows(
-    partition_keys: list[str], cursor: str | None, applied_through: datetime,
-    window_minutes: int, grace_seconds: int,
-) -> list[str]:
-    """Keys after ``cursor`` whose ``end + grace`` the replica has applied, oldest first."""
-    from datetime import timedelta
-
-    ready = []
-    for key in partition_keys:
-        if cursor and key <= cursor:
-            continue
-        start = datetime.strptime(key, PARTITION_FORMAT)
-        needed = start + timedelta(minutes=window_minutes, seconds=grace_seconds)
-        if needed > applied_through:
-            break
-        ready.append(key)
+    after: Window, applied_through: datetime, grace: timedelta, cap: int = MAX_RUNS_PER_TICK
+) -> list[Window]:
+    """Windows after ``after``, oldest first, whose ``end + grace`` the replica has applied."""
+    minutes = int((after.end - after.start).total_seconds() // 60)
+    ready: list[Window] = []
+    window = Window.containing(after.end, minutes)
+    while len(ready) < cap and window.end + grace <= applied_through:
+        ready.append(window)
+        window = Window.containing(window.end, minutes)
     return ready
 
 
@@ -43,33 +37,40 @@ def ready_windows(
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Starts each change window once the replica has applied its end plus grace; "
-    "catches up a backlog oldest first, a few windows per tick.",
+    "a backlog is caught up oldest first, at most 12 windows per tick.",
 )
 def replica_lag_sensor(context: SensorEvaluationContext, darwin: DarwinNotifyResource):
+    """The cursor is the last window requested. Without one, the sensor continues after the
+    newest window the store has processed, or else starts with the newest ready window."""
     settings = darwin.settings()
     rt = darwin.runtime()
     try:
         watermark = rt.replica.watermark()
+        last_done = context.cursor or rt.store.last_window()
     finally:
         rt.close()
     if watermark.applied_through is None:
-        return SkipReason(f"replica reports no applied position (state {watermark.state})")
-    keys = change_windows.get_partition_keys(
-        current_time=min(watermark.applied_through, datetime.utcnow())
-    )
-    cursor = context.cursor or (keys[-2] if len(keys) >= 2 else None)
-    ready = ready_windows(keys, cursor, watermark.applied_through,
-                          settings.window_minutes, settings.grace_seconds)
+        return SkipReason(f"the replica reports no applied position (state {watermark.state})")
+    applied = watermark.applied_through
+    if last_done:
+        after = Window.from_key(last_done, settings.window_minutes)
+    else:
+        newest = Window.containing(applied - settings.grace, settings.window_minutes)
+        after = Window.containing(newest.start - timedelta(minutes=1), settings.window_minutes)
+    ready = ready_windows(after, applied, settings.grace)
     if not ready:
-        lag = (datetime.utcnow() - watermark.applied_through).total_seconds()
-        paused = ", replay paused" if watermark.replay_paused else ""
+        nxt = Window.containing(after.end, settings.window_minutes)
+        behind = (utcnow() - applied).total_seconds()
+        paused = "; replay is paused" if watermark.replay_paused else ""
         return SkipReason(
-            f"replica applied through {watermark.applied_through:%Y-%m-%d %H:%M:%S} UTC "
-            f"({lag:.0f}s behind{paused}); next window needs its end + "
-            f"{settings.grace_seconds}s"
+            f"window {nxt.partition_key} needs the replica applied through "
+            f"{nxt.end + settings.grace:%Y-%m-%d %H:%M:%S} UTC; it is applied through "
+            f"{applied:%Y-%m-%d %H:%M:%S} UTC ({behind:.0f}s behind now, state "
+            f"{watermark.state}{paused})"
         )
-    batch = ready[:MAX_RUNS_PER_TICK]
     return SensorResult(
-        run_requests=[RunRequest(run_key=key, partition_key=key) for key in batch],
-        cursor=batch[-1],
+        run_requests=[
+            RunRequest(run_key=w.partition_key, partition_key=w.partition_key) for w in ready
+        ],
+        cursor=ready[-1].partition_key,
     )

@@ -224,6 +224,33 @@ class NotificationStore:
         )
         db.commit()
 
+    def known_event_keys(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in self.db.in_batches(list(keys)):
+            found.update(
+                r[0]
+                for r in self.db.query(
+                    f"SELECT event_key FROM change_event WHERE event_key IN ({placeholders(len(chunk))})",
+                    chunk,
+                )
+            )
+        self.db.commit()
+        return found
+
+    def windows_between(self, start: datetime, end: datetime) -> set[str]:
+        rows = self.db.query(
+            "SELECT partition_key FROM window_run WHERE window_start >= ? AND window_end <= ?",
+            [self.db.ts(start), self.db.ts(end)],
+        )
+        self.db.commit()
+        return {r[0] for r in rows}
+
+    def last_window(self) -> str | None:
+        """The newest window whose changes were read."""
+        value = self.db.scalar("SELECT MAX(partition_key) FROM window_run")
+        self.db.commit()
+        return value
+
     def window_info(self, partition_key: str) -> dict[str, Any] | None:
         rows = self.db.query_dicts(
             "SELECT * FROM window_run WHERE partition_key = ?", [partition_key]
