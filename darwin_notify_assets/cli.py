@@ -101,9 +101,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     kind = JobKind(args.kind)
     try:
         if kind == JobKind.RENDER:
-            loaded = load_schedules(rt.replica)
-            handler = RenderWorker(rt.replica, rt.store, loaded.schedules, loaded.templates,
-                                   settings.window_minutes)
+            def reload():
+                loaded = load_schedules(rt.replica)
+                return loaded.schedules, loaded.templates
+
+            schedules, templates = reload()
+            handler = RenderWorker(rt.replica, rt.store, schedules, templates,
+                                   settings.window_minutes, reload=reload)
         else:
             handler = SendWorker(rt.store, rt.senders_factory(), settings.send_concurrency)
         log.info("%s worker started", kind)

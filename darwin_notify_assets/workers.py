@@ -73,20 +73,37 @@ class RenderWorker:
         schedules: ScheduleSet,
         templates: Mapping[int, CompiledTemplate],
         window_minutes: int,
+        reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate]]] | None = None,
+        reload_every: float = 60.0,
     ):
         self.replica = replica
         self.store = store
         self.schedules = schedules
         self.templates = templates
         self.window_minutes = window_minutes
+        self.reload = reload
+        self.reload_every = reload_every
+        self._loaded_at = time.monotonic()
 
     def __call__(self, job: Job) -> None:
         self.handle(job)
+
+    def _refresh(self, items: list[RenderItem]) -> None:
+        """A long-running worker reloads schedules and templates every so often, and at once
+        when a job names a schedule it does not know (created after it started)."""
+        if self.reload is None:
+            return
+        known = {s.schedule_id for s in self.schedules.schedules}
+        stale = time.monotonic() - self._loaded_at > self.reload_every
+        if stale or any(i.schedule_id not in known for i in items):
+            self.schedules, self.templates = self.reload()
+            self._loaded_at = time.monotonic()
 
     def handle(self, job: Job) -> int:
         items = self.store.load_render_items(job.ids)
         if not items:
             return 0
+        self._refresh(items)
         data = self.fetch(items)
         messages = [self.render_one(item, data) for item in items]
         failpoint(RENDER_BEFORE_WRITE)
