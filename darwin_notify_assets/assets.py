@@ -74,7 +74,9 @@ def notification_schedules(
     deps=[notification_schedules],
     check_specs=[AssetCheckSpec("replica_caught_up", asset="change_window")],
 )
-def change_window(context: AssetExecutionContext, darwin: DarwinNotifyResource) -> MaterializeResult:
+def change_window(
+    context: AssetExecutionContext, darwin: DarwinNotifyResource
+) -> MaterializeResult:
     """The window's changes: for each table with an active schedule, the rows whose watch
     column falls in ``[window_start - lookback, window_end)`` (one bounded index-range read),
     plus deletions, turned into one change event per schedule that fires. Grain: one row per
@@ -89,8 +91,12 @@ def change_window(context: AssetExecutionContext, darwin: DarwinNotifyResource) 
     needed = window.end + rt.settings.grace
     caught_up = watermark.applied_through is not None and watermark.applied_through >= needed
     return MaterializeResult(
-        metadata={**result.as_metadata(), **watermark.as_metadata(),
-                  "window_start": str(window.start), "window_end": str(window.end)},
+        metadata={
+            **result.as_metadata(),
+            **watermark.as_metadata(),
+            "window_start": str(window.start),
+            "window_end": str(window.end),
+        },
         check_results=[
             AssetCheckResult(
                 check_name="replica_caught_up",
@@ -155,8 +161,12 @@ def candidate_notifications(
     return MaterializeResult(metadata=result.as_metadata())
 
 
-@asset(partitions_def=change_windows, group_name=GROUP, kinds={"python"},
-       deps=[candidate_notifications])
+@asset(
+    partitions_def=change_windows,
+    group_name=GROUP,
+    kinds={"python"},
+    deps=[candidate_notifications],
+)
 def rendered_messages(
     context: AssetExecutionContext, darwin: DarwinNotifyResource
 ) -> MaterializeResult:
@@ -177,11 +187,16 @@ def rendered_messages(
     return MaterializeResult(
         metadata={
             **counts,
-            "rendered": sum(v for k, v in counts.items() if k in set(MessageStatus)
-                            and k not in (MessageStatus.RENDER_FAILED,)),
+            "rendered": sum(
+                v
+                for k, v in counts.items()
+                if k in set(MessageStatus) and k not in (MessageStatus.RENDER_FAILED,)
+            ),
             "not_sendable": MetadataValue.md(
-                "\n".join(f"- `{m['candidate_key']}` {m['status']}: {m['reason']}"
-                          for m in failures[:50]) or "(none)"
+                "\n".join(
+                    f"- `{m['candidate_key']}` {m['status']}: {m['reason']}" for m in failures[:50]
+                )
+                or "(none)"
             ),
         }
     )
@@ -208,8 +223,7 @@ def delivery_log(context: AssetExecutionContext, darwin: DarwinNotifyResource) -
         duplicates = rt.store.duplicate_sends(window.partition_key)
         missing = rt.store.missing_messages(window.partition_key)
         open_messages = [
-            m for m in rt.store.messages(window.partition_key)
-            if m["status"] not in FINAL_STATUSES
+            m for m in rt.store.messages(window.partition_key) if m["status"] not in FINAL_STATUSES
         ]
         unknown = rt.store.messages(window.partition_key, [MessageStatus.UNKNOWN])
     finally:
@@ -235,7 +249,9 @@ def delivery_log(context: AssetExecutionContext, darwin: DarwinNotifyResource) -
                     "candidates_without_message": len(missing),
                     "messages_not_final": len(open_messages),
                     "unknown_listed": len(unknown),
-                    "examples": ", ".join(missing[:20] + [m["candidate_key"] for m in open_messages[:20]])
+                    "examples": ", ".join(
+                        missing[:20] + [m["candidate_key"] for m in open_messages[:20]]
+                    )
                     or "(none)",
                 },
             ),
@@ -264,12 +280,14 @@ def reconciliation_report(
             applied - settings.grace - timedelta(minutes=2 * settings.window_minutes),
             settings.window_minutes,
         ).start
-        start = Window.containing(end - timedelta(hours=settings.reconcile_hours),
-                                  settings.window_minutes).start
+        start = Window.containing(
+            end - timedelta(hours=settings.reconcile_hours), settings.window_minutes
+        ).start
         start = max(start, datetime.strptime(settings.partition_start, "%Y-%m-%d-%H:%M"))
         loaded = load_schedules(rt.replica)
-        result = reconcile(rt.replica, rt.store, loaded.schedules, start, end,
-                           settings.window_minutes)
+        result = reconcile(
+            rt.replica, rt.store, loaded.schedules, start, end, settings.window_minutes
+        )
     finally:
         rt.close()
     for key in result.events_missing[:20]:

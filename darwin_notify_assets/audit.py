@@ -32,8 +32,10 @@ class AuditReport:
         out = [f"{'window':<18}{'changes':>9}{'cands':>7}{'msgs':>7}{'claimed':>9}  outcomes"]
         for w in self.windows:
             outcomes = ", ".join(f"{k} {v}" for k, v in sorted(w.outcomes.items())) or "-"
-            out.append(f"{w.partition_key:<18}{w.events:>9}{w.candidates:>7}{w.messages:>7}"
-                       f"{w.claimed:>9}  {outcomes}")
+            out.append(
+                f"{w.partition_key:<18}{w.events:>9}{w.candidates:>7}{w.messages:>7}"
+                f"{w.claimed:>9}  {outcomes}"
+            )
         for w in self.windows:
             out += [f"MISSED  {w.partition_key}  {key}" for key in w.missed]
             out += [f"UNKNOWN {w.partition_key}  {key}" for key in w.unknown]

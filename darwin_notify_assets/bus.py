@@ -45,8 +45,12 @@ class Job:
 
     def encode(self) -> bytes:
         return json.dumps(
-            {"v": ENVELOPE_VERSION, "kind": str(self.kind), "partition": self.partition_key,
-             "ids": list(self.ids)},
+            {
+                "v": ENVELOPE_VERSION,
+                "kind": str(self.kind),
+                "partition": self.partition_key,
+                "ids": list(self.ids),
+            },
             separators=(",", ":"),
         ).encode()
 
@@ -56,7 +60,9 @@ class Job:
             data = json.loads(payload)
             if data.get("v") != ENVELOPE_VERSION:
                 raise BadJob(f"unsupported job envelope version {data.get('v')!r}")
-            return cls(JobKind(data["kind"]), str(data["partition"]), tuple(int(i) for i in data["ids"]))
+            return cls(
+                JobKind(data["kind"]), str(data["partition"]), tuple(int(i) for i in data["ids"])
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise BadJob(f"undecodable job: {exc}") from None
 
@@ -89,7 +95,7 @@ class JobBus(ABC):
         A handler that raises leaves its job unacknowledged: it is delivered again.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for implementations
         """Release connections."""
 
 
@@ -137,11 +143,20 @@ class InProcessBus(JobBus):
                 handled += 1
             except Exception:  # noqa: BLE001 - the job is retried, the error kept in the log
                 if attempt >= self.max_attempts:
-                    log.exception("%s job for %s failed %d times; left pending in the store",
-                                  kind, job.partition_key, attempt)
+                    log.exception(
+                        "%s job for %s failed %d times; left pending in the store",
+                        kind,
+                        job.partition_key,
+                        attempt,
+                    )
                 else:
-                    log.warning("%s job for %s failed (attempt %d); retrying",
-                                kind, job.partition_key, attempt, exc_info=True)
+                    log.warning(
+                        "%s job for %s failed (attempt %d); retrying",
+                        kind,
+                        job.partition_key,
+                        attempt,
+                        exc_info=True,
+                    )
                     time.sleep(self.retry_delay * attempt)
                     q.put((job, attempt + 1))
             finally:

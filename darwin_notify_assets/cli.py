@@ -49,7 +49,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
     start = datetime.fromisoformat(args.start) if args.start else datetime(2026, 3, 2, 14, 0)
     db = connect(target)
     try:
-        summary = seed.seed_database(db, size, args.seed, start, args.windows, _settings().window_minutes)
+        summary = seed.seed_database(
+            db, size, args.seed, start, args.windows, _settings().window_minutes
+        )
     finally:
         db.close()
     say(json.dumps({"target": str(db.url), **summary.as_dict()}, default=str))
@@ -101,13 +103,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     kind = JobKind(args.kind)
     try:
         if kind == JobKind.RENDER:
+
             def reload():
                 loaded = load_schedules(rt.replica)
                 return loaded.schedules, loaded.templates
 
             schedules, templates = reload()
-            handler = RenderWorker(rt.replica, rt.store, schedules, templates,
-                                   settings.window_minutes, reload=reload)
+            handler = RenderWorker(
+                rt.replica, rt.store, schedules, templates, settings.window_minutes, reload=reload
+            )
         else:
             handler = SendWorker(rt.store, rt.senders_factory(), settings.send_concurrency)
         log.info("%s worker started", kind)
@@ -138,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="seed an embedded darwin.Cloud and process windows through Dagster")
-    d.add_argument("--dir", default=".demo", help="folder for the SQLite files, outbox and Dagster home")
+    d = sub.add_parser(
+        "demo", help="seed an embedded darwin.Cloud and process windows through Dagster"
+    )
+    d.add_argument(
+        "--dir", default=".demo", help="folder for the SQLite files, outbox and Dagster home"
+    )
     d.add_argument("--windows", type=int, default=6)
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--size", choices=("small", "demo"), default="demo")

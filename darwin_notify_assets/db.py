@@ -60,9 +60,7 @@ class DatabaseUrl:
                     "passwords are not accepted inside connection URLs; "
                     "set the matching *_PASSWORD environment variable instead"
                 )
-            options = tuple(
-                (k, v[-1]) for k, v in sorted(parse_qs(parts.query).items()) if v
-            )
+            options = tuple((k, v[-1]) for k, v in sorted(parse_qs(parts.query).items()) if v)
             return cls(
                 dialect="postgresql" if scheme.startswith("postgres") else "mssql",
                 host=parts.hostname or "127.0.0.1",
@@ -87,7 +85,7 @@ def odbc_connection_string(url: DatabaseUrl, password: str | None, read_only: bo
     opts = dict(url.options)
     if url.dialect == "postgresql":
         parts = [
-            "DRIVER={%s}" % opts.get("driver", "PostgreSQL Unicode"),
+            "DRIVER={" + opts.get("driver", "PostgreSQL Unicode") + "}",
             f"SERVER={url.host}",
             f"PORT={url.port or 5432}",
             f"DATABASE={url.database}",
@@ -95,25 +93,25 @@ def odbc_connection_string(url: DatabaseUrl, password: str | None, read_only: bo
             _PG_ODBC_OPTIONS,
         ]
         if password:
-            parts.append("PWD={%s}" % password)
+            parts.append("PWD={" + password + "}")
         # Results stream through cursors (UseDeclareFetch), and the planner would plan a
         # cursor for its first 10% of rows, preferring sequential scans over index ranges.
         settings = ["SET cursor_tuple_fraction TO 1"]
         if read_only:
             # psqlODBC ignores pyodbc's readonly flag; a session default is what holds.
             settings.append("SET default_transaction_read_only TO on")
-        parts.append("ConnSettings={%s}" % ";".join(settings))
+        parts.append("ConnSettings={" + ";".join(settings) + "}")
         return ";".join(parts)
     parts = [
-        "DRIVER={%s}" % opts.get("driver", "ODBC Driver 18 for SQL Server"),
+        "DRIVER={" + opts.get("driver", "ODBC Driver 18 for SQL Server") + "}",
         f"SERVER={url.host},{url.port or 1433}",
         f"DATABASE={url.database}",
         f"UID={url.user}",
-        "Encrypt=%s" % opts.get("encrypt", "yes"),
-        "TrustServerCertificate=%s" % opts.get("trustservercertificate", "no"),
+        f"Encrypt={opts.get('encrypt', 'yes')}",
+        f"TrustServerCertificate={opts.get('trustservercertificate', 'no')}",
     ]
     if password:
-        parts.append("PWD={%s}" % password)
+        parts.append("PWD={" + password + "}")
     if read_only:
         # Routes to a readable secondary of an availability group and refuses writes there.
         parts.append("ApplicationIntent=ReadOnly")
@@ -222,7 +220,12 @@ class Database:
         return inserted
 
     def upsert_rows(
-        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, key: Sequence[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        key: Sequence[str],
     ) -> int:
         """Insert rows, replacing the non-key columns of rows whose key already exists."""
         rows = list(rows)
@@ -266,7 +269,9 @@ class Database:
             return f"INSERT INTO {table} ({collist}) VALUES {values}"
         keys = ", ".join(conflict)
         if self.dialect in ("sqlite", "postgresql"):
-            return f"INSERT INTO {table} ({collist}) VALUES {values} ON CONFLICT ({keys}) DO NOTHING"
+            return (
+                f"INSERT INTO {table} ({collist}) VALUES {values} ON CONFLICT ({keys}) DO NOTHING"
+            )
         # SQL Server: MERGE with HOLDLOCK makes the existence test and the insert one step.
         src = ", ".join(columns)
         on = " AND ".join(f"t.{k} = s.{k}" for k in conflict)

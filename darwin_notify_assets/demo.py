@@ -70,10 +70,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]
     changes = seed.generate_changes(
         dataset, options.seed, DEMO_START, options.windows, settings.window_minutes
     )
-    say(
-        "seeded darwin.Cloud: "
-        + ", ".join(f"{n} {t}" for t, n in dataset.counts().items())
-    )
+    say("seeded darwin.Cloud: " + ", ".join(f"{n} {t}" for t, n in dataset.counts().items()))
 
     rt = Runtime.from_settings(settings)
     loaded = load_schedules(rt.replica)
@@ -88,39 +85,59 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]
     sent_before = _outbox_count(Path(settings.outbox_dir))
     per_window = []
     say("")
-    say(f"{'window (UTC)':<18}{'changes':>9}{'read':>7}{'cands':>7}{'rendered':>9}"
-        f"{'sent':>6}{'suppr':>7}{'failed':>8}{'new sends':>11}")
+    say(
+        f"{'window (UTC)':<18}{'changes':>9}{'read':>7}{'cands':>7}{'rendered':>9}"
+        f"{'sent':>6}{'suppr':>7}{'failed':>8}{'new sends':>11}"
+    )
     for wc in changes:
         seed.apply_window(source, wc)
         window = Window.containing(wc.start, settings.window_minutes)
         before = _sent(settings, window.partition_key)
         result = job.execute_in_process(
-            partition_key=window.partition_key, instance=instance, raise_on_error=False,
+            partition_key=window.partition_key,
+            instance=instance,
+            raise_on_error=False,
             run_config=QUIET_RUN_CONFIG,
         )
         row = _window_row(settings, window, len(wc.operations), result.success)
         row["new_sends"] = row["sent"] - before
         per_window.append(row)
-        say(f"{window.partition_key:<18}{row['changes']:>9}{row['rows_read']:>7}"
+        say(
+            f"{window.partition_key:<18}{row['changes']:>9}{row['rows_read']:>7}"
             f"{row['candidates']:>7}{row['rendered']:>9}{row['sent']:>6}{row['suppressed']:>7}"
-            f"{row['failed']:>8}{row['new_sends']:>11}" + ("" if result.success else "  RUN FAILED"))
+            f"{row['failed']:>8}{row['new_sends']:>11}" + ("" if result.success else "  RUN FAILED")
+        )
     source.close()
 
     audit = _audit(settings, [r["window"] for r in per_window])
     outbox = Path(settings.outbox_dir)
     sent_files = _outbox_count(outbox)
     say("")
-    say(f"audit: {audit['duplicates']} duplicate sends, {audit['missed']} missed notifications, "
-        f"{audit['unknown']} unknown")
+    say(
+        f"audit: {audit['duplicates']} duplicate sends, {audit['missed']} missed notifications, "
+        f"{audit['unknown']} unknown"
+    )
     for line in audit["reasons"][:8]:
         say(f"  not sent: {line}")
     say(f"emails and SMS are in {outbox} ({sent_files} files; {sent_files - sent_before} new)")
     say("open the Dagster UI on the same data:")
-    say(f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} DARWIN_NOTIFY_HOME={home} "
-        ".venv/bin/dagster dev -w workspace.yaml   (or: make ui)")
-    totals = {k: sum(r[k] for r in per_window)
-              for k in ("changes", "rows_read", "candidates", "rendered", "sent", "suppressed",
-                        "failed", "new_sends")}
+    say(
+        f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} DARWIN_NOTIFY_HOME={home} "
+        ".venv/bin/dagster dev -w workspace.yaml   (or: make ui)"
+    )
+    totals = {
+        k: sum(r[k] for r in per_window)
+        for k in (
+            "changes",
+            "rows_read",
+            "candidates",
+            "rendered",
+            "sent",
+            "suppressed",
+            "failed",
+            "new_sends",
+        )
+    }
     summary = {
         "home": str(home),
         "windows": per_window,
@@ -162,11 +179,15 @@ def _window_row(settings: Settings, window: Window, changes: int, success: bool)
             "changes": changes,
             "rows_read": int(info.get("rows_read") or 0),
             "candidates": store.candidate_count(window.partition_key),
-            "rendered": sum(n for s, n in status.items()
-                            if s not in (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED)),
+            "rendered": sum(
+                n
+                for s, n in status.items()
+                if s not in (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED)
+            ),
             "sent": status.get(MessageStatus.SENT, 0),
             "suppressed": status.get(MessageStatus.SUPPRESSED, 0),
-            "failed": status.get(MessageStatus.FAILED, 0) + status.get(MessageStatus.RENDER_FAILED, 0),
+            "failed": status.get(MessageStatus.FAILED, 0)
+            + status.get(MessageStatus.RENDER_FAILED, 0),
             "success": success,
         }
     finally:
@@ -179,7 +200,9 @@ def _audit(settings: Settings, partitions: list[str]) -> dict[str, Any]:
         store = rt.store
         missed = sum(len(store.missing_messages(p)) for p in partitions)
         open_ = sum(
-            n for p in partitions for s, n in store.status_counts(p).items()
+            n
+            for p in partitions
+            for s, n in store.status_counts(p).items()
             if s in (MessageStatus.QUEUED, MessageStatus.SENDING)
         )
         reasons = [
@@ -190,7 +213,9 @@ def _audit(settings: Settings, partitions: list[str]) -> dict[str, Any]:
         return {
             "duplicates": len(store.duplicate_sends()),
             "missed": missed + open_,
-            "unknown": sum(store.status_counts(p).get(MessageStatus.UNKNOWN, 0) for p in partitions),
+            "unknown": sum(
+                store.status_counts(p).get(MessageStatus.UNKNOWN, 0) for p in partitions
+            ),
             "reasons": reasons,
         }
     finally:

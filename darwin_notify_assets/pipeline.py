@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +192,6 @@ def _wait_or_work(
     log_progress: Callable[[str], None],
 ) -> None:
     """Run inline consumers until ``remaining()`` is 0, or wait for external workers."""
-    settings = rt.settings
     started = utcnow()
     closers: list[Callable[[], None]] = []
     try:
@@ -202,7 +201,14 @@ def _wait_or_work(
             close()
 
 
-def _work(rt, kind, handler_factory, remaining, log_progress, started) -> None:
+def _work(
+    rt: Runtime,
+    kind: JobKind,
+    handler_factory: Callable[[], Callable],
+    remaining: Callable[[], int],
+    log_progress: Callable[[str], None],
+    started: datetime,
+) -> None:
     settings = rt.settings
 
     def progress() -> None:

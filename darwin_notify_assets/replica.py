@@ -210,9 +210,7 @@ class ReplicaReader:
         out: dict[int, list[dict[str, Any]]] = {}
         unique = sorted({int(v) for v in values if v is not None})
         for chunk in self.db.in_batches(unique):
-            sql = (
-                f"SELECT {cols} FROM {q(table)} WHERE {q(column)} IN ({placeholders(len(chunk))})"
-            )
+            sql = f"SELECT {cols} FROM {q(table)} WHERE {q(column)} IN ({placeholders(len(chunk))})"
             for row in self.db.query_dicts(sql, chunk):
                 out.setdefault(int(row[column]), []).append(row)
         self._done()

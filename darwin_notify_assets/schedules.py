@@ -241,7 +241,9 @@ def parse_schedule(
     template = templates.get(int(template_id)) if template_id is not None else None
     if template is None:
         raise fail(f"unknown template {template_id!r}")
-    if channel == Channel.EMAIL and not (template.subject and (template.html_body or template.text_body)):
+    if channel == Channel.EMAIL and not (
+        template.subject and (template.html_body or template.text_body)
+    ):
         raise fail(f"template {template.name!r} has no subject or email body")
     if channel == Channel.SMS and not template.sms_body:
         raise fail(f"template {template.name!r} has no SMS body")

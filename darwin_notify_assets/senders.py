@@ -44,7 +44,7 @@ class Sender(ABC):
     def send(self, message: OutboundMessage) -> SendResult:
         """Send; raise a ProviderError subclass on failure."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for implementations
         """Release connections."""
 
 
@@ -113,8 +113,9 @@ class SendGridSender(Sender):
 
     channel = "email"
 
-    def __init__(self, api_key: str, from_address: str, host: str | None = None,
-                 timeout: float = 10.0):
+    def __init__(
+        self, api_key: str, from_address: str, host: str | None = None, timeout: float = 10.0
+    ):
         if not api_key:
             raise ConfigurationError("the SendGrid sender needs an API key")
         from sendgrid import SendGridAPIClient
@@ -147,17 +148,25 @@ class SendGridSender(Sender):
 
         try:
             response = self.client.client.mail.send.post(request_body=self.payload(message))
-        except (http.TooManyRequestsError, http.InternalServerError,
-                http.ServiceUnavailableError, http.GatewayTimeoutError) as exc:
+        except (
+            http.TooManyRequestsError,
+            http.InternalServerError,
+            http.ServiceUnavailableError,
+            http.GatewayTimeoutError,
+        ) as exc:
             raise ProviderUnavailable(f"SendGrid answered {exc.status_code}") from None
         except http.HTTPError as exc:
             body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
-            raise ProviderRejected(f"SendGrid refused the message ({exc.status_code}): {body}") from None
+            raise ProviderRejected(
+                f"SendGrid refused the message ({exc.status_code}): {body}"
+            ) from None
         except TimeoutError as exc:
             raise ProviderOutcomeUnknown(f"SendGrid did not answer in time: {exc}") from None
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, ConnectionRefusedError):
-                raise ProviderUnavailable(f"SendGrid refused the connection: {exc.reason}") from None
+                raise ProviderUnavailable(
+                    f"SendGrid refused the connection: {exc.reason}"
+                ) from None
             raise ProviderOutcomeUnknown(f"SendGrid request failed mid-way: {exc.reason}") from None
         except (ConnectionError, OSError) as exc:
             if isinstance(exc, ConnectionRefusedError):
@@ -172,15 +181,22 @@ class TwilioSmsSender(Sender):
 
     channel = "sms"
 
-    def __init__(self, account_sid: str, auth_token: str, from_number: str,
-                 base_url: str | None = None, timeout: float = 10.0):
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        from_number: str,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+    ):
         if not account_sid or not auth_token:
             raise ConfigurationError("the SMS sender needs an account SID and an auth token")
         from twilio.http.http_client import TwilioHttpClient
         from twilio.rest import Client
 
-        self.client = Client(account_sid, auth_token,
-                             http_client=TwilioHttpClient(timeout=timeout, max_retries=0))
+        self.client = Client(
+            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout, max_retries=0)
+        )
         if base_url:
             self.client.api.base_url = base_url.rstrip("/")
         self.from_number = from_number
@@ -196,7 +212,9 @@ class TwilioSmsSender(Sender):
         except TwilioRestException as exc:
             if exc.status == 429 or exc.status >= 500:
                 raise ProviderUnavailable(f"SMS gateway answered {exc.status}") from None
-            raise ProviderRejected(f"SMS gateway refused the message ({exc.status}): {exc.msg}") from None
+            raise ProviderRejected(
+                f"SMS gateway refused the message ({exc.status}): {exc.msg}"
+            ) from None
         except requests.exceptions.ConnectTimeout as exc:
             raise ProviderUnavailable(f"SMS gateway did not accept a connection: {exc}") from None
         except requests.exceptions.ConnectionError as exc:

@@ -254,13 +254,13 @@ class SendWorker:
         store: NotificationStore,
         senders: Mapping[str, Sender],
         concurrency: int = 8,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.store = store
         self.senders = senders
         self.concurrency = concurrency
-        self.retry = retry
+        self.retry = retry or RetryPolicy()
         self.sleep = sleep
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send")
 

@@ -41,8 +41,10 @@ def _valid(check, value: Any) -> bool:
 
 
 def expected_sends(dataset: seed.Dataset, windows: Iterable[seed.WindowChanges]) -> Expected:
-    tables = {t: {int(r[seed.KEY_COLUMNS[t]]): dict(r) for r in dataset.records(t)}
-              for t in ("Agent", "People", "Property", "Deal")}
+    tables = {
+        t: {int(r[seed.KEY_COLUMNS[t]]): dict(r) for r in dataset.records(t)}
+        for t in ("Agent", "People", "Property", "Deal")
+    }
     out = Expected()
     for wc in windows:
         before = {t: {k: dict(v) for k, v in rows.items()} for t, rows in tables.items()}
@@ -62,11 +64,11 @@ def expected_sends(dataset: seed.Dataset, windows: Iterable[seed.WindowChanges])
         after = tables
         agents, people = after["Agent"], after["People"]
 
-        def agent_can(agent_id: int, check, column: str) -> bool:
+        def agent_can(agent_id: int, check, column: str, agents=agents) -> bool:
             a = agents.get(agent_id)
             return bool(a and a.get("IsActive") and _valid(check, a.get(column)))
 
-        def contact_can(pid: int, flag: str, check, column: str) -> bool:
+        def contact_can(pid: int, flag: str, check, column: str, people=people) -> bool:
             p = people.get(pid)
             return bool(p and p.get(flag) and _valid(check, p.get(column)))
 
@@ -94,7 +96,9 @@ def expected_sends(dataset: seed.Dataset, windows: Iterable[seed.WindowChanges])
         # 3. Deal posted -> email to the agent, once per deal.
         for did, deal in after["Deal"].items():
             old = before["Deal"].get(did)
-            if deal.get("PostDate") is None or (old is not None and old.get("PostDate") is not None):
+            if deal.get("PostDate") is None or (
+                old is not None and old.get("PostDate") is not None
+            ):
                 continue
             if agent_can(deal["AgentID"], check_email, "Email"):
                 out.email.add(f"s3|Deal:{did}|agent:{deal['AgentID']}")

@@ -34,15 +34,28 @@ HINT = "start the services with `make services-up`"
 PIPELINE_ROLE = "darwin_notify"
 
 STORE_TABLES = (
-    "message_event", "message", "candidate", "change_event", "record_snapshot", "deal_ledger",
-    "listing_ledger", "window_agent", "agent_totals", "window_run",
+    "message_event",
+    "message",
+    "candidate",
+    "change_event",
+    "record_snapshot",
+    "deal_ledger",
+    "listing_ledger",
+    "window_agent",
+    "agent_totals",
+    "window_run",
 )
 
 
 def services_env() -> dict[str, str]:
     try:
-        out = subprocess.run(["bash", str(SERVICES_SH), "env"], capture_output=True, text=True,
-                             check=True, timeout=60).stdout
+        out = subprocess.run(
+            ["bash", str(SERVICES_SH), "env"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"`infra/services.sh env` failed: {exc.stderr}; {HINT}")
     values = {}
@@ -133,23 +146,28 @@ class Stack:
         try:
             primary.execute("SELECT pg_stat_force_next_flush()").close()
             primary.commit()
-            return int(primary.scalar(
-                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE userid = ?::regrole",
-                [PIPELINE_ROLE],
-            ))
+            return int(
+                primary.scalar(
+                    "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE userid = ?::regrole",
+                    [PIPELINE_ROLE],
+                )
+            )
         finally:
             primary.close()
 
     # -- providers -------------------------------------------------------------------------------
     def sink_records(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return (read_jsonl(self.env["DARWIN_NOTIFY_SENDGRID_SINK_RECORD"]),
-                read_jsonl(self.env["DARWIN_NOTIFY_SMS_SINK_RECORD"]))
+        return (
+            read_jsonl(self.env["DARWIN_NOTIFY_SENDGRID_SINK_RECORD"]),
+            read_jsonl(self.env["DARWIN_NOTIFY_SMS_SINK_RECORD"]),
+        )
 
     def sink_control(self, which: str, **command: Any) -> None:
         import requests
 
-        base = self.env["DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid"
-                         else "DARWIN_NOTIFY_SMS_BASE_URL"]
+        base = self.env[
+            "DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid" else "DARWIN_NOTIFY_SMS_BASE_URL"
+        ]
         requests.post(f"{base}/_control", json=command, timeout=5).raise_for_status()
 
     # -- Dagster -----------------------------------------------------------------------------------
@@ -165,8 +183,12 @@ class Stack:
         from darwin_notify_assets.definitions import defs
 
         job = defs.resolve_job_def("notify_window")
-        return job.execute_in_process(partition_key=partition_key, instance=instance,
-                                      raise_on_error=False, run_config=QUIET_RUN_CONFIG)
+        return job.execute_in_process(
+            partition_key=partition_key,
+            instance=instance,
+            raise_on_error=False,
+            run_config=QUIET_RUN_CONFIG,
+        )
 
     # -- workers in their own processes --------------------------------------------------------------
     def start_workers(self, render: int, send: int) -> list[subprocess.Popen]:
@@ -176,10 +198,14 @@ class Stack:
         for kind, count in (("render", render), ("send", send)):
             for i in range(count):
                 log = open(log_dir / f"{kind}-{i}.log", "w")  # noqa: SIM115 - closed with the process
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "darwin_notify_assets.cli", "-v", "worker", kind],
-                    env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
-                ))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "darwin_notify_assets.cli", "-v", "worker", kind],
+                        env=os.environ.copy(),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         return procs
 
 
@@ -209,9 +235,16 @@ def services_environment(services: dict[str, str], monkeypatch: pytest.MonkeyPat
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     env = services_env()
-    missing = [k for k in ("DARWIN_NOTIFY_REPLICA_URL", "DARWIN_NOTIFY_STORE_URL",
-                           "DARWIN_NOTIFY_PRIMARY_ADMIN_URL", "DARWIN_NOTIFY_KAFKA_BOOTSTRAP")
-               if not env.get(k)]
+    missing = [
+        k
+        for k in (
+            "DARWIN_NOTIFY_REPLICA_URL",
+            "DARWIN_NOTIFY_STORE_URL",
+            "DARWIN_NOTIFY_PRIMARY_ADMIN_URL",
+            "DARWIN_NOTIFY_KAFKA_BOOTSTRAP",
+        )
+        if not env.get(k)
+    ]
     if missing:
         pytest.fail(f"{missing} not set by infra/services.sh env; {HINT}")
     prefix = f"it-{uuid.uuid4().hex[:8]}"

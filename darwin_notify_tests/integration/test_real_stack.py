@@ -10,7 +10,12 @@ from darwin_notify_assets.demo import DEMO_START
 from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_assets.pipeline import Runtime
 from darwin_notify_assets.store import MessageStatus
-from darwin_notify_tests.integration.conftest import PIPELINE_ROLE, Stack, stop_processes, windows_of
+from darwin_notify_tests.integration.conftest import (
+    PIPELINE_ROLE,
+    Stack,
+    stop_processes,
+    windows_of,
+)
 from darwin_notify_tests.oracle import expected_sends
 
 pytestmark = pytest.mark.integration
@@ -92,7 +97,9 @@ def test_demo_scenario_on_the_real_stack(stack: Stack, monkeypatch: pytest.Monke
 
 
 def test_pipeline_role_is_refused_on_the_primary(stack: Stack) -> None:
-    primary_url = stack.env["DARWIN_NOTIFY_PRIMARY_ADMIN_URL"].replace("postgres@", f"{PIPELINE_ROLE}@")
+    primary_url = stack.env["DARWIN_NOTIFY_PRIMARY_ADMIN_URL"].replace(
+        "postgres@", f"{PIPELINE_ROLE}@"
+    )
     with pytest.raises(ConfigurationError, match="cannot connect"):
         connect(primary_url, read_only=True)
     assert stack.primary_statements() == 0
@@ -127,11 +134,13 @@ def _replica_table_stats(stack: Stack) -> dict[str, tuple[int, int]]:
 def _replica_statements(stack: Stack, pattern: str) -> int:
     replica = stack.admin("REPLICA")
     try:
-        return int(replica.scalar(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-            "WHERE userid = ?::regrole AND query LIKE ?",
-            [PIPELINE_ROLE, pattern],
-        ))
+        return int(
+            replica.scalar(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                "WHERE userid = ?::regrole AND query LIKE ?",
+                [PIPELINE_ROLE, pattern],
+            )
+        )
     finally:
         replica.close()
 
@@ -142,7 +151,9 @@ def test_replica_reads_are_minimal(stack: Stack, monkeypatch: pytest.MonkeyPatch
     primary = stack.admin("PRIMARY")
     dataset = stack.reset_source(primary, seed.SeedSize.scaled(20_000))
     # Only schedules that address agents: nothing should read People.
-    primary.execute('UPDATE "NotificationSchedule" SET "IsActive" = FALSE WHERE "ScheduleID" IN (1, 4)')
+    primary.execute(
+        'UPDATE "NotificationSchedule" SET "IsActive" = FALSE WHERE "ScheduleID" IN (1, 4)'
+    )
     primary.commit()
     changes = seed.generate_changes(dataset, 7, DEMO_START, 2, 5, intensity=3.0)
     stack.wait_replayed(primary)
