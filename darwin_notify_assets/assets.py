@@ -188,9 +188,10 @@ def rendered_messages(
         metadata={
             **counts,
             "rendered": sum(
-                v
-                for k, v in counts.items()
-                if k in set(MessageStatus) and k not in (MessageStatus.RENDER_FAILED,)
+                n
+                for status, n in counts.items()
+                if status in set(MessageStatus)
+                and status not in (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED)
             ),
             "not_sendable": MetadataValue.md(
                 "\n".join(
@@ -231,7 +232,7 @@ def delivery_log(context: AssetExecutionContext, darwin: DarwinNotifyResource) -
     yield MaterializeResult(
         metadata={
             **counts,
-            "unknown": MetadataValue.md(
+            "unknown_messages": MetadataValue.md(
                 "\n".join(f"- `{m['candidate_key']}`: {m['reason']}" for m in unknown[:50])
                 or "(none)"
             ),

@@ -58,6 +58,8 @@ class Job:
     def decode(cls, payload: bytes) -> "Job":
         try:
             data = json.loads(payload)
+            if not isinstance(data, dict):
+                raise BadJob(f"undecodable job: expected an object, got {type(data).__name__}")
             if data.get("v") != ENVELOPE_VERSION:
                 raise BadJob(f"unsupported job envelope version {data.get('v')!r}")
             return cls(

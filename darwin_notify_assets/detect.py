@@ -10,7 +10,7 @@ leaves a change remembered but not acted on.
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,7 +68,13 @@ class TablePlan:
     ledger: bool
 
 
-def plan_reads(schedules: ScheduleSet) -> list[TablePlan]:
+# A table watched for deletions is also read on these, so its last-seen values stay current.
+SNAPSHOT_WATCH = ("CreateDate", "ModifiedDate")
+
+
+def plan_reads(
+    schedules: ScheduleSet, columns_of: Callable[[str], Sequence[str]] | None = None
+) -> list[TablePlan]:
     """One plan per table to read; tables without an active schedule are absent."""
     tables = set(schedules.source_tables) | set(schedules.delete_tables)
     if schedules.uses_agent_totals:
@@ -80,6 +86,9 @@ def plan_reads(schedules: ScheduleSet) -> list[TablePlan]:
         ledger = schedules.uses_agent_totals and table in LEDGER_TABLES
         if ledger:
             watch.add(LEDGER_WATCH)
+        if table in schedules.delete_tables:
+            known = set(columns_of(table)) if columns_of else set(SNAPSHOT_WATCH)
+            watch.update(c for c in SNAPSHOT_WATCH if c in known)
         keep = any(s.needs_previous_values for s in on_table) or table in schedules.delete_tables
         plans.append(
             TablePlan(
@@ -189,7 +198,7 @@ def detect_changes(
     """Read the window's changes from the replica and record them in the store."""
     result = DetectionResult()
     read_from = window.read_from(lookback)
-    plans = plan_reads(schedules)
+    plans = plan_reads(schedules, replica.columns)
     for plan in plans:
         result.tables_read.append(plan.table)
         if not plan.watch_columns:
@@ -294,7 +303,7 @@ def baseline(
     existed before can be told apart from an unchanged one.
     """
     counts: dict[str, int] = {}
-    for plan in plan_reads(schedules):
+    for plan in plan_reads(schedules, replica.columns):
         if not (plan.keep_snapshot or plan.ledger):
             continue
         window = Window("baseline", datetime.min, datetime.min)
@@ -342,7 +351,7 @@ def reconcile(
     """
     result = ReconciliationResult(start, end)
     window = Window("reconcile", start, end)
-    for plan in plan_reads(schedules):
+    for plan in plan_reads(schedules, replica.columns):
         checkable = tuple(s for s in plan.schedules if s.event_type == EventType.INSERT)
         if not checkable:
             continue

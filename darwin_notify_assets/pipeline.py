@@ -49,7 +49,8 @@ class StageTimeout(DarwinNotifyError):
 @dataclass(frozen=True)
 class LoadedSchedules:
     schedules: ScheduleSet
-    templates: Mapping[int, CompiledTemplate]
+    # A template that did not compile maps to the compiler's message.
+    templates: Mapping[int, CompiledTemplate | str]
     rejected: tuple[RejectedSchedule, ...]
 
     def as_metadata(self) -> dict[str, Any]:
@@ -58,28 +59,37 @@ class LoadedSchedules:
             "rejected_schedules": len(self.rejected),
             "rejected": "; ".join(r.reason for r in self.rejected) or "(none)",
             "watched_tables": ", ".join(self.schedules.source_tables) or "(none)",
-            "templates_compiled": len(self.templates),
+            "templates_compiled": sum(
+                1 for t in self.templates.values() if isinstance(t, CompiledTemplate)
+            ),
         }
 
 
 def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
-    """Active schedules, validated, with their templates compiled; a schedule whose template
-    does not compile is rejected by name with the compiler's message."""
+    """Active schedules, validated, with their templates compiled.
+
+    A schedule whose criteria are wrong is rejected by name and skipped. A schedule whose
+    template does not compile is reported by name too, but keeps running: its changes still
+    become candidates, and each message ends ``render_failed`` with the compiler's message,
+    so nothing is lost while the template is fixed.
+    """
     raw = replica.load_schedules()
     compiled, errors = compile_templates(raw)
-    good, rejected = [], list(raw.rejected)
+    rejected = list(raw.rejected)
     for s in raw.schedules:
         if s.template_id in errors:
             rejected.append(
-                RejectedSchedule(s.schedule_id, s.name,
-                                 f"schedule {s.schedule_id} ({s.name}): {errors[s.template_id]}")
+                RejectedSchedule(
+                    s.schedule_id,
+                    s.name,
+                    f"schedule {s.schedule_id} ({s.name}): {errors[s.template_id]}",
+                )
             )
-        else:
-            good.append(s)
-    schedules = ScheduleSet(tuple(good), raw.templates, tuple(rejected))
     for r in rejected:
-        log.warning("skipping %s", r.reason)
-    return LoadedSchedules(schedules, compiled, tuple(rejected))
+        log.warning("schedule problem: %s", r.reason)
+    templates: dict[int, CompiledTemplate | str] = {**compiled, **errors}
+    schedules = ScheduleSet(raw.schedules, raw.templates, tuple(rejected))
+    return LoadedSchedules(schedules, templates, tuple(rejected))
 
 
 @dataclass
@@ -261,7 +271,7 @@ def stage_render(
 
     _wait_or_work(rt, JobKind.RENDER, handler_factory,
                   lambda: store.unrendered_count(window.partition_key), log_progress)
-    counts = store.status_counts(window.partition_key)
+    counts = _all_statuses(store.status_counts(window.partition_key))
     return {"render_jobs": published, "candidates_rendered_now": len(ids), **counts}
 
 
@@ -291,5 +301,10 @@ def stage_deliver(
         )
 
     _wait_or_work(rt, JobKind.SEND, handler_factory, remaining, log_progress)
-    counts = store.status_counts(window.partition_key)
+    counts = _all_statuses(store.status_counts(window.partition_key))
     return {"send_jobs": published, "messages_sent_now": len(ids), **counts}
+
+
+def _all_statuses(counts: Mapping[str, int]) -> dict[str, int]:
+    """Every status with its count, zeros included, so each materialization has them all."""
+    return {str(s): counts.get(str(s), 0) for s in MessageStatus}

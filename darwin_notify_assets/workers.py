@@ -71,9 +71,9 @@ class RenderWorker:
         replica: ReplicaReader,
         store: NotificationStore,
         schedules: ScheduleSet,
-        templates: Mapping[int, CompiledTemplate],
+        templates: Mapping[int, CompiledTemplate | str],
         window_minutes: int,
-        reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate]]] | None = None,
+        reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate | str]]] | None = None,
         reload_every: float = 60.0,
     ):
         self.replica = replica
@@ -117,19 +117,19 @@ class RenderWorker:
         for i in items:
             if i.event_type != "delete":
                 by_table.setdefault(i.source_table, set()).add(i.record_id)
+        # Contacts who receive and People records that changed come in one statement.
+        people = by_table.setdefault("People", set())
+        people.update(c for c in contact_ids if c is not None)
         records = {}
         for table, ids in by_table.items():
+            if not ids:
+                continue
             for rid, row in self.replica.fetch_by_ids(table, sorted(ids)).items():
                 records[(table, rid)] = jsonable_row(row)
         agents = {k: jsonable_row(v) for k, v in self.replica.fetch_by_ids("Agent", sorted(agent_ids)).items()}
         office_ids = {a.get("OfficeID") for a in agents.values() if a.get("OfficeID") is not None}
         offices = {k: jsonable_row(v) for k, v in self.replica.fetch_by_ids("Office", sorted(office_ids)).items()}
-        contacts = {
-            k: jsonable_row(v)
-            for k, v in self.replica.fetch_by_ids(
-                "People", sorted(c for c in contact_ids if c is not None)
-            ).items()
-        }
+        contacts = {rid: row for (table, rid), row in records.items() if table == "People"}
         totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
         totals = self.store.totals(totals_ids) if totals_ids else {}
         return RenderContextData(records, agents, offices, contacts, totals)
@@ -152,9 +152,9 @@ class RenderWorker:
             return outcome(MessageStatus.RENDER_FAILED,
                            f"schedule {item.schedule_id} is no longer active or valid")
         template = self.templates.get(schedule.template_id)
-        if template is None:
-            return outcome(MessageStatus.RENDER_FAILED,
-                           f"template {schedule.template_id} of schedule {schedule.name!r} did not compile")
+        if template is None or isinstance(template, str):
+            problem = template or f"template {schedule.template_id} not found"
+            return outcome(MessageStatus.RENDER_FAILED, f"schedule {schedule.name!r}: {problem}")
         if item.event_type == "delete":
             record = item.row_values
             if record is None:

@@ -9,6 +9,7 @@ outbox. No server is needed.
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -54,7 +55,8 @@ class RecordingSender(Sender):
     the message on to a real sender (the file outbox) so files appear as in production.
 
     ``script`` is consumed one entry per call: ``None`` accepts, an exception instance is
-    raised. When the script is exhausted every further call accepts.
+    raised. When the script is exhausted every further call accepts. ``calls`` may be shared
+    between instances (one list per channel across every worker of a run).
     """
 
     def __init__(
@@ -62,15 +64,19 @@ class RecordingSender(Sender):
         channel: str,
         inner: Sender | None = None,
         script: Sequence[BaseException | None] = (),
+        calls: list[OutboundMessage] | None = None,
     ):
         self.channel = channel
         self.inner = inner
-        self.script = list(script)
-        self.calls: list[OutboundMessage] = []
+        # a list given by the caller is consumed in place (shared between instances)
+        self.script = script if isinstance(script, list) else list(script)
+        self.calls: list[OutboundMessage] = [] if calls is None else calls
+        self._lock = threading.Lock()
 
     def send(self, message: OutboundMessage) -> SendResult:
-        self.calls.append(message)
-        outcome = self.script.pop(0) if self.script else None
+        with self._lock:
+            self.calls.append(message)
+            outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
         if self.inner is not None:
@@ -80,6 +86,45 @@ class RecordingSender(Sender):
     def close(self) -> None:
         if self.inner is not None:
             self.inner.close()
+
+
+class SenderRecorder:
+    """Replaces ``pipeline.make_senders``: every sender a run builds is the real one (the file
+    outbox) wrapped in a RecordingSender; calls are kept per home folder and channel."""
+
+    def __init__(self, original: Callable[[Settings], dict[str, Sender]]):
+        self.original = original
+        self.calls: dict[str, dict[str, list[OutboundMessage]]] = {}
+        self.scripts: dict[str, dict[str, list[BaseException | None]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, settings: Settings) -> dict[str, Sender]:
+        home = Path(settings.home)
+        calls, scripts = self.for_home(home), self.scripts_for(home)
+        return {
+            channel: RecordingSender(
+                channel, inner=sender, calls=calls[channel], script=scripts[channel]
+            )
+            for channel, sender in self.original(settings).items()
+        }
+
+    def for_home(self, home: Path) -> dict[str, list[OutboundMessage]]:
+        """The provider calls made for the environment under ``home``, per channel."""
+        with self._lock:
+            return self.calls.setdefault(str(home.resolve()), {"email": [], "sms": []})
+
+    def scripts_for(self, home: Path) -> dict[str, list[BaseException | None]]:
+        """Scripted provider answers for ``home`` (consumed across all its senders)."""
+        with self._lock:
+            return self.scripts.setdefault(str(home.resolve()), {"email": [], "sms": []})
+
+
+def install_recording_senders(mp: pytest.MonkeyPatch) -> SenderRecorder:
+    from darwin_notify_assets import pipeline
+
+    recorder = SenderRecorder(pipeline.make_senders)
+    mp.setattr(pipeline, "make_senders", recorder)
+    return recorder
 
 
 @dataclass
@@ -92,6 +137,7 @@ class EmbeddedEnv:
     changes: list[seed.WindowChanges]
     source: Database
     instance: DagsterInstance
+    mp: pytest.MonkeyPatch
     applied: set[int] = field(default_factory=set)
     _open: list[Callable[[], None]] = field(default_factory=list)
 
@@ -112,6 +158,8 @@ class EmbeddedEnv:
         """Apply the window's changes (once) and materialize its partition through Dagster."""
         if apply:
             self.apply(index)
+        # the resource reads DARWIN_NOTIFY_HOME at run time: point it at this environment
+        self.mp.setenv("DARWIN_NOTIFY_HOME", str(self.home))
         return run_partition(self.key(index), self.instance)
 
     # -- parts --------------------------------------------------------------------------------
@@ -140,6 +188,7 @@ class EmbeddedEnv:
                 close()
         self._open.clear()
         self.source.close()
+        self.instance.dispose()
 
     # -- direct reads, independent of the product's query code --------------------------------
     def store_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -264,6 +313,7 @@ def build_env(
         changes=changes,
         source=source,
         instance=DagsterInstance.ephemeral(),
+        mp=mp,
     )
 
 
@@ -297,17 +347,28 @@ def env_factory(
 
 
 def make_messages(
-    store: NotificationStore, n: int, status: MessageStatus = MessageStatus.QUEUED,
-    partition: str = PARTITION, prefix: str = "k",
+    store: NotificationStore,
+    n: int,
+    status: MessageStatus = MessageStatus.QUEUED,
+    partition: str = PARTITION,
+    prefix: str = "k",
 ) -> list[int]:
     """Insert ``n`` candidates with messages in ``status``; return the message ids."""
     keys = [f"{prefix}{i}" for i in range(n)]
     store.insert_candidates(
         [
             CandidateRow(
-                candidate_key=k, partition_key=partition, schedule_id=1, channel="email",
-                event_id=1000 + i, source_table="Property", record_id=i, agent_id=1,
-                recipient_kind="contact", recipient_id=i, uses_totals=False,
+                candidate_key=k,
+                partition_key=partition,
+                schedule_id=1,
+                channel="email",
+                event_id=1000 + i,
+                source_table="Property",
+                record_id=i,
+                agent_id=1,
+                recipient_kind="contact",
+                recipient_id=i,
+                uses_totals=False,
             )
             for i, k in enumerate(keys)
         ]
@@ -321,8 +382,14 @@ def make_messages(
     store.insert_messages(
         [
             OutboundMessage(
-                candidate_id=ids[k], candidate_key=k, partition_key=partition, channel="email",
-                status=status, to_address=f"{k}@example.com", subject="s", html_body="<p>h</p>",
+                candidate_id=ids[k],
+                candidate_key=k,
+                partition_key=partition,
+                channel="email",
+                status=status,
+                to_address=f"{k}@example.com",
+                subject="s",
+                html_body="<p>h</p>",
                 text_body="t",
             )
             for k in keys

@@ -107,8 +107,12 @@ def test_a_job_failing_every_time_is_dropped_after_max_attempts():
         raise RuntimeError("down")
 
     finished = run_consumers(
-        bus, JobKind.SEND, lambda: always_fails, 1, done=lambda: len(calls) >= 3 and
-        bus.pending(JobKind.SEND) == 0, timeout=10,
+        bus,
+        JobKind.SEND,
+        lambda: always_fails,
+        1,
+        done=lambda: len(calls) >= 3 and bus.pending(JobKind.SEND) == 0,
+        timeout=10,
     )
     assert finished
     assert len(calls) == 3
@@ -142,5 +146,6 @@ def test_run_consumers_surfaces_a_consumer_crash():
             raise ConnectionError("broker gone")
 
     with pytest.raises(ConnectionError, match="broker gone"):
-        run_consumers(Broken(), JobKind.SEND, lambda: (lambda job: None), 2,
-                      done=lambda: False, timeout=5)
+        run_consumers(
+            Broken(), JobKind.SEND, lambda: (lambda job: None), 2, done=lambda: False, timeout=5
+        )

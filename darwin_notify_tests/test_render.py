@@ -27,8 +27,12 @@ from darwin_notify_assets.schedules import ScheduleSet, Template
 SCRIPT = "<script>alert(1)</script>"
 
 
-def _email_template(html: str, text: str = "Hi {{ recipient.FirstName }}", name: str = "Probe",
-                    subject: str = "Hello {{ recipient.FirstName }}") -> CompiledTemplate:
+def _email_template(
+    html: str,
+    text: str = "Hi {{ recipient.FirstName }}",
+    name: str = "Probe",
+    subject: str = "Hello {{ recipient.FirstName }}",
+) -> CompiledTemplate:
     return compile_template(Template(1, name, subject, html, text, None))
 
 
@@ -55,7 +59,10 @@ def test_the_sample_new_listing_template_escapes_a_script_name():
         "recipient": {"FirstName": SCRIPT},
         "agent": {"FirstName": "Ann", "LastName": "Lee", "MobilePhone": None},
         "office": {"Name": "Office"},
-        "Address": "1 Main St", "City": "Springfield", "State": "IL", "Zip": "62701",
+        "Address": "1 Main St",
+        "City": "Springfield",
+        "State": "IL",
+        "Zip": "62701",
         "ListPrice": Decimal("350000.00"),
     }
     email = render_email(compiled, context)
@@ -68,7 +75,11 @@ def test_the_sample_new_listing_template_escapes_a_script_name():
 # -- strict undefined -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "html",
-    ["<p>{{ NoSuchField }}</p>", "<p>{{ agent.NoSuchField }}</p>", "<p>{{ NoSuchField|money }}</p>"],
+    [
+        "<p>{{ NoSuchField }}</p>",
+        "<p>{{ agent.NoSuchField }}</p>",
+        "<p>{{ NoSuchField|money }}</p>",
+    ],
 )
 def test_a_missing_merge_field_fails_the_message_naming_the_template(html):
     t = _email_template(html, name="Broken merge")
@@ -190,8 +201,12 @@ def test_money(value, expected):
 def test_money_and_date_filters_in_a_template():
     t = _email_template("<p>{{ price|money }} on {{ when|date }}</p>")
     email = render_email(
-        t, {"price": "1234567.5", "when": "2026-03-02 14:01:02.000000",
-            "recipient": {"FirstName": "Bo"}}
+        t,
+        {
+            "price": "1234567.5",
+            "when": "2026-03-02 14:01:02.000000",
+            "recipient": {"FirstName": "Bo"},
+        },
     )
     assert email.html == "<p>$1,234,567.50 on Mar 02, 2026</p>"
 
@@ -222,8 +237,11 @@ def test_a_missing_email_is_refused(address):
 
 @pytest.mark.parametrize(
     ("number", "e164"),
-    [("+1 312 736 5000", "+13127365000"), ("(312) 736-5000", "+13127365000"),
-     ("+44 20 7946 0018", "+442079460018")],
+    [
+        ("+1 312 736 5000", "+13127365000"),
+        ("(312) 736-5000", "+13127365000"),
+        ("+44 20 7946 0018", "+442079460018"),
+    ],
 )
 def test_a_valid_phone_becomes_e164(number, e164):
     assert check_phone(number) == e164
@@ -247,3 +265,11 @@ def test_address_for_picks_the_channel_s_address():
     assert address_for("sms", person) == "+13127365000"
     with pytest.raises(ValueError):
         address_for("sms", {"Email": "bo@example.com", "MobilePhone": None})
+
+
+def test_a_subject_is_one_line_whatever_the_merge_fields_hold():
+    t = _email_template("<p>x</p>", subject="New: {{ a }}")
+    email = render_email(
+        t, {"a": "Line one\r\nBcc: someone@example.com\n", "recipient": {"FirstName": "Bo"}}
+    )
+    assert email.subject == "New: Line one Bcc: someone@example.com"

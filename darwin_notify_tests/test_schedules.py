@@ -19,8 +19,19 @@ from darwin_notify_assets.schedules import (
 )
 
 ALL_OPERATORS = {
-    "eq", "ne", "lt", "le", "gt", "ge", "in", "not_in",
-    "is_null", "not_null", "changed", "increased", "decreased",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "in",
+    "not_in",
+    "is_null",
+    "not_null",
+    "changed",
+    "increased",
+    "decreased",
 }
 
 
@@ -121,9 +132,7 @@ def test_same_value(a, b, expected):
 # -- validation ----------------------------------------------------------------------------------
 def _template_rows():
     names = seed.COLUMNS["NotificationTemplate"]
-    return [
-        dict(zip(names, row, strict=True)) for row in seed.template_rows(datetime(2026, 1, 1))
-    ]
+    return [dict(zip(names, row, strict=True)) for row in seed.template_rows(datetime(2026, 1, 1))]
 
 
 def _schedule_row(**overrides):
@@ -135,9 +144,7 @@ def _schedule_row(**overrides):
 
 
 def _sample_rows():
-    return [
-        {**s, "Criteria": json.dumps(s["Criteria"])} for s in seed.SAMPLE_SCHEDULES
-    ]
+    return [{**s, "Criteria": json.dumps(s["Criteria"])} for s in seed.SAMPLE_SCHEDULES]
 
 
 CATALOG = {t: seed.COLUMNS[t] for t in ("Office", "Agent", "People", "Property", "Deal")}
@@ -172,19 +179,33 @@ BAD = [
         ["unknown operator", "between"],
         id="unknown-operator",
     ),
-    pytest.param({"SourceTable": "Listing"}, ["unknown source table", "Listing"], id="unknown-table"),
+    pytest.param(
+        {"SourceTable": "Listing"}, ["unknown source table", "Listing"], id="unknown-table"
+    ),
     pytest.param({"Criteria": '[{"column": "Status", "op": '}, ["not valid JSON"], id="bad-json"),
     pytest.param({"Criteria": '{"column": "Status"}'}, ["JSON list"], id="criteria-not-a-list"),
     pytest.param({"TemplateID": 99}, ["unknown template", "99"], id="missing-template"),
-    pytest.param({"WatchColumn": "UpdatedOn"}, ["watch column", "Property.UpdatedOn"],
-                 id="unknown-watch-column"),
-    pytest.param({"ChangedColumns": "ListPrice, Colour"}, ["changed column", "Property.Colour"],
-                 id="unknown-changed-column"),
-    pytest.param({"ChangedColumns": "ListPrice"}, ["ChangedColumns"], id="changed-columns-on-insert"),
-    pytest.param({"Criteria": [{"column": "Status", "op": "in", "value": "Active"}]},
-                 ["list value"], id="in-without-list"),
-    pytest.param({"Criteria": [{"column": "Status", "op": "eq"}]}, ["needs a value"],
-                 id="missing-value"),
+    pytest.param(
+        {"WatchColumn": "UpdatedOn"},
+        ["watch column", "Property.UpdatedOn"],
+        id="unknown-watch-column",
+    ),
+    pytest.param(
+        {"ChangedColumns": "ListPrice, Colour"},
+        ["changed column", "Property.Colour"],
+        id="unknown-changed-column",
+    ),
+    pytest.param(
+        {"ChangedColumns": "ListPrice"}, ["ChangedColumns"], id="changed-columns-on-insert"
+    ),
+    pytest.param(
+        {"Criteria": [{"column": "Status", "op": "in", "value": "Active"}]},
+        ["list value"],
+        id="in-without-list",
+    ),
+    pytest.param(
+        {"Criteria": [{"column": "Status", "op": "eq"}]}, ["needs a value"], id="missing-value"
+    ),
     pytest.param({"EventType": "upsert"}, ["upsert"], id="unknown-event-type"),
     pytest.param({"Channel": "fax"}, ["fax"], id="unknown-channel"),
     pytest.param({"Audience": "record_contact"}, ["record_contact"], id="audience-without-contact"),
@@ -210,14 +231,18 @@ def test_a_bad_schedule_is_rejected_by_name_while_the_others_stay(overrides, rea
 
 def test_several_bad_schedules_are_each_reported():
     bad = [
-        _schedule_row(ScheduleID=91, Name="Bad column",
-                      Criteria=[{"column": "Nope", "op": "eq", "value": 1}]),
-        _schedule_row(ScheduleID=92, Name="Bad op",
-                      Criteria=[{"column": "City", "op": "like", "value": "A%"}]),
+        _schedule_row(
+            ScheduleID=91, Name="Bad column", Criteria=[{"column": "Nope", "op": "eq", "value": 1}]
+        ),
+        _schedule_row(
+            ScheduleID=92, Name="Bad op", Criteria=[{"column": "City", "op": "like", "value": "A%"}]
+        ),
         _schedule_row(ScheduleID=93, Name="Bad table", SourceTable="Listings"),
     ]
     built = build_schedule_set([*_sample_rows(), *bad], _template_rows(), CATALOG)
     assert {r.schedule_id: r.name for r in built.rejected} == {
-        91: "Bad column", 92: "Bad op", 93: "Bad table"
+        91: "Bad column",
+        92: "Bad op",
+        93: "Bad table",
     }
     assert len(built.schedules) == len(seed.SAMPLE_SCHEDULES)

@@ -123,7 +123,9 @@ class Sink:
 
     def control(self, **command) -> None:
         request = urllib.request.Request(
-            self.url + "/_control", data=json.dumps(command).encode(), method="POST",
+            self.url + "/_control",
+            data=json.dumps(command).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -250,8 +252,11 @@ def test_twilio_sends_the_exact_form(sms_sink):
     [record] = sms_sink.records()
     assert record["status"] == 201
     assert record["account_sid"] == ACCOUNT_SID
-    assert record["form"] == {"To": message.to_address, "From": FROM_PHONE,
-                              "Body": message.sms_body}
+    assert record["form"] == {
+        "To": message.to_address,
+        "From": FROM_PHONE,
+        "Body": message.sms_body,
+    }
     assert result.provider_message_id == record["message_id"]
     assert result.provider_message_id.startswith("SM")
 

@@ -39,8 +39,14 @@ def test_inserting_the_same_messages_again_changes_nothing(store):
     events_before = store.db.query("SELECT * FROM message_event ORDER BY message_event_id")
     again = store.insert_messages(
         [
-            OutboundMessage(candidate_id=int(r[1]), candidate_key=r[2], partition_key=PARTITION,
-                            channel="email", status=MessageStatus.SUPPRESSED, reason="other")
+            OutboundMessage(
+                candidate_id=int(r[1]),
+                candidate_key=r[2],
+                partition_key=PARTITION,
+                channel="email",
+                status=MessageStatus.SUPPRESSED,
+                reason="other",
+            )
             for r in before
         ]
     )
@@ -154,7 +160,9 @@ def test_expire_sending_turns_stale_claims_into_unknown_never_queued(store):
         reason = store.db.scalar("SELECT reason FROM message WHERE message_id = ?", [mid])
         assert reason and "no outcome" in reason
         assert [h[:2] for h in history(store, mid)] == [
-            (None, "queued"), ("queued", "sending"), ("sending", "unknown")
+            (None, "queued"),
+            ("queued", "sending"),
+            ("sending", "unknown"),
         ]
     assert status_of(store, fresh_queued[0]) == "queued"
     # never back to queued: a later claim or expiry does not touch them
@@ -179,7 +187,8 @@ def test_duplicate_sends_are_found_from_the_history(store):
     assert store.duplicate_sends(PARTITION) == []
     # a second 'sent' transition for the same message, as a double send would leave it
     store.db.insert_rows(
-        "message_event", ("message_id", "from_status", "to_status", "reason", "at"),
+        "message_event",
+        ("message_id", "from_status", "to_status", "reason", "at"),
         [(ids[0], "sending", "sent", None, "2026-03-02 14:00:00.000000")],
     )
     store.db.commit()
@@ -188,9 +197,17 @@ def test_duplicate_sends_are_found_from_the_history(store):
 
 def test_candidates_are_inserted_if_absent(store):
     row = CandidateRow(
-        candidate_key="s1|Property:1|contact:1", partition_key=PARTITION, schedule_id=1,
-        channel="email", event_id=1, source_table="Property", record_id=1, agent_id=1,
-        recipient_kind="contact", recipient_id=1, uses_totals=False,
+        candidate_key="s1|Property:1|contact:1",
+        partition_key=PARTITION,
+        schedule_id=1,
+        channel="email",
+        event_id=1,
+        source_table="Property",
+        record_id=1,
+        agent_id=1,
+        recipient_kind="contact",
+        recipient_id=1,
+        uses_totals=False,
     )
     assert store.insert_candidates([row]) == 1
     assert store.insert_candidates([row]) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import time
 import uuid
@@ -277,6 +278,11 @@ def kafka_admin(services: dict[str, str]) -> Iterator[Any]:
     from kafka.errors import KafkaError
 
     bootstrap = services["DARWIN_NOTIFY_KAFKA_BOOTSTRAP"]
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        pytest.fail(f"Kafka does not accept connections at {bootstrap}: {exc}; {START_HINT}")
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     except KafkaError as exc:

@@ -1,0 +1,88 @@
+"""The ``darwin-notify`` command, called in process with the environment set."""
+
+import json
+
+import pytest
+
+from darwin_notify_assets import cli
+from darwin_notify_assets.store import CandidateRow
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def processed_env(embedded_env):
+    assert embedded_env.run_window(0).success
+    return embedded_env
+
+
+def test_audit_exits_0_when_clean(processed_env, capsys):
+    capsys.readouterr()
+    assert cli.main(["audit", "--partition", processed_env.key(0)]) == 0
+    out = capsys.readouterr().out
+    summary = last_json(out)
+    assert summary["clean"] is True
+    assert [w["partition_key"] for w in summary["windows"]] == [processed_env.key(0)]
+    assert "0 missed, 0 duplicates" in out
+
+
+def test_audit_exits_1_when_a_notification_was_missed(processed_env, capsys):
+    env = processed_env
+    missed = "s1|Property:999999|contact:1"
+    env.store().insert_candidates(
+        [
+            CandidateRow(
+                candidate_key=missed,
+                partition_key=env.key(0),
+                schedule_id=1,
+                channel="email",
+                event_id=999_999,
+                source_table="Property",
+                record_id=999_999,
+                agent_id=1,
+                recipient_kind="contact",
+                recipient_id=1,
+                uses_totals=False,
+            )
+        ]
+    )
+    capsys.readouterr()
+    assert cli.main(["audit"]) == 1
+    out = capsys.readouterr().out
+    assert f"MISSED  {env.key(0)}  {missed}" in out
+    summary = last_json(out)
+    assert summary["clean"] is False
+    [window] = summary["windows"]
+    assert window["missed"] == [missed]
+
+
+def test_baseline_prints_what_it_recorded(embedded_env, capsys):
+    capsys.readouterr()
+    assert cli.main(["baseline"]) == 0
+    counts = last_json(capsys.readouterr().out)["baseline"]
+    env = embedded_env
+    assert counts == {
+        "Deal": len(env.source_rows('SELECT 1 FROM "Deal"')),
+        "Property": len(env.source_rows('SELECT 1 FROM "Property"')),
+    }
+
+
+def test_run_processes_partitions_through_dagster(embedded_env, monkeypatch, tmp_path, capsys):
+    env = embedded_env
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    env.apply(0)
+    capsys.readouterr()
+    assert cli.main(["run", env.key(0)]) == 0
+    assert f"{env.key(0)}: ok" in capsys.readouterr().out
+    sent = env.store_rows("SELECT COUNT(*) AS n FROM message WHERE status = 'sent'")[0]["n"]
+    assert sent == len(env.outbox_files()) > 0
+
+
+def test_a_worker_without_kafka_is_refused_with_exit_2(embedded_env, capsys):
+    assert cli.main(["worker", "send"]) == 2
+    assert "KAFKA_BOOTSTRAP" in capsys.readouterr().err
