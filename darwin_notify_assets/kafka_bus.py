@@ -84,8 +84,8 @@ class KafkaBus(JobBus):
         batch_size: Bytes the producer gathers per partition before it sends; a job of 500
             ids is about 4.5 kB, so the client's 16 kB default would send three at a time.
         compression_type: Producer compression, ``"gzip"`` or ``None``. Gzip is the default:
-            ids compress about fivefold, and on a local broker gzip published jobs of 500 ids
-            about 1.7 times as fast as no compression, because fewer bytes cross the client.
+            a window's ids compress several-fold, and on a local broker jobs of 500 ids were
+            published about 1.7 times as fast with gzip as without.
         max_poll_records: Records one poll hands to the handler loop; small, so a member that
             must give up its partitions in a rebalance finishes its batch quickly.
         poll_timeout_ms: Longest wait of one poll, so ``stop`` is noticed within it.
@@ -166,13 +166,19 @@ class KafkaBus(JobBus):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "KafkaBus":
-        """The bus the settings describe (``DARWIN_NOTIFY_KAFKA_*``)."""
+        """The bus the settings describe (``DARWIN_NOTIFY_KAFKA_*``).
+
+        The consumer groups take the topic prefix too, so deployments (or test runs) with
+        their own topics never share a group: a dead member of one would otherwise stall the
+        other's rebalances, and a rewind would be refused while the other's workers run.
+        """
         if not settings.kafka_bootstrap:
             raise ConfigurationError("DARWIN_NOTIFY_KAFKA_BOOTSTRAP is not set")
         return cls(
             settings.kafka_bootstrap,
             topic_prefix=settings.kafka_topic_prefix,
             partitions=settings.kafka_partitions,
+            group_prefix=settings.kafka_topic_prefix,
         )
 
     @property
@@ -252,7 +258,7 @@ class KafkaBus(JobBus):
             return make()
         except KafkaError as exc:
             raise KafkaBusError(
-                f"could not {what} to Kafka at {self._where}: {type(exc).__name__}: {exc}"
+                f"could not {what} to Kafka at {self._where}: {_describe(exc)}"
             ) from exc
 
     def _admin_call(self, what: str, call: Callable[[KafkaAdminClient], _T],
@@ -267,7 +273,7 @@ class KafkaBus(JobBus):
             except KafkaError as exc:
                 if not exc.retriable or time.monotonic() >= deadline:
                     raise KafkaBusError(
-                        f"could not {what} on Kafka at {self._where}: {type(exc).__name__}: {exc}"
+                        f"could not {what} on Kafka at {self._where}: {_describe(exc)}"
                     ) from exc
                 log.debug("retrying %s after %s", what, exc)
             time.sleep(0.2)
@@ -375,7 +381,7 @@ class KafkaBus(JobBus):
         except KafkaError as exc:
             raise KafkaBusError(
                 f"Kafka at {self._where} did not acknowledge all of {len(futures)} jobs: "
-                f"{type(exc).__name__}: {exc}"
+                f"{_describe(exc)}"
             ) from exc
         log.debug("published %d jobs", len(futures))
         return len(futures)
@@ -458,8 +464,8 @@ class KafkaBus(JobBus):
             consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", epoch)})
         except KafkaError as exc:
             # The partition's next owner starts before this record and runs it again.
-            log.warning("could not commit %s[%d]@%d: %s: %s",
-                        tp.topic, tp.partition, record.offset, type(exc).__name__, exc)
+            log.warning("could not commit %s[%d]@%d: %s",
+                        tp.topic, tp.partition, record.offset, _describe(exc))
             return False
         return True
 
@@ -526,6 +532,12 @@ class KafkaBus(JobBus):
             producer.close(timeout=self.publish_timeout)
         if admin is not None:
             admin.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def _rewind(consumer: KafkaConsumer, tp: TopicPartition, offset: int) -> None:

@@ -299,7 +299,12 @@ class _SinkHandler(BaseHTTPRequestHandler):
             The body, or ``None`` when an error response was already sent.
         """
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
+            try:
+                return self._read_chunked()
+            except ValueError:
+                self.close_connection = True
+                self._send_json(400, {"error": "invalid chunked body"})
+                return None
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:

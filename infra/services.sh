@@ -39,9 +39,15 @@ KAFKA_POM=$SCRIPT_DIR/kafka/pom.xml
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
 KAFKA_CACHE=${DARWIN_NOTIFY_KAFKA_CACHE:-${HOME:-/root}/.cache/darwin-notify/kafka-$KAFKA_VERSION}
 
+# The sinks need only the standard library, so without the project's venv python3 will do.
 PYTHON=${DARWIN_NOTIFY_PYTHON:-.venv/bin/python}
-if [[ $PYTHON == */* && $PYTHON != /* ]]; then
+if [[ $PYTHON != */* ]]; then
+    PYTHON=$(command -v "$PYTHON" || echo "$PYTHON")
+elif [[ $PYTHON != /* ]]; then
     PYTHON=$REPO_ROOT/$PYTHON
+fi
+if [[ -z ${DARWIN_NOTIFY_PYTHON:-} && ! -x $PYTHON ]]; then
+    PYTHON=$(command -v python3 || echo "$PYTHON")
 fi
 
 # ---------------------------------------------------------------------------------- helpers
@@ -340,20 +346,19 @@ pg_initdb() {
 }
 
 pg_start() {
-    local name=$1 port=$2 data=$PG_DIR/$1 log t0
+    local name=$1 port=$2 data=$PG_DIR/$1 log
     log=$(pg_log_file "$name")
     if port_taken "$port"; then
         fail_service "$name" "$port" "$log" "port is already in use by another process"
     fi
-    t0=$(now_ms)
     printf '\n===== %s starting\n' "$(date -Is)" >>"$log"
     as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t "$TIMEOUT" start >/dev/null 2>&1 9>&- ||
         fail_service "$name" "$port" "$log" "pg_ctl start failed or timed out after ${TIMEOUT}s"
-    pg_wait_ready "$name" "$port" "$t0"
+    pg_wait_ready "$name" "$port"
 }
 
 pg_wait_ready() {
-    local name=$1 port=$2 t0=$3 deadline
+    local name=$1 port=$2 deadline
     deadline=$((SECONDS + TIMEOUT))
     until "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -t 2; do
         ((SECONDS < deadline)) ||
@@ -391,7 +396,7 @@ up_primary() {
     local name=primary data=$PG_DIR/primary ready=$PG_DIR/primary.ready t0
     t0=$(now_ms)
     if [[ -f $ready ]] && pg_running_on "$name" "$PRIMARY_PORT"; then
-        pg_wait_ready "$name" "$PRIMARY_PORT" "$t0"
+        pg_wait_ready "$name" "$PRIMARY_PORT"
         say "$name: already running on 127.0.0.1:$PRIMARY_PORT"
         return 0
     fi
@@ -438,7 +443,7 @@ replica_runtime_conf() {
 }
 
 replica_wait_streaming() {
-    local t0=$1 deadline status=""
+    local deadline status=""
     deadline=$((SECONDS + TIMEOUT))
     while :; do
         status=$(psql_admin "$REPLICA_PORT" postgres -c "SELECT status FROM pg_stat_wal_receiver" 2>/dev/null || true)
@@ -461,8 +466,8 @@ up_replica() {
                 as_pg "$PG_BIN/pg_ctl" -D "$data" reload >/dev/null
                 say "$name: primary connection changed, reloaded"
             fi
-            pg_wait_ready "$name" "$REPLICA_PORT" "$t0"
-            replica_wait_streaming "$t0"
+            pg_wait_ready "$name" "$REPLICA_PORT"
+            replica_wait_streaming
             say "$name: already running on 127.0.0.1:$REPLICA_PORT (streaming)"
             return 0
         fi
@@ -488,7 +493,7 @@ up_replica() {
     fi
     replica_runtime_conf || true
     pg_start "$name" "$REPLICA_PORT"
-    replica_wait_streaming "$t0"
+    replica_wait_streaming
     say "$name: started on 127.0.0.1:$REPLICA_PORT, streaming from $PRIMARY_PORT ($(since "$t0"))"
 }
 
@@ -496,7 +501,7 @@ up_store() {
     local name=store data=$PG_DIR/store ready=$PG_DIR/store.ready t0
     t0=$(now_ms)
     if [[ -f $ready ]] && pg_running_on "$name" "$STORE_PORT"; then
-        pg_wait_ready "$name" "$STORE_PORT" "$t0"
+        pg_wait_ready "$name" "$STORE_PORT"
         say "$name: already running on 127.0.0.1:$STORE_PORT"
         return 0
     fi
@@ -587,6 +592,7 @@ kafka_pid() { running_pid "$KAFKA_PID_FILE" "kafka.Kafka"; }
 
 # Launches the broker unless it is running (no wait); KAFKA_ALREADY tells which.
 KAFKA_ALREADY=0
+KAFKA_LAUNCHED_MS=0
 kafka_launch() {
     KAFKA_ALREADY=0
     if kafka_pid >/dev/null; then
@@ -604,13 +610,14 @@ kafka_launch() {
     ensure_kafka_jars
     kafka_render_config
     kafka_format_if_needed
+    KAFKA_LAUNCHED_MS=$(now_ms)
     launch "$KAFKA_PID_FILE" "$LOG_DIR/kafka.log" \
         "${KAFKA_JVM[@]}" kafka.Kafka "$KAFKA_DIR/server.properties" ||
         fail_service kafka "$KAFKA_PORT" "$LOG_DIR/kafka.log" "could not launch the broker"
 }
 
 kafka_wait_healthy() {
-    local t0=$1 deadline pid err
+    local deadline pid err
     deadline=$((SECONDS + TIMEOUT))
     until port_open "$KAFKA_PORT"; do
         pid=$(kafka_pid) || fail_service kafka "$KAFKA_PORT" "$LOG_DIR/kafka.log" "broker process exited"
@@ -651,18 +658,16 @@ EOF
 kafka_stop() { stop_pid_file kafka "$KAFKA_PID_FILE" "kafka.Kafka" "${1:-TERM}"; }
 
 kafka_start() {
-    local t0
-    t0=$(now_ms)
     kafka_launch
-    kafka_wait_healthy "$t0"
-    kafka_report "$t0"
+    kafka_wait_healthy
+    kafka_report
 }
 
 kafka_report() {
     if ((KAFKA_ALREADY)); then
         say "kafka: already running on 127.0.0.1:$KAFKA_PORT (pid $(kafka_pid))"
     else
-        say "kafka: started $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (pid $(kafka_pid), $(since "$1") since launch)"
+        say "kafka: started $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (pid $(kafka_pid), healthy $(since "$KAFKA_LAUNCHED_MS") after the JVM started)"
     fi
 }
 
@@ -698,7 +703,7 @@ sink_launch() {
 }
 
 sink_wait_healthy() {
-    local kind=$1 t0=$2 port deadline
+    local kind=$1 port deadline
     port=$(sink_port "$kind")
     deadline=$((SECONDS + TIMEOUT))
     until http_ok "$port" /_health; do
@@ -713,7 +718,7 @@ sink_wait_healthy() {
 # -------------------------------------------------------------------------------- commands
 
 cmd_up() {
-    local t_all t_kafka kind
+    local t_all kind
     t_all=$(now_ms)
     prepare_state_dir
     exec 9>"$DIR/.lock"
@@ -724,7 +729,6 @@ cmd_up() {
     prepare_pg_dirs
 
     # The broker's JVM takes the longest to start, so it boots while PostgreSQL comes up.
-    t_kafka=$(now_ms)
     kafka_launch
     for kind in sendgrid sms; do
         sink_launch "$kind"
@@ -735,15 +739,15 @@ cmd_up() {
     up_store
 
     for kind in sendgrid sms; do
-        sink_wait_healthy "$kind" "$t_kafka"
+        sink_wait_healthy "$kind"
         if ((SINK_ALREADY[$kind])); then
             say "$kind sink: already running on 127.0.0.1:$(sink_port "$kind")"
         else
             say "$kind sink: started on 127.0.0.1:$(sink_port "$kind") (pid $(sink_pid "$kind"))"
         fi
     done
-    kafka_wait_healthy "$t_kafka"
-    kafka_report "$t_kafka"
+    kafka_wait_healthy
+    kafka_report
     say "all services up ($(since "$t_all")); state: $DIR"
 }
 
@@ -766,11 +770,11 @@ cmd_down() {
         pg_stop primary || rc=1
         pg_stop store || rc=1
     fi
+    # Only reported: they may be someone's `tail -f` of a log rather than a service.
     leftovers=$(pgrep -f -- "$DIR/" | grep -vx "$$" || true)
     if [[ -n $leftovers ]]; then
         say "warning: processes still mention $DIR:"
         ps -o pid=,args= -p "$(echo "$leftovers" | paste -sd,)" | sed 's/^/    /' || true
-        rc=1
     fi
     if ((rc)); then
         printf '[services] ERROR: some services did not stop cleanly\n' >&2
