@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help venv demo ui test test-unit test-integration services-up services-down services-status lint bench clean
+.PHONY: help venv demo ui test test-unit test-integration services-up services-down services-status lint bench soak clean
 
 help:
 	@echo "make demo            run the main job on the embedded default (no servers)"
@@ -58,6 +59,16 @@ services-status:
 
 lint: venv
 	$(BIN)/ruff check darwin_notify_assets darwin_notify_tests
+
+# The benchmark on the real stack (BENCHMARKS.md); e.g. `make bench BENCH_ARGS="--size 20000"`.
+bench: venv
+	bash infra/services.sh up
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# The randomized fault soak on the real stack; e.g. `make soak SOAK_ARGS="--windows 10 --seed 2"`.
+soak: venv
+	bash infra/services.sh up
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

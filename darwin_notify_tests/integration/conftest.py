@@ -84,9 +84,15 @@ class Stack:
 
     def admin(self, which: str = "PRIMARY") -> Database:
         try:
-            return connect(self.env[f"DARWIN_NOTIFY_{which}_ADMIN_URL"])
+            db = connect(self.env[f"DARWIN_NOTIFY_{which}_ADMIN_URL"])
         except (ConfigurationError, KeyError) as exc:
             pytest.fail(f"cannot reach the {which.lower()}: {exc}; {HINT}")
+        if which == "PRIMARY":
+            # The test cluster runs with synchronous_commit off; a scenario's own writes must
+            # be in the WAL when they return, or waiting for the standby could end too early.
+            db.execute("SET synchronous_commit TO on").close()
+            db.commit()
+        return db
 
     def settings(self, **overrides: Any) -> Settings:
         return Settings.from_env(overrides={"home": str(self.tmp), **overrides})

@@ -218,8 +218,8 @@ class Scenario:
                     "provider_message_id, reason, updated_at FROM message ORDER BY message_id"
                 ),
                 "history": db.query(
-                    "SELECT event_id, message_id, from_status, to_status FROM message_event "
-                    "ORDER BY event_id"
+                    "SELECT message_event_id, message_id, from_status, to_status FROM message_event "
+                    "ORDER BY message_event_id"
                 ),
                 "candidates": db.query(
                     "SELECT candidate_id, candidate_key FROM candidate ORDER BY candidate_id"
@@ -289,18 +289,18 @@ class Scenario:
         extra = set(view.email_accepted) - expected.email
         extra |= set(view.sms_accepted) - expected.sms
         assert not extra, f"accepted requests for notifications nobody expected: {sorted(extra)}"
-        wrong = {
-            k: view.accepted[k] for k in everything - unknown if view.accepted[k] != 1
-        }
+        wrong = {k: view.accepted[k] for k in everything - unknown if view.accepted[k] != 1}
         assert not wrong, f"expected exactly one accepted request each, got {wrong}"
         twice = {k: view.accepted[k] for k in unknown if view.accepted[k] > 1}
         assert not twice, f"unknown messages accepted more than once: {twice}"
         sent = {k for k, m in messages.items() if m["status"] == MessageStatus.SENT}
         assert sent == everything - unknown, (
-            sorted((everything - unknown) - sent)[:10], sorted(sent - everything)[:10]
+            sorted((everything - unknown) - sent)[:10],
+            sorted(sent - everything)[:10],
         )
         still_open = [
-            k for k, m in messages.items()
+            k
+            for k, m in messages.items()
             if m["status"] in (MessageStatus.QUEUED, MessageStatus.SENDING)
         ]
         assert not still_open, f"messages never finished: {still_open}"
@@ -367,8 +367,9 @@ def _delete_kafka_state(stack: Stack) -> None:
 
 
 def _services(*args: str) -> None:
-    subprocess.run(["bash", str(SERVICES_SH), *args], check=True, timeout=180,
-                   capture_output=True, text=True)
+    subprocess.run(
+        ["bash", str(SERVICES_SH), *args], check=True, timeout=180, capture_output=True, text=True
+    )
 
 
 # -- 1. replica lag ----------------------------------------------------------------------------------
@@ -422,7 +423,8 @@ def test_paused_replay_holds_the_window_back_until_resumed(
         s.primary.commit()
         state = replica.query(
             "SELECT pg_wal_lsn_diff(?::pg_lsn, pg_last_wal_replay_lsn()) > 0, "
-            "pg_last_wal_replay_lsn()::text, pg_get_wal_replay_pause_state()", [primary_lsn]
+            "pg_last_wal_replay_lsn()::text, pg_get_wal_replay_pause_state()",
+            [primary_lsn],
         )[0]
         replica.commit()
         assert state[0], f"the paused standby already has the window's changes: {state}"
@@ -468,9 +470,12 @@ def test_long_transaction_committed_after_its_window_is_caught_by_the_lookback(s
             continue
         old = Decimal(str(prop["ListPrice"]))
         op = seed.Update(
-            "Property", pid, {"ListPrice": old - 5000, "ModifiedDate": at},
+            "Property",
+            pid,
+            {"ListPrice": old - 5000, "ModifiedDate": at},
             {"ListPrice": old, "ModifiedDate": prop["ModifiedDate"]},
-            seed.ChangeKind.PRICE_DROP, at,
+            seed.ChangeKind.PRICE_DROP,
+            at,
         )
         late = seed.WindowChanges(w0.start, w0.end, (*w0.operations, op))
         expected = expected_sends(s.dataset, [late, w1])
@@ -530,9 +535,11 @@ def test_rerun_and_backfill_send_nothing_new(scenario, monkeypatch: pytest.Monke
 
 # -- 4. a render worker killed -----------------------------------------------------------------------------
 def test_render_worker_killed_mid_batch(scenario, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A render worker dies by SIGKILL after rendering a batch and before writing it (its job
-    uncommitted): another member of the group takes the partition once the dead one's session
-    expires, renders the job again, and every notification is sent exactly once."""
+    """A render worker dies by SIGKILL after rendering a batch and before writing it, its job
+    uncommitted. It is the only member of its group when the jobs arrive, so it certainly gets
+    one (a window's jobs share one Kafka partition); a normal worker joins when it dies and is
+    handed the dead member's partitions once its session expires, renders the job again, and
+    every notification is sent exactly once."""
     monkeypatch.setenv("DARWIN_NOTIFY_RENDER_BATCH", "5")
     s = scenario(windows=3)
     victim = s.worker("render", "render.before_write=kill")
@@ -593,9 +600,10 @@ def test_send_worker_killed_after_provider_before_recording(
 
 # -- 7. the broker restarted -----------------------------------------------------------------------------------
 def test_kafka_restart_during_a_run(scenario, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The broker stops while render workers are consuming a window's jobs (one handler holds
-    a job across the restart, so its commit fails and the job comes back) and starts again;
-    the run completes and every notification is sent exactly once."""
+    """The broker stops while render workers are consuming a window's jobs (slow handlers hold
+    jobs across the outage: their offset commits wait for the broker or fail, and then the
+    job comes back) and starts again; the run completes and every notification is sent
+    exactly once."""
     monkeypatch.setenv("DARWIN_NOTIFY_RENDER_BATCH", "4")
     s = scenario(windows=2)
     # Slow renderers, so that jobs are still in flight when the broker goes away.
@@ -607,6 +615,7 @@ def test_kafka_restart_during_a_run(scenario, monkeypatch: pytest.MonkeyPatch) -
 
     def restart_when_rendering() -> None:
         try:
+
             def rendering() -> bool:
                 with s.store() as store:
                     return len(store.messages(s.keys[0])) > 0
@@ -655,22 +664,27 @@ def test_replayed_kafka_jobs_change_nothing(scenario) -> None:
     settings = s.settings
 
     # A second consumer group reads both topics from the start, with the real handlers.
-    replay = KafkaBus(settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix,
-                      partitions=settings.kafka_partitions,
-                      group_prefix=f"replay-{uuid.uuid4().hex[:8]}")
+    replay = KafkaBus(
+        settings.kafka_bootstrap,
+        topic_prefix=settings.kafka_topic_prefix,
+        partitions=settings.kafka_partitions,
+        group_prefix=f"replay-{uuid.uuid4().hex[:8]}",
+    )
     rt = Runtime.from_settings(settings)
     try:
         loaded = load_schedules(rt.replica)
         assert replay.lag(JobKind.RENDER) > 0 and replay.lag(JobKind.SEND) > 0
         handlers = {
-            JobKind.RENDER: RenderWorker(rt.replica, rt.store, loaded.schedules,
-                                         loaded.templates, settings.window_minutes),
+            JobKind.RENDER: RenderWorker(
+                rt.replica, rt.store, loaded.schedules, loaded.templates, settings.window_minutes
+            ),
             JobKind.SEND: SendWorker(rt.store, rt.senders_factory(), settings.send_concurrency),
         }
         for kind, handler in handlers.items():
             stop = threading.Event()
-            consumer = threading.Thread(target=replay.consume, args=(kind, handler, stop),
-                                        daemon=True)
+            consumer = threading.Thread(
+                target=replay.consume, args=(kind, handler, stop), daemon=True
+            )
             consumer.start()
             try:
                 assert poll(lambda kind=kind: replay.lag(kind) == 0, timeout=60, interval=0.5)
