@@ -31,7 +31,8 @@ MAX_PARAMS = {"sqlite": 30000, "postgresql": 6000, "mssql": 2000}
 # SQLite keeps timestamps as text of one fixed width, so they compare in time order.
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
-_PG_ODBC_OPTIONS = "Protocol=7.4-1;BoolsAsChar=0;UseDeclareFetch=1;Fetch=5000"
+# Debian registers the driver with CommLog=1, which logs every connection under /tmp.
+_PG_ODBC_OPTIONS = "Protocol=7.4-1;BoolsAsChar=0;UseDeclareFetch=1;Fetch=5000;CommLog=0;Debug=0"
 
 
 @dataclass(frozen=True)
