@@ -1,0 +1,157 @@
+-- The notification store on SQL Server: a separate database on its own storage, never the
+-- source database. Re-runnable: every object is created only when absent; the loader splits
+-- batches on lines that are exactly GO.
+
+IF OBJECT_ID(N'dbo.window_run', N'U') IS NULL
+CREATE TABLE dbo.window_run (
+    partition_key nvarchar(200) NOT NULL CONSTRAINT PK_window_run PRIMARY KEY,
+    window_start datetime2(6) NOT NULL,
+    window_end datetime2(6) NOT NULL,
+    replica_applied_through datetime2(6) NULL,
+    replica_state nvarchar(200) NULL,
+    rows_read int NOT NULL CONSTRAINT DF_window_run_rows_read DEFAULT (0),
+    detected_at datetime2(6) NULL
+);
+GO
+
+IF OBJECT_ID(N'dbo.change_event', N'U') IS NULL
+CREATE TABLE dbo.change_event (
+    event_id bigint IDENTITY(1,1) NOT NULL CONSTRAINT PK_change_event PRIMARY KEY,
+    event_key nvarchar(400) NOT NULL CONSTRAINT UQ_change_event_event_key UNIQUE,
+    partition_key nvarchar(200) NOT NULL,
+    schedule_id int NOT NULL,
+    source_table nvarchar(200) NOT NULL,
+    record_id bigint NOT NULL,
+    event_type nvarchar(200) NOT NULL,
+    version nvarchar(200) NOT NULL,
+    agent_id bigint NULL,
+    contact_id bigint NULL,
+    old_values nvarchar(max) NULL,
+    row_values nvarchar(max) NULL,
+    expanded bit NOT NULL CONSTRAINT DF_change_event_expanded DEFAULT (0),
+    detected_at datetime2(6) NOT NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'change_event_partition' AND object_id = OBJECT_ID(N'dbo.change_event'))
+    CREATE INDEX change_event_partition ON dbo.change_event (partition_key, schedule_id);
+GO
+
+IF OBJECT_ID(N'dbo.record_snapshot', N'U') IS NULL
+CREATE TABLE dbo.record_snapshot (
+    source_table nvarchar(200) NOT NULL,
+    record_id bigint NOT NULL,
+    row_values nvarchar(max) NOT NULL,
+    seen_at datetime2(6) NOT NULL,
+    CONSTRAINT PK_record_snapshot PRIMARY KEY (source_table, record_id)
+);
+GO
+
+IF OBJECT_ID(N'dbo.deal_ledger', N'U') IS NULL
+CREATE TABLE dbo.deal_ledger (
+    deal_id bigint NOT NULL CONSTRAINT PK_deal_ledger PRIMARY KEY,
+    agent_id bigint NOT NULL,
+    post_date datetime2(6) NULL,
+    sale_price decimal(16,2) NULL,
+    gross_commission decimal(16,2) NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'deal_ledger_agent' AND object_id = OBJECT_ID(N'dbo.deal_ledger'))
+    CREATE INDEX deal_ledger_agent ON dbo.deal_ledger (agent_id, post_date);
+GO
+
+IF OBJECT_ID(N'dbo.listing_ledger', N'U') IS NULL
+CREATE TABLE dbo.listing_ledger (
+    property_id bigint NOT NULL CONSTRAINT PK_listing_ledger PRIMARY KEY,
+    agent_id bigint NOT NULL,
+    status nvarchar(200) NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'listing_ledger_agent' AND object_id = OBJECT_ID(N'dbo.listing_ledger'))
+    CREATE INDEX listing_ledger_agent ON dbo.listing_ledger (agent_id, status);
+GO
+
+IF OBJECT_ID(N'dbo.window_agent', N'U') IS NULL
+CREATE TABLE dbo.window_agent (
+    partition_key nvarchar(200) NOT NULL,
+    agent_id bigint NOT NULL,
+    CONSTRAINT PK_window_agent PRIMARY KEY (partition_key, agent_id)
+);
+GO
+
+IF OBJECT_ID(N'dbo.agent_totals', N'U') IS NULL
+CREATE TABLE dbo.agent_totals (
+    agent_id bigint NOT NULL CONSTRAINT PK_agent_totals PRIMARY KEY,
+    year int NOT NULL,
+    units_ytd int NOT NULL,
+    volume_ytd decimal(16,2) NOT NULL,
+    commission_ytd decimal(16,2) NOT NULL,
+    active_listings int NOT NULL,
+    computed_through datetime2(6) NOT NULL,
+    computed_at datetime2(6) NOT NULL
+);
+GO
+
+IF OBJECT_ID(N'dbo.candidate', N'U') IS NULL
+CREATE TABLE dbo.candidate (
+    candidate_id bigint IDENTITY(1,1) NOT NULL CONSTRAINT PK_candidate PRIMARY KEY,
+    candidate_key nvarchar(400) NOT NULL CONSTRAINT UQ_candidate_candidate_key UNIQUE,
+    partition_key nvarchar(200) NOT NULL,
+    schedule_id int NOT NULL,
+    channel nvarchar(200) NOT NULL,
+    event_id bigint NOT NULL,
+    source_table nvarchar(200) NOT NULL,
+    record_id bigint NOT NULL,
+    agent_id bigint NULL,
+    recipient_kind nvarchar(200) NOT NULL,
+    recipient_id bigint NULL,
+    uses_totals bit NOT NULL CONSTRAINT DF_candidate_uses_totals DEFAULT (0),
+    created_at datetime2(6) NOT NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'candidate_partition' AND object_id = OBJECT_ID(N'dbo.candidate'))
+    CREATE INDEX candidate_partition ON dbo.candidate (partition_key, candidate_id);
+GO
+
+IF OBJECT_ID(N'dbo.message', N'U') IS NULL
+CREATE TABLE dbo.message (
+    message_id bigint IDENTITY(1,1) NOT NULL CONSTRAINT PK_message PRIMARY KEY,
+    candidate_id bigint NOT NULL CONSTRAINT UQ_message_candidate_id UNIQUE,
+    candidate_key nvarchar(400) NOT NULL CONSTRAINT UQ_message_candidate_key UNIQUE,
+    partition_key nvarchar(200) NOT NULL,
+    channel nvarchar(200) NOT NULL,
+    to_address nvarchar(200) NULL,
+    subject nvarchar(max) NULL,
+    html_body nvarchar(max) NULL,
+    text_body nvarchar(max) NULL,
+    sms_body nvarchar(max) NULL,
+    sms_encoding nvarchar(200) NULL,
+    sms_segments int NULL,
+    status nvarchar(200) NOT NULL,
+    reason nvarchar(max) NULL,
+    claim_token nvarchar(200) NULL,
+    attempts int NOT NULL CONSTRAINT DF_message_attempts DEFAULT (0),
+    provider_message_id nvarchar(200) NULL,
+    created_at datetime2(6) NOT NULL,
+    updated_at datetime2(6) NOT NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'message_partition_status' AND object_id = OBJECT_ID(N'dbo.message'))
+    CREATE INDEX message_partition_status ON dbo.message (partition_key, status);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'message_claim' AND object_id = OBJECT_ID(N'dbo.message'))
+    CREATE INDEX message_claim ON dbo.message (claim_token);
+GO
+
+IF OBJECT_ID(N'dbo.message_event', N'U') IS NULL
+CREATE TABLE dbo.message_event (
+    message_event_id bigint IDENTITY(1,1) NOT NULL CONSTRAINT PK_message_event PRIMARY KEY,
+    message_id bigint NOT NULL,
+    from_status nvarchar(200) NULL,
+    to_status nvarchar(200) NOT NULL,
+    reason nvarchar(max) NULL,
+    at datetime2(6) NOT NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'message_event_message' AND object_id = OBJECT_ID(N'dbo.message_event'))
+    CREATE INDEX message_event_message ON dbo.message_event (message_id);
+GO
