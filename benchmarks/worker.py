@@ -1,0 +1,31 @@
+"""A render or send worker process for the benchmark: the product's ``darwin-notify worker``,
+with the benchmark's experiments applied and its own consumer groups."""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import experiments  # noqa: E402
+
+
+def main() -> int:
+    kind = sys.argv[1]
+    names = [n for n in os.environ.get("DARWIN_NOTIFY_BENCH_EXPERIMENTS", "").split(",") if n]
+    experiments.apply(names)
+    from darwin_notify_assets.config import Settings
+    from darwin_notify_assets.kafka_bus import KafkaBus
+
+    def from_settings(cls, settings: Settings) -> KafkaBus:
+        return cls(settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix,
+                   partitions=settings.kafka_partitions, group_prefix=settings.kafka_topic_prefix)
+
+    KafkaBus.from_settings = classmethod(from_settings)
+    from darwin_notify_assets.cli import main as cli_main
+
+    return cli_main(["worker", kind])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
