@@ -1,8 +1,8 @@
 """The job bus: render and send jobs, carried to workers.
 
 A job carries ids, never data: the store is the truth and the job only wakes a worker. The
-contract is Kafka's: jobs are keyed (by partition key, so one window's jobs keep their
-order), delivered at least once, and acknowledged (offset committed) only after the handler's
+contract is Kafka's: jobs are keyed (by window and first id, so one window's jobs spread over
+the partitions and their workers), delivered at least once, and acknowledged (offset committed) only after the handler's
 database write returned. A handler must therefore be idempotent; ours are, because every
 write is insert-if-absent or a conditional transition.
 """
@@ -41,7 +41,10 @@ class Job:
 
     @property
     def key(self) -> bytes:
-        return self.partition_key.encode()
+        # Jobs are independent, so one window's jobs spread over every partition and every
+        # worker of the group; the first id keeps a redelivered job on its partition.
+        first = self.ids[0] if self.ids else 0
+        return f"{self.partition_key}/{first}".encode()
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -173,7 +176,7 @@ def run_consumers(
     concurrency: int,
     done: Callable[[], bool],
     timeout: float,
-    poll: float = 0.1,
+    poll: float = 1.0,
     progress: Callable[[], None] | None = None,
 ) -> bool:
     """Run ``concurrency`` consumer threads until ``done()`` or ``timeout``; True if done."""
@@ -196,6 +199,7 @@ def run_consumers(
     deadline = time.monotonic() + timeout
     last_progress = time.monotonic()
     finished = False
+    wait = min(poll, 0.05)
     try:
         while time.monotonic() < deadline and not stop.is_set():
             if done():
@@ -204,7 +208,9 @@ def run_consumers(
             if progress and time.monotonic() - last_progress > 5:
                 progress()
                 last_progress = time.monotonic()
-            time.sleep(poll)
+            # Asking the store is not free: start quick, then ask at most every ``poll``.
+            time.sleep(wait)
+            wait = min(poll, wait * 2)
     finally:
         stop.set()
         for t in threads:

@@ -237,6 +237,7 @@ def _work(
         deadline = utcnow() + timedelta(seconds=settings.stage_timeout_seconds)
         last = utcnow()
         finished = False
+        wait = 0.05
         while utcnow() < deadline:
             if remaining() == 0:
                 finished = True
@@ -244,7 +245,8 @@ def _work(
             if (utcnow() - last).total_seconds() > 5:
                 progress()
                 last = utcnow()
-            stop.wait(0.2)
+            stop.wait(wait)
+            wait = min(1.0, wait * 2)
     if not finished:
         raise StageTimeout(
             f"{kind} jobs not finished after {settings.stage_timeout_seconds}s: "

@@ -17,7 +17,7 @@ from typing import Any
 
 from darwin_notify_assets.db import Database, as_datetime, connect, placeholders
 from darwin_notify_assets.errors import InvalidTransition
-from darwin_notify_assets.sqlfiles import read_script
+from darwin_notify_assets.sqlfiles import read_queries, read_script
 
 log = logging.getLogger(__name__)
 
@@ -735,17 +735,19 @@ class NotificationStore:
         """
         db = self.db
         now = db.ts(utcnow())
-        not_changed = []
+        template = read_queries(db.dialect, "store_queries.sql")["finish_outcomes"]
+        changed: set[int] = set()
         try:
-            for message_id, status, reason, provider_id in outcomes:
-                cur = db.execute(
-                    "UPDATE message SET status = ?, reason = ?, provider_message_id = ?, "
-                    "updated_at = ? WHERE message_id = ? AND status = ?",
-                    [str(status), reason, provider_id, now, message_id, str(MessageStatus.SENDING)],
-                )
-                if cur.rowcount != 1:
-                    not_changed.append(message_id)
-                cur.close()
+            per_stmt = max(1, (db.max_params - 2) // 4)
+            for start in range(0, len(outcomes), per_stmt):
+                chunk = outcomes[start : start + per_stmt]
+                sql = template.replace("{values}", ", ".join(["(?, ?, ?, ?)"] * len(chunk)))
+                params = [now]
+                for message_id, status, reason, provider_id in chunk:
+                    params += [message_id, str(status), reason, provider_id]
+                params.append(str(MessageStatus.SENDING))
+                changed.update(int(r[0]) for r in db.query(sql, params))
+            not_changed = [mid for mid, _, _, _ in outcomes if mid not in changed]
             db.insert_rows(
                 "message_event",
                 ("message_id", "from_status", "to_status", "reason", "at"),

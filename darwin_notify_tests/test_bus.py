@@ -28,7 +28,9 @@ def test_a_job_round_trips_through_its_envelope():
     assert envelope["v"] == ENVELOPE_VERSION
     assert envelope["kind"] == "send"
     assert envelope["partition"] == PARTITION
-    assert job.key == PARTITION.encode()
+    # Keyed by window and first id: one window's jobs spread over the topic's partitions.
+    assert job.key == f"{PARTITION}/3".encode()
+    assert Job(JobKind.SEND, PARTITION, (4, 5)).key != job.key
 
 
 @pytest.mark.parametrize("version", [0, ENVELOPE_VERSION + 1, "1", None])

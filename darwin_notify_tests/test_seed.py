@@ -1,10 +1,8 @@
 """The sample darwin.Cloud schema and its deterministic data generator."""
 
 import json
-import os
 import re
 import time
-import uuid
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -474,42 +472,3 @@ def test_generate_base_is_fast_enough_for_benchmarks():
     base = seed.generate_base(SeedSize.scaled(20_000), seed=1, start=START)
     assert base.counts()["People"] == 20_000
     assert time.perf_counter() - began < 5
-
-
-# -- integration: the PostgreSQL primary -------------------------------------------------------
-@pytest.mark.integration
-def test_seed_postgresql_primary(request):
-    url = os.environ.get("DARWIN_NOTIFY_PRIMARY_ADMIN_URL")
-    if not url:
-        if "integration" in (request.config.getoption("markexpr") or ""):
-            pytest.fail(
-                "DARWIN_NOTIFY_PRIMARY_ADMIN_URL is not set: start the services with "
-                '`infra/services.sh up` and export them with `eval "$(infra/services.sh env)"`'
-            )
-        pytest.skip("integration tier not selected (run with -m integration)")
-    db = connect(url, password_env="DARWIN_NOTIFY_PRIMARY_PASSWORD")
-    schema = f"test_seed_{uuid.uuid4().hex[:12]}"
-    try:
-        # A private schema keeps this test away from the demo's tables in the same database.
-        db.execute(f"CREATE SCHEMA {schema}").close()
-        db.execute(f"SET search_path TO {schema}").close()
-        db.commit()
-        summary = seed.seed_database(db, SeedSize.small(), seed=5, start=START, windows=2)
-        base = seed.generate_base(SeedSize.small(), seed=5, start=START)
-        ops = summary.totals_by_operation()
-        assert _count(db, "People") == base.counts()["People"] + ops.get("People.insert", 0)
-        schedules = db.query_dicts('SELECT * FROM "NotificationSchedule" ORDER BY "ScheduleID"')
-        assert [s["ScheduleID"] for s in schedules] == [1, 2, 3, 4, 5]
-        assert schedules[2]["UsesAgentTotals"] in (True, 1)
-        posted = db.scalar('SELECT COUNT(*) FROM "Deal" WHERE "PostDate" >= ?', [START])
-        assert posted == ops.get("Deal.update", 0)
-        indexes = {
-            r[0]
-            for r in db.query("SELECT indexname FROM pg_indexes WHERE schemaname = ?", [schema])
-        }
-        assert "IX_Deal_PostDate" in indexes and "IX_DeletedRecord_DeletedDate" in indexes
-    finally:
-        db.rollback()
-        db.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE").close()
-        db.commit()
-        db.close()

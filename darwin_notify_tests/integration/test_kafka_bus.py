@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -27,12 +27,12 @@ WAIT = 20.0
 
 
 @pytest.fixture(scope="module")
-def bootstrap() -> str:
-    value = os.environ.get(BOOTSTRAP_ENV, "")
+def bootstrap(services: dict[str, str]) -> str:
+    value = services.get(BOOTSTRAP_ENV) or os.environ.get(BOOTSTRAP_ENV, "")
     if not value:
         pytest.fail(
-            f"{BOOTSTRAP_ENV} is not set: start the local services with `make services-up` "
-            f'and export their settings with `eval "$(bash infra/services.sh env)"`'
+            f"{BOOTSTRAP_ENV} is not set by `infra/services.sh env`: start the local services "
+            "with `make services-up`"
         )
     return value
 
@@ -143,23 +143,6 @@ def test_every_published_job_is_consumed_once(make_bus: Callable[..., KafkaBus])
     assert bus.lag(JobKind.SEND) == 1, "send jobs travel on their own topic"
 
 
-def test_jobs_of_one_partition_key_keep_their_order(make_bus: Callable[..., KafkaBus]) -> None:
-    bus = make_bus(partitions=3)
-    keys = window_keys(4)
-    jobs = jobs_for(keys, per_key=12)
-    bus.publish(jobs)
-
-    recorder = Recorder()
-    worker = Worker(bus, JobKind.RENDER, recorder)
-    wait_until(lambda: len(recorder.jobs) == len(jobs), "every job is handled")
-    worker.finish()
-
-    for key in keys:
-        published = [j.ids[0] for j in jobs if j.partition_key == key]
-        handled = [j.ids[0] for j in recorder.jobs if j.partition_key == key]
-        assert handled == published, key
-
-
 def test_failed_job_is_redelivered_and_committed_only_after_success(
     make_bus: Callable[..., KafkaBus],
 ) -> None:
@@ -210,16 +193,15 @@ def test_members_of_a_group_share_the_partitions(
     finally:
         admin.close()
 
-    jobs = jobs_for(window_keys(16), per_key=3)
+    # All jobs of ONE window: they spread over the partitions, so both members share the work.
+    jobs = jobs_for(window_keys(1), per_key=48)
     first.publish(jobs)
     wait_until(lambda: first.lag(JobKind.RENDER) == 0, "every job is committed")
     handled = [w.finish() for w in workers]
 
     firsts = {name: r.firsts for name, r in recorders.items()}
-    assert all(firsts.values()), f"a member got no jobs: {handled}"
-    assert sorted(firsts["first"] + firsts["second"]) == [j.ids[0] for j in jobs]
-    keys_by_member = {name: {j.partition_key for j in r.jobs} for name, r in recorders.items()}
-    assert not keys_by_member["first"] & keys_by_member["second"], "a key went to both members"
+    assert all(firsts.values()), f"a member got no jobs of the window: {handled}"
+    assert sorted(firsts["first"] + firsts["second"]) == sorted(j.ids[0] for j in jobs)
 
 
 def test_job_a_stopped_consumer_did_not_commit_goes_to_the_next(
@@ -266,16 +248,8 @@ def test_replay_redelivers_the_same_jobs(make_bus: Callable[..., KafkaBus]) -> N
     wait_until(lambda: bus.lag(JobKind.RENDER) == 0, "every replayed job is committed")
     assert worker.finish() == len(jobs)
 
-    # The bus does not deduplicate: the same jobs arrive again, in the same order per key.
+    # The bus does not deduplicate: the same jobs arrive again; the store absorbs them.
     assert Counter(again.firsts) == Counter(first.firsts) == Counter(j.ids[0] for j in jobs)
-    by_key: dict[str, list[list[int]]] = defaultdict(list)
-    for recorder in (first, again):
-        per_key: dict[str, list[int]] = defaultdict(list)
-        for job in recorder.jobs:
-            per_key[job.partition_key].append(job.ids[0])
-        for key, firsts in per_key.items():
-            by_key[key].append(firsts)
-    assert all(runs[0] == runs[1] for runs in by_key.values())
 
 
 def test_poison_message_is_logged_skipped_and_committed(

@@ -1,0 +1,11 @@
+-- Statements of the notification store whose form differs per dialect. {values} stands for a
+-- list of (?, ?, ...) rows, filled in by the caller; every value is a bound parameter.
+
+-- name: finish_outcomes
+-- Record many send outcomes at once, each only if its message is still 'sending'.
+UPDATE m
+SET status = v.status, reason = v.reason, provider_message_id = v.pid, updated_at = ?
+OUTPUT inserted.message_id
+FROM message AS m
+JOIN (VALUES {values}) AS v (id, status, reason, pid) ON m.message_id = v.id
+WHERE m.status = ?;
