@@ -6,15 +6,8 @@ Each variant is the smallest version of a change proposed in BENCHMARKS.md.
 """
 
 import threading
-from typing import Any
 
 DESCRIPTIONS = {
-    "spread-keys": "jobs keyed by their first id instead of the window, so one window's jobs "
-                   "spread over every partition (and every worker of the group)",
-    "poll-1s": "the stage wait loops ask the store whether the window is done once a second "
-               "instead of ten times a second",
-    "batched-finish": "send outcomes recorded with one UPDATE ... FROM (VALUES ...) per job "
-                      "instead of one UPDATE per message",
     "keepalive": "SendGrid requests over a per-thread keep-alive HTTP session instead of a new "
                  "connection per email",
     "worker-processes": "render and send workers as separate processes (2 + 2, the product's "
@@ -29,66 +22,6 @@ def apply(names: list[str]) -> None:
         patch = _PATCHES.get(name)
         if patch:
             patch()
-
-
-def _spread_keys() -> None:
-    from darwin_notify_assets.bus import Job
-
-    Job.key = property(lambda self: str(self.ids[0] if self.ids else 0).encode())
-
-
-def _poll_1s() -> None:
-    from darwin_notify_assets import bus, pipeline
-
-    original = bus.run_consumers
-
-    def run_consumers(*args: Any, **kwargs: Any) -> bool:
-        kwargs["poll"] = 1.0
-        return original(*args, **kwargs)
-
-    pipeline.run_consumers = run_consumers
-
-
-def _batched_finish() -> None:
-    from darwin_notify_assets.store import MessageStatus, NotificationStore, log, utcnow
-
-    def finish(self, outcomes):
-        db = self.db
-        now = db.ts(utcnow())
-        outcomes = list(outcomes)
-        changed: set[int] = set()
-        try:
-            for start in range(0, len(outcomes), 1000):
-                chunk = outcomes[start:start + 1000]
-                values = ", ".join(["(?::bigint, ?::text, ?::text, ?::text)"] * len(chunk))
-                params: list[Any] = [now]
-                for mid, status, reason, provider_id in chunk:
-                    params += [mid, str(status), reason, provider_id]
-                params.append(str(MessageStatus.SENDING))
-                rows = db.query(
-                    "UPDATE message AS m SET status = v.status, reason = v.reason, "
-                    "provider_message_id = v.pid, updated_at = ? "
-                    f"FROM (VALUES {values}) AS v (id, status, reason, pid) "
-                    "WHERE m.message_id = v.id AND m.status = ? RETURNING m.message_id",
-                    params,
-                )
-                changed.update(int(r[0]) for r in rows)
-            db.insert_rows(
-                "message_event",
-                ("message_id", "from_status", "to_status", "reason", "at"),
-                [(mid, str(MessageStatus.SENDING), str(st), reason, now)
-                 for mid, st, reason, _ in outcomes if mid in changed],
-            )
-            db.commit()
-        except Exception:
-            db.rollback()
-            raise
-        not_changed = [mid for mid, *_ in outcomes if mid not in changed]
-        if not_changed:
-            log.error("messages %s were not in 'sending' when their outcome arrived", not_changed)
-        return not_changed
-
-    NotificationStore.finish = finish
 
 
 def _keepalive() -> None:
@@ -129,8 +62,5 @@ def _keepalive() -> None:
 
 
 _PATCHES = {
-    "spread-keys": _spread_keys,
-    "poll-1s": _poll_1s,
-    "batched-finish": _batched_finish,
     "keepalive": _keepalive,
 }
