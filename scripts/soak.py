@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import random
-import shlex
 import shutil
 import subprocess
 import sys
@@ -46,6 +45,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SERVICES_SH = REPO / "infra" / "services.sh"
 sys.path.insert(0, str(REPO))
+
+from darwin_notify_tests.services import (  # noqa: E402 - needs the repository on the path
+    services_env,
+    sink_control,
+    sink_records,
+)
 
 FAULTS = (
     "render_kill",
@@ -105,23 +110,6 @@ def services(*args: str) -> str:
         text=True,
         timeout=180,
     ).stdout
-
-
-def services_env() -> dict[str, str]:
-    values = {}
-    for line in services("env").splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export":
-            name, _, value = words[1].partition("=")
-            values[name] = value
-    return values
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class Soak:
@@ -319,18 +307,10 @@ class Soak:
 
     # -- sinks ----------------------------------------------------------------------------------
     def sink_records(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return (
-            read_jsonl(os.environ["DARWIN_NOTIFY_SENDGRID_SINK_RECORD"]),
-            read_jsonl(os.environ["DARWIN_NOTIFY_SMS_SINK_RECORD"]),
-        )
+        return sink_records(dict(os.environ))
 
     def sink_control(self, which: str, **command: Any) -> None:
-        import requests
-
-        base = os.environ[
-            "DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid" else "DARWIN_NOTIFY_SMS_BASE_URL"
-        ]
-        requests.post(f"{base}/_control", json=command, timeout=5).raise_for_status()
+        sink_control(dict(os.environ), which, **command)
 
     def pipeline_requests(self, mark: tuple[int, int]) -> list[tuple[str, str | None, dict]]:
         """(channel, key, record) of the pipeline's requests since ``mark``; SMS keys come

@@ -4,9 +4,7 @@ Connection settings come from ``infra/services.sh env``. A missing service fails
 the command that starts it; nothing here is ever skipped.
 """
 
-import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_assets.pipeline import Runtime, load_schedules
 from darwin_notify_assets.store import NotificationStore
 from darwin_notify_assets.windows import Window
+from darwin_notify_tests import services as shared
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES_SH = REPO_ROOT / "infra" / "services.sh"
@@ -49,29 +48,9 @@ STORE_TABLES = (
 
 def services_env() -> dict[str, str]:
     try:
-        out = subprocess.run(
-            ["bash", str(SERVICES_SH), "env"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(f"`infra/services.sh env` failed: {exc.stderr}; {HINT}")
-    values = {}
-    for line in out.splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export":
-            name, _, value = words[1].partition("=")
-            values[name] = value
-    return values
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return shared.services_env()
+    except shared.ServicesUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass
@@ -163,18 +142,10 @@ class Stack:
 
     # -- providers -------------------------------------------------------------------------------
     def sink_records(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return (
-            read_jsonl(self.env["DARWIN_NOTIFY_SENDGRID_SINK_RECORD"]),
-            read_jsonl(self.env["DARWIN_NOTIFY_SMS_SINK_RECORD"]),
-        )
+        return shared.sink_records(self.env)
 
     def sink_control(self, which: str, **command: Any) -> None:
-        import requests
-
-        base = self.env[
-            "DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid" else "DARWIN_NOTIFY_SMS_BASE_URL"
-        ]
-        requests.post(f"{base}/_control", json=command, timeout=5).raise_for_status()
+        shared.sink_control(self.env, which, **command)
 
     # -- Dagster -----------------------------------------------------------------------------------
     def dagster_instance(self):

@@ -1,0 +1,65 @@
+"""Reading the local services' settings and the provider sinks' records, without pytest.
+
+The integration tests, the soak (`scripts/soak.py`) and the benchmark (`benchmarks/`) share
+these; a missing service raises ``ServicesUnavailable`` with the command that starts it.
+"""
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICES_SH = REPO_ROOT / "infra" / "services.sh"
+HINT = "start the services with `make services-up`"
+
+
+class ServicesUnavailable(RuntimeError):
+    """The services' settings could not be read."""
+
+
+def services_env(timeout: float = 60) -> dict[str, str]:
+    """The ``export NAME=value`` lines of ``infra/services.sh env``, as a dict."""
+    try:
+        out = subprocess.run(
+            ["bash", str(SERVICES_SH), "env"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=timeout,
+        ).stdout
+    except subprocess.CalledProcessError as exc:
+        raise ServicesUnavailable(
+            f"`infra/services.sh env` failed: {exc.stderr.strip()}; {HINT}"
+        ) from None
+    values = {}
+    for line in out.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export":
+            name, _, value = words[1].partition("=")
+            values[name] = value
+    return values
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def sink_records(env: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every request the SendGrid and SMS sinks recorded, in order."""
+    return (
+        read_jsonl(env["DARWIN_NOTIFY_SENDGRID_SINK_RECORD"]),
+        read_jsonl(env["DARWIN_NOTIFY_SMS_SINK_RECORD"]),
+    )
+
+
+def sink_control(env: dict[str, str], which: str, **command: Any) -> None:
+    """Queue a fault (or a reset) in one of the sinks: see ``darwin_notify_assets.sinks``."""
+    import requests
+
+    key = "DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid" else "DARWIN_NOTIFY_SMS_BASE_URL"
+    requests.post(f"{env[key]}/_control", json=command, timeout=5).raise_for_status()
