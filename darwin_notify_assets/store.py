@@ -407,13 +407,29 @@ class NotificationStore:
                     previous = existing.get(int(agent))
                     mark = max(through, previous.computed_through) if previous else through
                     rows.append(
-                        (int(agent), year, n, _money(v), _money(c), active.get(int(agent), 0),
-                         db.ts(mark), now)
+                        (
+                            int(agent),
+                            year,
+                            n,
+                            _money(v),
+                            _money(c),
+                            active.get(int(agent), 0),
+                            db.ts(mark),
+                            now,
+                        )
                     )
                 written += db.upsert_rows(
                     "agent_totals",
-                    ("agent_id", "year", "units_ytd", "volume_ytd", "commission_ytd",
-                     "active_listings", "computed_through", "computed_at"),
+                    (
+                        "agent_id",
+                        "year",
+                        "units_ytd",
+                        "volume_ytd",
+                        "commission_ytd",
+                        "active_listings",
+                        "computed_through",
+                        "computed_at",
+                    ),
                     rows,
                     key=("agent_id",),
                 )
@@ -475,23 +491,18 @@ class NotificationStore:
             if not rows:
                 return
             last = int(rows[-1][0])
-            yield [
-                ChangeEvent(
-                    event_id=int(r[0]),
-                    event_key=r[1],
-                    partition_key=r[2],
-                    schedule_id=int(r[3]),
-                    source_table=r[4],
-                    record_id=int(r[5]),
-                    event_type=r[6],
-                    version=r[7],
-                    agent_id=_int(r[8]),
-                    contact_id=_int(r[9]),
-                    old_values=json.loads(r[10]) if r[10] else None,
-                    row_values=json.loads(r[11]) if r[11] else None,
-                )
-                for r in rows
-            ]
+            yield [_event(r) for r in rows]
+
+    def schedule_events(self, partition_key: str, schedule_id: int) -> list[ChangeEvent]:
+        """Every event of one schedule in one window, for a window digest."""
+        rows = self.db.query(
+            "SELECT event_id, event_key, partition_key, schedule_id, source_table, record_id, "
+            "event_type, version, agent_id, contact_id, old_values, row_values "
+            "FROM change_event WHERE partition_key = ? AND schedule_id = ? ORDER BY event_id",
+            [partition_key, schedule_id],
+        )
+        self.db.commit()
+        return [_event(r) for r in rows]
 
     def insert_candidates(self, rows: Sequence[CandidateRow], expanded: Sequence[int] = ()) -> int:
         """Insert candidates if absent and mark the events they came from as expanded, in one
@@ -854,6 +865,23 @@ class NotificationStore:
         )
         self.db.commit()
         return [r[0] for r in rows]
+
+
+def _event(r: Sequence[Any]) -> ChangeEvent:
+    return ChangeEvent(
+        event_id=int(r[0]),
+        event_key=r[1],
+        partition_key=r[2],
+        schedule_id=int(r[3]),
+        source_table=r[4],
+        record_id=int(r[5]),
+        event_type=r[6],
+        version=r[7],
+        agent_id=_int(r[8]),
+        contact_id=_int(r[9]),
+        old_values=json.loads(r[10]) if r[10] else None,
+        row_values=json.loads(r[11]) if r[11] else None,
+    )
 
 
 def _int(value: Any) -> int | None:

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from darwin_notify_assets.bus import Job
@@ -35,10 +35,11 @@ from darwin_notify_assets.render import (
     render_sms,
 )
 from darwin_notify_assets.replica import ReplicaReader
-from darwin_notify_assets.schedules import Channel, Schedule, ScheduleSet
+from darwin_notify_assets.schedules import Audience, Channel, DedupeScope, Schedule, ScheduleSet
 from darwin_notify_assets.senders import Sender
 from darwin_notify_assets.store import (
     AgentTotals,
+    ChangeEvent,
     MessageStatus,
     NotificationStore,
     OutboundMessage,
@@ -61,6 +62,8 @@ class RenderContextData:
     offices: Mapping[int, Mapping[str, Any]]
     contacts: Mapping[int, Mapping[str, Any]]
     totals: Mapping[int, AgentTotals]
+    # For window digests: (partition, schedule) -> the window's events of that schedule.
+    digests: Mapping[tuple[str, int], list[ChangeEvent]] = field(default_factory=dict)
 
 
 class RenderWorker:
@@ -73,7 +76,8 @@ class RenderWorker:
         schedules: ScheduleSet,
         templates: Mapping[int, CompiledTemplate | str],
         window_minutes: int,
-        reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate | str]]] | None = None,
+        reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate | str]]]
+        | None = None,
         reload_every: float = 60.0,
     ):
         self.replica = replica
@@ -117,6 +121,11 @@ class RenderWorker:
         for i in items:
             if i.event_type != "delete":
                 by_table.setdefault(i.source_table, set()).add(i.record_id)
+        digests = self._digest_events(items)
+        for events in digests.values():
+            for e in events:
+                if e.event_type != "delete":
+                    by_table.setdefault(e.source_table, set()).add(e.record_id)
         # Contacts who receive and People records that changed come in one statement.
         people = by_table.setdefault("People", set())
         people.update(c for c in contact_ids if c is not None)
@@ -126,16 +135,37 @@ class RenderWorker:
                 continue
             for rid, row in self.replica.fetch_by_ids(table, sorted(ids)).items():
                 records[(table, rid)] = jsonable_row(row)
-        agents = {k: jsonable_row(v) for k, v in self.replica.fetch_by_ids("Agent", sorted(agent_ids)).items()}
+        agents = {
+            k: jsonable_row(v)
+            for k, v in self.replica.fetch_by_ids("Agent", sorted(agent_ids)).items()
+        }
         office_ids = {a.get("OfficeID") for a in agents.values() if a.get("OfficeID") is not None}
-        offices = {k: jsonable_row(v) for k, v in self.replica.fetch_by_ids("Office", sorted(office_ids)).items()}
+        offices = {
+            k: jsonable_row(v)
+            for k, v in self.replica.fetch_by_ids("Office", sorted(office_ids)).items()
+        }
         contacts = {rid: row for (table, rid), row in records.items() if table == "People"}
         totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
         totals = self.store.totals(totals_ids) if totals_ids else {}
-        return RenderContextData(records, agents, offices, contacts, totals)
+        return RenderContextData(records, agents, offices, contacts, totals, digests)
+
+    def _digest_events(self, items: list[RenderItem]) -> dict[tuple[str, int], list[ChangeEvent]]:
+        """The window's events of every window-scope schedule in the batch (one digest per
+        recipient lists all of them that concern the recipient)."""
+        wanted = set()
+        for i in items:
+            try:
+                schedule = self.schedules.by_id(i.schedule_id)
+            except KeyError:
+                continue
+            if schedule.dedupe_scope == DedupeScope.WINDOW:
+                wanted.add((i.partition_key, i.schedule_id))
+        return {key: self.store.schedule_events(*key) for key in sorted(wanted)}
 
     def render_one(self, item: RenderItem, data: RenderContextData) -> OutboundMessage:
-        def outcome(status: MessageStatus, reason: str | None = None, **fields: Any) -> OutboundMessage:
+        def outcome(
+            status: MessageStatus, reason: str | None = None, **fields: Any
+        ) -> OutboundMessage:
             return OutboundMessage(
                 candidate_id=item.candidate_id,
                 candidate_key=item.candidate_key,
@@ -149,8 +179,10 @@ class RenderWorker:
         try:
             schedule = self.schedules.by_id(item.schedule_id)
         except KeyError:
-            return outcome(MessageStatus.RENDER_FAILED,
-                           f"schedule {item.schedule_id} is no longer active or valid")
+            return outcome(
+                MessageStatus.RENDER_FAILED,
+                f"schedule {item.schedule_id} is no longer active or valid",
+            )
         template = self.templates.get(schedule.template_id)
         if template is None or isinstance(template, str):
             problem = template or f"template {schedule.template_id} not found"
@@ -158,30 +190,42 @@ class RenderWorker:
         if item.event_type == "delete":
             record = item.row_values
             if record is None:
-                return outcome(MessageStatus.RENDER_FAILED,
-                               f"no last-seen values for deleted {item.source_table} {item.record_id}")
+                return outcome(
+                    MessageStatus.RENDER_FAILED,
+                    f"no last-seen values for deleted {item.source_table} {item.record_id}",
+                )
         else:
             record = data.records.get((item.source_table, item.record_id))
             if record is None:
-                return outcome(MessageStatus.RENDER_FAILED,
-                               f"{item.source_table} {item.record_id} no longer exists on the replica")
+                return outcome(
+                    MessageStatus.RENDER_FAILED,
+                    f"{item.source_table} {item.record_id} no longer exists on the replica",
+                )
         agent = data.agents.get(item.agent_id) if item.agent_id is not None else None
         if item.recipient_kind == "agent":
             recipient = agent
             if recipient is None:
-                return outcome(MessageStatus.RENDER_FAILED,
-                               f"agent {item.agent_id} of {item.source_table} {item.record_id} not found")
+                return outcome(
+                    MessageStatus.RENDER_FAILED,
+                    f"agent {item.agent_id} of {item.source_table} {item.record_id} not found",
+                )
             if recipient.get("IsActive") in (False, 0):
                 return outcome(MessageStatus.SUPPRESSED, f"agent {item.agent_id} is inactive")
         else:
-            recipient = data.contacts.get(item.recipient_id) if item.recipient_id is not None else None
+            recipient = (
+                data.contacts.get(item.recipient_id) if item.recipient_id is not None else None
+            )
             if recipient is None:
-                return outcome(MessageStatus.RENDER_FAILED,
-                               f"contact {item.recipient_id} not found on the replica")
+                return outcome(
+                    MessageStatus.RENDER_FAILED,
+                    f"contact {item.recipient_id} not found on the replica",
+                )
             flag = "EmailOptIn" if item.channel == Channel.EMAIL else "SmsOptIn"
             if not recipient.get(flag):
-                return outcome(MessageStatus.SUPPRESSED,
-                               f"contact {item.recipient_id} has not opted in ({flag} is off)")
+                return outcome(
+                    MessageStatus.SUPPRESSED,
+                    f"contact {item.recipient_id} has not opted in ({flag} is off)",
+                )
         try:
             to_address = address_for(item.channel, recipient)
         except ValueError as exc:
@@ -190,11 +234,21 @@ class RenderWorker:
         try:
             if item.channel == Channel.EMAIL:
                 email = render_email(template, context)
-                return outcome(MessageStatus.QUEUED, to_address=to_address, subject=email.subject,
-                               html_body=email.html, text_body=email.text)
+                return outcome(
+                    MessageStatus.QUEUED,
+                    to_address=to_address,
+                    subject=email.subject,
+                    html_body=email.html,
+                    text_body=email.text,
+                )
             sms = render_sms(template, context)
-            return outcome(MessageStatus.QUEUED, to_address=to_address, sms_body=sms.body,
-                           sms_encoding=sms.encoding, sms_segments=sms.segments)
+            return outcome(
+                MessageStatus.QUEUED,
+                to_address=to_address,
+                sms_body=sms.body,
+                sms_encoding=sms.encoding,
+                sms_segments=sms.segments,
+            )
         except RenderError as exc:
             return outcome(MessageStatus.RENDER_FAILED, str(exc))
 
@@ -212,6 +266,7 @@ class RenderWorker:
         context: dict[str, Any] = dict(record)
         context.update(
             record=record,
+            records=self._digest(item, schedule, record, data),
             agent=agent or {},
             office=office or {},
             recipient=recipient,
@@ -232,6 +287,33 @@ class RenderWorker:
                 "year": totals.year,
             }
         return context
+
+    @staticmethod
+    def _digest(
+        item: RenderItem, schedule: Schedule, record: Mapping[str, Any], data: RenderContextData
+    ) -> list[Mapping[str, Any]]:
+        """``records``: the one changed record, or for a window digest every record of the
+        window that concerns this recipient (the agent's records for ``agent`` and
+        ``agent_contacts``, the contact's own for ``record_contact``)."""
+        if schedule.dedupe_scope != DedupeScope.WINDOW:
+            return [record]
+        rows = []
+        for e in data.digests.get((item.partition_key, item.schedule_id), []):
+            mine = (
+                e.contact_id == item.recipient_id
+                if schedule.audience == Audience.RECORD_CONTACT
+                else e.agent_id == item.agent_id
+            )
+            if not mine:
+                continue
+            row = (
+                e.row_values
+                if e.event_type == "delete"
+                else data.records.get((e.source_table, e.record_id))
+            )
+            if row is not None:
+                rows.append(row)
+        return rows or [record]
 
 
 @dataclass(frozen=True)
@@ -278,11 +360,18 @@ class SendWorker:
             counts[str(status)] = counts.get(str(status), 0) + 1
         return counts
 
-    def send_one(self, message: OutboundMessage) -> tuple[int, MessageStatus, str | None, str | None]:
+    def send_one(
+        self, message: OutboundMessage
+    ) -> tuple[int, MessageStatus, str | None, str | None]:
         sender = self.senders.get(message.channel)
         assert message.message_id is not None
         if sender is None:
-            return message.message_id, MessageStatus.FAILED, f"no sender for {message.channel}", None
+            return (
+                message.message_id,
+                MessageStatus.FAILED,
+                f"no sender for {message.channel}",
+                None,
+            )
         attempt = 1
         while True:
             try:
@@ -290,8 +379,12 @@ class SendWorker:
                 return message.message_id, MessageStatus.SENT, None, result.provider_message_id
             except ProviderUnavailable as exc:
                 if attempt >= self.retry.attempts:
-                    return (message.message_id, MessageStatus.FAILED,
-                            f"{exc} (after {attempt} attempts; never accepted)", None)
+                    return (
+                        message.message_id,
+                        MessageStatus.FAILED,
+                        f"{exc} (after {attempt} attempts; never accepted)",
+                        None,
+                    )
                 self.sleep(self.retry.delay(attempt))
                 attempt += 1
             except ProviderRejected as exc:
@@ -302,9 +395,12 @@ class SendWorker:
                 return message.message_id, MessageStatus.UNKNOWN, str(exc), None
             except Exception as exc:  # noqa: BLE001 - unknown cause: the provider may have it
                 log.exception("sending message %s failed unexpectedly", message.message_id)
-                return (message.message_id, MessageStatus.UNKNOWN,
-                        f"unexpected error while sending: {type(exc).__name__}: {exc}", None)
+                return (
+                    message.message_id,
+                    MessageStatus.UNKNOWN,
+                    f"unexpected error while sending: {type(exc).__name__}: {exc}",
+                    None,
+                )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-
