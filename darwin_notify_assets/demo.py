@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -221,9 +221,3 @@ def _audit(settings: Settings, partitions: list[str]) -> dict[str, Any]:
     finally:
         rt.close()
 
-
-def demo_window_keys(windows: int, minutes: int) -> list[str]:
-    return [
-        Window.containing(DEMO_START + timedelta(minutes=minutes * i), minutes).partition_key
-        for i in range(windows)
-    ]

@@ -459,18 +459,6 @@ class NotificationStore:
         self.db.commit()
         return out
 
-    def stale_totals(self, partition_key: str, window_end: datetime) -> list[int]:
-        """Agents whose totals a candidate of this window displays but which are older than it."""
-        rows = self.db.query(
-            "SELECT DISTINCT c.agent_id FROM candidate c "
-            "LEFT JOIN agent_totals t ON t.agent_id = c.agent_id "
-            "WHERE c.partition_key = ? AND c.uses_totals = ? "
-            "AND (t.agent_id IS NULL OR t.computed_through < ?)",
-            [partition_key, True, self.db.ts(window_end)],
-        )
-        self.db.commit()
-        return sorted(int(r[0]) for r in rows if r[0] is not None)
-
     # -- events and candidates ------------------------------------------------------------------
     def stream_events(
         self, partition_key: str, batch_size: int = 5000
