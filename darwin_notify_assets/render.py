@@ -5,6 +5,7 @@ body and its segment count (GSM-7 or UCS-2). Templates are compiled once per sch
 broken template is reported once, by name.
 """
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -161,8 +162,14 @@ def check_email(address: Any) -> str:
     """The normalized address, or ValueError with the reason."""
     if not address or not str(address).strip():
         raise ValueError("no email address")
+    return _valid_email(str(address).strip())
+
+
+# A fan-out sends one contact many messages in a window: validate each address once.
+@functools.lru_cache(maxsize=65536)
+def _valid_email(address: str) -> str:
     try:
-        return validate_email(str(address).strip(), check_deliverability=False).normalized
+        return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise ValueError(f"invalid email address {address!r}: {exc}") from None
 
@@ -171,6 +178,11 @@ def check_phone(number: Any, region: str = DEFAULT_PHONE_REGION) -> str:
     """The number in E.164, or ValueError with the reason."""
     if not number or not str(number).strip():
         raise ValueError("no mobile phone number")
+    return _valid_phone(str(number), region)
+
+
+@functools.lru_cache(maxsize=65536)
+def _valid_phone(number: str, region: str) -> str:
     try:
         parsed = phonenumbers.parse(str(number), region)
     except phonenumbers.NumberParseException as exc:

@@ -6,6 +6,7 @@ names messages; the worker claims them (``queued -> sending``, committed before 
 call), sends, and records each outcome with a transition conditional on ``sending``.
 """
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -261,7 +262,7 @@ class RenderWorker:
         recipient: Mapping[str, Any],
         data: RenderContextData,
     ) -> dict[str, Any]:
-        window = Window.from_key(item.partition_key, self.window_minutes)
+        window = _window(item.partition_key, self.window_minutes)
         office = data.offices.get(agent.get("OfficeID")) if agent else None
         context: dict[str, Any] = dict(record)
         context.update(
@@ -314,6 +315,11 @@ class RenderWorker:
             if row is not None:
                 rows.append(row)
         return rows or [record]
+
+
+@functools.lru_cache(maxsize=1024)
+def _window(partition_key: str, minutes: int) -> Window:
+    return Window.from_key(partition_key, minutes)
 
 
 @dataclass(frozen=True)
