@@ -11,7 +11,6 @@ as child processes on free ports), so that neither side disturbs the other's cou
 
 import json
 import os
-import shlex
 import socket
 import subprocess
 import sys
@@ -22,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from darwin_notify_assets.db import Database, connect
+from darwin_notify_tests.services import ServicesUnavailable
+from darwin_notify_tests.services import services_env as shared_services_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SERVICES_SH = REPO_ROOT / "infra" / "services.sh"
 PIPELINE_ROLE = "darwin_notify"
 # Databases of one run are named after it (``darwin_bench_<run id>``, ``notify_bench_<run
 # id>_<part>``), so two runs at once (a colleague's test suite and a `make bench`) never meet.
@@ -42,17 +42,9 @@ class StackError(RuntimeError):
 def services_env() -> dict[str, str]:
     """The settings ``infra/services.sh env`` prints, as a dictionary."""
     try:
-        out = subprocess.run(["bash", str(SERVICES_SH), "env"], capture_output=True, text=True,
-                             check=True, timeout=60).stdout
-    except subprocess.CalledProcessError as exc:
-        raise StackError(f"`infra/services.sh env` failed: {exc.stderr.strip()}") from None
-    values = {}
-    for line in out.splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export":
-            name, _, value = words[1].partition("=")
-            values[name] = value
-    return values
+        return shared_services_env()
+    except ServicesUnavailable as exc:
+        raise StackError(str(exc)) from None
 
 
 def service_pids(env: dict[str, str]) -> dict[str, int | None]:

@@ -15,6 +15,21 @@ SERVICES_SH = REPO_ROOT / "infra" / "services.sh"
 HINT = "start the services with `make services-up`"
 
 
+# The notification store's tables, children first, so a harness can drop them in order.
+STORE_TABLES = (
+    "message_event",
+    "message",
+    "candidate",
+    "change_event",
+    "record_snapshot",
+    "deal_ledger",
+    "listing_ledger",
+    "window_agent",
+    "agent_totals",
+    "window_run",
+)
+
+
 class ServicesUnavailable(RuntimeError):
     """The services' settings could not be read."""
 

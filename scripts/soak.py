@@ -47,6 +47,7 @@ SERVICES_SH = REPO / "infra" / "services.sh"
 sys.path.insert(0, str(REPO))
 
 from darwin_notify_tests.services import (  # noqa: E402 - needs the repository on the path
+    STORE_TABLES,
     services_env,
     sink_control,
     sink_records,
@@ -70,18 +71,6 @@ KILL_FAILPOINTS = {
     "send_kill_claim": ("send", "send.after_claim=kill"),
     "send_kill_provider": ("send", "send.after_provider=kill"),
 }
-STORE_TABLES = (
-    "message_event",
-    "message",
-    "candidate",
-    "change_event",
-    "record_snapshot",
-    "deal_ledger",
-    "listing_ledger",
-    "window_agent",
-    "agent_totals",
-    "window_run",
-)
 WORKERS_PER_KIND = 2
 PROVIDER_TIMEOUT = 1
 LATE_ANSWER = 2.5  # seconds a sink waits on a timeout fault; longer than PROVIDER_TIMEOUT

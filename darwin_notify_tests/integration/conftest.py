@@ -26,24 +26,13 @@ from darwin_notify_assets.pipeline import Runtime, load_schedules
 from darwin_notify_assets.store import NotificationStore
 from darwin_notify_assets.windows import Window
 from darwin_notify_tests import services as shared
+from darwin_notify_tests.services import STORE_TABLES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES_SH = REPO_ROOT / "infra" / "services.sh"
 HINT = "start the services with `make services-up`"
 PIPELINE_ROLE = "darwin_notify"
 
-STORE_TABLES = (
-    "message_event",
-    "message",
-    "candidate",
-    "change_event",
-    "record_snapshot",
-    "deal_ledger",
-    "listing_ledger",
-    "window_agent",
-    "agent_totals",
-    "window_run",
-)
 
 
 def services_env() -> dict[str, str]:
