@@ -240,6 +240,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             **common, "topic_prefix": staged_prefix,
             "profile_dir": str(run_dir) if args.profile else None,
             "experiments": args.experiments,
+            "workers": args.workers,
         }, "staged", staged_prefix)
         staged.wait_line("ready")
         stack.reset_replica_stats()
@@ -344,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="check sends against the test suite's oracle at any size (slow)")
     parser.add_argument("--profile", action="store_true",
                         help="sample every thread of the staged run; reports in the run folder")
+    parser.add_argument("--workers", choices=("processes", "inline"), default="processes",
+                        help="processes (default): the pipeline publishes and waits while two "
+                        "render and two send `darwin-notify worker` processes do the work, the "
+                        "production layout; inline: the Runtime's worker threads in the "
+                        "pipeline's own process, the embedded default's layout")
     parser.add_argument("--experiment", default="",
                         help="what-if variants of the staged run, comma-separated: "
                         + "; ".join(f"{k}: {v}" for k, v in experiments.DESCRIPTIONS.items()))

@@ -16,6 +16,7 @@
   threads as the send stage uses (2 workers x ``send_concurrency``), no database.
 """
 
+import multiprocessing
 import os
 import pickle
 import random
@@ -129,7 +130,6 @@ def _render_items(store, candidate_ids):
 
 
 def render_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
-    import multiprocessing
 
     t = time.monotonic()
     templates, items = render_contexts(settings, config["partition_key"],
@@ -350,9 +350,23 @@ def replica_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
 
 
 # -- provider ---------------------------------------------------------------------------------
+def _send_share(settings, messages: list, threads: int) -> float:
+    """Sends ``messages`` with ``threads`` threads through the product's email sender."""
+    from darwin_notify_assets.pipeline import make_senders
+
+    senders = make_senders(settings)
+    try:
+        t = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(senders["email"].send, messages))
+        return time.perf_counter() - t
+    finally:
+        for sender in senders.values():
+            sender.close()
+
+
 def provider_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
     from darwin_notify_assets.db import connect
-    from darwin_notify_assets.pipeline import make_senders
     from darwin_notify_assets.store import MESSAGE_COLUMNS, MessageStatus, OutboundMessage
 
     count = int(config.get("provider_sample", 5000))
@@ -366,27 +380,26 @@ def provider_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
     finally:
         source.close()
     messages = [OutboundMessage(**{**r, "status": MessageStatus.QUEUED}) for r in rows]
-    threads = max(1, settings.inline_workers) * settings.send_concurrency
+    threads = settings.send_concurrency
     out: dict[str, Any] = {"emails": len(messages), "threads": threads}
-    for label in ("client", "keepalive"):
-        if label == "keepalive":
-            # The proposed change: the same requests over per-thread keep-alive sessions.
-            from benchmarks import experiments
-
-            experiments.apply(["keepalive"])
-        senders = make_senders(settings)
-        email = senders["email"]
+    # As the send workers do: one process, then two, each with its pool of sending threads.
+    for processes in (1, 2):
+        shares = [messages[i::processes] for i in range(processes)]
         t = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(email.send, messages))
+        if processes == 1:
+            _send_share(settings, messages, threads)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
+                list(pool.map(_send_share, [settings] * processes, shares, [threads] * processes))
         seconds = time.perf_counter() - t
-        for sender in senders.values():
-            sender.close()
+        label = f"processes_{processes}"
         out[label] = {"seconds": round(seconds, 3),
                       "per_second": round(len(messages) / seconds, 1) if seconds else None}
-        say(f"  provider-only ({label}): {out[label]['per_second'] or 0:.0f} emails/s "
-            f"with {threads} threads")
-    out["per_second"] = out["client"]["per_second"]
+        say(f"  provider-only, {processes} process(es) of {threads} threads: "
+            f"{out[label]['per_second'] or 0:.0f} emails/s")
+    out["per_second"] = max(out["processes_1"]["per_second"] or 0,
+                            out["processes_2"]["per_second"] or 0)
     return out
 
 

@@ -102,8 +102,8 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         s["slowest_limit"] = slowest
         s["vs_slowest_limit"] = round(s["change_to_queued_per_second"] / limits[slowest], 3)
         s["provider_only_emails_per_second"] = lim["provider"]["per_second"]
-        s["provider_only_keepalive_emails_per_second"] = (lim["provider"].get("keepalive")
-                                                          or {}).get("per_second")
+        s["provider_only_emails_per_second_1_process"] = (
+            lim["provider"].get("processes_1") or {}).get("per_second")
         s["insert_plain_rows_per_second"] = lim["insert"]["multirow_insert"]["per_second"]
         s["render_one_process_per_second"] = lim["render"]["one_process"]["per_second"]
         s["render_pool_per_second"] = lim["render"]["pool"]["per_second"]
@@ -196,7 +196,10 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
         f"darwin-notify benchmark: {m['nproc']} CPUs ({m['cpu_model']}), "
         f"{m['memory_mb'] / 1024:.1f} GiB, Python {m['python']}; run {r['run_id']}, "
         f"{r['wall_seconds']:.0f} s",
-        f"command: {r['command']}"
+        f"command: {r['command']}; workers: "
+        + ("2 render + 2 send `darwin-notify worker` processes"
+           if (r.get("staged") or {}).get("workers", "processes") == "processes"
+           else "the Runtime's inline threads in the pipeline's process")
         + (f"; EXPERIMENTS (not the product as is): {', '.join(r['staged']['experiments'])}"
            if (r.get("staged") or {}).get("experiments") else ""),
         f"background load before the run: {r.get('background_busy_cpus', 0):.2f} CPUs busy "
@@ -280,10 +283,11 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
                      f"{rep['range_seconds']:.2f}s ({_n(rep['range_rows_per_second'])} rows/s) -> "
                      f"{_n(s['limits_per_second'].get('replica_range_read'))}/s; by id "
                      f"{_n(rep['fetch_by_ids_rows_per_second'])} rows/s")
-        lines.append(f"  provider-only (SendGrid client -> sink, "
-                     f"{lim['provider']['threads']} threads): "
-                     f"{_n(s['provider_only_emails_per_second'])} emails/s; over keep-alive "
-                     f"sessions {_n(s['provider_only_keepalive_emails_per_second'])} emails/s")
+        lines.append(f"  provider-only (the email sender -> sink, no database), 2 processes of "
+                     f"{lim['provider']['threads']} threads: "
+                     f"{_n((lim['provider'].get('processes_2') or {}).get('per_second'))} "
+                     f"emails/s (1 process "
+                     f"{_n(s['provider_only_emails_per_second_1_process'])})")
         lines.append(f"  slowest: {s['slowest_limit']}; end to end (change -> queued) is "
                      f"{100 * s['vs_slowest_limit']:.0f}% of it")
     lines += [

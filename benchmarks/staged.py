@@ -59,6 +59,8 @@ def instrument(timers: Timers) -> None:
 
 def start_workers(config: dict[str, Any], count: int) -> list[subprocess.Popen]:
     env = {**os.environ, "DARWIN_NOTIFY_BENCH_EXPERIMENTS": ",".join(config["experiments"])}
+    if config.get("profile_dir"):
+        env["DARWIN_NOTIFY_BENCH_PROFILE_DIR"] = config["profile_dir"]
     procs = []
     for kind in ("render", "send"):
         for i in range(count):
@@ -73,7 +75,7 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     names = config.get("experiments") or []
     experiments.apply(names)
     overrides = dict(config.get("settings", {}))
-    external = "worker-processes" in names
+    external = config.get("workers", "processes") == "processes"
     if external:
         overrides["inline_workers"] = 0
     settings = Settings.from_env(overrides=overrides)
@@ -174,6 +176,7 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
             p.kill()
     out: dict[str, Any] = {
         "experiments": names,
+        "workers": config.get("workers", "processes"),
         "worker_peak_rss_mb": worker_rss,
         "committed_at": committed_at,
         "queued_at": stages["render"]["ended"],

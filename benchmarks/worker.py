@@ -1,5 +1,6 @@
 """A render or send worker process for the benchmark: the product's ``darwin-notify worker``,
-with the benchmark's experiments applied and its own consumer groups."""
+with the benchmark's experiments applied, its own consumer groups and, with ``--profile``, the
+samples of all its threads written when it stops."""
 
 import os
 import sys
@@ -24,7 +25,18 @@ def main() -> int:
     KafkaBus.from_settings = classmethod(from_settings)
     from darwin_notify_assets.cli import main as cli_main
 
-    return cli_main(["worker", kind])
+    profile_dir = os.environ.get("DARWIN_NOTIFY_BENCH_PROFILE_DIR")
+    if not profile_dir:
+        return cli_main(["worker", kind])
+    from benchmarks.sampler import Sampler
+
+    sampler = Sampler()
+    sampler.start()
+    try:
+        return cli_main(["worker", kind])
+    finally:
+        sampler.stop()
+        sampler.write(f"{profile_dir}/profile-worker-{kind}-{os.getpid()}.txt")
 
 
 if __name__ == "__main__":

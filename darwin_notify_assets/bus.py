@@ -100,6 +100,14 @@ class JobBus(ABC):
         A handler that raises leaves its job unacknowledged: it is delivered again.
         """
 
+    def idle(self, kind: JobKind) -> bool | None:
+        """Whether every published job of ``kind`` has been acknowledged; None if unknown.
+
+        A cheap hint for whoever waits on workers: the store, not the bus, says whether a
+        window is done, and is asked when the bus turns idle.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional for implementations
         """Release connections."""
 
@@ -133,6 +141,10 @@ class InProcessBus(JobBus):
 
     def pending(self, kind: JobKind) -> int:
         return self._queues[kind].qsize()
+
+    def idle(self, kind: JobKind) -> bool:
+        # Counts jobs taken but not yet done as well as queued ones.
+        return self._queues[kind].unfinished_tasks == 0
 
     def consume(self, kind: JobKind, handler: Handler, stop: threading.Event) -> int:
         q = self._queues[kind]

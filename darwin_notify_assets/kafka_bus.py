@@ -337,8 +337,10 @@ class KafkaBus(JobBus):
                     )
             self._topics_ready = True
 
-    def _partitions_of(self, topic: str) -> list[TopicPartition]:
-        described = self._admin_call("describe topics", lambda a: a.describe_topics([topic]))
+    def _partitions_of(self, topic: str, timeout: float = 15.0) -> list[TopicPartition]:
+        described = self._admin_call(
+            "describe topics", lambda a: a.describe_topics([topic]), timeout
+        )
         return sorted(
             TopicPartition(topic, p["partition_index"])
             for t in described
@@ -497,7 +499,15 @@ class KafkaBus(JobBus):
 
     # ------------------------------------------------------------------ operations
 
-    def lag(self, kind: JobKind) -> int:
+    def idle(self, kind: JobKind) -> bool | None:
+        """True once the group of ``kind`` has committed every published job (lag 0)."""
+        try:
+            return self.lag(kind, timeout=2.0) == 0
+        except KafkaBusError as exc:
+            log.debug("could not read the %s lag: %s", kind, exc)
+            return None
+
+    def lag(self, kind: JobKind, timeout: float = 15.0) -> int:
         """Jobs of ``kind`` not yet committed by its group, summed over the topic's partitions.
 
         A partition the group never committed counts from its earliest retained record, where
@@ -505,15 +515,17 @@ class KafkaBus(JobBus):
         """
         kind = JobKind(kind)
         group = self.group_id(kind)
-        tps = self._partitions_of(self.topic(kind))
+        tps = self._partitions_of(self.topic(kind), timeout)
         if not tps:
             return 0
         committed = self._admin_call(
-            "fetch committed offsets", lambda a: a.list_group_offsets({group: tps})
+            "fetch committed offsets", lambda a: a.list_group_offsets({group: tps}),
+            timeout,
         ).get(group, {})
         ends = self._admin_call(
             "fetch end offsets",
             lambda a: a.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps}),
+            timeout,
         )
         unset = [tp for tp in tps if tp not in committed or committed[tp].offset < 0]
         starts = {}
@@ -521,6 +533,7 @@ class KafkaBus(JobBus):
             starts = self._admin_call(
                 "fetch start offsets",
                 lambda a: a.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in unset}),
+                timeout,
             )
         total = 0
         for tp in tps:

@@ -8,6 +8,7 @@ stage may run again (a rerun, a backfill, a retry) without changing anything tha
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -153,7 +154,7 @@ def make_senders(settings: Settings) -> dict[str, Sender]:
     if settings.uses_sendgrid:
         email: Sender = SendGridSender(
             os.environ[SENDGRID_API_KEY_ENV], settings.email_from, settings.sendgrid_host or None,
-            timeout=settings.provider_timeout_seconds,
+            timeout=settings.provider_timeout_seconds, pool_size=settings.send_concurrency,
         )
     else:
         email = FileOutboxEmailSender(outbox, settings.email_from)
@@ -211,6 +212,35 @@ def _wait_or_work(
             close()
 
 
+class _Completion:
+    """Says when a stage's jobs are done: the bus tells when to look, the store whether.
+
+    The store is asked as soon as the bus turns idle (every published job acknowledged), and
+    otherwise at most every ``store_every`` seconds: a bus shared with other windows' jobs may
+    not look idle while this window is done, and a job that was given up is acknowledged
+    without being done.
+    """
+
+    def __init__(
+        self, bus: JobBus, kind: JobKind, remaining: Callable[[], int], store_every: float = 1.0
+    ):
+        self.bus = bus
+        self.kind = kind
+        self.remaining = remaining
+        self.store_every = store_every
+        self._asked_at = float("-inf")
+        self._was_idle = False
+
+    def __call__(self) -> bool:
+        idle = bool(self.bus.idle(self.kind))
+        turned_idle, self._was_idle = idle and not self._was_idle, idle
+        now = time.monotonic()
+        if not turned_idle and now - self._asked_at < self.store_every:
+            return False
+        self._asked_at = now
+        return self.remaining() == 0
+
+
 def _work(
     rt: Runtime,
     kind: JobKind,
@@ -220,6 +250,7 @@ def _work(
     started: datetime,
 ) -> None:
     settings = rt.settings
+    done = _Completion(rt.bus, kind, remaining)
 
     def progress() -> None:
         elapsed = (utcnow() - started).total_seconds()
@@ -228,25 +259,22 @@ def _work(
     if settings.inline_workers > 0:
         finished = run_consumers(
             rt.bus, kind, handler_factory, settings.inline_workers,
-            done=lambda: remaining() == 0, timeout=settings.stage_timeout_seconds,
-            progress=progress,
+            done=done, timeout=settings.stage_timeout_seconds, poll=0.1, progress=progress,
         )
     else:
-        # Workers run as their own processes (``darwin-notify worker``): wait for the store.
+        # Workers run as their own processes (``darwin-notify worker``).
         stop = threading.Event()
-        deadline = utcnow() + timedelta(seconds=settings.stage_timeout_seconds)
-        last = utcnow()
+        deadline = time.monotonic() + settings.stage_timeout_seconds
+        last = time.monotonic()
         finished = False
-        wait = 0.05
-        while utcnow() < deadline:
-            if remaining() == 0:
+        while time.monotonic() < deadline:
+            if done():
                 finished = True
                 break
-            if (utcnow() - last).total_seconds() > 5:
+            if time.monotonic() - last > 5:
                 progress()
-                last = utcnow()
-            stop.wait(wait)
-            wait = min(1.0, wait * 2)
+                last = time.monotonic()
+            stop.wait(0.1)
     if not finished:
         raise StageTimeout(
             f"{kind} jobs not finished after {settings.stage_timeout_seconds}s: "
@@ -293,10 +321,14 @@ def stage_deliver(
         return worker
 
     expiry = timedelta(seconds=rt.settings.sending_expiry_seconds)
+    expired_at = [float("-inf")]
 
     def remaining() -> int:
-        # A claim that never finished (a worker died) becomes unknown, never resent.
-        store.expire_sending(utcnow() - expiry, window.partition_key)
+        # A claim that never finished (a worker died) becomes unknown, never resent. Claims
+        # live minutes, so looking for expired ones a few times a minute is enough.
+        if time.monotonic() - expired_at[0] >= min(30.0, expiry.total_seconds() / 4):
+            store.expire_sending(utcnow() - expiry, window.partition_key)
+            expired_at[0] = time.monotonic()
         return store.count(
             "SELECT COUNT(*) FROM message WHERE partition_key = ? AND status IN (?, ?)",
             [window.partition_key, str(MessageStatus.QUEUED), str(MessageStatus.SENDING)],

@@ -6,6 +6,7 @@ timeout or a connection lost mid-request means nobody knows, and the message is 
 automatically.
 """
 
+import io
 import json
 import logging
 import urllib.error
@@ -109,22 +110,40 @@ class FileOutboxSmsSender(Sender):
 
 
 class SendGridSender(Sender):
-    """Email through SendGrid's v3 mail send API, with the official client."""
+    """Email through SendGrid's v3 mail send API.
+
+    The official client (``sendgrid``) defines the API: the host, the versioned URL, the
+    authorization and user-agent headers, and which exception each error status becomes. Its
+    own transport (``python_http_client``) builds a new urllib opener, scanning the proxy
+    environment, and opens a new connection for every request: half of a sender's CPU at
+    2,000 emails/s here, and a TLS handshake per email against the real API. Requests go
+    instead through a urllib3 pool of keep-alive connections (``pool_size`` of them are kept,
+    one per sending thread).
+    """
 
     channel = "email"
 
     def __init__(
-        self, api_key: str, from_address: str, host: str | None = None, timeout: float = 10.0
+        self,
+        api_key: str,
+        from_address: str,
+        host: str | None = None,
+        timeout: float = 10.0,
+        pool_size: int = 8,
     ):
         if not api_key:
             raise ConfigurationError("the SendGrid sender needs an API key")
+        import urllib3
         from sendgrid import SendGridAPIClient
 
         kwargs = {"api_key": api_key}
         if host:
             kwargs["host"] = host
-        self.client = SendGridAPIClient(**kwargs)
-        self.client.client.timeout = timeout
+        api = SendGridAPIClient(**kwargs).client.mail.send
+        self.url = api._build_url(None)
+        self._headers = {**api.request_headers, "Content-Type": "application/json"}
+        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=pool_size)
         self.from_address = from_address
 
     def payload(self, message: OutboundMessage) -> dict:
@@ -145,35 +164,45 @@ class SendGridSender(Sender):
 
     def send(self, message: OutboundMessage) -> SendResult:
         from python_http_client import exceptions as http
+        from urllib3 import exceptions as transport
 
+        body = json.dumps(self.payload(message)).encode()
         try:
-            response = self.client.client.mail.send.post(request_body=self.payload(message))
-        except (
-            http.TooManyRequestsError,
-            http.InternalServerError,
-            http.ServiceUnavailableError,
-            http.GatewayTimeoutError,
-        ) as exc:
-            raise ProviderUnavailable(f"SendGrid answered {exc.status_code}") from None
-        except http.HTTPError as exc:
-            body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
-            raise ProviderRejected(
-                f"SendGrid refused the message ({exc.status_code}): {body}"
-            ) from None
-        except TimeoutError as exc:
-            raise ProviderOutcomeUnknown(f"SendGrid did not answer in time: {exc}") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ConnectionRefusedError):
-                raise ProviderUnavailable(
-                    f"SendGrid refused the connection: {exc.reason}"
-                ) from None
-            raise ProviderOutcomeUnknown(f"SendGrid request failed mid-way: {exc.reason}") from None
-        except (ConnectionError, OSError) as exc:
-            if isinstance(exc, ConnectionRefusedError):
-                raise ProviderUnavailable(f"SendGrid refused the connection: {exc}") from None
-            raise ProviderOutcomeUnknown(f"SendGrid request failed mid-way: {exc}") from None
-        message_id = response.headers.get("X-Message-Id") or ""
-        return SendResult(provider_message_id=message_id)
+            response = self._pool.request(
+                "POST", self.url, body=body, headers=self._headers, timeout=self._timeout,
+                retries=False, redirect=False,
+            )
+        except transport.ConnectTimeoutError as exc:
+            # Includes a refused connection: no request was sent.
+            raise ProviderUnavailable(f"SendGrid did not accept a connection: {_reason(exc)}") from None
+        except transport.ReadTimeoutError:
+            raise ProviderOutcomeUnknown("SendGrid did not answer in time") from None
+        except (transport.HTTPError, OSError) as exc:
+            raise ProviderOutcomeUnknown(f"SendGrid request failed mid-way: {_reason(exc)}") from None
+        if response.status >= 300:
+            error = http.handle_error(urllib.error.HTTPError(
+                self.url, response.status, response.reason or "", response.headers,
+                io.BytesIO(response.data),
+            ))
+            if isinstance(error, (
+                http.TooManyRequestsError,
+                http.InternalServerError,
+                http.ServiceUnavailableError,
+                http.GatewayTimeoutError,
+            )):
+                raise ProviderUnavailable(f"SendGrid answered {error.status_code}")
+            body = error.body.decode(errors="replace") if isinstance(error.body, bytes) else error.body
+            raise ProviderRejected(f"SendGrid refused the message ({error.status_code}): {body}")
+        return SendResult(provider_message_id=response.headers.get("X-Message-Id") or "")
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    """The transport's error without the pool object or the URL's query it may quote."""
+    reason = getattr(exc, "reason", None) or exc
+    return str(reason).replace("HTTPConnectionPool", "pool").replace("HTTPSConnectionPool", "pool")
 
 
 class TwilioSmsSender(Sender):

@@ -392,6 +392,8 @@ class _SinkHandler(BaseHTTPRequestHandler):
         return {
             "provider": self.server.kind,
             "received_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+            # Tells requests that shared a kept-alive connection from new connections.
+            "client_port": self.client_address[1],
         }
 
 

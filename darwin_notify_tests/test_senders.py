@@ -2,6 +2,8 @@
 with the provider's answers mapped to the error classes by cause."""
 
 import json
+import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -239,6 +241,38 @@ def test_sendgrid_refused_connection_is_provider_unavailable(tmp_path):
     sender = SendGridSender("SG.test-key", FROM_EMAIL, url, timeout=2)
     with pytest.raises(ProviderUnavailable):
         sender.send(email_message())
+
+
+def test_sendgrid_keeps_its_connection_alive_between_emails(sendgrid_sink):
+    sender = SendGridSender("SG.test-key", FROM_EMAIL, sendgrid_sink.url)
+    for i in range(5):
+        sender.send(email_message(message_id=100 + i))
+    records = sendgrid_sink.records()
+    assert [r["status"] for r in records] == [202] * 5
+    assert len({r["client_port"] for r in records}) == 1
+    sender.close()
+
+
+def test_sendgrid_connection_lost_after_the_request_is_outcome_unknown():
+    """A provider that read the request and hung up may have taken the email: never resend."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            received.append(conn.recv(65536))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    sender = SendGridSender("SG.secret-key", FROM_EMAIL, f"http://127.0.0.1:{port}", timeout=5)
+    with pytest.raises(ProviderOutcomeUnknown) as caught:
+        sender.send(email_message())
+    thread.join(timeout=5)
+    listener.close()
+    assert received and received[0].startswith(b"POST /v3/mail/send")
+    assert "secret" not in str(caught.value)
 
 
 # -- Twilio-compatible SMS --------------------------------------------------------------------
