@@ -1,9 +1,9 @@
 """The job bus: render and send jobs, carried to workers.
 
 A job carries ids, never data: the store is the truth and the job only wakes a worker. The
-contract is Kafka's: jobs are keyed (by window and first id, so one window's jobs spread over
-the partitions and their workers), delivered at least once, and acknowledged (offset committed) only after the handler's
-database write returned. A handler must therefore be idempotent; ours are, because every
+contract is Kafka's: jobs are independent, so one window's jobs are spread evenly over the
+partitions and their workers; they are delivered at least once, and acknowledged (offset
+committed) only after the handler's database write returned. A handler must therefore be idempotent; ours are, because every
 write is insert-if-absent or a conditional transition.
 """
 
@@ -41,8 +41,7 @@ class Job:
 
     @property
     def key(self) -> bytes:
-        # Jobs are independent, so one window's jobs spread over every partition and every
-        # worker of the group; the first id keeps a redelivered job on its partition.
+        # Names the job in the broker's records and tools (window and first id).
         first = self.ids[0] if self.ids else 0
         return f"{self.partition_key}/{first}".encode()
 

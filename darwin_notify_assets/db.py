@@ -119,6 +119,53 @@ def odbc_connection_string(url: DatabaseUrl, password: str | None, read_only: bo
     return ";".join(parts)
 
 
+# Rows per statement when PostgreSQL rows travel as one array parameter per column.
+PG_ARRAY_ROWS = 5000
+
+
+def _pg_name(identifier: str) -> str:
+    """A column's name in the catalog, from the identifier as written in SQL."""
+    if identifier.startswith('"') and identifier.endswith('"'):
+        return identifier[1:-1].replace('""', '"')
+    return identifier.lower()
+
+
+def pg_array(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal of ``values`` (its element type comes from the cast)."""
+    out = []
+    append = out.append
+    for v in values:
+        kind = type(v)
+        if kind is str:  # the common cases first: this runs for every value of every row
+            append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif v is None:
+            append("NULL")
+        elif kind is int:
+            append(str(v))
+        else:
+            append(_pg_element(v))
+    return "{" + ",".join(out) + "}"
+
+
+def _pg_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return f'"{value.isoformat(sep=" ")}"'
+    if isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError("binary values are not sent as array elements")
+    text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class Database:
     """A DB-API connection plus the little each dialect needs said differently."""
 
@@ -128,6 +175,7 @@ class Database:
         self.url = url
         self.read_only = read_only
         self.max_params = MAX_PARAMS[dialect]
+        self._column_types: dict[str, dict[str, str]] = {}
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
@@ -205,6 +253,11 @@ class Database:
         rows = list(rows)
         if not rows:
             return 0
+        if self.dialect == "postgresql":
+            keys = ", ".join(conflict) if conflict else None
+            return self._pg_insert_arrays(
+                table, columns, rows, f"ON CONFLICT ({keys}) DO NOTHING" if keys else ""
+            )
         width = len(columns)
         per_stmt = max(1, min(1000, self.max_params // width))
         collist = ", ".join(columns)
@@ -232,10 +285,16 @@ class Database:
         rows = list(rows)
         if not rows:
             return 0
+        rest = [c for c in columns if c not in key]
+        if self.dialect == "postgresql":
+            sets = ", ".join(f"{c} = excluded.{c}" for c in rest)
+            self._pg_insert_arrays(
+                table, columns, rows, f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+            )
+            return len(rows)
         width = len(columns)
         per_stmt = max(1, min(1000, self.max_params // width))
         collist = ", ".join(columns)
-        rest = [c for c in columns if c not in key]
         for start in range(0, len(rows), per_stmt):
             chunk = rows[start : start + per_stmt]
             values = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * len(chunk))
@@ -257,6 +316,44 @@ class Database:
                 )
             self.execute(sql, params).close()
         return len(rows)
+
+    def _pg_insert_arrays(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str
+    ) -> int:
+        """PostgreSQL: one array parameter per column, ``INSERT ... SELECT FROM unnest(...)``.
+
+        Through psqlODBC this takes about half the time of multi-row ``VALUES`` (every bound
+        parameter is a round of driver and parser work) and has no parameter limit.
+        """
+        types = self.column_types(table)
+        names = [_pg_name(c) for c in columns]
+        missing = [c for c, name in zip(columns, names, strict=True) if name not in types]
+        if missing:
+            raise ConfigurationError(f"table {table} has no column(s) {', '.join(missing)}")
+        casts = ", ".join(f"?::{types[name]}[]" for name in names)
+        collist = ", ".join(columns)
+        sql = f"INSERT INTO {table} ({collist}) SELECT * FROM unnest({casts}) {conflict}".rstrip()
+        inserted = 0
+        for start in range(0, len(rows), PG_ARRAY_ROWS):
+            chunk = rows[start : start + PG_ARRAY_ROWS]
+            params = [pg_array([row[i] for row in chunk]) for i in range(len(columns))]
+            cur = self.execute(sql, params)
+            count = cur.rowcount
+            cur.close()
+            inserted += count if count is not None and count >= 0 else len(chunk)
+        return inserted
+
+    def column_types(self, table: str) -> dict[str, str]:
+        """PostgreSQL: each column's type as SQL spells it (``character varying(64)``), by
+        column name; ``table`` as it is written in SQL (quoted or not)."""
+        if table not in self._column_types:
+            rows = self.query(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                "WHERE a.attrelid = CAST(? AS regclass) AND a.attnum > 0 AND NOT a.attisdropped",
+                [table],
+            )
+            self._column_types[table] = {name: kind for name, kind in rows}
+        return self._column_types[table]
 
     def _insert_sql(
         self,

@@ -23,6 +23,7 @@ Typical use::
 """
 
 import logging
+import random
 import re
 import threading
 import time
@@ -376,7 +377,7 @@ class KafkaBus(JobBus):
     # ------------------------------------------------------------------ publish
 
     def publish(self, jobs: Iterable[Job]) -> int:
-        """Send jobs, keyed by partition key; returns once the broker acknowledged every one.
+        """Send jobs over the topic's partitions; returns once the broker acknowledged each.
 
         Raises:
             KafkaBusError: A job was not acknowledged. Some of the jobs may have been
@@ -384,12 +385,23 @@ class KafkaBus(JobBus):
         """
         producer: KafkaProducer | None = None
         futures = []
+        # Round robin over each topic's partitions from a random one: every worker of the
+        # group gets its share of a window's jobs, so none finishes long before the others.
+        partitions: dict[str, list[int]] = {}
+        start = random.randrange(1 << 16)
         try:
-            for job in jobs:
+            for n, job in enumerate(jobs):
                 if producer is None:
                     self.ensure_topics()
                     producer = self._producer_client()
-                futures.append(producer.send(self.topic(job.kind), value=job.encode(), key=job.key))
+                topic = self.topic(job.kind)
+                if topic not in partitions:
+                    partitions[topic] = sorted(producer.partitions_for(topic) or [0])
+                choices = partitions[topic]
+                futures.append(producer.send(
+                    topic, value=job.encode(), key=job.key,
+                    partition=choices[(start + n) % len(choices)],
+                ))
             if producer is None:
                 return 0
             producer.flush(timeout=self.publish_timeout)

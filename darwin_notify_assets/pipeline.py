@@ -216,13 +216,13 @@ class _Completion:
     """Says when a stage's jobs are done: the bus tells when to look, the store whether.
 
     The store is asked as soon as the bus turns idle (every published job acknowledged), and
-    otherwise at most every ``store_every`` seconds: a bus shared with other windows' jobs may
-    not look idle while this window is done, and a job that was given up is acknowledged
-    without being done.
+    otherwise every ``store_every`` seconds (every second when the bus cannot tell): a bus
+    shared with other windows' jobs may not look idle while this window is done, and a job
+    that was given up is acknowledged without being done.
     """
 
     def __init__(
-        self, bus: JobBus, kind: JobKind, remaining: Callable[[], int], store_every: float = 1.0
+        self, bus: JobBus, kind: JobKind, remaining: Callable[[], int], store_every: float = 5.0
     ):
         self.bus = bus
         self.kind = kind
@@ -232,12 +232,13 @@ class _Completion:
         self._was_idle = False
 
     def __call__(self) -> bool:
-        idle = bool(self.bus.idle(self.kind))
+        hint = self.bus.idle(self.kind)
+        idle = bool(hint)
         turned_idle, self._was_idle = idle and not self._was_idle, idle
-        now = time.monotonic()
-        if not turned_idle and now - self._asked_at < self.store_every:
+        every = self.store_every if hint is not None else min(1.0, self.store_every)
+        if not turned_idle and time.monotonic() - self._asked_at < every:
             return False
-        self._asked_at = now
+        self._asked_at = time.monotonic()
         return self.remaining() == 0
 
 

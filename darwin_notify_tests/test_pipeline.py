@@ -708,3 +708,37 @@ def test_materialization_counts_cover_the_bad_input(bad_run):
         assert rendered.get("render_failed", 0) == failed
         if failed or suppressed:
             assert rendered["not_sendable"] != "(none)"
+
+
+class _HintBus(InProcessBus):
+    """An in-process bus whose idle hint the test sets."""
+
+    def __init__(self, hint):
+        super().__init__()
+        self.hint = hint
+
+    def idle(self, kind):
+        return self.hint
+
+
+def test_a_waiting_stage_asks_the_store_when_the_bus_turns_idle_and_seldom_otherwise():
+    from darwin_notify_assets.pipeline import _Completion
+
+    asked = []
+
+    def remaining() -> int:
+        asked.append(1)
+        return 0 if bus.hint else 3
+
+    bus = _HintBus(False)
+    done = _Completion(bus, JobKind.RENDER, remaining, store_every=60)
+    assert done() is False and len(asked) == 1  # the first look asks the store
+    assert [done() for _ in range(20)] == [False] * 20 and len(asked) == 1
+    bus.hint = True
+    assert done() is True and len(asked) == 2  # turned idle: asked at once
+
+    unknown = _HintBus(None)  # a bus that cannot tell: the store is asked every second
+    done = _Completion(unknown, JobKind.RENDER, lambda: asked.append(1) or 1, store_every=60)
+    done()
+    before = len(asked)
+    assert [done() for _ in range(5)] == [False] * 5 and len(asked) == before

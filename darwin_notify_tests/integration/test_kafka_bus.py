@@ -132,10 +132,13 @@ def test_every_published_job_is_consumed_once(make_bus: Callable[..., KafkaBus])
     assert bus.publish(jobs) == 40
     assert bus.publish([Job(JobKind.SEND, "2026-03-01-00:00", (1, 2, 3))]) == 1
     assert bus.lag(JobKind.RENDER) == 40
+    assert bus.idle(JobKind.RENDER) is False
 
     recorder = Recorder()
     worker = Worker(bus, JobKind.RENDER, recorder)
     wait_until(lambda: bus.lag(JobKind.RENDER) == 0, "every render job is committed")
+    assert bus.idle(JobKind.RENDER) is True
+    assert bus.idle(JobKind.SEND) is False
     assert worker.finish() == 40
 
     assert Counter(recorder.firsts) == Counter(job.ids[0] for job in jobs)
@@ -201,6 +204,8 @@ def test_members_of_a_group_share_the_partitions(
 
     firsts = {name: r.firsts for name, r in recorders.items()}
     assert all(firsts.values()), f"a member got no jobs of the window: {handled}"
+    # Round robin over the 4 partitions, two per member: an equal share each.
+    assert len(firsts["first"]) == len(firsts["second"]) == 24, handled
     assert sorted(firsts["first"] + firsts["second"]) == sorted(j.ids[0] for j in jobs)
 
 
