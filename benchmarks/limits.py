@@ -278,26 +278,48 @@ def kafka_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
 
 def _through_kafka(bus, kind, partition_key: str, ids: list[int], size: int,
                    consumers: int) -> dict[str, Any]:
-    """Publish the jobs and consume them with handlers that do nothing."""
-    from darwin_notify_assets.bus import make_jobs, run_consumers
+    """Publish the jobs to standing consumers whose handlers do nothing; time until the last
+    one is handled. The consumers join their group and take their partitions first, as
+    standing workers have before a window arrives."""
+    from darwin_notify_assets.bus import Job, make_jobs
 
     lock = threading.Lock()
     seen = {"jobs": 0, "ids": 0}
+    arrived = threading.Condition(lock)
 
-    def handler_factory():
-        def handle(job):
-            with lock:
-                seen["jobs"] += 1
-                seen["ids"] += len(job.ids)
-        return handle
+    def handle(job):
+        with arrived:
+            seen["jobs"] += 1
+            seen["ids"] += len(job.ids)
+            arrived.notify_all()
 
-    t = time.perf_counter()
-    jobs = bus.publish(make_jobs(kind, partition_key, ids, size))
-    produced = time.perf_counter() - t
-    finished = run_consumers(bus, kind, handler_factory, max(1, consumers),
-                             done=lambda: seen["jobs"] >= jobs, timeout=300, poll=0.01)
-    total = time.perf_counter() - t
+    def wait_for(n: int, timeout: float) -> bool:
+        with arrived:
+            return arrived.wait_for(lambda: seen["jobs"] >= n, timeout)
+
+    stop = threading.Event()
+    threads = [threading.Thread(target=bus.consume, args=(kind, handle, stop), daemon=True)
+               for _ in range(max(2, consumers))]
+    for thread in threads:
+        thread.start()
+    try:
+        # One job per partition, handled once every partition has its consumer.
+        warmups = bus.publish(Job(kind, partition_key, (-1,)) for _ in range(bus.partitions))
+        if not wait_for(warmups, 120):
+            raise RuntimeError(f"kafka limit: the {kind} consumers never got their partitions")
+        with lock:
+            seen.update(jobs=0, ids=0)
+        t = time.perf_counter()
+        jobs = bus.publish(make_jobs(kind, partition_key, ids, size))
+        produced = time.perf_counter() - t
+        finished = wait_for(jobs, 300)
+        total = time.perf_counter() - t
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
     return {"jobs": jobs, "ids": len(ids), "finished": finished,
+            "consumers": len(threads),
             "produce_seconds": round(produced, 3), "seconds": round(total, 3),
             "ids_per_second": round(len(ids) / total, 1) if total else None}
 
