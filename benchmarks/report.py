@@ -29,7 +29,7 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     sms = sinks.get("sms", {}).get("accepted", 0)
     sendable = sum(statuses.get(k, 0) for k in ("sent", "failed", "unknown"))
     sec = {name: stages.get(name, {}).get("seconds") for name in STAGES}
-    render_timers = stages.get("render", {}).get("timers", {})
+    render_timers = _render_timers(r)
     queue_seconds = render_timers.get("store.insert_messages", {}).get("seconds")
     replay = r.get("replay_seconds", 0.0)
     to_queued = replay + sum(sec[s] or 0 for s in ("detect", "totals", "candidates", "render"))
@@ -111,6 +111,9 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     changed = sum((r.get("changes") or {}).get("rows_changed", {}).values())
     s["rows_changed"] = changed
     per_stage = {name: stages.get(name, {}).get("replica_reads", {}) for name in STAGES}
+    if per_stage.get("candidates") is None:  # standing workers: read with the render stage
+        per_stage = {("candidates+render" if name == "render" else name): v
+                     for name, v in per_stage.items() if name != "candidates"}
     s["replica_rows_read_detect"] = _rows_read(per_stage["detect"])
     s["replica_rows_read_watched_all_stages"] = _rows_read(r.get("replica_reads_staged", {}))
     s["replica_rows_read_all_tables"] = _rows_read(r.get("replica_reads_staged", {}),
@@ -233,9 +236,12 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
                      f"{_n(_rate(s['notifications'] if name != 'send' else s['sent'], st['seconds'])):>10}"
                      f"   {top}")
         if name == "render":
+            standing = (r.get("staged") or {}).get("workers", "processes") == "processes"
             lines.append(f"{'  of which queue (insert_messages)':<34}"
                          f"{_n(s['stage_seconds']['queue'], 2):>9}"
-                         f"{'':>10}   {_inside(st['timers'])}")
+                         f"{'':>10}   {_inside(_render_timers(r))}"
+                         + (" (worker processes' time, rendering began during candidates)"
+                            if standing else ""))
     lines += [
         f"{'change committed -> queued':<34}{_n(s['change_to_queued_seconds'], 2):>9}"
         f"{_n(s['change_to_queued_per_second']):>10}   (replay + stages; wall incl. the "
@@ -312,6 +318,16 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
 
 def _status_text(statuses: dict[str, int]) -> str:
     return ", ".join(f"{v:,} {k}" for k, v in sorted(statuses.items(), key=lambda kv: -kv[1]) if v)
+
+
+def _render_timers(r: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The render workers' method timings: the staged process's own with inline workers,
+    else those the worker processes wrote."""
+    staged = r.get("staged") or {}
+    own = staged.get("stages", {}).get("render", {}).get("timers", {})
+    if "render.handle" in own:
+        return own
+    return staged.get("worker_timers", {}).get("render", {}) or own
 
 
 def _inside(timers: dict[str, dict[str, float]]) -> str:

@@ -6,6 +6,7 @@ Between stages, outside the timings, the standby's table statistics are read, so
 rows each stage read can be told apart.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def start_workers(config: dict[str, Any], count: int) -> list[subprocess.Popen]:
     env = {**os.environ, "DARWIN_NOTIFY_BENCH_EXPERIMENTS": ",".join(config["experiments"])}
     if config.get("profile_dir"):
         env["DARWIN_NOTIFY_BENCH_PROFILE_DIR"] = config["profile_dir"]
+    env["DARWIN_NOTIFY_BENCH_TIMERS_DIR"] = str(Path(config["result_path"]).parent)
     procs = []
     for kind in ("render", "send"):
         for i in range(count):
@@ -110,7 +112,7 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     settle = 1.0 if external else 10.0
     stats_before = replica_table_stats(config["replica_admin_url"], settle)
 
-    def stage(name: str, fn) -> Any:
+    def stage(name: str, fn, read_stats: bool = True) -> Any:
         nonlocal stats_before
         timers.reset()
         cpu_before = cpu.snapshot()
@@ -129,7 +131,10 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
         cpu_after = cpu.snapshot()
         cpu_used = CpuGroups.delta(cpu_before, cpu_after)
         restarted = cpu.restarted(cpu_before, cpu_after)
-        stats_after = replica_table_stats(config["replica_admin_url"], settle)
+        # With standing workers, rendering starts during the candidates stage: no pause to
+        # read statistics between the two, whose reads are then counted together.
+        stats_after = (replica_table_stats(config["replica_admin_url"], settle)
+                       if read_stats else None)
         stages[name] = {
             "seconds": round(ended - started, 3),
             "started": started,
@@ -137,10 +142,11 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
             "cpu_seconds": cpu_used,
             "restarted_services": restarted,
             "timers": timers.snapshot(),
-            "replica_reads": stats_delta(stats_before, stats_after),
+            "replica_reads": stats_delta(stats_before, stats_after) if read_stats else None,
             "rss_mb": peak_rss_mb(),
         }
-        stats_before = stats_after
+        if read_stats:
+            stats_before = stats_after
         if sampler:
             sampler.write(f"{profile_dir}/profile-{name}.txt")
             stages[name]["profile"] = f"{profile_dir}/profile-{name}.txt"
@@ -159,7 +165,8 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     results["detect"] = detection.as_metadata()
     results["totals"] = stage("totals", lambda rt: stage_agent_totals(rt, window))
     candidates = stage("candidates",
-                       lambda rt: stage_candidates(rt, window, loaded_box["loaded"]))
+                       lambda rt: stage_candidates(rt, window, loaded_box["loaded"]),
+                       read_stats=not external)
     results["candidates"] = candidates.as_metadata()
     results["render"] = stage("render", lambda rt: stage_render(
         rt, window, loaded_box["loaded"], lambda m: None))
@@ -174,8 +181,18 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             p.kill()
+    # The workers' own method timings, summed per kind (worker time over their whole run).
+    worker_timers: dict[str, dict[str, dict[str, float]]] = {}
+    for path in sorted(Path(config["result_path"]).parent.glob("worker-timers-*.json")):
+        data = json.loads(path.read_text())
+        into = worker_timers.setdefault(data["kind"], {})
+        for label, t in data["timers"].items():
+            acc = into.setdefault(label, {"seconds": 0.0, "calls": 0})
+            acc["seconds"] = round(acc["seconds"] + t["seconds"], 3)
+            acc["calls"] += t["calls"]
     out: dict[str, Any] = {
         "experiments": names,
+        "worker_timers": worker_timers,
         "workers": config.get("workers", "processes"),
         "worker_peak_rss_mb": worker_rss,
         "committed_at": committed_at,

@@ -25,6 +25,19 @@ def main() -> int:
     KafkaBus.from_settings = classmethod(from_settings)
     from darwin_notify_assets.cli import main as cli_main
 
+    timers_dir = os.environ.get("DARWIN_NOTIFY_BENCH_TIMERS_DIR")
+    if timers_dir:
+        import atexit
+        import json
+
+        from benchmarks.instrument import Timers
+        from benchmarks.staged import instrument
+
+        timers = Timers()
+        instrument(timers)
+        path = Path(timers_dir) / f"worker-timers-{kind}-{os.getpid()}.json"
+        atexit.register(lambda: path.write_text(json.dumps(
+            {"kind": kind, "pid": os.getpid(), "timers": timers.snapshot()})))
     profile_dir = os.environ.get("DARWIN_NOTIFY_BENCH_PROFILE_DIR")
     if not profile_dir:
         return cli_main(["worker", kind])

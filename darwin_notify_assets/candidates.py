@@ -11,6 +11,7 @@ the same keys and adds nothing.
 """
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ class CandidateResult:
     inserted: int = 0
     events: int = 0
     skipped_inactive: int = 0
+    render_jobs: int = 0
 
     def as_metadata(self) -> dict[str, Any]:
         total = sum(self.by_schedule.values())
@@ -34,6 +36,7 @@ class CandidateResult:
             "candidates_new": self.inserted,
             "duplicates_prevented": total - self.inserted,
             "events_of_inactive_schedules": self.skipped_inactive,
+            "render_jobs_published": self.render_jobs,
             **{f"candidates_schedule_{k}": v for k, v in sorted(self.by_schedule.items())},
         }
 
@@ -56,8 +59,13 @@ def build_candidates(
     schedules: ScheduleSet,
     partition_key: str,
     batch_size: int = 5000,
+    on_inserted: Callable[[list[int]], int] | None = None,
 ) -> CandidateResult:
-    """Resolve the audiences of the window's events and insert their candidates."""
+    """Resolve the audiences of the window's events and insert their candidates.
+
+    ``on_inserted`` is given the ids of each batch's new candidates once they are committed,
+    and returns the number of render jobs it published for them.
+    """
     result = CandidateResult()
     for events in store.stream_events(partition_key, batch_size):
         result.events += len(events)
@@ -105,7 +113,11 @@ def build_candidates(
                     )
                 )
                 result.by_schedule[s.schedule_id] += 1
-        result.inserted += store.insert_candidates(rows, expanded)
+        def inserted(ids: list[int]) -> None:
+            if on_inserted is not None:
+                result.render_jobs += on_inserted(ids)
+
+        result.inserted += store.insert_candidates(rows, expanded, on_inserted=inserted)
     return result
 
 

@@ -192,7 +192,20 @@ def stage_agent_totals(rt: Runtime, window: Window) -> int:
 
 
 def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> CandidateResult:
-    return build_candidates(rt.replica, rt.store, loaded.schedules, window.partition_key)
+    """Insert the window's candidates. With standing workers (no inline ones), each batch's
+    render jobs go out as soon as the batch is committed, so the workers render while the
+    audiences of the rest are still being resolved."""
+    publish = None
+    if rt.settings.inline_workers == 0:
+
+        def publish(ids: list[int]) -> int:
+            return rt.bus.publish(
+                make_jobs(JobKind.RENDER, window.partition_key, ids, rt.settings.render_batch)
+            )
+
+    return build_candidates(
+        rt.replica, rt.store, loaded.schedules, window.partition_key, on_inserted=publish
+    )
 
 
 def _wait_or_work(
@@ -201,12 +214,14 @@ def _wait_or_work(
     handler_factory: Callable[[list[Callable[[], None]]], Callable],
     remaining: Callable[[], int],
     log_progress: Callable[[str], None],
+    republish: Callable[[], int] | None = None,
 ) -> None:
     """Run inline consumers until ``remaining()`` is 0, or wait for external workers."""
     started = utcnow()
     closers: list[Callable[[], None]] = []
     try:
-        _work(rt, kind, lambda: handler_factory(closers), remaining, log_progress, started)
+        _work(rt, kind, lambda: handler_factory(closers), remaining, log_progress, started,
+              republish)
     finally:
         for close in closers:
             close()
@@ -219,27 +234,63 @@ class _Completion:
     otherwise every ``store_every`` seconds (every second when the bus cannot tell): a bus
     shared with other windows' jobs may not look idle while this window is done, and a job
     that was given up is acknowledged without being done.
+
+    With ``republish``, work left while the bus is idle gets its jobs published again (a few
+    times at most), and so does work that made no progress for ``stall_after`` seconds (once:
+    the bus may be busy with other windows while this one's jobs were never published).
     """
 
+    max_republish = 3
+
     def __init__(
-        self, bus: JobBus, kind: JobKind, remaining: Callable[[], int], store_every: float = 5.0
+        self,
+        bus: JobBus,
+        kind: JobKind,
+        remaining: Callable[[], int],
+        store_every: float = 5.0,
+        republish: Callable[[], int] | None = None,
+        log_progress: Callable[[str], None] = log.info,
+        stall_after: float = 30.0,
     ):
         self.bus = bus
         self.kind = kind
         self.remaining = remaining
         self.store_every = store_every
+        self.republish = republish
+        self.log_progress = log_progress
+        self.stall_after = stall_after
+        self.republished = 0
         self._asked_at = float("-inf")
         self._was_idle = False
+        self._left: int | None = None
+        self._progress_at = time.monotonic()
+        self._stall_republished = False
 
     def __call__(self) -> bool:
         hint = self.bus.idle(self.kind)
         idle = bool(hint)
         turned_idle, self._was_idle = idle and not self._was_idle, idle
         every = self.store_every if hint is not None else min(1.0, self.store_every)
-        if not turned_idle and time.monotonic() - self._asked_at < every:
+        now = time.monotonic()
+        if not turned_idle and now - self._asked_at < every:
             return False
-        self._asked_at = time.monotonic()
-        return self.remaining() == 0
+        self._asked_at = now
+        left = self.remaining()
+        if left == 0:
+            return True
+        if left != self._left:
+            self._left, self._progress_at = left, now
+        if self.republish is None or self.republished >= self.max_republish:
+            return False
+        stalled = now - self._progress_at >= self.stall_after and not self._stall_republished
+        if idle or stalled:
+            self._stall_republished |= stalled
+            self.republished += 1
+            jobs = self.republish()
+            why = "the bus is idle" if idle else f"no progress in {self.stall_after:.0f}s"
+            self.log_progress(f"{self.kind}: {left} left while {why}; published {jobs} jobs")
+            self._was_idle = False
+        return False
 
 
 def _work(
@@ -249,9 +300,10 @@ def _work(
     remaining: Callable[[], int],
     log_progress: Callable[[str], None],
     started: datetime,
+    republish: Callable[[], int] | None = None,
 ) -> None:
     settings = rt.settings
-    done = _Completion(rt.bus, kind, remaining)
+    done = _Completion(rt.bus, kind, remaining, republish=republish, log_progress=log_progress)
 
     def progress() -> None:
         elapsed = (utcnow() - started).total_seconds()
@@ -286,12 +338,29 @@ def _work(
 def stage_render(
     rt: Runtime, window: Window, loaded: LoadedSchedules, log_progress: Callable[[str], None] = log.info
 ) -> dict[str, int]:
-    """Publish render jobs for the window's unrendered candidates and wait until rendered."""
+    """Publish render jobs for the window's unrendered candidates and wait until rendered.
+
+    With standing workers, the candidates step has published the jobs of the candidates it
+    created: while the bus still carries jobs, this step waits for them, and publishes jobs
+    for whatever is unrendered once the bus is idle (a rerun, or a candidates step that
+    stopped between a commit and its jobs).
+    """
     store = rt.store
-    ids = [i for batch in store.stream_unrendered(window.partition_key, 10_000) for i in batch]
-    published = rt.bus.publish(
-        make_jobs(JobKind.RENDER, window.partition_key, ids, rt.settings.render_batch)
-    )
+    pending = [i for batch in store.stream_unrendered(window.partition_key, 10_000) for i in batch]
+    published = 0
+
+    def publish() -> int:
+        nonlocal published
+        ids = [i for batch in store.stream_unrendered(window.partition_key, 10_000) for i in batch]
+        jobs = rt.bus.publish(
+            make_jobs(JobKind.RENDER, window.partition_key, ids, rt.settings.render_batch)
+        )
+        published += jobs
+        return jobs
+
+    standing = rt.settings.inline_workers == 0
+    if pending and not (standing and rt.bus.idle(JobKind.RENDER) is False):
+        publish()
 
     def handler_factory(closers):
         replica = rt.replica_factory()
@@ -301,9 +370,10 @@ def stage_render(
                             rt.settings.window_minutes)
 
     _wait_or_work(rt, JobKind.RENDER, handler_factory,
-                  lambda: store.unrendered_count(window.partition_key), log_progress)
+                  lambda: store.unrendered_count(window.partition_key), log_progress,
+                  republish=publish if standing else None)
     counts = _all_statuses(store.status_counts(window.partition_key))
-    return {"render_jobs": published, "candidates_rendered_now": len(ids), **counts}
+    return {"render_jobs": published, "candidates_rendered_now": len(pending), **counts}
 
 
 def stage_deliver(

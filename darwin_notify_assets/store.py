@@ -8,7 +8,7 @@ append-only history.
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -492,10 +492,16 @@ class NotificationStore:
         self.db.commit()
         return [_event(r) for r in rows]
 
-    def insert_candidates(self, rows: Sequence[CandidateRow], expanded: Sequence[int] = ()) -> int:
+    def insert_candidates(
+        self,
+        rows: Sequence[CandidateRow],
+        expanded: Sequence[int] = (),
+        on_inserted: Callable[[list[int]], None] | None = None,
+    ) -> int:
         """Insert candidates if absent and mark the events they came from as expanded, in one
         transaction, so a rerun resolves no audience twice (a contact added since would
-        otherwise receive an old listing)."""
+        otherwise receive an old listing). Once committed, ``on_inserted`` is given the ids
+        of the candidates this call created."""
         now = self.db.ts(utcnow())
         try:
             for chunk in self.db.in_batches(list(expanded), extra_params=1):
@@ -542,6 +548,19 @@ class NotificationStore:
         except Exception:
             self.db.rollback()
             raise
+        if on_inserted is not None and n:
+            ids: list[int] = []
+            for partition_key in sorted({c.partition_key for c in rows}):
+                ids += [
+                    int(r[0])
+                    for r in self.db.query(
+                        "SELECT candidate_id FROM candidate WHERE partition_key = ? "
+                        "AND created_at = ? ORDER BY candidate_id",
+                        [partition_key, now],
+                    )
+                ]
+            self.db.commit()
+            on_inserted(ids)
         return n
 
     def count(self, sql: str, params: Sequence[Any]) -> int:

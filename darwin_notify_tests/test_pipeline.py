@@ -3,8 +3,9 @@ plain stages where a test needs to reach inside (a redelivered job, a worker tha
 
 import json
 import re
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from email import policy
 from email.parser import BytesParser
@@ -16,6 +17,7 @@ from dagster import ExecuteInProcessResult
 
 from darwin_notify_assets import seed
 from darwin_notify_assets.bus import InProcessBus, Job, JobKind, make_jobs, run_consumers
+from darwin_notify_assets.candidates import build_candidates
 from darwin_notify_assets.errors import ProviderOutcomeUnknown
 from darwin_notify_assets.pipeline import (
     Runtime,
@@ -742,3 +744,105 @@ def test_a_waiting_stage_asks_the_store_when_the_bus_turns_idle_and_seldom_other
     done()
     before = len(asked)
     assert [done() for _ in range(5)] == [False] * 5 and len(asked) == before
+
+
+# -- standing workers: render jobs leave with the candidates ----------------------------------
+class _Standing:
+    """A render and a send worker consuming the bus on their own threads, as the
+    ``darwin-notify worker`` processes do."""
+
+    def __init__(self, env: EmbeddedEnv, rt: Runtime, loaded):
+        self.stop = threading.Event()
+        self.renderer = RenderWorker(env.replica(), env.store(), loaded.schedules,
+                                     loaded.templates, env.settings.window_minutes)
+        self.sender = SendWorker(env.store(), rt.senders_factory(), concurrency=2)
+        self.threads = [
+            threading.Thread(target=rt.bus.consume, args=(kind, handler, self.stop), daemon=True)
+            for kind, handler in ((JobKind.RENDER, self.renderer), (JobKind.SEND, self.sender))
+        ]
+        for t in self.threads:
+            t.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        self.sender.close()
+
+
+def _standing_runtime(env: EmbeddedEnv, calls: dict[str, list]) -> Runtime:
+    rt = _plain_runtime(env, calls)
+    rt.settings = replace(rt.settings, inline_workers=0, stage_timeout_seconds=60)
+    return rt
+
+
+def test_with_standing_workers_render_jobs_leave_with_each_batch_of_candidates(embedded_env):
+    env = embedded_env
+    calls: dict[str, list] = {"email": [], "sms": []}
+    rt = _standing_runtime(env, calls)
+    env.apply(0)
+    window = env.window(0)
+    loaded = load_schedules(rt.replica)
+    workers = _Standing(env, rt, loaded)
+    try:
+        stage_change_window(rt, window, loaded)
+        stage_agent_totals(rt, window)
+        result = stage_candidates(rt, window, loaded)
+        assert result.render_jobs > 0
+        assert result.as_metadata()["render_jobs_published"] == result.render_jobs
+        assert rt.bus.published[JobKind.RENDER] == result.render_jobs
+        counts = stage_render(rt, window, loaded)
+        assert counts["render_jobs"] == 0  # nothing left to publish
+        stage_deliver(rt, window)
+    finally:
+        workers.close()
+    assert rt.store.unrendered_count(env.key(0)) == 0
+    sent = messages(env, "m.status = 'sent'")
+    assert len(calls["email"]) + len(calls["sms"]) == len(sent) > 0
+
+
+def test_with_standing_workers_candidates_without_jobs_get_them_once_the_bus_is_idle(
+    embedded_env,
+):
+    env = embedded_env
+    calls: dict[str, list] = {"email": [], "sms": []}
+    rt = _standing_runtime(env, calls)
+    env.apply(0)
+    window = env.window(0)
+    loaded = load_schedules(rt.replica)
+    workers = _Standing(env, rt, loaded)
+    try:
+        stage_change_window(rt, window, loaded)
+        stage_agent_totals(rt, window)
+        # As if the candidates step had stopped after its commits, before its jobs went out.
+        build_candidates(rt.replica, rt.store, loaded.schedules, window.partition_key)
+        left = rt.store.unrendered_count(env.key(0))
+        assert left > 0 and rt.bus.published[JobKind.RENDER] == 0
+        counts = stage_render(rt, window, loaded)
+    finally:
+        workers.close()
+    assert counts["candidates_rendered_now"] == left
+    assert counts["render_jobs"] == rt.bus.published[JobKind.RENDER] > 0
+    assert rt.store.unrendered_count(env.key(0)) == 0
+
+
+def test_a_waiting_stage_republishes_left_work_when_idle_a_few_times_and_once_when_stalled():
+    from darwin_notify_assets.pipeline import _Completion
+
+    republished: list[str] = []
+    bus = _HintBus(True)
+    done = _Completion(bus, JobKind.RENDER, lambda: 5, store_every=0,
+                       republish=lambda: republished.append("idle") or 1,
+                       log_progress=lambda _: None)
+    for _ in range(10):
+        assert done() is False
+    assert len(republished) == _Completion.max_republish
+
+    republished.clear()
+    busy = _HintBus(False)
+    done = _Completion(busy, JobKind.RENDER, lambda: 5, store_every=0,
+                       republish=lambda: republished.append("stalled") or 1,
+                       log_progress=lambda _: None, stall_after=0)
+    for _ in range(10):
+        assert done() is False
+    assert republished == ["stalled"]
