@@ -63,8 +63,12 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
 def jsonable_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: jsonable(v) for k, v in row.items()}
+    # Most values pass as they are; this runs for every merge-field row of every message.
+    return {k: v if type(v) in _AS_IS else jsonable(v) for k, v in row.items()}
 
 
 def dumps(value: Any) -> str:
