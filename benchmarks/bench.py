@@ -35,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import experiments, report  # noqa: E402
+from benchmarks import report  # noqa: E402
 from benchmarks.stack import (  # noqa: E402
     BenchStack,
     StackError,
@@ -239,7 +239,6 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         staged = Child(stack, "staged", {
             **common, "topic_prefix": staged_prefix,
             "profile_dir": str(run_dir) if args.profile else None,
-            "experiments": args.experiments,
             "workers": args.workers,
         }, "staged", staged_prefix)
         staged.wait_line("ready")
@@ -350,9 +349,6 @@ def main(argv: list[str] | None = None) -> int:
                         "render and two send `darwin-notify worker` processes do the work, the "
                         "production layout; inline: the Runtime's worker threads in the "
                         "pipeline's own process, the embedded default's layout")
-    parser.add_argument("--experiment", default="",
-                        help="what-if variants of the staged run, comma-separated: "
-                        + "; ".join(f"{k}: {v}" for k, v in experiments.DESCRIPTIONS.items()))
     parser.add_argument("--retries", type=int, default=1,
                         help="run again when a shared service restarted meanwhile (the fault "
                         "tests restart Kafka); default %(default)s")
@@ -363,10 +359,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = argv
-    args.experiments = [n for n in args.experiment.split(",") if n]
-    for name in args.experiments:
-        if name not in experiments.DESCRIPTIONS:
-            parser.error(f"unknown experiment {name!r}")
     if args.phase:
         return run_phase(args.phase, args.config)
     env = services_env()

@@ -202,9 +202,7 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
         f"command: {r['command']}; workers: "
         + ("2 render + 2 send `darwin-notify worker` processes"
            if (r.get("staged") or {}).get("workers", "processes") == "processes"
-           else "the Runtime's inline threads in the pipeline's process")
-        + (f"; EXPERIMENTS (not the product as is): {', '.join(r['staged']['experiments'])}"
-           if (r.get("staged") or {}).get("experiments") else ""),
+           else "the Runtime's inline threads in the pipeline's process"),
         f"background load before the run: {r.get('background_busy_cpus', 0):.2f} CPUs busy "
         "(other processes; their CPU time per stage is 'other' below)",
         f"source: {w['contacts']:,} contacts, {w['agents']:,} agents, {w['properties']:,} "

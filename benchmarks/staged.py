@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import experiments
 from benchmarks.cpu import CpuGroups
 from benchmarks.instrument import Timers, peak_rss_mb
 from benchmarks.sampler import Sampler
@@ -59,7 +58,7 @@ def instrument(timers: Timers) -> None:
 
 
 def start_workers(config: dict[str, Any], count: int) -> list[subprocess.Popen]:
-    env = {**os.environ, "DARWIN_NOTIFY_BENCH_EXPERIMENTS": ",".join(config["experiments"])}
+    env = dict(os.environ)
     if config.get("profile_dir"):
         env["DARWIN_NOTIFY_BENCH_PROFILE_DIR"] = config["profile_dir"]
     env["DARWIN_NOTIFY_BENCH_TIMERS_DIR"] = str(Path(config["result_path"]).parent)
@@ -74,8 +73,6 @@ def start_workers(config: dict[str, Any], count: int) -> list[subprocess.Popen]:
 
 
 def run(config: dict[str, Any], say) -> dict[str, Any]:
-    names = config.get("experiments") or []
-    experiments.apply(names)
     overrides = dict(config.get("settings", {}))
     external = config.get("workers", "processes") == "processes"
     if external:
@@ -191,7 +188,6 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
             acc["seconds"] = round(acc["seconds"] + t["seconds"], 3)
             acc["calls"] += t["calls"]
     out: dict[str, Any] = {
-        "experiments": names,
         "worker_timers": worker_timers,
         "workers": config.get("workers", "processes"),
         "worker_peak_rss_mb": worker_rss,

@@ -1,5 +1,5 @@
 """A render or send worker process for the benchmark: the product's ``darwin-notify worker``,
-with the benchmark's experiments applied, its own consumer groups and, with ``--profile``, the
+with its own consumer groups, its method timings and, with ``--profile``, the
 samples of all its threads written when it stops."""
 
 import os
@@ -8,13 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import experiments  # noqa: E402
-
 
 def main() -> int:
     kind = sys.argv[1]
-    names = [n for n in os.environ.get("DARWIN_NOTIFY_BENCH_EXPERIMENTS", "").split(",") if n]
-    experiments.apply(names)
     from darwin_notify_assets.config import Settings
     from darwin_notify_assets.kafka_bus import KafkaBus
 
