@@ -67,6 +67,11 @@ def build_candidates(
     and returns the number of render jobs it published for them.
     """
     result = CandidateResult()
+
+    def inserted(ids: list[int]) -> None:
+        if on_inserted is not None:
+            result.render_jobs += on_inserted(ids)
+
     for events in store.stream_events(partition_key, batch_size):
         result.events += len(events)
         fan_out_agents = [
@@ -113,10 +118,6 @@ def build_candidates(
                     )
                 )
                 result.by_schedule[s.schedule_id] += 1
-        def inserted(ids: list[int]) -> None:
-            if on_inserted is not None:
-                result.render_jobs += on_inserted(ids)
-
         result.inserted += store.insert_candidates(rows, expanded, on_inserted=inserted)
     return result
 
