@@ -275,6 +275,31 @@ def test_sendgrid_connection_lost_after_the_request_is_outcome_unknown():
     assert "secret" not in str(caught.value)
 
 
+def test_sendgrid_goes_through_the_proxy_the_environment_names(monkeypatch):
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            received.append(conn.recv(65536))
+            conn.sendall(b"HTTP/1.1 202 Accepted\r\nX-Message-Id: via-proxy\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+    sender = SendGridSender("SG.test-key", FROM_EMAIL, "http://sendgrid.example.invalid", timeout=5)
+    result = sender.send(email_message())
+    thread.join(timeout=5)
+    listener.close()
+    assert result.provider_message_id == "via-proxy"
+    assert received[0].startswith(b"POST http://sendgrid.example.invalid/v3/mail/send ")
+
+
 # -- Twilio-compatible SMS --------------------------------------------------------------------
 def _twilio(sink: Sink, timeout: float = 10.0) -> TwilioSmsSender:
     return TwilioSmsSender(ACCOUNT_SID, "auth-token", FROM_PHONE, sink.url, timeout=timeout)
