@@ -267,8 +267,8 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
 
         if not args.skip_dagster:
             prefix = f"bench-{run_id}-dagster"
-            child = Child(stack, "dagster", {**common, "topic_prefix": prefix},
-                          "dagster", prefix)
+            child = Child(stack, "dagster", {**common, "topic_prefix": prefix,
+                                             "workers": args.workers}, "dagster", prefix)
             child.wait_line("ready")
             child.send("go")
             out["dagster"] = child.wait()

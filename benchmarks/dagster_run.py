@@ -2,7 +2,8 @@
 
 The ``notify_window`` job runs with its assets up to ``rendered_messages`` (change -> queued),
 on a store of its own that was baselined like the staged run's, with Dagster's run storage in
-PostgreSQL (the repository's ``dagster.yaml``). Sending is measured by the staged run only, so
+PostgreSQL (the repository's ``dagster.yaml``), and the same worker layout as the staged run
+(standing ``darwin-notify worker`` processes unless ``--workers inline``). Sending is measured by the staged run only, so
 the sinks see each notification once from the pipeline.
 """
 
@@ -38,6 +39,9 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
 
     KafkaBus.from_settings = classmethod(from_settings)
 
+    standing = config.get("workers", "processes") == "processes"
+    if standing:
+        os.environ["DARWIN_NOTIFY_INLINE_WORKERS"] = "0"
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -47,14 +51,25 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     job = defs.resolve_job_def("notify_window")
     settings = Settings.from_env()
     KafkaBus.from_settings(settings).ensure_topics()
+    workers = []
+    if standing:
+        from benchmarks.staged import start_workers, stop_workers
+
+        workers = start_workers(config, 2)
+        time.sleep(5)  # standing workers: in their groups before the window
     say("ready")
     sys.stdin.readline()
-    started = time.monotonic()
-    result = job.execute_in_process(
-        partition_key=config["partition_key"], instance=instance, run_config=QUIET_RUN_CONFIG,
-        raise_on_error=False, asset_selection=[AssetKey(a) for a in ASSETS],
-    )
-    elapsed = time.monotonic() - started
+    try:
+        started = time.monotonic()
+        result = job.execute_in_process(
+            partition_key=config["partition_key"], instance=instance,
+            run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+            asset_selection=[AssetKey(a) for a in ASSETS],
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        if workers:
+            stop_workers(workers)
     steps: dict[str, dict[str, float]] = {}
     for entry in instance.all_logs(result.run_id):
         ev = entry.dagster_event
@@ -76,6 +91,7 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
         f"({'success' if result.success else 'FAILED'})")
     return {
         "success": result.success,
+        "workers": "processes" if standing else "inline",
         "seconds": round(elapsed, 3),
         "step_seconds": step_seconds,
         "messages": messages,

@@ -251,8 +251,10 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
     if "dagster_seconds" in s:
         d = r["dagster"]
         steps = ", ".join(f"{k} {v:.1f}" for k, v in d["step_seconds"].items())
+        layout = ("standing worker processes" if d.get("workers") == "processes"
+                  else "inline worker threads")
         lines.append(f"{'Dagster in process, -> queued':<34}{_n(s['dagster_seconds'], 2):>9}"
-                     f"{_n(s['dagster_per_second']):>10}   {steps}")
+                     f"{_n(s['dagster_per_second']):>10}   {steps} ({layout})")
     if "naive_per_second" in s:
         n = r["naive"]
         lines.append(

@@ -72,6 +72,20 @@ def start_workers(config: dict[str, Any], count: int) -> list[subprocess.Popen]:
     return procs
 
 
+def stop_workers(workers: list[subprocess.Popen]) -> dict[str, float]:
+    """Stop the worker processes; their peak RSS, by name."""
+    rss = {}
+    for p in workers:
+        rss[f"{p.args[-1]} worker {p.pid}"] = peak_rss_mb(p.pid)
+        p.terminate()
+    for p in workers:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return rss
+
+
 def run(config: dict[str, Any], say) -> dict[str, Any]:
     overrides = dict(config.get("settings", {}))
     external = config.get("workers", "processes") == "processes"
@@ -169,15 +183,7 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
         rt, window, loaded_box["loaded"], lambda m: None))
     results["deliver"] = stage("send", lambda rt: stage_deliver(rt, window, lambda m: None))
 
-    worker_rss = {}
-    for p in workers:
-        worker_rss[f"{p.args[-1]} worker {p.pid}"] = peak_rss_mb(p.pid)
-        p.terminate()
-    for p in workers:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    worker_rss = stop_workers(workers)
     # The workers' own method timings, summed per kind (worker time over their whole run).
     worker_timers: dict[str, dict[str, dict[str, float]]] = {}
     for path in sorted(Path(config["result_path"]).parent.glob("worker-timers-*.json")):
