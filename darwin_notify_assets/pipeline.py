@@ -346,12 +346,16 @@ def stage_render(
     stopped between a commit and its jobs).
     """
     store = rt.store
-    pending = [i for batch in store.stream_unrendered(window.partition_key, 10_000) for i in batch]
+
+    def unrendered() -> list[int]:
+        return [i for batch in store.stream_unrendered(window.partition_key, 10_000) for i in batch]
+
+    pending = unrendered()
     published = 0
 
-    def publish() -> int:
+    def publish(ids: list[int] | None = None) -> int:
         nonlocal published
-        ids = [i for batch in store.stream_unrendered(window.partition_key, 10_000) for i in batch]
+        ids = unrendered() if ids is None else ids
         jobs = rt.bus.publish(
             make_jobs(JobKind.RENDER, window.partition_key, ids, rt.settings.render_batch)
         )
@@ -360,7 +364,7 @@ def stage_render(
 
     standing = rt.settings.inline_workers == 0
     if pending and not (standing and rt.bus.idle(JobKind.RENDER) is False):
-        publish()
+        publish(pending)
 
     def handler_factory(closers):
         replica = rt.replica_factory()

@@ -770,23 +770,24 @@ class _Standing:
         self.sender.close()
 
 
-def _standing_runtime(env: EmbeddedEnv, calls: dict[str, list]) -> Runtime:
+def _standing_window(env: EmbeddedEnv, calls: dict[str, list]):
+    """Window 0 detected and its totals computed, with standing workers on the bus."""
     rt = _plain_runtime(env, calls)
     rt.settings = replace(rt.settings, inline_workers=0, stage_timeout_seconds=60)
-    return rt
+    env.apply(0)
+    window = env.window(0)
+    loaded = load_schedules(rt.replica)
+    workers = _Standing(env, rt, loaded)
+    stage_change_window(rt, window, loaded)
+    stage_agent_totals(rt, window)
+    return rt, window, loaded, workers
 
 
 def test_with_standing_workers_render_jobs_leave_with_each_batch_of_candidates(embedded_env):
     env = embedded_env
     calls: dict[str, list] = {"email": [], "sms": []}
-    rt = _standing_runtime(env, calls)
-    env.apply(0)
-    window = env.window(0)
-    loaded = load_schedules(rt.replica)
-    workers = _Standing(env, rt, loaded)
+    rt, window, loaded, workers = _standing_window(env, calls)
     try:
-        stage_change_window(rt, window, loaded)
-        stage_agent_totals(rt, window)
         result = stage_candidates(rt, window, loaded)
         assert result.render_jobs > 0
         assert result.as_metadata()["render_jobs_published"] == result.render_jobs
@@ -806,14 +807,8 @@ def test_with_standing_workers_candidates_without_jobs_get_them_once_the_bus_is_
 ):
     env = embedded_env
     calls: dict[str, list] = {"email": [], "sms": []}
-    rt = _standing_runtime(env, calls)
-    env.apply(0)
-    window = env.window(0)
-    loaded = load_schedules(rt.replica)
-    workers = _Standing(env, rt, loaded)
+    rt, window, loaded, workers = _standing_window(env, calls)
     try:
-        stage_change_window(rt, window, loaded)
-        stage_agent_totals(rt, window)
         # As if the candidates step had stopped after its commits, before its jobs went out.
         build_candidates(rt.replica, rt.store, loaded.schedules, window.partition_key)
         left = rt.store.unrendered_count(env.key(0))

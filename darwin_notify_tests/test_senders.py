@@ -253,51 +253,51 @@ def test_sendgrid_keeps_its_connection_alive_between_emails(sendgrid_sink):
     sender.close()
 
 
+class _OneRequestServer:
+    """A socket server that reads one request, answers ``reply`` (or hangs up), and closes."""
+
+    def __init__(self, reply: bytes = b""):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.received: list[bytes] = []
+        self._thread = threading.Thread(target=self._serve, args=(reply,), daemon=True)
+        self._thread.start()
+
+    def _serve(self, reply: bytes) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            self.received.append(conn.recv(65536))
+            if reply:
+                conn.sendall(reply)
+
+    def close(self) -> None:
+        self._thread.join(timeout=5)
+        self.listener.close()
+
+
 def test_sendgrid_connection_lost_after_the_request_is_outcome_unknown():
     """A provider that read the request and hung up may have taken the email: never resend."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    received = []
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            received.append(conn.recv(65536))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    sender = SendGridSender("SG.secret-key", FROM_EMAIL, f"http://127.0.0.1:{port}", timeout=5)
+    server = _OneRequestServer()
+    sender = SendGridSender("SG.secret-key", FROM_EMAIL, server.url, timeout=5)
     with pytest.raises(ProviderOutcomeUnknown) as caught:
         sender.send(email_message())
-    thread.join(timeout=5)
-    listener.close()
-    assert received and received[0].startswith(b"POST /v3/mail/send")
+    server.close()
+    assert server.received and server.received[0].startswith(b"POST /v3/mail/send")
     assert "secret" not in str(caught.value)
 
 
 def test_sendgrid_goes_through_the_proxy_the_environment_names(monkeypatch):
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    received = []
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            received.append(conn.recv(65536))
-            conn.sendall(b"HTTP/1.1 202 Accepted\r\nX-Message-Id: via-proxy\r\n"
-                         b"Content-Length: 0\r\n\r\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    server = _OneRequestServer(
+        b"HTTP/1.1 202 Accepted\r\nX-Message-Id: via-proxy\r\nContent-Length: 0\r\n\r\n"
+    )
     for name in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("http_proxy", server.url)
     sender = SendGridSender("SG.test-key", FROM_EMAIL, "http://sendgrid.example.invalid", timeout=5)
     result = sender.send(email_message())
-    thread.join(timeout=5)
-    listener.close()
+    server.close()
     assert result.provider_message_id == "via-proxy"
-    assert received[0].startswith(b"POST http://sendgrid.example.invalid/v3/mail/send ")
+    assert server.received[0].startswith(b"POST http://sendgrid.example.invalid/v3/mail/send ")
 
 
 # -- Twilio-compatible SMS --------------------------------------------------------------------
