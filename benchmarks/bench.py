@@ -170,9 +170,9 @@ def background_load(seconds: float = 1.0) -> float:
 
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     from darwin_notify_assets.config import Settings
-    from darwin_notify_assets.detect import baseline
-    from darwin_notify_assets.pipeline import Runtime, load_schedules
-    from darwin_notify_assets.seed import apply_window
+    from darwin_notify_assets.domain.detect import baseline
+    from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
+    from darwin_notify_assets.sample.seed import apply_window
 
     run_id = uuid.uuid4().hex[:8]
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(

@@ -25,10 +25,10 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
 
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
+    from darwin_notify_assets.bus.kafka import KafkaBus
     from darwin_notify_assets.config import Settings
-    from darwin_notify_assets.demo import QUIET_RUN_CONFIG
-    from darwin_notify_assets.kafka_bus import KafkaBus
-    from darwin_notify_assets.store import NotificationStore
+    from darwin_notify_assets.sample.demo import QUIET_RUN_CONFIG
+    from darwin_notify_assets.storage.store import NotificationStore
 
     # The resource builds its bus from the settings; make sure its consumer groups are the
     # benchmark's own (the product does the same since 59e245d; older versions shared

@@ -43,7 +43,7 @@ def _init_pool(barrier) -> None:
 def _render_slice(path: str, index: int, parts: int) -> dict[str, Any]:
     """Runs in a pool process: load the contexts, wait for the others, then time rendering
     this slice only."""
-    from darwin_notify_assets.render import compile_template, render_email, render_sms
+    from darwin_notify_assets.domain.render import compile_template, render_email, render_sms
 
     with open(path, "rb") as f:
         templates, items = pickle.load(f)
@@ -63,11 +63,11 @@ def _render_slice(path: str, index: int, parts: int) -> dict[str, Any]:
 
 def render_contexts(settings, partition_key: str, sample: int) -> tuple[dict, list]:
     """(templates by id, [(template id, channel, context)]) for a sample of the window."""
-    from darwin_notify_assets.pipeline import load_schedules
-    from darwin_notify_assets.render import address_for
-    from darwin_notify_assets.replica import ReplicaReader
-    from darwin_notify_assets.store import NotificationStore
-    from darwin_notify_assets.workers import RenderWorker, TotalsNotFresh
+    from darwin_notify_assets.delivery.workers import RenderWorker, TotalsNotFresh
+    from darwin_notify_assets.domain.pipeline import load_schedules
+    from darwin_notify_assets.domain.render import address_for
+    from darwin_notify_assets.storage.replica import ReplicaReader
+    from darwin_notify_assets.storage.store import NotificationStore
 
     replica = ReplicaReader.open(settings.replica_url)
     store = NotificationStore.open(settings.store_url)
@@ -112,8 +112,8 @@ def render_contexts(settings, partition_key: str, sample: int) -> tuple[dict, li
 def _render_items(store, candidate_ids):
     import json
 
-    from darwin_notify_assets.db import placeholders
-    from darwin_notify_assets.store import RenderItem
+    from darwin_notify_assets.storage.db import placeholders
+    from darwin_notify_assets.storage.store import RenderItem
 
     rows = store.db.query(
         "SELECT c.candidate_id, c.candidate_key, c.partition_key, c.schedule_id, c.channel, "
@@ -161,8 +161,8 @@ def render_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
 
 # -- insert-only ------------------------------------------------------------------------------
 def insert_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
-    from darwin_notify_assets.db import connect
-    from darwin_notify_assets.store import (
+    from darwin_notify_assets.storage.db import connect
+    from darwin_notify_assets.storage.store import (
         MESSAGE_COLUMNS,
         MessageStatus,
         NotificationStore,
@@ -226,7 +226,7 @@ def insert_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
 
 
 def _insert_returning(db, cols: list[str], rows: list[tuple]) -> None:
-    from darwin_notify_assets.store import utcnow
+    from darwin_notify_assets.storage.store import utcnow
 
     now = db.ts(utcnow())
     columns = [*cols, "attempts", "created_at", "updated_at"]
@@ -247,9 +247,9 @@ def _insert_returning(db, cols: list[str], rows: list[tuple]) -> None:
 
 # -- Kafka ------------------------------------------------------------------------------------
 def kafka_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
-    from darwin_notify_assets.bus import JobKind
-    from darwin_notify_assets.db import connect
-    from darwin_notify_assets.kafka_bus import KafkaBus
+    from darwin_notify_assets.bus.base import JobKind
+    from darwin_notify_assets.bus.kafka import KafkaBus
+    from darwin_notify_assets.storage.db import connect
 
     source = connect(config["staged_store_url"])
     try:
@@ -281,7 +281,7 @@ def _through_kafka(bus, kind, partition_key: str, ids: list[int], size: int,
     """Publish the jobs to standing consumers whose handlers do nothing; time until the last
     one is handled. The consumers join their group and take their partitions first, as
     standing workers have before a window arrives."""
-    from darwin_notify_assets.bus import Job, make_jobs
+    from darwin_notify_assets.bus.base import Job, make_jobs
 
     lock = threading.Lock()
     seen = {"jobs": 0, "ids": 0}
@@ -326,10 +326,10 @@ def _through_kafka(bus, kind, partition_key: str, ids: list[int], size: int,
 
 # -- replica ----------------------------------------------------------------------------------
 def replica_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
-    from darwin_notify_assets.detect import plan_reads
-    from darwin_notify_assets.pipeline import load_schedules
-    from darwin_notify_assets.replica import ReplicaReader
-    from darwin_notify_assets.windows import Window
+    from darwin_notify_assets.domain.detect import plan_reads
+    from darwin_notify_assets.domain.pipeline import load_schedules
+    from darwin_notify_assets.domain.windows import Window
+    from darwin_notify_assets.storage.replica import ReplicaReader
 
     replica = ReplicaReader.open(settings.replica_url)
     try:
@@ -374,7 +374,7 @@ def replica_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
 # -- provider ---------------------------------------------------------------------------------
 def _send_share(settings, messages: list, threads: int) -> float:
     """Sends ``messages`` with ``threads`` threads through the product's email sender."""
-    from darwin_notify_assets.pipeline import make_senders
+    from darwin_notify_assets.domain.pipeline import make_senders
 
     senders = make_senders(settings)
     try:
@@ -388,8 +388,8 @@ def _send_share(settings, messages: list, threads: int) -> float:
 
 
 def provider_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
-    from darwin_notify_assets.db import connect
-    from darwin_notify_assets.store import MESSAGE_COLUMNS, MessageStatus, OutboundMessage
+    from darwin_notify_assets.storage.db import connect
+    from darwin_notify_assets.storage.store import MESSAGE_COLUMNS, MessageStatus, OutboundMessage
 
     count = int(config.get("provider_sample", 5000))
     source = connect(config["staged_store_url"])

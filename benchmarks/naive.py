@@ -21,21 +21,21 @@ from typing import Any
 
 from benchmarks.instrument import peak_rss_mb
 from darwin_notify_assets.config import SENDGRID_API_KEY_ENV, TWILIO_AUTH_TOKEN_ENV, Settings
-from darwin_notify_assets.db import Database, connect
-from darwin_notify_assets.detect import events_for_row, plan_reads
-from darwin_notify_assets.errors import ProviderError
-from darwin_notify_assets.render import (
+from darwin_notify_assets.delivery.senders import SendGridSender, TwilioSmsSender
+from darwin_notify_assets.domain.detect import events_for_row, plan_reads
+from darwin_notify_assets.domain.render import (
     RenderError,
     address_for,
     compile_templates,
     render_email,
     render_sms,
 )
-from darwin_notify_assets.replica import ReplicaReader
-from darwin_notify_assets.schedules import Audience, Channel, EventType
-from darwin_notify_assets.senders import SendGridSender, TwilioSmsSender
-from darwin_notify_assets.store import MessageStatus, OutboundMessage, dumps, jsonable_row
-from darwin_notify_assets.windows import Window
+from darwin_notify_assets.domain.schedules import Audience, Channel, EventType
+from darwin_notify_assets.domain.windows import Window
+from darwin_notify_assets.errors import ProviderError
+from darwin_notify_assets.storage.db import Database, connect
+from darwin_notify_assets.storage.replica import ReplicaReader
+from darwin_notify_assets.storage.store import MessageStatus, OutboundMessage, dumps, jsonable_row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS naive_snapshot (

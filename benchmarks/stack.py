@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from darwin_notify_assets.db import Database, connect
+from darwin_notify_assets.storage.db import Database, connect
 from darwin_notify_tests.services import ServicesUnavailable
 from darwin_notify_tests.services import services_env as shared_services_env
 
@@ -89,7 +89,7 @@ class Sinks:
             record = self.run_dir / f"sink-{kind}.jsonl"
             log = open(self.run_dir / f"sink-{kind}.log", "w")  # noqa: SIM115 - lives with it
             proc = subprocess.Popen(
-                [sys.executable, "-m", "darwin_notify_assets.sinks", kind, "--port", str(port),
+                [sys.executable, "-m", "darwin_notify_assets.testing.sinks", kind, "--port", str(port),
                  "--record", str(record), "--log-level", "WARNING"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             )

@@ -18,9 +18,11 @@ from benchmarks.cpu import CpuGroups
 from benchmarks.instrument import Timers, peak_rss_mb
 from benchmarks.sampler import Sampler
 from benchmarks.stack import replica_table_stats, stats_delta
+from darwin_notify_assets.bus.kafka import KafkaBus
 from darwin_notify_assets.config import Settings
-from darwin_notify_assets.kafka_bus import KafkaBus
-from darwin_notify_assets.pipeline import (
+from darwin_notify_assets.delivery.senders import SendGridSender, TwilioSmsSender
+from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
+from darwin_notify_assets.domain.pipeline import (
     Runtime,
     load_schedules,
     stage_agent_totals,
@@ -29,11 +31,9 @@ from darwin_notify_assets.pipeline import (
     stage_deliver,
     stage_render,
 )
-from darwin_notify_assets.replica import ReplicaReader
-from darwin_notify_assets.senders import SendGridSender, TwilioSmsSender
-from darwin_notify_assets.store import NotificationStore
-from darwin_notify_assets.windows import Window
-from darwin_notify_assets.workers import RenderWorker, SendWorker
+from darwin_notify_assets.domain.windows import Window
+from darwin_notify_assets.storage.replica import ReplicaReader
+from darwin_notify_assets.storage.store import NotificationStore
 
 
 def instrument(timers: Timers) -> None:

@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> int:
     kind = sys.argv[1]
+    from darwin_notify_assets.bus.kafka import KafkaBus
     from darwin_notify_assets.config import Settings
-    from darwin_notify_assets.kafka_bus import KafkaBus
 
     def from_settings(cls, settings: Settings) -> KafkaBus:
         return cls(settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix,

@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from darwin_notify_assets import seed
-from darwin_notify_assets.db import Database
-from darwin_notify_assets.demo import DEMO_START
+from darwin_notify_assets.sample import seed
+from darwin_notify_assets.sample.demo import DEMO_START
+from darwin_notify_assets.storage.db import Database
 
 SEED = 7
 INTENSITY = 8.0

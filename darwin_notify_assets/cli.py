@@ -26,7 +26,7 @@ def _settings() -> Settings:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from darwin_notify_assets.demo import DemoOptions, run_demo
+    from darwin_notify_assets.sample.demo import DemoOptions, run_demo
 
     summary = run_demo(
         DemoOptions(home=Path(args.dir), windows=args.windows, seed=args.seed, size=args.size), say
@@ -36,8 +36,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from darwin_notify_assets import seed
-    from darwin_notify_assets.db import connect
+    from darwin_notify_assets.sample import seed
+    from darwin_notify_assets.storage.db import connect
 
     target = args.target or _settings().replica_url
     if args.size == "small":
@@ -59,8 +59,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(_args: argparse.Namespace) -> int:
-    from darwin_notify_assets.detect import baseline
-    from darwin_notify_assets.pipeline import Runtime, load_schedules
+    from darwin_notify_assets.domain.detect import baseline
+    from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 
     rt = Runtime.from_settings(_settings())
     try:
@@ -87,9 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from darwin_notify_assets.bus import JobKind
-    from darwin_notify_assets.pipeline import Runtime, load_schedules
-    from darwin_notify_assets.workers import RenderWorker, SendWorker
+    from darwin_notify_assets.bus.base import JobKind
+    from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
+    from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 
     settings = _settings()
     if not settings.uses_kafka:
@@ -123,8 +123,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from darwin_notify_assets.audit import audit_report
-    from darwin_notify_assets.pipeline import Runtime
+    from darwin_notify_assets.domain.audit import audit_report
+    from darwin_notify_assets.domain.pipeline import Runtime
 
     rt = Runtime.from_settings(_settings())
     try:

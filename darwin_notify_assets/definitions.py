@@ -2,10 +2,14 @@
 
 from dagster import Definitions, load_assets_from_modules
 
-from darwin_notify_assets import assets
-from darwin_notify_assets.jobs import notify_window_job, reconcile_job, reconcile_schedule
-from darwin_notify_assets.resources import DarwinNotifyResource
-from darwin_notify_assets.sensors import replica_lag_sensor
+from darwin_notify_assets.defs.notifications import assets
+from darwin_notify_assets.defs.notifications.jobs import (
+    notify_window_job,
+    reconcile_job,
+    reconcile_schedule,
+)
+from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
+from darwin_notify_assets.defs.resources import DarwinNotifyResource
 
 defs = Definitions(
     assets=load_assets_from_modules([assets]),

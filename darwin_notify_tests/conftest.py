@@ -20,20 +20,22 @@ from typing import Any
 import pytest
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
-from darwin_notify_assets import demo, detect, seed
-from darwin_notify_assets.bus import JobBus
+from darwin_notify_assets.bus.base import JobBus
 from darwin_notify_assets.config import PREFIX, Settings
-from darwin_notify_assets.db import Database, connect
-from darwin_notify_assets.pipeline import LoadedSchedules, Runtime, load_schedules
-from darwin_notify_assets.replica import ReplicaReader
-from darwin_notify_assets.senders import Sender, SendResult
-from darwin_notify_assets.store import (
+from darwin_notify_assets.delivery.senders import Sender
+from darwin_notify_assets.domain import detect
+from darwin_notify_assets.domain.pipeline import LoadedSchedules, Runtime, load_schedules
+from darwin_notify_assets.domain.windows import Window
+from darwin_notify_assets.sample import demo, seed
+from darwin_notify_assets.storage.db import Database, connect
+from darwin_notify_assets.storage.replica import ReplicaReader
+from darwin_notify_assets.storage.store import (
     CandidateRow,
     MessageStatus,
     NotificationStore,
     OutboundMessage,
 )
-from darwin_notify_assets.windows import Window
+from darwin_notify_assets.testing.senders import RecordingSender
 
 SEED = 7
 START = demo.DEMO_START
@@ -48,44 +50,6 @@ ASSET_CHAIN = (
     "rendered_messages",
     "delivery_log",
 )
-
-
-class RecordingSender(Sender):
-    """A typed test double: records every call, answers with scripted outcomes, and may hand
-    the message on to a real sender (the file outbox) so files appear as in production.
-
-    ``script`` is consumed one entry per call: ``None`` accepts, an exception instance is
-    raised. When the script is exhausted every further call accepts. ``calls`` may be shared
-    between instances (one list per channel across every worker of a run).
-    """
-
-    def __init__(
-        self,
-        channel: str,
-        inner: Sender | None = None,
-        script: Sequence[BaseException | None] = (),
-        calls: list[OutboundMessage] | None = None,
-    ):
-        self.channel = channel
-        self.inner = inner
-        # a list given by the caller is consumed in place (shared between instances)
-        self.script = script if isinstance(script, list) else list(script)
-        self.calls: list[OutboundMessage] = [] if calls is None else calls
-        self._lock = threading.Lock()
-
-    def send(self, message: OutboundMessage) -> SendResult:
-        with self._lock:
-            self.calls.append(message)
-            outcome = self.script.pop(0) if self.script else None
-        if outcome is not None:
-            raise outcome
-        if self.inner is not None:
-            return self.inner.send(message)
-        return SendResult(provider_message_id=f"recorded:{message.message_id}")
-
-    def close(self) -> None:
-        if self.inner is not None:
-            self.inner.close()
 
 
 class SenderRecorder:
@@ -120,7 +84,7 @@ class SenderRecorder:
 
 
 def install_recording_senders(mp: pytest.MonkeyPatch) -> SenderRecorder:
-    from darwin_notify_assets import pipeline
+    from darwin_notify_assets.domain import pipeline
 
     recorder = SenderRecorder(pipeline.make_senders)
     mp.setattr(pipeline, "make_senders", recorder)

@@ -12,8 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from darwin_notify_assets import seed
-from darwin_notify_assets.render import check_email, check_phone
+from darwin_notify_assets.domain.render import check_email, check_phone
+from darwin_notify_assets.sample import seed
 
 
 @dataclass

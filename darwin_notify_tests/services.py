@@ -73,7 +73,7 @@ def sink_records(env: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[s
 
 
 def sink_control(env: dict[str, str], which: str, **command: Any) -> None:
-    """Queue a fault (or a reset) in one of the sinks: see ``darwin_notify_assets.sinks``."""
+    """Queue a fault (or a reset) in one of the sinks: see ``darwin_notify_assets.testing.sinks``."""
     import requests
 
     key = "DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid" else "DARWIN_NOTIFY_SMS_BASE_URL"

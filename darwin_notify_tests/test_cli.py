@@ -5,7 +5,7 @@ import json
 import pytest
 
 from darwin_notify_assets import cli
-from darwin_notify_assets.store import CandidateRow
+from darwin_notify_assets.storage.store import CandidateRow
 
 
 def last_json(out: str) -> dict:

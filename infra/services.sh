@@ -674,7 +674,7 @@ kafka_report() {
 # ------------------------------------------------------------------------------------ sinks
 
 sink_port() { if [[ $1 == sendgrid ]]; then echo "$SENDGRID_PORT"; else echo "$SMS_PORT"; fi; }
-sink_pid() { running_pid "$SINK_DIR/$1.pid" "darwin_notify_assets.sinks $1"; }
+sink_pid() { running_pid "$SINK_DIR/$1.pid" "darwin_notify_assets.testing.sinks $1"; }
 
 declare -A SINK_ALREADY=()
 sink_launch() {
@@ -687,7 +687,7 @@ sink_launch() {
             return 0
         fi
         say "$kind sink: running on another port, restarting on $port"
-        stop_pid_file "$kind sink" "$SINK_DIR/$kind.pid" "darwin_notify_assets.sinks $kind" ||
+        stop_pid_file "$kind sink" "$SINK_DIR/$kind.pid" "darwin_notify_assets.testing.sinks $kind" ||
             die "$kind sink: could not stop"
     fi
     port_taken "$port" &&
@@ -697,7 +697,7 @@ sink_launch() {
         cd "$REPO_ROOT"
         export PYTHONPATH=$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}
         launch "$SINK_DIR/$kind.pid" "$LOG_DIR/$kind.log" \
-            "$PYTHON" -m darwin_notify_assets.sinks "$kind" --host 127.0.0.1 --port "$port" \
+            "$PYTHON" -m darwin_notify_assets.testing.sinks "$kind" --host 127.0.0.1 --port "$port" \
             --record "$SINK_DIR/$kind.jsonl"
     ) || fail_service "$kind sink" "$port" "$LOG_DIR/$kind.log" "could not launch"
 }
@@ -761,7 +761,7 @@ cmd_down() {
     exec 9>"$DIR/.lock"
     flock 9
     for kind in sms sendgrid; do
-        stop_pid_file "$kind sink" "$SINK_DIR/$kind.pid" "darwin_notify_assets.sinks $kind" || rc=1
+        stop_pid_file "$kind sink" "$SINK_DIR/$kind.pid" "darwin_notify_assets.testing.sinks $kind" || rc=1
     done
     kafka_stop || rc=1
     if [[ -d $PG_DIR ]]; then

@@ -123,7 +123,7 @@ class Soak:
 
     # -- connections ----------------------------------------------------------------------------
     def admin(self, which: str):
-        from darwin_notify_assets.db import connect
+        from darwin_notify_assets.storage.db import connect
 
         db = connect(os.environ[f"DARWIN_NOTIFY_{which}_ADMIN_URL"])
         if which == "PRIMARY":
@@ -134,7 +134,7 @@ class Soak:
         return db
 
     def store(self):
-        from darwin_notify_assets.store import NotificationStore
+        from darwin_notify_assets.storage.store import NotificationStore
 
         return NotificationStore.open(self.settings.store_url)
 
@@ -154,12 +154,12 @@ class Soak:
 
     # -- setup ----------------------------------------------------------------------------------
     def setup(self) -> None:
-        from darwin_notify_assets import seed
-        from darwin_notify_assets.demo import DEMO_START
-        from darwin_notify_assets.detect import baseline
-        from darwin_notify_assets.pipeline import Runtime, load_schedules
-        from darwin_notify_assets.store import utcnow
-        from darwin_notify_assets.windows import Window
+        from darwin_notify_assets.domain.detect import baseline
+        from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
+        from darwin_notify_assets.domain.windows import Window
+        from darwin_notify_assets.sample import seed
+        from darwin_notify_assets.sample.demo import DEMO_START
+        from darwin_notify_assets.storage.store import utcnow
 
         self.primary = self.admin("PRIMARY")
         self.replica = self.admin("REPLICA")
@@ -214,7 +214,7 @@ class Soak:
     def next_changes(self, i: int):
         """Window ``i``'s changes at a random intensity, drawn from the state after window
         ``i - 1`` (the generator's world is rebuilt from a dataset of that state)."""
-        from darwin_notify_assets import seed
+        from darwin_notify_assets.sample import seed
 
         tables = {}
         for t in seed.TABLES:
@@ -335,7 +335,7 @@ class Soak:
     # -- runs -----------------------------------------------------------------------------------
     def run_key(self, key: str, tags: dict[str, str] | None = None):
         from darwin_notify_assets.definitions import defs
-        from darwin_notify_assets.demo import QUIET_RUN_CONFIG
+        from darwin_notify_assets.sample.demo import QUIET_RUN_CONFIG
 
         job = defs.resolve_job_def("notify_window")
         return job.execute_in_process(
@@ -388,8 +388,8 @@ class Soak:
     def sensor(self, cursor: str):
         from dagster import build_sensor_context
 
-        from darwin_notify_assets.resources import DarwinNotifyResource
-        from darwin_notify_assets.sensors import replica_lag_sensor
+        from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
+        from darwin_notify_assets.defs.resources import DarwinNotifyResource
 
         context = build_sensor_context(
             instance=self.instance, resources={"darwin": DarwinNotifyResource()}, cursor=cursor
@@ -400,9 +400,9 @@ class Soak:
     def apply_while_paused(self, i: int, wc) -> None:
         """Writes the window with replay paused: the sensor must refuse it, also once its end
         plus grace has passed on the clock, and request it once replay resumes."""
-        from darwin_notify_assets import seed
-        from darwin_notify_assets.store import utcnow
-        from darwin_notify_assets.windows import Window
+        from darwin_notify_assets.domain.windows import Window
+        from darwin_notify_assets.sample import seed
+        from darwin_notify_assets.storage.store import utcnow
 
         window = self.windows[i]
         cursor = Window.containing(window.start - timedelta(minutes=1), 5).partition_key
@@ -465,10 +465,10 @@ class Soak:
         self.fired["rerun"] += 1
 
     def replay(self, i: int) -> None:
-        from darwin_notify_assets.bus import JobKind
-        from darwin_notify_assets.kafka_bus import KafkaBus
-        from darwin_notify_assets.pipeline import Runtime, load_schedules
-        from darwin_notify_assets.workers import RenderWorker, SendWorker
+        from darwin_notify_assets.bus.base import JobKind
+        from darwin_notify_assets.bus.kafka import KafkaBus
+        from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
+        from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 
         mark = self.sink_lengths()
         s = self.settings
@@ -523,8 +523,8 @@ class Soak:
         return faults
 
     def window(self, i: int) -> dict[str, Any]:
-        from darwin_notify_assets import seed
-        from darwin_notify_assets.store import MessageStatus
+        from darwin_notify_assets.sample import seed
+        from darwin_notify_assets.storage.store import MessageStatus
         from darwin_notify_tests.oracle import expected_sends
 
         key = self.keys[i]
@@ -618,8 +618,8 @@ class Soak:
 
     # -- the reckoning --------------------------------------------------------------------------
     def reckon(self, rows: list[dict[str, Any]], started: float) -> dict[str, Any]:
-        from darwin_notify_assets.audit import audit_report
-        from darwin_notify_assets.store import MessageStatus
+        from darwin_notify_assets.domain.audit import audit_report
+        from darwin_notify_assets.storage.store import MessageStatus
         from darwin_notify_tests.oracle import expected_sends
 
         time.sleep(LATE_ANSWER + 0.5)  # late refusals reach the record files
@@ -754,7 +754,7 @@ class Soak:
             self.stop(self.pool[kind])
         self.stop(self.all_procs)
         try:
-            from darwin_notify_assets.kafka_bus import KafkaBus
+            from darwin_notify_assets.bus.kafka import KafkaBus
 
             bus = KafkaBus.from_settings(self.settings)
             try:

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from darwin_notify_assets import seed
 from darwin_notify_assets.config import Settings
-from darwin_notify_assets.db import Database, connect
-from darwin_notify_assets.demo import DEMO_START, QUIET_RUN_CONFIG
-from darwin_notify_assets.detect import baseline
+from darwin_notify_assets.domain.detect import baseline
+from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
+from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import ConfigurationError
-from darwin_notify_assets.pipeline import Runtime, load_schedules
-from darwin_notify_assets.store import NotificationStore
-from darwin_notify_assets.windows import Window
+from darwin_notify_assets.sample import seed
+from darwin_notify_assets.sample.demo import DEMO_START, QUIET_RUN_CONFIG
+from darwin_notify_assets.storage.db import Database, connect
+from darwin_notify_assets.storage.store import NotificationStore
 from darwin_notify_tests import services as shared
 from darwin_notify_tests.services import STORE_TABLES
 

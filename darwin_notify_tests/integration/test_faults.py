@@ -32,12 +32,12 @@ from typing import Any
 
 import pytest
 
-from darwin_notify_assets import seed
-from darwin_notify_assets.audit import audit_report
-from darwin_notify_assets.bus import JobKind
-from darwin_notify_assets.demo import DEMO_START, QUIET_RUN_CONFIG
-from darwin_notify_assets.store import MessageStatus, NotificationStore, utcnow
-from darwin_notify_assets.windows import Window
+from darwin_notify_assets.bus.base import JobKind
+from darwin_notify_assets.domain.audit import audit_report
+from darwin_notify_assets.domain.windows import Window
+from darwin_notify_assets.sample import seed
+from darwin_notify_assets.sample.demo import DEMO_START, QUIET_RUN_CONFIG
+from darwin_notify_assets.storage.store import MessageStatus, NotificationStore, utcnow
 from darwin_notify_tests.integration.conftest import (
     SERVICES_SH,
     Stack,
@@ -354,7 +354,7 @@ def _primary(stack: Stack):
 
 
 def _delete_kafka_state(stack: Stack) -> None:
-    from darwin_notify_assets.kafka_bus import KafkaBus
+    from darwin_notify_assets.bus.kafka import KafkaBus
 
     bus = KafkaBus.from_settings(stack.settings())
     try:
@@ -376,8 +376,8 @@ def _services(*args: str) -> None:
 def _evaluate_sensor(instance, cursor: str):
     from dagster import build_sensor_context
 
-    from darwin_notify_assets.resources import DarwinNotifyResource
-    from darwin_notify_assets.sensors import replica_lag_sensor
+    from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
+    from darwin_notify_assets.defs.resources import DarwinNotifyResource
 
     context = build_sensor_context(
         instance=instance, resources={"darwin": DarwinNotifyResource()}, cursor=cursor
@@ -649,9 +649,9 @@ def test_replayed_kafka_jobs_change_nothing(scenario) -> None:
     """Every render and send job is consumed a second time (a fresh consumer group reading
     both topics from offset 0, then the workers' own group rewound and its workers started
     again): nothing new at the sinks, the store unchanged."""
-    from darwin_notify_assets.kafka_bus import KafkaBus
-    from darwin_notify_assets.pipeline import Runtime, load_schedules
-    from darwin_notify_assets.workers import RenderWorker, SendWorker
+    from darwin_notify_assets.bus.kafka import KafkaBus
+    from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
+    from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 
     s = scenario(windows=3)
     s.workers(render=2, send=2)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from darwin_notify_assets.bus import Handler, Job, JobKind
-from darwin_notify_assets.kafka_bus import KafkaBus, KafkaBusError
+from darwin_notify_assets.bus.base import Handler, Job, JobKind
+from darwin_notify_assets.bus.kafka import KafkaBus, KafkaBusError
 
 pytestmark = pytest.mark.integration
 
@@ -281,14 +281,14 @@ def test_poison_message_is_logged_skipped_and_committed(
         producer.close()
 
     recorder = Recorder()
-    with caplog.at_level(logging.ERROR, logger="darwin_notify_assets.kafka_bus"):
+    with caplog.at_level(logging.ERROR, logger="darwin_notify_assets.bus.kafka"):
         worker = Worker(bus, JobKind.RENDER, recorder)
         wait_until(lambda: bus.lag(JobKind.RENDER) == 0, "every message is committed")
         assert worker.finish() == 1
 
     assert recorder.jobs == [good]
     errors = [r.getMessage() for r in caplog.records
-              if r.name == "darwin_notify_assets.kafka_bus" and r.levelno == logging.ERROR]
+              if r.name == "darwin_notify_assets.bus.kafka" and r.levelno == logging.ERROR]
     assert len(errors) == len(poison)
     for offset, message in enumerate(errors):
         assert f"{topic}[0]@{offset}" in message

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from darwin_notify_assets.db import Database, connect
 from darwin_notify_assets.errors import ConfigurationError
+from darwin_notify_assets.storage.db import Database, connect
 
 pytestmark = pytest.mark.integration
 

@@ -4,12 +4,12 @@ Dagster's runs in PostgreSQL."""
 
 import pytest
 
-from darwin_notify_assets import seed
-from darwin_notify_assets.db import connect
-from darwin_notify_assets.demo import DEMO_START
+from darwin_notify_assets.domain.pipeline import Runtime
 from darwin_notify_assets.errors import ConfigurationError
-from darwin_notify_assets.pipeline import Runtime
-from darwin_notify_assets.store import MessageStatus
+from darwin_notify_assets.sample import seed
+from darwin_notify_assets.sample.demo import DEMO_START
+from darwin_notify_assets.storage.db import connect
+from darwin_notify_assets.storage.store import MessageStatus
 from darwin_notify_tests.integration.conftest import (
     PIPELINE_ROLE,
     Stack,
@@ -108,7 +108,7 @@ def test_pipeline_role_is_refused_on_the_primary(stack: Stack) -> None:
 def test_read_only_is_enforced_by_the_server(stack: Stack) -> None:
     """The replica flag is not a promise of the driver: the server refuses writes, even on a
     database that would accept them from the same role."""
-    from darwin_notify_assets.replica import ReplicaReader
+    from darwin_notify_assets.storage.replica import ReplicaReader
 
     for url in (stack.env["DARWIN_NOTIFY_REPLICA_URL"], stack.env["DARWIN_NOTIFY_STORE_URL"]):
         reader = ReplicaReader.open(url)

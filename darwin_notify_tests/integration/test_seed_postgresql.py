@@ -4,10 +4,10 @@ import uuid
 
 import pytest
 
-from darwin_notify_assets import seed
-from darwin_notify_assets.db import connect
-from darwin_notify_assets.seed import SeedSize
-from darwin_notify_tests.test_seed import START, _count
+from darwin_notify_assets.sample import seed
+from darwin_notify_assets.sample.seed import SeedSize
+from darwin_notify_assets.storage.db import connect
+from darwin_notify_tests.sample.test_seed import START, _count
 
 pytestmark = pytest.mark.integration
 

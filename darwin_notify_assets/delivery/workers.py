@@ -1,0 +1,418 @@
+"""Render and send workers: the handlers of bus jobs.
+
+A render job names candidates; the worker fetches every merge field the batch needs from the
+replica with one statement per table, renders, and inserts the messages if absent. A send job
+names messages; the worker claims them (``queued -> sending``, committed before any provider
+call), sends, and records each outcome with a transition conditional on ``sending``.
+"""
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from darwin_notify_assets.bus.base import Job
+from darwin_notify_assets.delivery.failpoints import (
+    RENDER_BEFORE_WRITE,
+    SEND_AFTER_CLAIM,
+    SEND_AFTER_PROVIDER,
+    failpoint,
+)
+from darwin_notify_assets.delivery.senders import Sender
+from darwin_notify_assets.domain.render import (
+    CompiledTemplate,
+    RenderError,
+    address_for,
+    render_email,
+    render_sms,
+)
+from darwin_notify_assets.domain.schedules import (
+    Audience,
+    Channel,
+    DedupeScope,
+    Schedule,
+    ScheduleSet,
+)
+from darwin_notify_assets.domain.windows import Window
+from darwin_notify_assets.errors import (
+    DarwinNotifyError,
+    ProviderError,
+    ProviderOutcomeUnknown,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from darwin_notify_assets.storage.replica import ReplicaReader
+from darwin_notify_assets.storage.store import (
+    AgentTotals,
+    ChangeEvent,
+    MessageStatus,
+    NotificationStore,
+    OutboundMessage,
+    RenderItem,
+    jsonable_row,
+)
+
+log = logging.getLogger(__name__)
+
+
+class TotalsNotFresh(DarwinNotifyError):
+    """Agent totals a message displays do not yet include its window; retry later."""
+
+
+@dataclass(frozen=True)
+class RenderContextData:
+    records: Mapping[tuple[str, int], Mapping[str, Any]]
+    agents: Mapping[int, Mapping[str, Any]]
+    offices: Mapping[int, Mapping[str, Any]]
+    contacts: Mapping[int, Mapping[str, Any]]
+    totals: Mapping[int, AgentTotals]
+    # For window digests: (partition, schedule) -> the window's events of that schedule.
+    digests: Mapping[tuple[str, int], list[ChangeEvent]] = field(default_factory=dict)
+
+
+class RenderWorker:
+    """Renders the candidates of a job into messages."""
+
+    def __init__(
+        self,
+        replica: ReplicaReader,
+        store: NotificationStore,
+        schedules: ScheduleSet,
+        templates: Mapping[int, CompiledTemplate | str],
+        window_minutes: int,
+        reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate | str]]]
+        | None = None,
+        reload_every: float = 60.0,
+    ):
+        self.replica = replica
+        self.store = store
+        self.schedules = schedules
+        self.templates = templates
+        self.window_minutes = window_minutes
+        self.reload = reload
+        self.reload_every = reload_every
+        self._loaded_at = time.monotonic()
+
+    def __call__(self, job: Job) -> None:
+        self.handle(job)
+
+    def _refresh(self, items: list[RenderItem]) -> None:
+        """A long-running worker reloads schedules and templates every so often, and at once
+        when a job names a schedule it does not know (created after it started)."""
+        if self.reload is None:
+            return
+        known = {s.schedule_id for s in self.schedules.schedules}
+        stale = time.monotonic() - self._loaded_at > self.reload_every
+        if stale or any(i.schedule_id not in known for i in items):
+            self.schedules, self.templates = self.reload()
+            self._loaded_at = time.monotonic()
+
+    def handle(self, job: Job) -> int:
+        items = self.store.load_render_items(job.ids)
+        if not items:
+            return 0
+        self._refresh(items)
+        data = self.fetch(items)
+        messages = [self.render_one(item, data) for item in items]
+        failpoint(RENDER_BEFORE_WRITE)
+        return self.store.insert_messages(messages)
+
+    def fetch(self, items: list[RenderItem]) -> RenderContextData:
+        """Every merge field of the batch: one statement per table, never one per row."""
+        by_table: dict[str, set[int]] = {}
+        agent_ids = {i.agent_id for i in items if i.agent_id is not None}
+        contact_ids = {i.recipient_id for i in items if i.recipient_kind == "contact"}
+        for i in items:
+            if i.event_type != "delete":
+                by_table.setdefault(i.source_table, set()).add(i.record_id)
+        digests = self._digest_events(items)
+        for events in digests.values():
+            for e in events:
+                if e.event_type != "delete":
+                    by_table.setdefault(e.source_table, set()).add(e.record_id)
+        # Contacts who receive and People records that changed come in one statement.
+        people = by_table.setdefault("People", set())
+        people.update(c for c in contact_ids if c is not None)
+        records = {}
+        for table, ids in by_table.items():
+            if not ids:
+                continue
+            for rid, row in self.replica.fetch_by_ids(table, sorted(ids)).items():
+                records[(table, rid)] = jsonable_row(row)
+        agents = {
+            k: jsonable_row(v)
+            for k, v in self.replica.fetch_by_ids("Agent", sorted(agent_ids)).items()
+        }
+        office_ids = {a.get("OfficeID") for a in agents.values() if a.get("OfficeID") is not None}
+        offices = {
+            k: jsonable_row(v)
+            for k, v in self.replica.fetch_by_ids("Office", sorted(office_ids)).items()
+        }
+        contacts = {rid: row for (table, rid), row in records.items() if table == "People"}
+        totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
+        totals = self.store.totals(totals_ids) if totals_ids else {}
+        return RenderContextData(records, agents, offices, contacts, totals, digests)
+
+    def _digest_events(self, items: list[RenderItem]) -> dict[tuple[str, int], list[ChangeEvent]]:
+        """The window's events of every window-scope schedule in the batch (one digest per
+        recipient lists all of them that concern the recipient)."""
+        wanted = set()
+        for i in items:
+            try:
+                schedule = self.schedules.by_id(i.schedule_id)
+            except KeyError:
+                continue
+            if schedule.dedupe_scope == DedupeScope.WINDOW:
+                wanted.add((i.partition_key, i.schedule_id))
+        return {key: self.store.schedule_events(*key) for key in sorted(wanted)}
+
+    def render_one(self, item: RenderItem, data: RenderContextData) -> OutboundMessage:
+        def outcome(
+            status: MessageStatus, reason: str | None = None, **fields: Any
+        ) -> OutboundMessage:
+            return OutboundMessage(
+                candidate_id=item.candidate_id,
+                candidate_key=item.candidate_key,
+                partition_key=item.partition_key,
+                channel=item.channel,
+                status=status,
+                reason=reason,
+                **fields,
+            )
+
+        try:
+            schedule = self.schedules.by_id(item.schedule_id)
+        except KeyError:
+            return outcome(
+                MessageStatus.RENDER_FAILED,
+                f"schedule {item.schedule_id} is no longer active or valid",
+            )
+        template = self.templates.get(schedule.template_id)
+        if template is None or isinstance(template, str):
+            problem = template or f"template {schedule.template_id} not found"
+            return outcome(MessageStatus.RENDER_FAILED, f"schedule {schedule.name!r}: {problem}")
+        if item.event_type == "delete":
+            record = item.row_values
+            if record is None:
+                return outcome(
+                    MessageStatus.RENDER_FAILED,
+                    f"no last-seen values for deleted {item.source_table} {item.record_id}",
+                )
+        else:
+            record = data.records.get((item.source_table, item.record_id))
+            if record is None:
+                return outcome(
+                    MessageStatus.RENDER_FAILED,
+                    f"{item.source_table} {item.record_id} no longer exists on the replica",
+                )
+        agent = data.agents.get(item.agent_id) if item.agent_id is not None else None
+        if item.recipient_kind == "agent":
+            recipient = agent
+            if recipient is None:
+                return outcome(
+                    MessageStatus.RENDER_FAILED,
+                    f"agent {item.agent_id} of {item.source_table} {item.record_id} not found",
+                )
+            if recipient.get("IsActive") in (False, 0):
+                return outcome(MessageStatus.SUPPRESSED, f"agent {item.agent_id} is inactive")
+        else:
+            recipient = (
+                data.contacts.get(item.recipient_id) if item.recipient_id is not None else None
+            )
+            if recipient is None:
+                return outcome(
+                    MessageStatus.RENDER_FAILED,
+                    f"contact {item.recipient_id} not found on the replica",
+                )
+            flag = "EmailOptIn" if item.channel == Channel.EMAIL else "SmsOptIn"
+            if not recipient.get(flag):
+                return outcome(
+                    MessageStatus.SUPPRESSED,
+                    f"contact {item.recipient_id} has not opted in ({flag} is off)",
+                )
+        try:
+            to_address = address_for(item.channel, recipient)
+        except ValueError as exc:
+            return outcome(MessageStatus.SUPPRESSED, str(exc))
+        context = self.context(item, schedule, record, agent, recipient, data)
+        try:
+            if item.channel == Channel.EMAIL:
+                email = render_email(template, context)
+                return outcome(
+                    MessageStatus.QUEUED,
+                    to_address=to_address,
+                    subject=email.subject,
+                    html_body=email.html,
+                    text_body=email.text,
+                )
+            sms = render_sms(template, context)
+            return outcome(
+                MessageStatus.QUEUED,
+                to_address=to_address,
+                sms_body=sms.body,
+                sms_encoding=sms.encoding,
+                sms_segments=sms.segments,
+            )
+        except RenderError as exc:
+            return outcome(MessageStatus.RENDER_FAILED, str(exc))
+
+    def context(
+        self,
+        item: RenderItem,
+        schedule: Schedule,
+        record: Mapping[str, Any],
+        agent: Mapping[str, Any] | None,
+        recipient: Mapping[str, Any],
+        data: RenderContextData,
+    ) -> dict[str, Any]:
+        window = _window(item.partition_key, self.window_minutes)
+        office = data.offices.get(agent.get("OfficeID")) if agent else None
+        context: dict[str, Any] = dict(record)
+        context.update(
+            record=record,
+            records=self._digest(item, schedule, record, data),
+            agent=agent or {},
+            office=office or {},
+            recipient=recipient,
+            change={"event": item.event_type, "old": item.old_values or {}},
+            window={"start": window.start, "end": window.end, "key": item.partition_key},
+        )
+        if schedule.uses_agent_totals:
+            totals = data.totals.get(item.agent_id) if item.agent_id is not None else None
+            if totals is None or totals.computed_through < window.end:
+                raise TotalsNotFresh(
+                    f"totals of agent {item.agent_id} do not include window {item.partition_key}"
+                )
+            context["totals"] = {
+                "units_ytd": totals.units_ytd,
+                "volume_ytd": totals.volume_ytd,
+                "commission_ytd": totals.commission_ytd,
+                "active_listings": totals.active_listings,
+                "year": totals.year,
+            }
+        return context
+
+    @staticmethod
+    def _digest(
+        item: RenderItem, schedule: Schedule, record: Mapping[str, Any], data: RenderContextData
+    ) -> list[Mapping[str, Any]]:
+        """``records``: the one changed record, or for a window digest every record of the
+        window that concerns this recipient (the agent's records for ``agent`` and
+        ``agent_contacts``, the contact's own for ``record_contact``)."""
+        if schedule.dedupe_scope != DedupeScope.WINDOW:
+            return [record]
+        rows = []
+        for e in data.digests.get((item.partition_key, item.schedule_id), []):
+            mine = (
+                e.contact_id == item.recipient_id
+                if schedule.audience == Audience.RECORD_CONTACT
+                else e.agent_id == item.agent_id
+            )
+            if not mine:
+                continue
+            row = (
+                e.row_values
+                if e.event_type == "delete"
+                else data.records.get((e.source_table, e.record_id))
+            )
+            if row is not None:
+                rows.append(row)
+        return rows or [record]
+
+
+@functools.lru_cache(maxsize=1024)
+def _window(partition_key: str, minutes: int) -> Window:
+    return Window.from_key(partition_key, minutes)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries only when the provider is known not to have accepted the message."""
+
+    attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+
+
+class SendWorker:
+    """Claims the messages of a job, sends them, records each outcome."""
+
+    def __init__(
+        self,
+        store: NotificationStore,
+        senders: Mapping[str, Sender],
+        concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.store = store
+        self.senders = senders
+        self.concurrency = concurrency
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send")
+
+    def __call__(self, job: Job) -> None:
+        self.handle(job)
+
+    def handle(self, job: Job) -> dict[str, int]:
+        claimed = self.store.claim(job.ids)
+        failpoint(SEND_AFTER_CLAIM)
+        outcomes = list(self._pool.map(self.send_one, claimed))
+        failpoint(SEND_AFTER_PROVIDER)
+        self.store.finish(outcomes)
+        counts: dict[str, int] = {}
+        for _, status, _, _ in outcomes:
+            counts[str(status)] = counts.get(str(status), 0) + 1
+        return counts
+
+    def send_one(
+        self, message: OutboundMessage
+    ) -> tuple[int, MessageStatus, str | None, str | None]:
+        sender = self.senders.get(message.channel)
+        assert message.message_id is not None
+        if sender is None:
+            return (
+                message.message_id,
+                MessageStatus.FAILED,
+                f"no sender for {message.channel}",
+                None,
+            )
+        attempt = 1
+        while True:
+            try:
+                result = sender.send(message)
+                return message.message_id, MessageStatus.SENT, None, result.provider_message_id
+            except ProviderUnavailable as exc:
+                if attempt >= self.retry.attempts:
+                    return (
+                        message.message_id,
+                        MessageStatus.FAILED,
+                        f"{exc} (after {attempt} attempts; never accepted)",
+                        None,
+                    )
+                self.sleep(self.retry.delay(attempt))
+                attempt += 1
+            except ProviderRejected as exc:
+                return message.message_id, MessageStatus.FAILED, str(exc), None
+            except ProviderOutcomeUnknown as exc:
+                return message.message_id, MessageStatus.UNKNOWN, str(exc), None
+            except ProviderError as exc:
+                return message.message_id, MessageStatus.UNKNOWN, str(exc), None
+            except Exception as exc:  # noqa: BLE001 - unknown cause: the provider may have it
+                log.exception("sending message %s failed unexpectedly", message.message_id)
+                return (
+                    message.message_id,
+                    MessageStatus.UNKNOWN,
+                    f"unexpected error while sending: {type(exc).__name__}: {exc}",
+                    None,
+                )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

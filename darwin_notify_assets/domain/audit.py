@@ -1,0 +1,101 @@
+"""The audit: per window, changes -> candidates -> messages -> provider handoffs -> outcomes,
+with every missed, duplicate or ``unknown`` notification listed by its key."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from darwin_notify_assets.storage.store import FINAL_STATUSES, MessageStatus, NotificationStore
+
+
+@dataclass
+class WindowAudit:
+    partition_key: str
+    events: int
+    candidates: int
+    messages: int
+    claimed: int
+    outcomes: dict[str, int]
+    missed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AuditReport:
+    windows: list[WindowAudit]
+    duplicates: list[str]
+
+    @property
+    def clean(self) -> bool:
+        return not self.duplicates and not any(w.missed for w in self.windows)
+
+    def lines(self) -> list[str]:
+        out = [f"{'window':<18}{'changes':>9}{'cands':>7}{'msgs':>7}{'claimed':>9}  outcomes"]
+        for w in self.windows:
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(w.outcomes.items())) or "-"
+            out.append(
+                f"{w.partition_key:<18}{w.events:>9}{w.candidates:>7}{w.messages:>7}"
+                f"{w.claimed:>9}  {outcomes}"
+            )
+        for w in self.windows:
+            out += [f"MISSED  {w.partition_key}  {key}" for key in w.missed]
+            out += [f"UNKNOWN {w.partition_key}  {key}" for key in w.unknown]
+        out += [f"DUPLICATE {key}" for key in self.duplicates]
+        out.append(
+            f"{len(self.windows)} windows; {sum(len(w.missed) for w in self.windows)} missed, "
+            f"{len(self.duplicates)} duplicates, {sum(len(w.unknown) for w in self.windows)} "
+            "unknown (a person decides: see docs/guarantees.md)"
+        )
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "windows": [w.__dict__ for w in self.windows],
+            "duplicates": self.duplicates,
+            "clean": self.clean,
+        }
+
+
+def audit_window(store: NotificationStore, partition_key: str) -> WindowAudit:
+    messages = store.messages(partition_key)
+    outcomes: dict[str, int] = {}
+    for m in messages:
+        outcomes[m["status"]] = outcomes.get(m["status"], 0) + 1
+    missed = store.missing_messages(partition_key) + [
+        m["candidate_key"] for m in messages if m["status"] not in FINAL_STATUSES
+    ]
+    return WindowAudit(
+        partition_key=partition_key,
+        events=store.event_count(partition_key),
+        candidates=store.candidate_count(partition_key),
+        messages=len(messages),
+        claimed=sum(1 for m in messages if int(m["attempts"] or 0) > 0),
+        outcomes=outcomes,
+        missed=missed,
+        unknown=[m["candidate_key"] for m in messages if m["status"] == MessageStatus.UNKNOWN],
+    )
+
+
+def audit_report(
+    store: NotificationStore,
+    partitions: list[str],
+    since: str | None = None,
+    until: str | None = None,
+) -> AuditReport:
+    keys = list(partitions)
+    if since or until or not keys:
+        clauses, params = [], []
+        if since:
+            clauses.append("partition_key >= ?")
+            params.append(since)
+        if until:
+            clauses.append("partition_key <= ?")
+            params.append(until)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = store.db.query(
+            f"SELECT DISTINCT partition_key FROM candidate {where} ORDER BY partition_key", params
+        )
+        store.db.commit()
+        keys += [r[0] for r in rows if r[0] not in keys]
+    windows = [audit_window(store, k) for k in sorted(keys)]
+    duplicates = sorted({d for k in keys for d in store.duplicate_sends(k)})
+    return AuditReport(windows=windows, duplicates=duplicates)

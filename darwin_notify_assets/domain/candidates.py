@@ -1,0 +1,129 @@
+"""Candidates: change events x audience -> one candidate per recipient, with a key.
+
+The key is deterministic per ``DedupeScope``:
+
+- ``record``: once per record ever (``s1|Property:42|contact:7``);
+- ``change``: once per change, the change named by its watch-column value;
+- ``window``: one digest per recipient per window.
+
+Candidates are inserted if absent, so a rerun, a backfill or an overlapping lookback yields
+the same keys and adds nothing.
+"""
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from darwin_notify_assets.domain.schedules import Audience, DedupeScope, Schedule, ScheduleSet
+from darwin_notify_assets.storage.replica import ReplicaReader
+from darwin_notify_assets.storage.store import CandidateRow, ChangeEvent, NotificationStore
+
+
+@dataclass
+class CandidateResult:
+    by_schedule: Counter = field(default_factory=Counter)
+    inserted: int = 0
+    events: int = 0
+    skipped_inactive: int = 0
+    render_jobs: int = 0
+
+    def as_metadata(self) -> dict[str, Any]:
+        total = sum(self.by_schedule.values())
+        return {
+            "events": self.events,
+            "candidates": total,
+            "candidates_new": self.inserted,
+            "duplicates_prevented": total - self.inserted,
+            "events_of_inactive_schedules": self.skipped_inactive,
+            "render_jobs_published": self.render_jobs,
+            **{f"candidates_schedule_{k}": v for k, v in sorted(self.by_schedule.items())},
+        }
+
+
+def candidate_key(schedule: Schedule, event: ChangeEvent, kind: str, recipient: int | None) -> str:
+    who = f"{kind}:{recipient if recipient is not None else '-'}"
+    scope = schedule.dedupe_scope
+    if scope == DedupeScope.RECORD:
+        what = f"{event.source_table}:{event.record_id}"
+    elif scope == DedupeScope.CHANGE:
+        what = f"{event.source_table}:{event.record_id}:{event.event_type}@{event.version}"
+    else:
+        what = f"window:{event.partition_key}"
+    return f"s{schedule.schedule_id}|{what}|{who}"
+
+
+def build_candidates(
+    replica: ReplicaReader,
+    store: NotificationStore,
+    schedules: ScheduleSet,
+    partition_key: str,
+    batch_size: int = 5000,
+    on_inserted: Callable[[list[int]], int] | None = None,
+) -> CandidateResult:
+    """Resolve the audiences of the window's events and insert their candidates.
+
+    ``on_inserted`` is given the ids of each batch's new candidates once they are committed,
+    and returns the number of render jobs it published for them.
+    """
+    result = CandidateResult()
+
+    def inserted(ids: list[int]) -> None:
+        if on_inserted is not None:
+            result.render_jobs += on_inserted(ids)
+
+    for events in store.stream_events(partition_key, batch_size):
+        result.events += len(events)
+        fan_out_agents = [
+            e.agent_id
+            for e in events
+            if e.agent_id is not None
+            and _schedule(schedules, e) is not None
+            and _schedule(schedules, e).audience == Audience.AGENT_CONTACTS
+        ]
+        contacts = (
+            replica.fetch_grouped("People", "AgentID", fan_out_agents, ["PeopleID"])
+            if fan_out_agents
+            else {}
+        )
+        rows: list[CandidateRow] = []
+        expanded: list[int] = []
+        for e in events:
+            s = _schedule(schedules, e)
+            if s is None:
+                result.skipped_inactive += 1
+                continue
+            expanded.append(int(e.event_id))
+            if s.audience == Audience.AGENT:
+                recipients = [("agent", e.agent_id)]
+            elif s.audience == Audience.RECORD_CONTACT:
+                recipients = [("contact", e.contact_id)]
+            else:
+                people = contacts.get(e.agent_id, []) if e.agent_id is not None else []
+                recipients = [("contact", int(p["PeopleID"])) for p in people]
+            for kind, rid in recipients:
+                rows.append(
+                    CandidateRow(
+                        candidate_key=candidate_key(s, e, kind, rid),
+                        partition_key=partition_key,
+                        schedule_id=s.schedule_id,
+                        channel=str(s.channel),
+                        event_id=int(e.event_id),
+                        source_table=e.source_table,
+                        record_id=e.record_id,
+                        agent_id=e.agent_id,
+                        recipient_kind=kind,
+                        recipient_id=rid,
+                        uses_totals=s.uses_agent_totals,
+                    )
+                )
+                result.by_schedule[s.schedule_id] += 1
+        result.inserted += store.insert_candidates(rows, expanded, on_inserted=inserted)
+    return result
+
+
+def _schedule(schedules: ScheduleSet, event: ChangeEvent) -> Schedule | None:
+    try:
+        return schedules.by_id(event.schedule_id)
+    except KeyError:
+        return None

@@ -1,0 +1,419 @@
+"""The stages of one change window, in plain Python (the Dagster assets call these).
+
+Each stage reads what it needs from the replica and writes its results to the store, where
+the next stage finds them. Every write is insert-if-absent or a conditional transition, so a
+stage may run again (a rerun, a backfill, a retry) without changing anything that was done.
+"""
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from darwin_notify_assets.bus.base import InProcessBus, JobBus, JobKind, make_jobs, run_consumers
+from darwin_notify_assets.config import (
+    REPLICA_PASSWORD_ENV,
+    SENDGRID_API_KEY_ENV,
+    STORE_PASSWORD_ENV,
+    TWILIO_AUTH_TOKEN_ENV,
+    Settings,
+)
+from darwin_notify_assets.delivery.senders import (
+    FileOutboxEmailSender,
+    FileOutboxSmsSender,
+    Sender,
+    SendGridSender,
+    TwilioSmsSender,
+)
+from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
+from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
+from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
+from darwin_notify_assets.domain.render import CompiledTemplate, compile_templates
+from darwin_notify_assets.domain.schedules import RejectedSchedule, ScheduleSet
+from darwin_notify_assets.domain.windows import Window
+from darwin_notify_assets.errors import DarwinNotifyError
+from darwin_notify_assets.storage.replica import ReplicaReader, ReplicaWatermark
+from darwin_notify_assets.storage.store import MessageStatus, NotificationStore, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class StageTimeout(DarwinNotifyError):
+    """Workers did not finish a window's jobs in time."""
+
+
+@dataclass(frozen=True)
+class LoadedSchedules:
+    schedules: ScheduleSet
+    # A template that did not compile maps to the compiler's message.
+    templates: Mapping[int, CompiledTemplate | str]
+    rejected: tuple[RejectedSchedule, ...]
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "active_schedules": len(self.schedules.schedules),
+            "rejected_schedules": len(self.rejected),
+            "rejected": "; ".join(r.reason for r in self.rejected) or "(none)",
+            "watched_tables": ", ".join(self.schedules.source_tables) or "(none)",
+            "templates_compiled": sum(
+                1 for t in self.templates.values() if isinstance(t, CompiledTemplate)
+            ),
+        }
+
+
+def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
+    """Active schedules, validated, with their templates compiled.
+
+    A schedule whose criteria are wrong is rejected by name and skipped. A schedule whose
+    template does not compile is reported by name too, but keeps running: its changes still
+    become candidates, and each message ends ``render_failed`` with the compiler's message,
+    so nothing is lost while the template is fixed.
+    """
+    raw = replica.load_schedules()
+    compiled, errors = compile_templates(raw)
+    rejected = list(raw.rejected)
+    for s in raw.schedules:
+        if s.template_id in errors:
+            rejected.append(
+                RejectedSchedule(
+                    s.schedule_id,
+                    s.name,
+                    f"schedule {s.schedule_id} ({s.name}): {errors[s.template_id]}",
+                )
+            )
+    for r in rejected:
+        log.warning("schedule problem: %s", r.reason)
+    templates: dict[int, CompiledTemplate | str] = {**compiled, **errors}
+    schedules = ScheduleSet(raw.schedules, raw.templates, tuple(rejected))
+    return LoadedSchedules(schedules, templates, tuple(rejected))
+
+
+@dataclass
+class Runtime:
+    """The parts one process works with, built from Settings (see ``Runtime.from_settings``)."""
+
+    settings: Settings
+    replica_factory: Callable[[], ReplicaReader]
+    store_factory: Callable[[], NotificationStore]
+    bus: JobBus
+    senders_factory: Callable[[], dict[str, Sender]]
+    _replica: ReplicaReader | None = None
+    _store: NotificationStore | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bus: JobBus | None = None) -> "Runtime":
+        if bus is None:
+            if settings.uses_kafka:
+                from darwin_notify_assets.bus.kafka import KafkaBus
+
+                bus = KafkaBus.from_settings(settings)
+            else:
+                bus = InProcessBus()
+        return cls(
+            settings=settings,
+            replica_factory=lambda: ReplicaReader.open(settings.replica_url, REPLICA_PASSWORD_ENV),
+            store_factory=lambda: NotificationStore.open(settings.store_url, STORE_PASSWORD_ENV),
+            bus=bus,
+            senders_factory=lambda: make_senders(settings),
+        )
+
+    @property
+    def replica(self) -> ReplicaReader:
+        if self._replica is None:
+            self._replica = self.replica_factory()
+        return self._replica
+
+    @property
+    def store(self) -> NotificationStore:
+        if self._store is None:
+            self._store = self.store_factory()
+            self._store.ensure_schema()
+        return self._store
+
+    def close(self) -> None:
+        if self._replica is not None:
+            self._replica.close()
+            self._replica = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.bus.close()
+
+    def window(self, partition_key: str) -> Window:
+        return Window.from_key(partition_key, self.settings.window_minutes)
+
+
+def make_senders(settings: Settings) -> dict[str, Sender]:
+    """SendGrid and the SMS gateway when their credentials are set, else the file outbox."""
+    outbox = Path(settings.outbox_dir)
+    if settings.uses_sendgrid:
+        email: Sender = SendGridSender(
+            os.environ[SENDGRID_API_KEY_ENV], settings.email_from, settings.sendgrid_host or None,
+            timeout=settings.provider_timeout_seconds, pool_size=settings.send_concurrency,
+        )
+    else:
+        email = FileOutboxEmailSender(outbox, settings.email_from)
+    if settings.uses_sms_gateway:
+        sms: Sender = TwilioSmsSender(
+            settings.twilio_account_sid,
+            os.environ[TWILIO_AUTH_TOKEN_ENV],
+            settings.sms_from,
+            settings.sms_base_url or None,
+            timeout=settings.provider_timeout_seconds,
+        )
+    else:
+        sms = FileOutboxSmsSender(outbox, settings.sms_from)
+    return {"email": email, "sms": sms}
+
+
+# -- stages -------------------------------------------------------------------------------------
+def stage_change_window(rt: Runtime, window: Window, loaded: LoadedSchedules) -> tuple[DetectionResult, ReplicaWatermark]:
+    watermark = rt.replica.watermark()
+    result = detect_changes(rt.replica, rt.store, loaded.schedules, window, rt.settings.lookback)
+    rt.store.record_window(
+        window.partition_key,
+        window.start,
+        window.end,
+        watermark.applied_through,
+        watermark.state,
+        result.total_rows_read,
+    )
+    return result, watermark
+
+
+def stage_agent_totals(rt: Runtime, window: Window) -> int:
+    agents = rt.store.window_agents(window.partition_key)
+    return rt.store.recompute_totals(agents, window.end) if agents else 0
+
+
+def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> CandidateResult:
+    """Insert the window's candidates. With standing workers (no inline ones), each batch's
+    render jobs go out as soon as the batch is committed, so the workers render while the
+    audiences of the rest are still being resolved."""
+    publish = None
+    if rt.settings.inline_workers == 0:
+
+        def publish(ids: list[int]) -> int:
+            return rt.bus.publish(
+                make_jobs(JobKind.RENDER, window.partition_key, ids, rt.settings.render_batch)
+            )
+
+    return build_candidates(
+        rt.replica, rt.store, loaded.schedules, window.partition_key, on_inserted=publish
+    )
+
+
+def _wait_or_work(
+    rt: Runtime,
+    kind: JobKind,
+    handler_factory: Callable[[list[Callable[[], None]]], Callable],
+    remaining: Callable[[], int],
+    log_progress: Callable[[str], None],
+    republish: Callable[[], int] | None = None,
+) -> None:
+    """Run inline consumers until ``remaining()`` is 0, or wait for external workers."""
+    started = utcnow()
+    closers: list[Callable[[], None]] = []
+    try:
+        _work(rt, kind, lambda: handler_factory(closers), remaining, log_progress, started,
+              republish)
+    finally:
+        for close in closers:
+            close()
+
+
+class _Completion:
+    """Says when a stage's jobs are done: the bus tells when to look, the store whether.
+
+    The store is asked as soon as the bus turns idle (every published job acknowledged), and
+    otherwise every ``store_every`` seconds (every second when the bus cannot tell): a bus
+    shared with other windows' jobs may not look idle while this window is done, and a job
+    that was given up is acknowledged without being done.
+
+    With ``republish``, work left while the bus is idle gets its jobs published again (a few
+    times at most), and so does work that made no progress for ``stall_after`` seconds (once:
+    the bus may be busy with other windows while this one's jobs were never published).
+    """
+
+    max_republish = 3
+
+    def __init__(
+        self,
+        bus: JobBus,
+        kind: JobKind,
+        remaining: Callable[[], int],
+        store_every: float = 5.0,
+        republish: Callable[[], int] | None = None,
+        log_progress: Callable[[str], None] = log.info,
+        stall_after: float = 30.0,
+    ):
+        self.bus = bus
+        self.kind = kind
+        self.remaining = remaining
+        self.store_every = store_every
+        self.republish = republish
+        self.log_progress = log_progress
+        self.stall_after = stall_after
+        self.republished = 0
+        self._asked_at = float("-inf")
+        self._was_idle = False
+        self._left: int | None = None
+        self._progress_at = time.monotonic()
+        self._stall_republished = False
+
+    def __call__(self) -> bool:
+        hint = self.bus.idle(self.kind)
+        idle = bool(hint)
+        turned_idle, self._was_idle = idle and not self._was_idle, idle
+        every = self.store_every if hint is not None else min(1.0, self.store_every)
+        now = time.monotonic()
+        if not turned_idle and now - self._asked_at < every:
+            return False
+        self._asked_at = now
+        left = self.remaining()
+        if left == 0:
+            return True
+        if left != self._left:
+            self._left, self._progress_at = left, now
+        if self.republish is None or self.republished >= self.max_republish:
+            return False
+        stalled = now - self._progress_at >= self.stall_after and not self._stall_republished
+        if idle or stalled:
+            self._stall_republished |= stalled
+            self.republished += 1
+            jobs = self.republish()
+            why = "the bus is idle" if idle else f"no progress in {self.stall_after:.0f}s"
+            self.log_progress(f"{self.kind}: {left} left while {why}; published {jobs} jobs")
+            self._was_idle = False
+        return False
+
+
+def _work(
+    rt: Runtime,
+    kind: JobKind,
+    handler_factory: Callable[[], Callable],
+    remaining: Callable[[], int],
+    log_progress: Callable[[str], None],
+    started: datetime,
+    republish: Callable[[], int] | None = None,
+) -> None:
+    settings = rt.settings
+    done = _Completion(rt.bus, kind, remaining, republish=republish, log_progress=log_progress)
+
+    def progress() -> None:
+        elapsed = (utcnow() - started).total_seconds()
+        log_progress(f"{kind}: {remaining()} still pending after {elapsed:.0f}s")
+
+    if settings.inline_workers > 0:
+        finished = run_consumers(
+            rt.bus, kind, handler_factory, settings.inline_workers,
+            done=done, timeout=settings.stage_timeout_seconds, poll=0.1, progress=progress,
+        )
+    else:
+        # Workers run as their own processes (``darwin-notify worker``).
+        stop = threading.Event()
+        deadline = time.monotonic() + settings.stage_timeout_seconds
+        last = time.monotonic()
+        finished = False
+        while time.monotonic() < deadline:
+            if done():
+                finished = True
+                break
+            if time.monotonic() - last > 5:
+                progress()
+                last = time.monotonic()
+            stop.wait(0.1)
+    if not finished:
+        raise StageTimeout(
+            f"{kind} jobs not finished after {settings.stage_timeout_seconds}s: "
+            f"{remaining()} pending; are the {kind} workers running?"
+        )
+
+
+def stage_render(
+    rt: Runtime, window: Window, loaded: LoadedSchedules, log_progress: Callable[[str], None] = log.info
+) -> dict[str, int]:
+    """Publish render jobs for the window's unrendered candidates and wait until rendered.
+
+    With standing workers, the candidates step has published the jobs of the candidates it
+    created: while the bus still carries jobs, this step waits for them, and publishes jobs
+    for whatever is unrendered once the bus is idle (a rerun, or a candidates step that
+    stopped between a commit and its jobs).
+    """
+    store = rt.store
+
+    def unrendered() -> list[int]:
+        return [i for batch in store.stream_unrendered(window.partition_key, 10_000) for i in batch]
+
+    pending = unrendered()
+    published = 0
+
+    def publish(ids: list[int] | None = None) -> int:
+        nonlocal published
+        ids = unrendered() if ids is None else ids
+        jobs = rt.bus.publish(
+            make_jobs(JobKind.RENDER, window.partition_key, ids, rt.settings.render_batch)
+        )
+        published += jobs
+        return jobs
+
+    standing = rt.settings.inline_workers == 0
+    if pending and not (standing and rt.bus.idle(JobKind.RENDER) is False):
+        publish(pending)
+
+    def handler_factory(closers):
+        replica = rt.replica_factory()
+        worker_store = rt.store_factory()
+        closers += [replica.close, worker_store.close]
+        return RenderWorker(replica, worker_store, loaded.schedules, loaded.templates,
+                            rt.settings.window_minutes)
+
+    _wait_or_work(rt, JobKind.RENDER, handler_factory,
+                  lambda: store.unrendered_count(window.partition_key), log_progress,
+                  republish=publish if standing else None)
+    counts = _all_statuses(store.status_counts(window.partition_key))
+    return {"render_jobs": published, "candidates_rendered_now": len(pending), **counts}
+
+
+def stage_deliver(
+    rt: Runtime, window: Window, log_progress: Callable[[str], None] = log.info
+) -> dict[str, int]:
+    """Publish send jobs for the window's queued messages and wait until each is final."""
+    store = rt.store
+    ids = store.queued_ids(window.partition_key)
+    published = rt.bus.publish(make_jobs(JobKind.SEND, window.partition_key, ids, rt.settings.send_batch))
+
+    def handler_factory(closers):
+        worker_store = rt.store_factory()
+        senders = rt.senders_factory()
+        worker = SendWorker(worker_store, senders, rt.settings.send_concurrency)
+        closers += [worker.close, worker_store.close, *(s.close for s in senders.values())]
+        return worker
+
+    expiry = timedelta(seconds=rt.settings.sending_expiry_seconds)
+    expired_at = [float("-inf")]
+
+    def remaining() -> int:
+        # A claim that never finished (a worker died) becomes unknown, never resent. Claims
+        # live minutes, so looking for expired ones a few times a minute is enough.
+        if time.monotonic() - expired_at[0] >= min(30.0, expiry.total_seconds() / 4):
+            store.expire_sending(utcnow() - expiry, window.partition_key)
+            expired_at[0] = time.monotonic()
+        return store.count(
+            "SELECT COUNT(*) FROM message WHERE partition_key = ? AND status IN (?, ?)",
+            [window.partition_key, str(MessageStatus.QUEUED), str(MessageStatus.SENDING)],
+        )
+
+    _wait_or_work(rt, JobKind.SEND, handler_factory, remaining, log_progress)
+    counts = _all_statuses(store.status_counts(window.partition_key))
+    return {"send_jobs": published, "messages_sent_now": len(ids), **counts}
+
+
+def _all_statuses(counts: Mapping[str, int]) -> dict[str, int]:
+    """Every status with its count, zeros included, so each materialization has them all."""
+    return {str(s): counts.get(str(s), 0) for s in MessageStatus}

@@ -1,0 +1,217 @@
+"""Everything darwin-notify reads from darwin.Cloud, through a read-only replica connection.
+
+Identifiers formatted into SQL (configured tables and columns) are first checked against the
+replica's own catalog and then quoted; every value is a bound parameter.
+"""
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from darwin_notify_assets.domain.schedules import (
+    DELETED_RECORD_TABLE,
+    ScheduleSet,
+    build_schedule_set,
+)
+from darwin_notify_assets.errors import ConfigurationError
+from darwin_notify_assets.storage.db import Database, as_datetime, connect, placeholders
+from darwin_notify_assets.storage.sqlfiles import read_queries
+
+log = logging.getLogger(__name__)
+
+# Keys of the sample schema's tables; a customer schema adds its own here.
+PRIMARY_KEYS = {
+    "Office": "OfficeID",
+    "Agent": "AgentID",
+    "People": "PeopleID",
+    "Property": "PropertyID",
+    "Deal": "DealID",
+    "NotificationTemplate": "TemplateID",
+    "NotificationSchedule": "ScheduleID",
+}
+
+
+@dataclass(frozen=True)
+class ReplicaWatermark:
+    """How far the replica has applied the primary's commits."""
+
+    applied_through: datetime | None
+    receive_lsn: str | None
+    replay_lsn: str | None
+    replay_paused: bool
+    last_replay_at: datetime | None
+    state: str
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "replica_applied_through": _iso(self.applied_through),
+            "replica_receive_lsn": self.receive_lsn or "",
+            "replica_replay_lsn": self.replay_lsn or "",
+            "replica_replay_paused": self.replay_paused,
+            "replica_last_replay_at": _iso(self.last_replay_at),
+            "replica_state": self.state,
+        }
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat(sep=" ") if value else ""
+
+
+class ReplicaReader:
+    """Read-only access to darwin.Cloud's replica."""
+
+    def __init__(self, db: Database):
+        if not db.read_only:
+            raise ConfigurationError(f"{db} must be opened read-only to serve as the replica")
+        self.db = db
+        self.queries = read_queries(db.dialect, "replica_queries.sql")
+        self._catalog: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def open(cls, url: str, password_env: str | None = None) -> "ReplicaReader":
+        return cls(connect(url, read_only=True, password_env=password_env))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _done(self) -> None:
+        # End the implicit read transaction so the standby can keep replaying.
+        self.db.rollback()
+
+    # -- catalog and schedules ------------------------------------------------------------------
+    def columns(self, table: str) -> tuple[str, ...]:
+        if table not in self._catalog:
+            rows = self.db.query(self.queries["table_columns"], [table])
+            self._done()
+            self._catalog[table] = tuple(r[0] for r in rows)
+        return self._catalog[table]
+
+    def catalog(self, tables: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        out = {}
+        for table in tables:
+            cols = self.columns(table)
+            if cols:
+                out[table] = cols
+        return out
+
+    def checked(self, table: str, *columns: str) -> None:
+        known = self.columns(table)
+        if not known:
+            raise ConfigurationError(f"table {table!r} does not exist on the replica")
+        for col in columns:
+            if col not in known:
+                raise ConfigurationError(f"column {table}.{col} does not exist on the replica")
+
+    def load_schedules(self) -> ScheduleSet:
+        schedule_rows = self.db.query_dicts(self.queries["active_schedules"])
+        template_rows = self.db.query_dicts(self.queries["templates"])
+        self._done()
+        tables = sorted({str(r.get("SourceTable") or "") for r in schedule_rows} - {""})
+        return build_schedule_set(schedule_rows, template_rows, self.catalog(tables))
+
+    # -- replica state --------------------------------------------------------------------------
+    def watermark(self) -> ReplicaWatermark:
+        row = self.db.query_dicts(self.queries["watermark"])
+        self._done()
+        if not row:
+            return ReplicaWatermark(None, None, None, False, None, "unknown")
+        r = row[0]
+        return ReplicaWatermark(
+            applied_through=as_datetime(r["applied_through"]),
+            receive_lsn=r["receive_lsn"],
+            replay_lsn=r["replay_lsn"],
+            replay_paused=bool(r["replay_paused"]),
+            last_replay_at=as_datetime(r["last_replay_at"]),
+            state=str(r["state"]),
+        )
+
+    # -- change reads ---------------------------------------------------------------------------
+    def read_changes(
+        self,
+        table: str,
+        watch_columns: Sequence[str],
+        start: datetime,
+        end: datetime,
+        batch_size: int = 5000,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Rows of ``table`` whose watch columns fall in ``[start, end)``, in batches.
+
+        One statement per table: an OR of index range predicates, one per watch column, so a
+        row matching several ranges is read once.
+        """
+        self.checked(table, *watch_columns)
+        q = self.db.quote
+        cols = ", ".join(q(c) for c in self.columns(table))
+        ranges = " OR ".join(f"({q(w)} >= ? AND {q(w)} < ?)" for w in watch_columns)
+        params: list[Any] = []
+        for _ in watch_columns:
+            params += [self.db.ts(start), self.db.ts(end)]
+        sql = f"SELECT {cols} FROM {q(table)} WHERE {ranges}"
+        try:
+            for names, rows in self.db.stream(sql, params, batch_size):
+                yield [dict(zip(names, r, strict=True)) for r in rows]
+        finally:
+            self._done()
+
+    def read_deletions(
+        self, tables: Sequence[str], start: datetime, end: datetime
+    ) -> list[tuple[str, int, datetime]]:
+        if not tables:
+            return []
+        q = self.db.quote
+        sql = (
+            f"SELECT {q('TableName')}, {q('RecordID')}, {q('DeletedDate')} "
+            f"FROM {q(DELETED_RECORD_TABLE)} "
+            f"WHERE {q('DeletedDate')} >= ? AND {q('DeletedDate')} < ? "
+            f"AND {q('TableName')} IN ({placeholders(len(tables))})"
+        )
+        rows = self.db.query(sql, [self.db.ts(start), self.db.ts(end), *tables])
+        self._done()
+        return [(str(t), int(rid), as_datetime(d)) for t, rid, d in rows]
+
+    def read_all(self, table: str, batch_size: int = 5000) -> Iterator[list[dict[str, Any]]]:
+        """Every row of a table: only for the one-time baseline of last-seen values."""
+        self.checked(table)
+        q = self.db.quote
+        cols = ", ".join(q(c) for c in self.columns(table))
+        try:
+            for names, rows in self.db.stream(f"SELECT {cols} FROM {q(table)}", (), batch_size):
+                yield [dict(zip(names, r, strict=True)) for r in rows]
+        finally:
+            self._done()
+
+    # -- merge fields and audiences -------------------------------------------------------------
+    def fetch_by_ids(
+        self, table: str, ids: Sequence[int], key: str | None = None
+    ) -> dict[int, dict[str, Any]]:
+        """Rows by key, one statement per batch of ids."""
+        key = key or PRIMARY_KEYS[table]
+        self.checked(table, key)
+        q = self.db.quote
+        cols = ", ".join(q(c) for c in self.columns(table))
+        out: dict[int, dict[str, Any]] = {}
+        unique = sorted({int(i) for i in ids if i is not None})
+        for chunk in self.db.in_batches(unique):
+            sql = f"SELECT {cols} FROM {q(table)} WHERE {q(key)} IN ({placeholders(len(chunk))})"
+            for row in self.db.query_dicts(sql, chunk):
+                out[int(row[key])] = row
+        self._done()
+        return out
+
+    def fetch_grouped(
+        self, table: str, column: str, values: Sequence[int], columns: Sequence[str]
+    ) -> dict[int, list[dict[str, Any]]]:
+        """Rows grouped by ``column`` (e.g. every contact of each agent), batched."""
+        self.checked(table, column, *columns)
+        q = self.db.quote
+        cols = ", ".join(q(c) for c in dict.fromkeys([column, *columns]))
+        out: dict[int, list[dict[str, Any]]] = {}
+        unique = sorted({int(v) for v in values if v is not None})
+        for chunk in self.db.in_batches(unique):
+            sql = f"SELECT {cols} FROM {q(table)} WHERE {q(column)} IN ({placeholders(len(chunk))})"
+            for row in self.db.query_dicts(sql, chunk):
+                out.setdefault(int(row[column]), []).append(row)
+        self._done()
+        return out

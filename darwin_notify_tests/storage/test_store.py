@@ -1,0 +1,215 @@
+"""The store's message state machine: conditional transitions and an append-only history."""
+
+from datetime import timedelta
+
+import pytest
+
+from darwin_notify_assets.errors import InvalidTransition
+from darwin_notify_assets.storage.store import (
+    CandidateRow,
+    MessageStatus,
+    NotificationStore,
+    OutboundMessage,
+    utcnow,
+)
+from darwin_notify_tests.conftest import PARTITION, make_messages
+
+
+def status_of(store: NotificationStore, message_id: int) -> str:
+    return store.db.scalar("SELECT status FROM message WHERE message_id = ?", [message_id])
+
+
+def history(store: NotificationStore, message_id: int) -> list[tuple]:
+    return store.db.query(
+        "SELECT from_status, to_status, reason FROM message_event WHERE message_id = ? "
+        "ORDER BY message_event_id",
+        [message_id],
+    )
+
+
+def test_inserting_a_message_records_its_first_history_row(store):
+    [mid] = make_messages(store, 1)
+    assert status_of(store, mid) == "queued"
+    assert history(store, mid) == [(None, "queued", None)]
+
+
+def test_inserting_the_same_messages_again_changes_nothing(store):
+    ids = make_messages(store, 3)
+    before = store.db.query("SELECT * FROM message ORDER BY message_id")
+    events_before = store.db.query("SELECT * FROM message_event ORDER BY message_event_id")
+    again = store.insert_messages(
+        [
+            OutboundMessage(
+                candidate_id=int(r[1]),
+                candidate_key=r[2],
+                partition_key=PARTITION,
+                channel="email",
+                status=MessageStatus.SUPPRESSED,
+                reason="other",
+            )
+            for r in before
+        ]
+    )
+    assert again == 0
+    assert store.db.query("SELECT * FROM message ORDER BY message_id") == before
+    assert store.db.query("SELECT * FROM message_event ORDER BY message_event_id") == events_before
+    assert [status_of(store, m) for m in ids] == ["queued"] * 3
+
+
+def test_claim_moves_queued_to_sending_and_a_second_claim_gets_nothing(store):
+    ids = make_messages(store, 4)
+    first = store.claim(ids)
+    assert sorted(m.message_id for m in first) == ids
+    assert all(m.status == MessageStatus.SENDING for m in first)
+    assert store.claim(ids) == []
+    assert [status_of(store, m) for m in ids] == ["sending"] * 4
+    attempts = store.db.query("SELECT attempts FROM message ORDER BY message_id")
+    assert [a for (a,) in attempts] == [1, 1, 1, 1]
+    for mid in ids:
+        assert history(store, mid) == [(None, "queued", None), ("queued", "sending", None)]
+
+
+@pytest.mark.parametrize(
+    "status",
+    [MessageStatus.SUPPRESSED, MessageStatus.RENDER_FAILED],
+)
+def test_claim_takes_only_queued_messages(store, status):
+    queued = make_messages(store, 2, prefix="q")
+    other = make_messages(store, 2, status=status, prefix="o")
+    claimed = store.claim(queued + other)
+    assert sorted(m.message_id for m in claimed) == queued
+    assert [status_of(store, m) for m in other] == [str(status)] * 2
+
+
+def test_claim_of_a_subset_leaves_the_rest_queued(store):
+    ids = make_messages(store, 3)
+    claimed = store.claim(ids[:1])
+    assert [m.message_id for m in claimed] == ids[:1]
+    assert [status_of(store, m) for m in ids] == ["sending", "queued", "queued"]
+
+
+def test_finish_records_outcomes_of_sending_messages(store):
+    ids = make_messages(store, 3)
+    store.claim(ids)
+    not_changed = store.finish(
+        [
+            (ids[0], MessageStatus.SENT, None, "prov-1"),
+            (ids[1], MessageStatus.FAILED, "refused (400)", None),
+            (ids[2], MessageStatus.UNKNOWN, "timed out", None),
+        ]
+    )
+    assert not_changed == []
+    assert [status_of(store, m) for m in ids] == ["sent", "failed", "unknown"]
+    assert history(store, ids[1])[-1] == ("sending", "failed", "refused (400)")
+    row = store.db.query_dicts("SELECT * FROM message WHERE message_id = ?", [ids[0]])[0]
+    assert row["provider_message_id"] == "prov-1"
+
+
+def test_finish_changes_nothing_unless_the_message_is_sending(store):
+    queued = make_messages(store, 1, prefix="q")
+    done = make_messages(store, 1, prefix="d")
+    store.claim(done)
+    store.finish([(done[0], MessageStatus.SENT, None, "p")])
+    history_before = history(store, done[0])
+    not_changed = store.finish(
+        [(queued[0], MessageStatus.SENT, None, "x"), (done[0], MessageStatus.FAILED, "late", None)]
+    )
+    assert sorted(not_changed) == sorted(queued + done)
+    assert status_of(store, queued[0]) == "queued"
+    assert status_of(store, done[0]) == "sent"
+    assert history(store, queued[0]) == [(None, "queued", None)]
+    assert history(store, done[0]) == history_before
+
+
+@pytest.mark.parametrize(
+    ("expected", "new"),
+    [
+        (MessageStatus.SENDING, MessageStatus.SENT),
+        (MessageStatus.SENT, MessageStatus.QUEUED),
+        (MessageStatus.DEFERRED, MessageStatus.QUEUED),
+    ],
+)
+def test_transition_from_a_wrong_state_raises(store, expected, new):
+    [mid] = make_messages(store, 1)
+    with pytest.raises(InvalidTransition):
+        store.transition(mid, expected, new, "nope")
+    assert status_of(store, mid) == "queued"
+    assert history(store, mid) == [(None, "queued", None)]
+
+
+def test_transition_appends_history(store):
+    [mid] = make_messages(store, 1)
+    store.transition(mid, MessageStatus.QUEUED, MessageStatus.DEFERRED, "quiet hours")
+    store.transition(mid, MessageStatus.DEFERRED, MessageStatus.QUEUED, None)
+    assert status_of(store, mid) == "queued"
+    assert history(store, mid) == [
+        (None, "queued", None),
+        ("queued", "deferred", "quiet hours"),
+        ("deferred", "queued", None),
+    ]
+
+
+def test_expire_sending_turns_stale_claims_into_unknown_never_queued(store):
+    stale = make_messages(store, 2, prefix="s")
+    fresh_queued = make_messages(store, 1, prefix="f")
+    store.claim(stale)
+    expired = store.expire_sending(utcnow() + timedelta(seconds=1), PARTITION)
+    assert sorted(expired) == stale
+    for mid in stale:
+        assert status_of(store, mid) == "unknown"
+        reason = store.db.scalar("SELECT reason FROM message WHERE message_id = ?", [mid])
+        assert reason and "no outcome" in reason
+        assert [h[:2] for h in history(store, mid)] == [
+            (None, "queued"),
+            ("queued", "sending"),
+            ("sending", "unknown"),
+        ]
+    assert status_of(store, fresh_queued[0]) == "queued"
+    # never back to queued: a later claim or expiry does not touch them
+    assert store.claim(stale) == []
+    assert store.expire_sending(utcnow() + timedelta(seconds=1), PARTITION) == []
+    assert [status_of(store, m) for m in stale] == ["unknown", "unknown"]
+
+
+def test_expire_sending_leaves_recent_claims_and_other_partitions(store):
+    here = make_messages(store, 1, prefix="h")
+    there = make_messages(store, 1, partition="2026-03-02-14:05", prefix="t")
+    store.claim(here + there)
+    assert store.expire_sending(utcnow() - timedelta(minutes=5), PARTITION) == []
+    assert store.expire_sending(utcnow() + timedelta(seconds=1), PARTITION) == here
+    assert status_of(store, there[0]) == "sending"
+
+
+def test_duplicate_sends_are_found_from_the_history(store):
+    ids = make_messages(store, 2)
+    store.claim(ids)
+    store.finish([(m, MessageStatus.SENT, None, "p") for m in ids])
+    assert store.duplicate_sends(PARTITION) == []
+    # a second 'sent' transition for the same message, as a double send would leave it
+    store.db.insert_rows(
+        "message_event",
+        ("message_id", "from_status", "to_status", "reason", "at"),
+        [(ids[0], "sending", "sent", None, "2026-03-02 14:00:00.000000")],
+    )
+    store.db.commit()
+    assert store.duplicate_sends(PARTITION) == ["k0"]
+
+
+def test_candidates_are_inserted_if_absent(store):
+    row = CandidateRow(
+        candidate_key="s1|Property:1|contact:1",
+        partition_key=PARTITION,
+        schedule_id=1,
+        channel="email",
+        event_id=1,
+        source_table="Property",
+        record_id=1,
+        agent_id=1,
+        recipient_kind="contact",
+        recipient_id=1,
+        uses_totals=False,
+    )
+    assert store.insert_candidates([row]) == 1
+    assert store.insert_candidates([row]) == 0
+    assert store.insert_candidates([row.__class__(**{**row.__dict__, "partition_key": "x"})]) == 0
+    assert store.candidate_count(PARTITION) == 1
