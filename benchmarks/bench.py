@@ -63,8 +63,9 @@ def log(message: str) -> None:
 class Child:
     """A measured part of the benchmark in its own process: ``bench.py --phase NAME``."""
 
-    def __init__(self, stack: BenchStack, phase: str, config: dict[str, Any], store: str,
-                 topic_prefix: str):
+    def __init__(
+        self, stack: BenchStack, phase: str, config: dict[str, Any], store: str, topic_prefix: str
+    ):
         self.phase = phase
         run_dir = stack.run_dir
         self.result_path = run_dir / f"{phase}.result.json"
@@ -74,10 +75,20 @@ class Child:
         self.log_path = run_dir / f"{phase}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--phase", phase,
-             "--config", str(config_path)],
-            env=stack.child_env(store, topic_prefix), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--phase",
+                phase,
+                "--config",
+                str(config_path),
+            ],
+            env=stack.child_env(store, topic_prefix),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
         )
 
     def wait_line(self, expected: str) -> None:
@@ -152,12 +163,17 @@ def machine() -> dict[str, Any]:
                 mem_mb = int(line.split()[1]) // 1024
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "memory_mb": mem_mb, "cpu_model": model,
-            "python": sys.version.split()[0]}
+    return {
+        "nproc": os.cpu_count(),
+        "memory_mb": mem_mb,
+        "cpu_model": model,
+        "python": sys.version.split()[0],
+    }
 
 
 def background_load(seconds: float = 1.0) -> float:
     """CPUs kept busy by other processes just before the run, from /proc/stat."""
+
     def busy() -> tuple[float, float]:
         v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
         return v[0] + v[1] + v[2] + v[5] + v[6], sum(v)
@@ -175,22 +191,33 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     from darwin_notify_assets.sample.seed import apply_window
 
     run_id = uuid.uuid4().hex[:8]
-    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(
-        prefix=f"darwin-notify-bench-{run_id}-"))
+    run_dir = (
+        Path(args.run_dir)
+        if args.run_dir
+        else Path(tempfile.mkdtemp(prefix=f"darwin-notify-bench-{run_id}-"))
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "home").mkdir(exist_ok=True)
     started = time.monotonic()
-    out: dict[str, Any] = {"run_id": run_id, "machine": machine(),
-                           "command": " ".join(["benchmarks/bench.py", *args.argv]),
-                           "size_requested": args.size}
+    out: dict[str, Any] = {
+        "run_id": run_id,
+        "machine": machine(),
+        "command": " ".join(["benchmarks/bench.py", *args.argv]),
+        "size_requested": args.size,
+    }
     stack = BenchStack(run_dir, run_id)
     out["background_busy_cpus"] = background_load()
     if out["background_busy_cpus"] > 0.3:
-        log(f"note: {out['background_busy_cpus']:.1f} CPUs were busy before the run started "
-            "(other processes); the figures include their interference")
+        log(
+            f"note: {out['background_busy_cpus']:.1f} CPUs were busy before the run started "
+            "(other processes); the figures include their interference"
+        )
     workload = workload_for(args.size)
-    out["workload"] = {"seed_size": workload.size.__dict__, "intensity": workload.intensity,
-                       "partition_key": workload.partition_key}
+    out["workload"] = {
+        "seed_size": workload.size.__dict__,
+        "intensity": workload.intensity,
+        "partition_key": workload.partition_key,
+    }
     log(f"run {run_id} in {run_dir}; seed size {workload.size}")
     try:
         stack.create_databases()
@@ -201,8 +228,11 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         log(f"seeded darwin_bench in {sum(seed_timings.values()):.1f}s: {dataset.counts()}")
         changes = window_changes(dataset, workload)
         rows_changed = changed_rows(changes)
-        out["changes"] = {"operations": len(changes.operations),
-                          "by_kind": operation_counts(changes), "rows_changed": rows_changed}
+        out["changes"] = {
+            "operations": len(changes.operations),
+            "by_kind": operation_counts(changes),
+            "rows_changed": rows_changed,
+        }
         expected = None
         if args.oracle or workload.size.contacts <= 20_000:
             from darwin_notify_tests.oracle import expected_sends
@@ -214,8 +244,11 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         # Every store starts from the same baseline of last-seen values, before the window.
         t = time.monotonic()
         for store_name in ("staged", "dagster"):
-            settings = Settings(home=str(run_dir / "home"), replica_url=stack.replica_url,
-                                store_url=stack.store_urls[store_name])
+            settings = Settings(
+                home=str(run_dir / "home"),
+                replica_url=stack.replica_url,
+                store_url=stack.store_urls[store_name],
+            )
             rt = Runtime.from_settings(settings, bus=_NoBus())
             try:
                 baseline(rt.replica, rt.store, load_schedules(rt.replica).schedules)
@@ -236,11 +269,18 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             "settings": {},
         }
         staged_prefix = f"bench-{run_id}-staged"
-        staged = Child(stack, "staged", {
-            **common, "topic_prefix": staged_prefix,
-            "profile_dir": str(run_dir) if args.profile else None,
-            "workers": args.workers,
-        }, "staged", staged_prefix)
+        staged = Child(
+            stack,
+            "staged",
+            {
+                **common,
+                "topic_prefix": staged_prefix,
+                "profile_dir": str(run_dir) if args.profile else None,
+                "workers": args.workers,
+            },
+            "staged",
+            staged_prefix,
+        )
         staged.wait_line("ready")
         stack.reset_replica_stats()
         replica_stats_start = stack.replica_table_stats()
@@ -260,36 +300,58 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         replica_stats_staged = stack.replica_table_stats()
         out["staged"] = staged_result
         out["replay_seconds"] = round(replay, 3)
-        out["sinks"] = {kind: {k: sinks_after[kind][k] - sinks_before[kind][k]
-                               for k in ("count", "accepted")} for kind in sinks_after}
+        out["sinks"] = {
+            kind: {k: sinks_after[kind][k] - sinks_before[kind][k] for k in ("count", "accepted")}
+            for kind in sinks_after
+        }
         out["replica_reads_staged"] = stats_delta(replica_stats_start, replica_stats_staged)
         out["expected_oracle"] = expected
 
         if not args.skip_dagster:
             prefix = f"bench-{run_id}-dagster"
-            child = Child(stack, "dagster", {**common, "topic_prefix": prefix,
-                                             "workers": args.workers}, "dagster", prefix)
+            child = Child(
+                stack,
+                "dagster",
+                {**common, "topic_prefix": prefix, "workers": args.workers},
+                "dagster",
+                prefix,
+            )
             child.wait_line("ready")
             child.send("go")
             out["dagster"] = child.wait()
         if not args.skip_naive:
             prefix = f"bench-{run_id}-naive"
-            child = Child(stack, "naive", {**common, "topic_prefix": prefix,
-                                           "seconds": args.naive_seconds,
-                                           "replica_url": stack.replica_url},
-                          "naive", prefix)
+            child = Child(
+                stack,
+                "naive",
+                {
+                    **common,
+                    "topic_prefix": prefix,
+                    "seconds": args.naive_seconds,
+                    "replica_url": stack.replica_url,
+                },
+                "naive",
+                prefix,
+            )
             child.wait_line("ready")
             child.send("go")
             out["naive"] = child.wait()
         if not args.skip_limits:
             prefix = f"bench-{run_id}-limits"
-            child = Child(stack, "limits", {
-                **common, "topic_prefix": prefix,
-                "staged_store_url": stack.store_urls["staged"],
-                "scratch_store_url": stack.store_urls["scratch"],
-                "replica_url": stack.replica_url,
-                "render_sample": args.render_sample,
-            }, "scratch", prefix)
+            child = Child(
+                stack,
+                "limits",
+                {
+                    **common,
+                    "topic_prefix": prefix,
+                    "staged_store_url": stack.store_urls["staged"],
+                    "scratch_store_url": stack.store_urls["scratch"],
+                    "replica_url": stack.replica_url,
+                    "render_sample": args.render_sample,
+                },
+                "scratch",
+                prefix,
+            )
             child.wait_line("ready")
             child.send("go")
             out["limits"] = child.wait()
@@ -309,8 +371,10 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"could not clean up the run's databases or topics: {exc}")
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
-            log(f"kept {run_dir}, the databases {stack.source_db} and "
-                f"notify_bench_{run_id}_*, and the topics bench-{run_id}-*")
+            log(
+                f"kept {run_dir}, the databases {stack.source_db} and "
+                f"notify_bench_{run_id}_*, and the topics bench-{run_id}-*"
+            )
     # Peak memory is VmHWM from /proc (per process, reset by exec). getrusage's ru_maxrss is
     # not usable here: Linux carries it across fork + exec, so every child would report at
     # least the orchestrator's peak (which holds the generated dataset).
@@ -331,29 +395,56 @@ class _NoBus:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                        help="notifications in the window (about; default %(default)s)")
-    parser.add_argument("--naive-seconds", type=float, default=40.0,
-                        help="time budget of the naive pipeline's sample (default %(default)s)")
-    parser.add_argument("--render-sample", type=int, default=20_000,
-                        help="messages rendered by the render-only limit (default %(default)s)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        help="notifications in the window (about; default %(default)s)",
+    )
+    parser.add_argument(
+        "--naive-seconds",
+        type=float,
+        default=40.0,
+        help="time budget of the naive pipeline's sample (default %(default)s)",
+    )
+    parser.add_argument(
+        "--render-sample",
+        type=int,
+        default=20_000,
+        help="messages rendered by the render-only limit (default %(default)s)",
+    )
     parser.add_argument("--skip-dagster", action="store_true")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-limits", action="store_true")
-    parser.add_argument("--oracle", action="store_true",
-                        help="check sends against the test suite's oracle at any size (slow)")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample every thread of the staged run; reports in the run folder")
-    parser.add_argument("--workers", choices=("processes", "inline"), default="processes",
-                        help="processes (default): the pipeline publishes and waits while two "
-                        "render and two send `darwin-notify worker` processes do the work, the "
-                        "production layout; inline: the Runtime's worker threads in the "
-                        "pipeline's own process, the embedded default's layout")
-    parser.add_argument("--retries", type=int, default=1,
-                        help="run again when a shared service restarted meanwhile (the fault "
-                        "tests restart Kafka); default %(default)s")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the run folder and the benchmark databases")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="check sends against the test suite's oracle at any size (slow)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample every thread of the staged run; reports in the run folder",
+    )
+    parser.add_argument(
+        "--workers",
+        choices=("processes", "inline"),
+        default="processes",
+        help="processes (default): the pipeline publishes and waits while two "
+        "render and two send `darwin-notify worker` processes do the work, the "
+        "production layout; inline: the Runtime's worker threads in the "
+        "pipeline's own process, the embedded default's layout",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="run again when a shared service restarted meanwhile (the fault "
+        "tests restart Kafka); default %(default)s",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run folder and the benchmark databases"
+    )
     parser.add_argument("--run-dir", default="")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -374,8 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         restarted = [k for k, v in service_pids(env).items() if v != before.get(k)]
         disturbed = restarted or (result and report.summarize(result)["disturbed"])
         if disturbed and attempt <= args.retries:
-            log(f"run disturbed ({restarted or 'a service restarted during a stage'}"
-                f"{': ' + str(failure).splitlines()[0] if failure else ''}); running it again")
+            log(
+                f"run disturbed ({restarted or 'a service restarted during a stage'}"
+                f"{': ' + str(failure).splitlines()[0] if failure else ''}); running it again"
+            )
             continue
         if failure:
             log(f"ERROR: {failure}")
@@ -385,8 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         break
     summary = report.summarize(result)
     sys.stdout.write(report.table(result, summary) + "\n")
-    sys.stdout.write(json.dumps({"summary": summary, "detail": result}, default=str,
-                                separators=(",", ":")) + "\n")
+    sys.stdout.write(
+        json.dumps({"summary": summary, "detail": result}, default=str, separators=(",", ":"))
+        + "\n"
+    )
     return 0
 
 

@@ -70,8 +70,9 @@ class CpuGroups:
 
         # A service restarted in between (the fault tests restart Kafka) makes the deltas
         # meaningless for it: the snapshot records which of the services were still alive.
-        out["_alive"] = float(sum(1 << i for i, pid in enumerate(sorted(self.roots))
-                                  if pid in stats))
+        out["_alive"] = float(
+            sum(1 << i for i, pid in enumerate(sorted(self.roots)) if pid in stats)
+        )
         for pid, (_, own, children) in stats.items():
             g = group_of(pid)
             if g is None:
@@ -92,15 +93,21 @@ class CpuGroups:
     def restarted(self, before: dict[str, float], after: dict[str, float]) -> list[str]:
         """Services whose process went away between two snapshots."""
         b, a = int(before.get("_alive", 0)), int(after.get("_alive", 0))
-        return [self.roots[pid] for i, pid in enumerate(sorted(self.roots))
-                if b & (1 << i) and not a & (1 << i)]
+        return [
+            self.roots[pid]
+            for i, pid in enumerate(sorted(self.roots))
+            if b & (1 << i) and not a & (1 << i)
+        ]
 
     @staticmethod
     def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
         """CPU seconds per group between two snapshots; ``other`` is the machine's busy time
         that no tracked group accounts for (the suite's tests, the kernel, ...)."""
-        d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)
-             if k != "_alive"}
+        d = {
+            k: after.get(k, 0.0) - before.get(k, 0.0)
+            for k in set(before) | set(after)
+            if k != "_alive"
+        }
         d = {k: max(0.0, v) for k, v in d.items()}
         busy = d.pop("_busy", 0.0)
         tracked = sum(v for k, v in d.items() if k not in ("idle", "steal"))

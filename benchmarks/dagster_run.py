@@ -16,8 +16,13 @@ from typing import Any
 from benchmarks.instrument import peak_rss_mb
 from benchmarks.stack import REPO_ROOT
 
-ASSETS = ("notification_schedules", "change_window", "agent_totals", "candidate_notifications",
-          "rendered_messages")
+ASSETS = (
+    "notification_schedules",
+    "change_window",
+    "agent_totals",
+    "candidate_notifications",
+    "rendered_messages",
+)
 
 
 def run(config: dict[str, Any], say) -> dict[str, Any]:
@@ -34,8 +39,12 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     # benchmark's own (the product does the same since 59e245d; older versions shared
     # "darwin-notify.<kind>" with every run on the broker).
     def from_settings(cls, settings: Settings) -> KafkaBus:
-        return cls(settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix,
-                   partitions=settings.kafka_partitions, group_prefix=settings.kafka_topic_prefix)
+        return cls(
+            settings.kafka_bootstrap,
+            topic_prefix=settings.kafka_topic_prefix,
+            partitions=settings.kafka_partitions,
+            group_prefix=settings.kafka_topic_prefix,
+        )
 
     KafkaBus.from_settings = classmethod(from_settings)
 
@@ -62,8 +71,10 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     try:
         started = time.monotonic()
         result = job.execute_in_process(
-            partition_key=config["partition_key"], instance=instance,
-            run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+            partition_key=config["partition_key"],
+            instance=instance,
+            run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
             asset_selection=[AssetKey(a) for a in ASSETS],
         )
         elapsed = time.monotonic() - started
@@ -79,16 +90,19 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
             steps.setdefault(ev.step_key, {})["start"] = entry.timestamp
         elif ev.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
             steps.setdefault(ev.step_key, {})["end"] = entry.timestamp
-    step_seconds = {k: round(v["end"] - v["start"], 3) for k, v in steps.items()
-                    if "start" in v and "end" in v}
+    step_seconds = {
+        k: round(v["end"] - v["start"], 3) for k, v in steps.items() if "start" in v and "end" in v
+    }
     store = NotificationStore.open(settings.store_url)
     try:
         counts = store.status_counts(config["partition_key"])
     finally:
         store.close()
     messages = sum(counts.values())
-    say(f"  dagster: {messages} messages queued in {elapsed:.1f}s "
-        f"({'success' if result.success else 'FAILED'})")
+    say(
+        f"  dagster: {messages} messages queued in {elapsed:.1f}s "
+        f"({'success' if result.success else 'FAILED'})"
+    )
     return {
         "success": result.success,
         "workers": "processes" if standing else "inline",

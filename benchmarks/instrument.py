@@ -30,6 +30,7 @@ class Timers:
         timers = self
 
         if generator:
+
             @functools.wraps(original)
             def timed_gen(*args: Any, **kwargs: Any) -> Iterator[Any]:
                 it = original(*args, **kwargs)
@@ -45,6 +46,7 @@ class Timers:
 
             setattr(cls, name, timed_gen)
         else:
+
             @functools.wraps(original)
             def timed(*args: Any, **kwargs: Any) -> Any:
                 t = time.perf_counter()
@@ -63,8 +65,10 @@ class Timers:
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         with self._lock:
-            return {k: {"seconds": round(v, 3), "calls": self.calls[k]}
-                    for k, v in sorted(self.seconds.items())}
+            return {
+                k: {"seconds": round(v, 3), "calls": self.calls[k]}
+                for k, v in sorted(self.seconds.items())
+            }
 
     def reset(self) -> None:
         with self._lock:

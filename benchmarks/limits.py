@@ -57,8 +57,14 @@ def _render_slice(path: str, index: int, parts: int) -> dict[str, Any]:
             render_email(compiled[tid], context)
         else:
             render_sms(compiled[tid], context)
-    return {"rendered": len(mine), "started": started, "ended": time.time(),
-            "cpu": time.process_time() - cpu, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}
+    return {
+        "rendered": len(mine),
+        "started": started,
+        "ended": time.time(),
+        "cpu": time.process_time() - cpu,
+        "pid": os.getpid(),
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def render_contexts(settings, partition_key: str, sample: int) -> tuple[dict, list]:
@@ -73,25 +79,36 @@ def render_contexts(settings, partition_key: str, sample: int) -> tuple[dict, li
     store = NotificationStore.open(settings.store_url)
     try:
         loaded = load_schedules(replica)
-        ids = [int(r[0]) for r in store.db.query(
-            "SELECT candidate_id FROM candidate WHERE partition_key = ?", [partition_key])]
+        ids = [
+            int(r[0])
+            for r in store.db.query(
+                "SELECT candidate_id FROM candidate WHERE partition_key = ?", [partition_key]
+            )
+        ]
         store.db.commit()
         random.Random(7).shuffle(ids)
         ids = sorted(ids[:sample])
-        worker = RenderWorker(replica, store, loaded.schedules, loaded.templates,
-                              settings.window_minutes)
+        worker = RenderWorker(
+            replica, store, loaded.schedules, loaded.templates, settings.window_minutes
+        )
         out = []
         for start in range(0, len(ids), settings.render_batch):
             # load_render_items skips candidates that have a message: read them directly.
-            items = _render_items(store, ids[start:start + settings.render_batch])
+            items = _render_items(store, ids[start : start + settings.render_batch])
             data = worker.fetch(items)
             for item in items:
                 schedule = loaded.schedules.by_id(item.schedule_id)
-                record = (item.row_values if item.event_type == "delete"
-                          else data.records.get((item.source_table, item.record_id)))
+                record = (
+                    item.row_values
+                    if item.event_type == "delete"
+                    else data.records.get((item.source_table, item.record_id))
+                )
                 agent = data.agents.get(item.agent_id) if item.agent_id is not None else None
-                recipient = agent if item.recipient_kind == "agent" else data.contacts.get(
-                    item.recipient_id)
+                recipient = (
+                    agent
+                    if item.recipient_kind == "agent"
+                    else data.contacts.get(item.recipient_id)
+                )
                 if record is None or recipient is None:
                     continue
                 flag = "EmailOptIn" if item.channel == "email" else "SmsOptIn"
@@ -120,20 +137,36 @@ def _render_items(store, candidate_ids):
         "c.source_table, c.record_id, c.agent_id, c.recipient_kind, c.recipient_id, "
         "c.uses_totals, e.event_type, e.old_values, e.row_values FROM candidate c "
         "JOIN change_event e ON e.event_id = c.event_id "
-        f"WHERE c.candidate_id IN ({placeholders(len(candidate_ids))})", candidate_ids)
+        f"WHERE c.candidate_id IN ({placeholders(len(candidate_ids))})",
+        candidate_ids,
+    )
     store.db.commit()
-    return [RenderItem(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], int(r[6]),
-                       None if r[7] is None else int(r[7]), r[8],
-                       None if r[9] is None else int(r[9]), bool(r[10]), r[11],
-                       json.loads(r[12]) if r[12] else None, json.loads(r[13]) if r[13] else None)
-            for r in rows]
+    return [
+        RenderItem(
+            int(r[0]),
+            r[1],
+            r[2],
+            int(r[3]),
+            r[4],
+            r[5],
+            int(r[6]),
+            None if r[7] is None else int(r[7]),
+            r[8],
+            None if r[9] is None else int(r[9]),
+            bool(r[10]),
+            r[11],
+            json.loads(r[12]) if r[12] else None,
+            json.loads(r[13]) if r[13] else None,
+        )
+        for r in rows
+    ]
 
 
 def render_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
-
     t = time.monotonic()
-    templates, items = render_contexts(settings, config["partition_key"],
-                                       int(config.get("render_sample", 20000)))
+    templates, items = render_contexts(
+        settings, config["partition_key"], int(config.get("render_sample", 20000))
+    )
     path = os.path.join(os.path.dirname(config["result_path"]), "render-contexts.pickle")
     with open(path, "wb") as f:
         pickle.dump((templates, items), f)
@@ -142,19 +175,24 @@ def render_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     for label, procs in (("one_process", 1), ("pool", os.cpu_count() or 2)):
         barrier = ctx.Barrier(procs)
-        with ProcessPoolExecutor(max_workers=procs, mp_context=ctx, initializer=_init_pool,
-                                 initargs=(barrier,)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=procs, mp_context=ctx, initializer=_init_pool, initargs=(barrier,)
+        ) as pool:
             parts = list(pool.map(_render_slice, [path] * procs, range(procs), [procs] * procs))
         wall = max(p["ended"] for p in parts) - min(p["started"] for p in parts)
         n = sum(p["rendered"] for p in parts)
         out[label] = {
-            "processes": procs, "rendered": n, "seconds": round(wall, 3),
+            "processes": procs,
+            "rendered": n,
+            "seconds": round(wall, 3),
             "per_second": round(n / wall, 1) if wall else None,
             "cpu_seconds": round(sum(p["cpu"] for p in parts), 3),
             "worker_peak_rss_mb": {str(p["pid"]): p["peak_rss_mb"] for p in parts},
         }
-        say(f"  render-only ({procs} process{'es' if procs > 1 else ''}): "
-            f"{out[label]['per_second'] or 0:.0f} messages/s")
+        say(
+            f"  render-only ({procs} process{'es' if procs > 1 else ''}): "
+            f"{out[label]['per_second'] or 0:.0f} messages/s"
+        )
     os.unlink(path)
     return out
 
@@ -179,10 +217,16 @@ def insert_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
     try:
         for _names, rows in source.stream(
             f"SELECT {', '.join(cols)} FROM message WHERE partition_key = ? ORDER BY message_id",
-            [config["partition_key"]], batch,
+            [config["partition_key"]],
+            batch,
         ):
-            messages = [OutboundMessage(**dict(zip(cols, r, strict=True)) | {
-                "status": MessageStatus(r[cols.index("status")])}) for r in rows]
+            messages = [
+                OutboundMessage(
+                    **dict(zip(cols, r, strict=True))
+                    | {"status": MessageStatus(r[cols.index("status")])}
+                )
+                for r in rows
+            ]
             t = time.perf_counter()
             scratch.insert_messages(messages)
             timings["insert_messages"] += time.perf_counter() - t
@@ -194,7 +238,8 @@ def insert_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
         scratch.db.commit()
         for _names, rows in source.stream(
             f"SELECT {', '.join(cols)} FROM message WHERE partition_key = ? ORDER BY message_id",
-            [config["partition_key"]], batch,
+            [config["partition_key"]],
+            batch,
         ):
             t = time.perf_counter()
             _insert_returning(scratch.db, cols, rows)
@@ -206,7 +251,9 @@ def insert_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
         plain_cols = [*cols, "attempts", "created_at", "updated_at"]
         for _names, rows in source.stream(
             f"SELECT {', '.join(plain_cols)} FROM message WHERE partition_key = ? "
-            "ORDER BY message_id", [config["partition_key"]], batch,
+            "ORDER BY message_id",
+            [config["partition_key"]],
+            batch,
         ):
             t = time.perf_counter()
             scratch.db.insert_rows("plain_message", plain_cols, rows)
@@ -219,9 +266,11 @@ def insert_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
     out = {"rows": n, "batch": batch}
     for k, v in timings.items():
         out[k] = {"seconds": round(v, 3), "per_second": round(n / v, 1) if v else None}
-    say(f"  insert-only: insert_messages {out['insert_messages']['per_second'] or 0:.0f} rows/s,"
+    say(
+        f"  insert-only: insert_messages {out['insert_messages']['per_second'] or 0:.0f} rows/s,"
         f" with RETURNING {out['insert_returning']['per_second'] or 0:.0f} rows/s,"
-        f" plain multi-row {out['multirow_insert']['per_second'] or 0:.0f} rows/s")
+        f" plain multi-row {out['multirow_insert']['per_second'] or 0:.0f} rows/s"
+    )
     return out
 
 
@@ -233,15 +282,19 @@ def _insert_returning(db, cols: list[str], rows: list[tuple]) -> None:
     per = max(1, min(1000, db.max_params // len(columns)))
     marks = "(" + ", ".join(["?"] * len(columns)) + ")"
     for start in range(0, len(rows), per):
-        chunk = rows[start:start + per]
+        chunk = rows[start : start + per]
         params = [v for r in chunk for v in (*r, 0, now, now)]
         created = db.query(
             f"INSERT INTO message ({', '.join(columns)}) VALUES "
             f"{', '.join([marks] * len(chunk))} ON CONFLICT (candidate_id) DO NOTHING "
-            "RETURNING message_id, status, reason, created_at", params,
+            "RETURNING message_id, status, reason, created_at",
+            params,
         )
-        db.insert_rows("message_event", ("message_id", "from_status", "to_status", "reason", "at"),
-                       [(mid, None, status, reason, at) for mid, status, reason, at in created])
+        db.insert_rows(
+            "message_event",
+            ("message_id", "from_status", "to_status", "reason", "at"),
+            [(mid, None, status, reason, at) for mid, status, reason, at in created],
+        )
     db.commit()
 
 
@@ -254,30 +307,48 @@ def kafka_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
     source = connect(config["staged_store_url"])
     try:
         pk = config["partition_key"]
-        candidate_ids = [int(r[0]) for r in source.query(
-            "SELECT candidate_id FROM candidate WHERE partition_key = ? ORDER BY 1", [pk])]
-        message_ids = [int(r[0]) for r in source.query(
-            "SELECT message_id FROM message WHERE partition_key = ? AND status = 'sent' "
-            "ORDER BY 1", [pk])]
+        candidate_ids = [
+            int(r[0])
+            for r in source.query(
+                "SELECT candidate_id FROM candidate WHERE partition_key = ? ORDER BY 1", [pk]
+            )
+        ]
+        message_ids = [
+            int(r[0])
+            for r in source.query(
+                "SELECT message_id FROM message WHERE partition_key = ? AND status = 'sent' "
+                "ORDER BY 1",
+                [pk],
+            )
+        ]
         source.commit()
     finally:
         source.close()
     prefix = config["topic_prefix"]
-    bus = KafkaBus(settings.kafka_bootstrap, topic_prefix=prefix,
-                   partitions=settings.kafka_partitions, group_prefix=prefix)
+    bus = KafkaBus(
+        settings.kafka_bootstrap,
+        topic_prefix=prefix,
+        partitions=settings.kafka_partitions,
+        group_prefix=prefix,
+    )
     bus.ensure_topics()
     out: dict[str, Any] = {}
-    for kind, ids, size in ((JobKind.RENDER, candidate_ids, settings.render_batch),
-                            (JobKind.SEND, message_ids, settings.send_batch)):
+    for kind, ids, size in (
+        (JobKind.RENDER, candidate_ids, settings.render_batch),
+        (JobKind.SEND, message_ids, settings.send_batch),
+    ):
         out[str(kind)] = _through_kafka(bus, kind, pk, ids, size, settings.inline_workers)
-        say(f"  kafka-only {kind}: {out[str(kind)]['jobs']} jobs, {len(ids)} ids in "
-            f"{out[str(kind)]['seconds']:.2f}s")
+        say(
+            f"  kafka-only {kind}: {out[str(kind)]['jobs']} jobs, {len(ids)} ids in "
+            f"{out[str(kind)]['seconds']:.2f}s"
+        )
     bus.close()
     return out
 
 
-def _through_kafka(bus, kind, partition_key: str, ids: list[int], size: int,
-                   consumers: int) -> dict[str, Any]:
+def _through_kafka(
+    bus, kind, partition_key: str, ids: list[int], size: int, consumers: int
+) -> dict[str, Any]:
     """Publish the jobs to standing consumers whose handlers do nothing; time until the last
     one is handled. The consumers join their group and take their partitions first, as
     standing workers have before a window arrives."""
@@ -298,8 +369,10 @@ def _through_kafka(bus, kind, partition_key: str, ids: list[int], size: int,
             return arrived.wait_for(lambda: seen["jobs"] >= n, timeout)
 
     stop = threading.Event()
-    threads = [threading.Thread(target=bus.consume, args=(kind, handle, stop), daemon=True)
-               for _ in range(max(2, consumers))]
+    threads = [
+        threading.Thread(target=bus.consume, args=(kind, handle, stop), daemon=True)
+        for _ in range(max(2, consumers))
+    ]
     for thread in threads:
         thread.start()
     try:
@@ -318,10 +391,15 @@ def _through_kafka(bus, kind, partition_key: str, ids: list[int], size: int,
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
-    return {"jobs": jobs, "ids": len(ids), "finished": finished,
-            "consumers": len(threads),
-            "produce_seconds": round(produced, 3), "seconds": round(total, 3),
-            "ids_per_second": round(len(ids) / total, 1) if total else None}
+    return {
+        "jobs": jobs,
+        "ids": len(ids),
+        "finished": finished,
+        "consumers": len(threads),
+        "produce_seconds": round(produced, 3),
+        "seconds": round(total, 3),
+        "ids_per_second": round(len(ids) / total, 1) if total else None,
+    }
 
 
 # -- replica ----------------------------------------------------------------------------------
@@ -342,32 +420,46 @@ def replica_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
             t = time.perf_counter()
             rows = 0
             for plan in plans:
-                for batch in replica.read_changes(plan.table, plan.watch_columns, read_from,
-                                                  window.end):
+                for batch in replica.read_changes(
+                    plan.table, plan.watch_columns, read_from, window.end
+                ):
                     rows += len(batch)
-            rows += len(replica.read_deletions(loaded.schedules.delete_tables, read_from,
-                                               window.end))
+            rows += len(
+                replica.read_deletions(loaded.schedules.delete_tables, read_from, window.end)
+            )
             runs.append((time.perf_counter() - t, rows))
         seconds, rows = sorted(runs)[1]
-        people = [int(r[0]) for r in replica.db.query(
-            'SELECT "PeopleID" FROM "People" ORDER BY "PeopleID" LIMIT 20000')]
+        people = [
+            int(r[0])
+            for r in replica.db.query(
+                'SELECT "PeopleID" FROM "People" ORDER BY "PeopleID" LIMIT 20000'
+            )
+        ]
         replica.db.rollback()
         random.Random(7).shuffle(people)
         t = time.perf_counter()
         fetched = 0
         for start in range(0, len(people), settings.render_batch):
-            fetched += len(replica.fetch_by_ids("People", people[start:start +
-                                                                 settings.render_batch]))
+            fetched += len(
+                replica.fetch_by_ids("People", people[start : start + settings.render_batch])
+            )
         fetch_seconds = time.perf_counter() - t
     finally:
         replica.close()
-    out = {"range_rows": rows, "range_seconds": round(seconds, 3),
-           "range_rows_per_second": round(rows / seconds, 1) if seconds else None,
-           "fetch_by_ids_rows": fetched, "fetch_by_ids_seconds": round(fetch_seconds, 3),
-           "fetch_by_ids_rows_per_second": round(fetched / fetch_seconds, 1)
-           if fetch_seconds else None}
-    say(f"  replica range read: {out['range_rows_per_second'] or 0:.0f} rows/s; "
-        f"by id: {out['fetch_by_ids_rows_per_second'] or 0:.0f} rows/s")
+    out = {
+        "range_rows": rows,
+        "range_seconds": round(seconds, 3),
+        "range_rows_per_second": round(rows / seconds, 1) if seconds else None,
+        "fetch_by_ids_rows": fetched,
+        "fetch_by_ids_seconds": round(fetch_seconds, 3),
+        "fetch_by_ids_rows_per_second": round(fetched / fetch_seconds, 1)
+        if fetch_seconds
+        else None,
+    }
+    say(
+        f"  replica range read: {out['range_rows_per_second'] or 0:.0f} rows/s; "
+        f"by id: {out['fetch_by_ids_rows_per_second'] or 0:.0f} rows/s"
+    )
     return out
 
 
@@ -397,7 +489,8 @@ def provider_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
         rows = source.query_dicts(
             f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM message WHERE partition_key = ? "
             "AND channel = 'email' AND status = 'sent' ORDER BY message_id LIMIT ?",
-            [config["partition_key"], count])
+            [config["partition_key"], count],
+        )
         source.commit()
     finally:
         source.close()
@@ -416,12 +509,17 @@ def provider_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
                 list(pool.map(_send_share, [settings] * processes, shares, [threads] * processes))
         seconds = time.perf_counter() - t
         label = f"processes_{processes}"
-        out[label] = {"seconds": round(seconds, 3),
-                      "per_second": round(len(messages) / seconds, 1) if seconds else None}
-        say(f"  provider-only, {processes} process(es) of {threads} threads: "
-            f"{out[label]['per_second'] or 0:.0f} emails/s")
-    out["per_second"] = max(out["processes_1"]["per_second"] or 0,
-                            out["processes_2"]["per_second"] or 0)
+        out[label] = {
+            "seconds": round(seconds, 3),
+            "per_second": round(len(messages) / seconds, 1) if seconds else None,
+        }
+        say(
+            f"  provider-only, {processes} process(es) of {threads} threads: "
+            f"{out[label]['per_second'] or 0:.0f} emails/s"
+        )
+    out["per_second"] = max(
+        out["processes_1"]["per_second"] or 0, out["processes_2"]["per_second"] or 0
+    )
     return out
 
 

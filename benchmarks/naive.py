@@ -78,9 +78,12 @@ def prepare(replica_url: str, store_url: str) -> None:
                 continue
             for batch in replica.read_all(plan.table):
                 store.insert_rows(
-                    "naive_snapshot", ("source_table", "record_id", "row_values"),
-                    [(plan.table, int(r[plan.key]), json.dumps(jsonable_row(r), default=str))
-                     for r in batch],
+                    "naive_snapshot",
+                    ("source_table", "record_id", "row_values"),
+                    [
+                        (plan.table, int(r[plan.key]), json.dumps(jsonable_row(r), default=str))
+                        for r in batch
+                    ],
                 )
         store.commit()
     finally:
@@ -99,12 +102,23 @@ class NaivePipeline:
         self.reader = ReplicaReader(self.replica)
         self.schedules = self.reader.load_schedules()
         self.templates, _ = compile_templates(self.schedules)
-        self.email = SendGridSender(os.environ[SENDGRID_API_KEY_ENV], settings.email_from,
-                                    settings.sendgrid_host or None)
-        self.sms = TwilioSmsSender(settings.twilio_account_sid, os.environ[TWILIO_AUTH_TOKEN_ENV],
-                                   settings.sms_from, settings.sms_base_url or None)
-        self.counts: dict[str, int] = {"records": 0, "events": 0, "notifications": 0,
-                                       "sent": 0, "queries_replica": 0, "statements_store": 0}
+        self.email = SendGridSender(
+            os.environ[SENDGRID_API_KEY_ENV], settings.email_from, settings.sendgrid_host or None
+        )
+        self.sms = TwilioSmsSender(
+            settings.twilio_account_sid,
+            os.environ[TWILIO_AUTH_TOKEN_ENV],
+            settings.sms_from,
+            settings.sms_base_url or None,
+        )
+        self.counts: dict[str, int] = {
+            "records": 0,
+            "events": 0,
+            "notifications": 0,
+            "sent": 0,
+            "queries_replica": 0,
+            "statements_store": 0,
+        }
         self.send_seconds = 0.0
 
     # -- one query per row ----------------------------------------------------------------------
@@ -119,7 +133,8 @@ class NaivePipeline:
         self.counts["statements_store"] += 1
         value = self.store.scalar(
             "SELECT row_values FROM naive_snapshot WHERE source_table = ? AND record_id = ?",
-            [table, record_id])
+            [table, record_id],
+        )
         return json.loads(value) if value else None
 
     def save_snapshot(self, table: str, record_id: int, row: dict[str, Any]) -> None:
@@ -127,7 +142,8 @@ class NaivePipeline:
         self.store.execute(
             "INSERT INTO naive_snapshot (source_table, record_id, row_values) VALUES (?, ?, ?) "
             "ON CONFLICT (source_table, record_id) DO UPDATE SET row_values = excluded.row_values",
-            [table, record_id, dumps(row)]).close()
+            [table, record_id, dumps(row)],
+        ).close()
         self.store.commit()
 
     # -- the work -------------------------------------------------------------------------------
@@ -141,13 +157,15 @@ class NaivePipeline:
             ranges = " OR ".join(f'("{w}" >= ? AND "{w}" < ?)' for w in plan.watch_columns)
             params = [read_from, window.end] * len(plan.watch_columns)
             self.counts["queries_replica"] += 1
-            for row in self.replica.query_dicts(f'SELECT * FROM "{plan.table}" WHERE {ranges}',
-                                                params):
+            for row in self.replica.query_dicts(
+                f'SELECT * FROM "{plan.table}" WHERE {ranges}', params
+            ):
                 items.append(("row", plan, jsonable_row(row)))
         self.counts["queries_replica"] += 1
         for table, rid, at in self.replica.query(
             'SELECT "TableName", "RecordID", "DeletedDate" FROM "DeletedRecord" '
-            'WHERE "DeletedDate" >= ? AND "DeletedDate" < ?', [read_from, window.end]
+            'WHERE "DeletedDate" >= ? AND "DeletedDate" < ?',
+            [read_from, window.end],
         ):
             if self.schedules.for_table(table):
                 items.append(("delete", table, int(rid), at))
@@ -169,8 +187,11 @@ class NaivePipeline:
             row = self.snapshot(table, record_id)
             fired = []
             for s in self.schedules.for_table(table):
-                if s.event_type == EventType.DELETE and row is not None and all(
-                        c.matches(row, None) for c in s.criteria):
+                if (
+                    s.event_type == EventType.DELETE
+                    and row is not None
+                    and all(c.matches(row, None) for c in s.criteria)
+                ):
                     fired.append((_DeleteEvent(s.schedule_id, record_id, row, str(at)), row))
         for event, record in fired:
             self.counts["events"] += 1
@@ -185,36 +206,65 @@ class NaivePipeline:
             recipients = [("contact", record.get("PeopleID"))]
         else:
             self.counts["queries_replica"] += 1
-            recipients = [("contact", int(r[0])) for r in self.replica.query(
-                'SELECT "PeopleID" FROM "People" WHERE "AgentID" = ?', [agent_id])]
+            recipients = [
+                ("contact", int(r[0]))
+                for r in self.replica.query(
+                    'SELECT "PeopleID" FROM "People" WHERE "AgentID" = ?', [agent_id]
+                )
+            ]
         for kind, rid in recipients:
             self.counts["notifications"] += 1
-            key = (f"naive|s{s.schedule_id}|{s.source_table}:{event.record_id}:"
-                   f"{event.event_type}@{event.version}|{kind}:{rid}")
+            key = (
+                f"naive|s{s.schedule_id}|{s.source_table}:{event.record_id}:"
+                f"{event.event_type}@{event.version}|{kind}:{rid}"
+            )
             agent = self.one('SELECT * FROM "Agent" WHERE "AgentID" = ?', [agent_id])
-            office = (self.one('SELECT * FROM "Office" WHERE "OfficeID" = ?', [agent["OfficeID"]])
-                      if agent else None)
-            recipient = agent if kind == "agent" else self.one(
-                'SELECT * FROM "People" WHERE "PeopleID" = ?', [rid])
-            status, reason, fields = self.render(s, event, record, agent, office, recipient,
-                                                 kind, window)
+            office = (
+                self.one('SELECT * FROM "Office" WHERE "OfficeID" = ?', [agent["OfficeID"]])
+                if agent
+                else None
+            )
+            recipient = (
+                agent
+                if kind == "agent"
+                else self.one('SELECT * FROM "People" WHERE "PeopleID" = ?', [rid])
+            )
+            status, reason, fields = self.render(
+                s, event, record, agent, office, recipient, kind, window
+            )
             self.counts["statements_store"] += 2
             cur = self.store.execute(
                 "INSERT INTO naive_message (message_key, channel, to_address, subject, html_body, "
                 "text_body, sms_body, status, reason, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_key) DO NOTHING "
                 "RETURNING message_id",
-                [key, str(s.channel), fields.get("to_address"), fields.get("subject"),
-                 fields.get("html_body"), fields.get("text_body"), fields.get("sms_body"),
-                 str(status), reason, datetime.utcnow()])
+                [
+                    key,
+                    str(s.channel),
+                    fields.get("to_address"),
+                    fields.get("subject"),
+                    fields.get("html_body"),
+                    fields.get("text_body"),
+                    fields.get("sms_body"),
+                    str(status),
+                    reason,
+                    datetime.utcnow(),
+                ],
+            )
             inserted = cur.fetchone()
             cur.close()
             self.store.commit()
             if inserted is None or status != MessageStatus.QUEUED:
                 continue
-            message = OutboundMessage(candidate_id=0, candidate_key=key, partition_key="naive",
-                                      channel=str(s.channel), status=status,
-                                      message_id=int(inserted[0]), **fields)
+            message = OutboundMessage(
+                candidate_id=0,
+                candidate_key=key,
+                partition_key="naive",
+                channel=str(s.channel),
+                status=status,
+                message_id=int(inserted[0]),
+                **fields,
+            )
             started = time.perf_counter()
             try:
                 sender = self.email if s.channel == Channel.EMAIL else self.sms
@@ -226,7 +276,8 @@ class NaivePipeline:
             self.counts["statements_store"] += 2
             self.store.execute(
                 "UPDATE naive_message SET status = ?, provider_message_id = ?, reason = ? "
-                "WHERE message_id = ?", [str(status), provider_id, reason, int(inserted[0])]
+                "WHERE message_id = ?",
+                [str(status), provider_id, reason, int(inserted[0])],
             ).close()
             self.store.commit()
             self.send_seconds += time.perf_counter() - started
@@ -246,20 +297,30 @@ class NaivePipeline:
         except ValueError as exc:
             return MessageStatus.SUPPRESSED, str(exc), {}
         context: dict[str, Any] = dict(record)
-        context.update(record=record, agent=agent or {}, office=office or {},
-                       recipient=recipient,
-                       change={"event": str(event.event_type), "old": event.old_values or {}},
-                       window={"start": window.start, "end": window.end,
-                               "key": window.partition_key})
+        context.update(
+            record=record,
+            agent=agent or {},
+            office=office or {},
+            recipient=recipient,
+            change={"event": str(event.event_type), "old": event.old_values or {}},
+            window={"start": window.start, "end": window.end, "key": window.partition_key},
+        )
         if s.uses_agent_totals:
             context["totals"] = self.totals(agent_id=int(agent["AgentID"]), window=window)
         template = self.templates[s.template_id]
         try:
             if s.channel == Channel.EMAIL:
                 e = render_email(template, context)
-                return MessageStatus.QUEUED, None, {"to_address": to_address,
-                                                    "subject": e.subject, "html_body": e.html,
-                                                    "text_body": e.text}
+                return (
+                    MessageStatus.QUEUED,
+                    None,
+                    {
+                        "to_address": to_address,
+                        "subject": e.subject,
+                        "html_body": e.html,
+                        "text_body": e.text,
+                    },
+                )
             m = render_sms(template, context)
             return MessageStatus.QUEUED, None, {"to_address": to_address, "sms_body": m.body}
         except RenderError as exc:
@@ -272,12 +333,19 @@ class NaivePipeline:
             'SELECT count(*) AS n, coalesce(sum("SalePrice"), 0) AS v, '
             'coalesce(sum("GrossCommission"), 0) AS c FROM "Deal" '
             'WHERE "AgentID" = ? AND "PostDate" >= ? AND "PostDate" < ?',
-            [agent_id, year_start, window.end])
+            [agent_id, year_start, window.end],
+        )
         active = self.one(
             'SELECT count(*) AS n FROM "Property" WHERE "AgentID" = ? AND "Status" = ?',
-            [agent_id, "Active"])
-        return {"units_ytd": deals["n"], "volume_ytd": deals["v"], "commission_ytd": deals["c"],
-                "active_listings": active["n"], "year": window.end.year}
+            [agent_id, "Active"],
+        )
+        return {
+            "units_ytd": deals["n"],
+            "volume_ytd": deals["v"],
+            "commission_ytd": deals["c"],
+            "active_listings": active["n"],
+            "year": window.end.year,
+        }
 
     def close(self) -> None:
         for s in (self.email, self.sms):
@@ -317,8 +385,10 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     elapsed = time.monotonic() - started
     pipeline.close()
     c = pipeline.counts
-    say(f"  naive: {c['notifications']} notifications from {done} of {len(items)} changed "
-        f"records in {elapsed:.1f}s")
+    say(
+        f"  naive: {c['notifications']} notifications from {done} of {len(items)} changed "
+        f"records in {elapsed:.1f}s"
+    )
     return {
         "seconds": round(elapsed, 3),
         "range_read_seconds": round(read_seconds, 3),
@@ -330,7 +400,8 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
         # The same work without sending (and recording the outcome): change -> queued.
         "send_seconds": round(pipeline.send_seconds, 3),
         "to_queued_per_second": round(c["notifications"] / (elapsed - pipeline.send_seconds), 1)
-        if elapsed > pipeline.send_seconds else None,
+        if elapsed > pipeline.send_seconds
+        else None,
         "sends_per_second": round(c["sent"] / elapsed, 1) if elapsed else None,
         "peak_rss_mb": peak_rss_mb(),
     }

@@ -2,8 +2,16 @@
 
 from typing import Any
 
-STATUS_KEYS = ("queued", "sending", "sent", "failed", "unknown", "suppressed", "deferred",
-               "render_failed")
+STATUS_KEYS = (
+    "queued",
+    "sending",
+    "sent",
+    "failed",
+    "unknown",
+    "suppressed",
+    "deferred",
+    "render_failed",
+)
 WATCHED = ("People", "Property", "Deal", "DeletedRecord")
 STAGES = ("detect", "totals", "candidates", "render", "send")
 
@@ -13,8 +21,11 @@ def _rate(n: float, seconds: float | None) -> float | None:
 
 
 def _rows_read(reads: dict[str, dict[str, int]], tables=WATCHED) -> int:
-    return sum(v.get("seq_tup_read", 0) + v.get("idx_tup_fetch", 0)
-               for t, v in reads.items() if t in tables)
+    return sum(
+        v.get("seq_tup_read", 0) + v.get("idx_tup_fetch", 0)
+        for t, v in reads.items()
+        if t in tables
+    )
 
 
 def summarize(r: dict[str, Any]) -> dict[str, Any]:
@@ -42,15 +53,18 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         "emails_accepted": emails,
         "sms_accepted": sms,
         "expected_sends": sendable,
-        "sends_match": (emails + sms == sent == sendable
-                        and sinks.get("sendgrid", {}).get("count", 0) == emails
-                        and sinks.get("sms", {}).get("count", 0) == sms),
+        "sends_match": (
+            emails + sms == sent == sendable
+            and sinks.get("sendgrid", {}).get("count", 0) == emails
+            and sinks.get("sms", {}).get("count", 0) == sms
+        ),
         "oracle": r.get("expected_oracle"),
         "stage_seconds": {**sec, "queue": queue_seconds, "replay": replay},
         "change_to_queued_seconds": round(to_queued, 3),
         "change_to_queued_per_second": _rate(notifications, to_queued),
         "change_to_queued_wall_seconds": round(staged["queued_at"] - staged["committed_at"], 3)
-        if staged else None,
+        if staged
+        else None,
         "queued_to_accepted_seconds": to_sent,
         "queued_to_accepted_per_second": _rate(sent, to_sent),
         "emails_per_second": _rate(emails, to_sent),
@@ -71,23 +85,28 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         s["naive_per_second"] = n["notifications_per_second"]
         s["naive_sends_per_second"] = n["sends_per_second"]
         s["naive_complete"] = n["complete"]
-        s["naive_vs_pipeline"] = (round(s["change_to_accepted_per_second"]
-                                        / n["notifications_per_second"], 1)
-                                  if n["notifications_per_second"] else None)
+        s["naive_vs_pipeline"] = (
+            round(s["change_to_accepted_per_second"] / n["notifications_per_second"], 1)
+            if n["notifications_per_second"]
+            else None
+        )
         s["naive_to_queued_per_second"] = n.get("to_queued_per_second")
         # The sample's notifications scaled to the whole window: close to the pipeline's count
         # when the random sample has the window's mix.
-        s["naive_extrapolated_notifications"] = (round(n["notifications"] * n["records_total"]
-                                                       / n["records_done"])
-                                                 if n["records_done"] else None)
-        s["naive_vs_pipeline_to_queued"] = (round(s["change_to_queued_per_second"]
-                                                  / n["to_queued_per_second"], 1)
-                                            if n.get("to_queued_per_second") else None)
+        s["naive_extrapolated_notifications"] = (
+            round(n["notifications"] * n["records_total"] / n["records_done"])
+            if n["records_done"]
+            else None
+        )
+        s["naive_vs_pipeline_to_queued"] = (
+            round(s["change_to_queued_per_second"] / n["to_queued_per_second"], 1)
+            if n.get("to_queued_per_second")
+            else None
+        )
     # Standalone limits, each as notifications per second for the whole window.
     lim = r.get("limits")
     if lim and notifications:
-        rendered = statuses.get("sent", 0) + statuses.get("failed", 0) + statuses.get(
-            "unknown", 0)
+        rendered = statuses.get("sent", 0) + statuses.get("failed", 0) + statuses.get("unknown", 0)
         limits = {}
         rate = lim["render"]["pool"]["per_second"]
         limits["render"] = round(notifications / (rendered / rate), 1) if rate else None
@@ -103,7 +122,8 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         s["vs_slowest_limit"] = round(s["change_to_queued_per_second"] / limits[slowest], 3)
         s["provider_only_emails_per_second"] = lim["provider"]["per_second"]
         s["provider_only_emails_per_second_1_process"] = (
-            lim["provider"].get("processes_1") or {}).get("per_second")
+            lim["provider"].get("processes_1") or {}
+        ).get("per_second")
         s["insert_plain_rows_per_second"] = lim["insert"]["multirow_insert"]["per_second"]
         s["render_one_process_per_second"] = lim["render"]["one_process"]["per_second"]
         s["render_pool_per_second"] = lim["render"]["pool"]["per_second"]
@@ -112,21 +132,28 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     s["rows_changed"] = changed
     per_stage = {name: stages.get(name, {}).get("replica_reads", {}) for name in STAGES}
     if per_stage.get("candidates") is None:  # standing workers: read with the render stage
-        per_stage = {("candidates+render" if name == "render" else name): v
-                     for name, v in per_stage.items() if name != "candidates"}
+        per_stage = {
+            ("candidates+render" if name == "render" else name): v
+            for name, v in per_stage.items()
+            if name != "candidates"
+        }
     s["replica_rows_read_detect"] = _rows_read(per_stage["detect"])
     s["replica_rows_read_watched_all_stages"] = _rows_read(r.get("replica_reads_staged", {}))
-    s["replica_rows_read_all_tables"] = _rows_read(r.get("replica_reads_staged", {}),
-                                                   tables=tuple(r.get("replica_reads_staged",
-                                                                      {})))
-    s["replica_read_ratio_detect"] = (round(s["replica_rows_read_detect"] / changed, 3)
-                                      if changed else None)
-    s["replica_read_ratio_all"] = (round(s["replica_rows_read_watched_all_stages"] / changed, 3)
-                                   if changed else None)
-    s["replica_rows_read_by_stage"] = {name: _rows_read(v, tables=tuple(v))
-                                       for name, v in per_stage.items()}
-    seq = {t: v["seq_scan"] for t, v in r.get("replica_reads_staged", {}).items()
-           if v.get("seq_scan")}
+    s["replica_rows_read_all_tables"] = _rows_read(
+        r.get("replica_reads_staged", {}), tables=tuple(r.get("replica_reads_staged", {}))
+    )
+    s["replica_read_ratio_detect"] = (
+        round(s["replica_rows_read_detect"] / changed, 3) if changed else None
+    )
+    s["replica_read_ratio_all"] = (
+        round(s["replica_rows_read_watched_all_stages"] / changed, 3) if changed else None
+    )
+    s["replica_rows_read_by_stage"] = {
+        name: _rows_read(v, tables=tuple(v)) for name, v in per_stage.items()
+    }
+    seq = {
+        t: v["seq_scan"] for t, v in r.get("replica_reads_staged", {}).items() if v.get("seq_scan")
+    }
     s["seq_scans"] = seq
     s["seq_scans_watched"] = sum(v for t, v in seq.items() if t in WATCHED)
     s["primary_statements"] = r.get("primary_statements")
@@ -145,8 +172,11 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         mem[f"{kind} sink"] = v
     mem["orchestrator (holds the generated dataset)"] = r.get("orchestrator_peak_rss_mb")
     s["peak_rss_mb"] = mem
-    s["disturbed"] = {name: st.get("restarted_services") for name, st in stages.items()
-                      if st.get("restarted_services")}
+    s["disturbed"] = {
+        name: st.get("restarted_services")
+        for name, st in stages.items()
+        if st.get("restarted_services")
+    }
     s["targets"] = targets(s)
     return s
 
@@ -155,8 +185,14 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
 
     def add(name, value, target, ok):
-        rows.append({"target": name, "value": value, "goal": target,
-                     "met": None if value is None else bool(ok)})
+        rows.append(
+            {
+                "target": name,
+                "value": value,
+                "goal": target,
+                "met": None if value is None else bool(ok),
+            }
+        )
 
     v = s.get("change_to_queued_per_second")
     add("change -> queued, notifications/s", v, ">= 10,000", v is not None and v >= 10_000)
@@ -173,11 +209,19 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
     v = s.get("primary_statements")
     add("statements on the primary", v, "0", v == 0)
     v = s.get("replica_read_ratio_detect")
-    add("replica rows read / rows changed (change detection)", v, "<= 1.1",
-        v is not None and v <= 1.1)
+    add(
+        "replica rows read / rows changed (change detection)",
+        v,
+        "<= 1.1",
+        v is not None and v <= 1.1,
+    )
     v = s.get("replica_read_ratio_all")
-    add("replica rows read / rows changed (all stages, watched tables)", v, "<= 1.1",
-        v is not None and v <= 1.1)
+    add(
+        "replica rows read / rows changed (all stages, watched tables)",
+        v,
+        "<= 1.1",
+        v is not None and v <= 1.1,
+    )
     return rows
 
 
@@ -200,9 +244,11 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
         f"{m['memory_mb'] / 1024:.1f} GiB, Python {m['python']}; run {r['run_id']}, "
         f"{r['wall_seconds']:.0f} s",
         f"command: {r['command']}; workers: "
-        + ("2 render + 2 send `darwin-notify worker` processes"
-           if (r.get("staged") or {}).get("workers", "processes") == "processes"
-           else "the Runtime's inline threads in the pipeline's process"),
+        + (
+            "2 render + 2 send `darwin-notify worker` processes"
+            if (r.get("staged") or {}).get("workers", "processes") == "processes"
+            else "the Runtime's inline threads in the pipeline's process"
+        ),
         f"background load before the run: {r.get('background_busy_cpus', 0):.2f} CPUs busy "
         "(other processes; their CPU time per stage is 'other' below)",
         f"source: {w['contacts']:,} contacts, {w['agents']:,} agents, {w['properties']:,} "
@@ -212,34 +258,55 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
         f"notifications: {s['notifications']:,} ({_status_text(s['statuses'])}); "
         f"sent {s['sent']:,} = {s['emails_accepted']:,} emails + {s['sms_accepted']:,} SMS "
         f"accepted by the sinks"
-        + (f"; oracle {s['oracle']['email']:,}+{s['oracle']['sms']:,}"
-           f" {'matches' if s.get('oracle_match') else 'DIFFERS'}" if s.get("oracle") else ""),
-        *([f"DISTURBED: services restarted during {s['disturbed'] or ''} "
-           f"{r.get('restarted_services') or ''}; rerun for clean figures"]
-          if s["disturbed"] or r.get("restarted_services") else []),
-        *([f"attempt {r['attempts']} (earlier attempts were disturbed by service restarts)"]
-          if r.get("attempts", 1) > 1 else []),
+        + (
+            f"; oracle {s['oracle']['email']:,}+{s['oracle']['sms']:,}"
+            f" {'matches' if s.get('oracle_match') else 'DIFFERS'}"
+            if s.get("oracle")
+            else ""
+        ),
+        *(
+            [
+                f"DISTURBED: services restarted during {s['disturbed'] or ''} "
+                f"{r.get('restarted_services') or ''}; rerun for clean figures"
+            ]
+            if s["disturbed"] or r.get("restarted_services")
+            else []
+        ),
+        *(
+            [f"attempt {r['attempts']} (earlier attempts were disturbed by service restarts)"]
+            if r.get("attempts", 1) > 1
+            else []
+        ),
         "",
         f"{'stage':<34}{'seconds':>9}{'notif/s':>10}   busiest CPU (seconds) / inside",
     ]
     stages = (r.get("staged") or {}).get("stages", {})
-    lines.append(f"{'replica replay (commit -> applied)':<34}{_n(s['stage_seconds']['replay'], 2):>9}")
+    lines.append(
+        f"{'replica replay (commit -> applied)':<34}{_n(s['stage_seconds']['replay'], 2):>9}"
+    )
     for name in STAGES:
         st = stages.get(name)
         if not st:
             continue
         cpu = {k: v for k, v in st["cpu_seconds"].items() if k not in ("idle", "steal")}
         top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])[:3])
-        lines.append(f"{name:<34}{_n(st['seconds'], 2):>9}"
-                     f"{_n(_rate(s['notifications'] if name != 'send' else s['sent'], st['seconds'])):>10}"
-                     f"   {top}")
+        lines.append(
+            f"{name:<34}{_n(st['seconds'], 2):>9}"
+            f"{_n(_rate(s['notifications'] if name != 'send' else s['sent'], st['seconds'])):>10}"
+            f"   {top}"
+        )
         if name == "render":
             standing = (r.get("staged") or {}).get("workers", "processes") == "processes"
-            lines.append(f"{'  of which queue (insert_messages)':<34}"
-                         f"{_n(s['stage_seconds']['queue'], 2):>9}"
-                         f"{'':>10}   {_inside(_render_timers(r))}"
-                         + (" (worker processes' time, rendering began during candidates)"
-                            if standing else ""))
+            lines.append(
+                f"{'  of which queue (insert_messages)':<34}"
+                f"{_n(s['stage_seconds']['queue'], 2):>9}"
+                f"{'':>10}   {_inside(_render_timers(r))}"
+                + (
+                    " (worker processes' time, rendering began during candidates)"
+                    if standing
+                    else ""
+                )
+            )
     lines += [
         f"{'change committed -> queued':<34}{_n(s['change_to_queued_seconds'], 2):>9}"
         f"{_n(s['change_to_queued_per_second']):>10}   (replay + stages; wall incl. the "
@@ -251,10 +318,15 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
     if "dagster_seconds" in s:
         d = r["dagster"]
         steps = ", ".join(f"{k} {v:.1f}" for k, v in d["step_seconds"].items())
-        layout = ("standing worker processes" if d.get("workers") == "processes"
-                  else "inline worker threads")
-        lines.append(f"{'Dagster in process, -> queued':<34}{_n(s['dagster_seconds'], 2):>9}"
-                     f"{_n(s['dagster_per_second']):>10}   {steps} ({layout})")
+        layout = (
+            "standing worker processes"
+            if d.get("workers") == "processes"
+            else "inline worker threads"
+        )
+        lines.append(
+            f"{'Dagster in process, -> queued':<34}{_n(s['dagster_seconds'], 2):>9}"
+            f"{_n(s['dagster_per_second']):>10}   {steps} ({layout})"
+        )
     if "naive_per_second" in s:
         n = r["naive"]
         lines.append(
@@ -263,39 +335,56 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
             f"{n['records_done']:,}/{n['records_total']:,} changed records"
             f"{'' if n['complete'] else ' (random sample, time budget)'}, "
             f"{_n(s['naive_extrapolated_notifications'])} for all; pipeline is "
-            f"{_n(s['naive_vs_pipeline'], 1)}x")
+            f"{_n(s['naive_vs_pipeline'], 1)}x"
+        )
         lines.append(
             f"{'naive per-row, change -> queued':<34}{_n(n['seconds'] - n['send_seconds'], 2):>9}"
             f"{_n(s['naive_to_queued_per_second']):>10}   the same without its sends; pipeline "
-            f"is {_n(s['naive_vs_pipeline_to_queued'], 1)}x")
+            f"is {_n(s['naive_vs_pipeline_to_queued'], 1)}x"
+        )
     if "limits_per_second" in s:
         lim = r["limits"]
         lines += ["", "standalone limits (same data, same run), as notifications/s for the window:"]
-        lines.append(f"  render-only, {lim['render']['pool']['processes']} processes: "
-                     f"{_n(s['render_pool_per_second'])} messages/s (1 process "
-                     f"{_n(s['render_one_process_per_second'])}) -> "
-                     f"{_n(s['limits_per_second'].get('render'))}/s")
-        lines.append(f"  insert-only, store.insert_messages: "
-                     f"{_n(lim['insert']['insert_messages']['per_second'])} rows/s "
-                     f"(history rows from RETURNING "
-                     f"{_n(lim['insert'].get('insert_returning', {}).get('per_second'))} rows/s; "
-                     f"plain multi-row INSERT {_n(s['insert_plain_rows_per_second'])} rows/s)")
+        lines.append(
+            f"  render-only, {lim['render']['pool']['processes']} processes: "
+            f"{_n(s['render_pool_per_second'])} messages/s (1 process "
+            f"{_n(s['render_one_process_per_second'])}) -> "
+            f"{_n(s['limits_per_second'].get('render'))}/s"
+        )
+        lines.append(
+            f"  insert-only, store.insert_messages: "
+            f"{_n(lim['insert']['insert_messages']['per_second'])} rows/s "
+            f"(history rows from RETURNING "
+            f"{_n(lim['insert'].get('insert_returning', {}).get('per_second'))} rows/s; "
+            f"plain multi-row INSERT {_n(s['insert_plain_rows_per_second'])} rows/s)"
+        )
         k = lim["kafka"]
-        lines.append("  kafka produce+consume-only: " + "; ".join(
-            f"{kind} {v['jobs']} jobs / {v['ids']:,} ids in {v['seconds']:.2f}s"
-            for kind, v in k.items()) + f" -> {_n(s['limits_per_second'].get('kafka'))}/s")
+        lines.append(
+            "  kafka produce+consume-only: "
+            + "; ".join(
+                f"{kind} {v['jobs']} jobs / {v['ids']:,} ids in {v['seconds']:.2f}s"
+                for kind, v in k.items()
+            )
+            + f" -> {_n(s['limits_per_second'].get('kafka'))}/s"
+        )
         rep = lim["replica"]
-        lines.append(f"  replica range read: {rep['range_rows']:,} rows in "
-                     f"{rep['range_seconds']:.2f}s ({_n(rep['range_rows_per_second'])} rows/s) -> "
-                     f"{_n(s['limits_per_second'].get('replica_range_read'))}/s; by id "
-                     f"{_n(rep['fetch_by_ids_rows_per_second'])} rows/s")
-        lines.append(f"  provider-only (the email sender -> sink, no database), 2 processes of "
-                     f"{lim['provider']['threads']} threads: "
-                     f"{_n((lim['provider'].get('processes_2') or {}).get('per_second'))} "
-                     f"emails/s (1 process "
-                     f"{_n(s['provider_only_emails_per_second_1_process'])})")
-        lines.append(f"  slowest: {s['slowest_limit']}; end to end (change -> queued) is "
-                     f"{100 * s['vs_slowest_limit']:.0f}% of it")
+        lines.append(
+            f"  replica range read: {rep['range_rows']:,} rows in "
+            f"{rep['range_seconds']:.2f}s ({_n(rep['range_rows_per_second'])} rows/s) -> "
+            f"{_n(s['limits_per_second'].get('replica_range_read'))}/s; by id "
+            f"{_n(rep['fetch_by_ids_rows_per_second'])} rows/s"
+        )
+        lines.append(
+            f"  provider-only (the email sender -> sink, no database), 2 processes of "
+            f"{lim['provider']['threads']} threads: "
+            f"{_n((lim['provider'].get('processes_2') or {}).get('per_second'))} "
+            f"emails/s (1 process "
+            f"{_n(s['provider_only_emails_per_second_1_process'])})"
+        )
+        lines.append(
+            f"  slowest: {s['slowest_limit']}; end to end (change -> queued) is "
+            f"{100 * s['vs_slowest_limit']:.0f}% of it"
+        )
     lines += [
         "",
         f"primary statements by the pipeline role: {s['primary_statements']}",

@@ -70,8 +70,9 @@ class Sampler:
         for group, n in sorted(self.samples.items(), key=lambda kv: -kv[1]):
             if n < min_samples:
                 continue
-            lines.append(f"\n== thread group {group!r}: {n} samples "
-                         f"({n * self.interval:.1f} thread-seconds)")
+            lines.append(
+                f"\n== thread group {group!r}: {n} samples ({n * self.interval:.1f} thread-seconds)"
+            )
             lines.append("-- self (innermost Python frame)")
             for where, c in self.self_counts[group].most_common(top):
                 lines.append(f"{100 * c / n:6.1f}%  {where}")

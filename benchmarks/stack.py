@@ -31,8 +31,16 @@ PIPELINE_ROLE = "darwin_notify"
 STORE_PARTS = ("staged", "dagster", "naive", "scratch")
 # The tables the sample schedules watch (and the ledgers they feed), read by change detection.
 WATCHED_TABLES = ("People", "Property", "Deal", "DeletedRecord")
-SOURCE_TABLES = ("Office", "Agent", "People", "Property", "Deal", "DeletedRecord",
-                 "NotificationTemplate", "NotificationSchedule")
+SOURCE_TABLES = (
+    "Office",
+    "Agent",
+    "People",
+    "Property",
+    "Deal",
+    "DeletedRecord",
+    "NotificationTemplate",
+    "NotificationSchedule",
+)
 
 
 class StackError(RuntimeError):
@@ -50,8 +58,9 @@ def services_env() -> dict[str, str]:
 def service_pids(env: dict[str, str]) -> dict[str, int | None]:
     """Process ids of the shared services (the fault tests restart Kafka now and then)."""
     services = Path(env.get("DARWIN_NOTIFY_SERVICES_DIR", "/var/tmp/darwin-notify-services"))
-    files = {name: services / "pg" / name / "postmaster.pid"
-             for name in ("primary", "replica", "store")}
+    files = {
+        name: services / "pg" / name / "postmaster.pid" for name in ("primary", "replica", "store")
+    }
     files["kafka"] = Path(env.get("DARWIN_NOTIFY_KAFKA_PID_FILE", services / "kafka/kafka.pid"))
     out: dict[str, int | None] = {}
     for name, path in files.items():
@@ -89,9 +98,21 @@ class Sinks:
             record = self.run_dir / f"sink-{kind}.jsonl"
             log = open(self.run_dir / f"sink-{kind}.log", "w")  # noqa: SIM115 - lives with it
             proc = subprocess.Popen(
-                [sys.executable, "-m", "darwin_notify_assets.testing.sinks", kind, "--port", str(port),
-                 "--record", str(record), "--log-level", "WARNING"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "darwin_notify_assets.testing.sinks",
+                    kind,
+                    "--port",
+                    str(port),
+                    "--record",
+                    str(record),
+                    "--log-level",
+                    "WARNING",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
             )
             self.procs.append(proc)
             self.urls[kind] = f"http://127.0.0.1:{port}"
@@ -138,24 +159,36 @@ class BenchStack:
         self.run_dir = run_dir
         self.run_id = run_id
         self.env = services_env()
-        missing = [k for k in ("DARWIN_NOTIFY_REPLICA_URL", "DARWIN_NOTIFY_STORE_URL",
-                               "DARWIN_NOTIFY_PRIMARY_ADMIN_URL", "DARWIN_NOTIFY_REPLICA_ADMIN_URL",
-                               "DARWIN_NOTIFY_KAFKA_BOOTSTRAP") if not self.env.get(k)]
+        missing = [
+            k
+            for k in (
+                "DARWIN_NOTIFY_REPLICA_URL",
+                "DARWIN_NOTIFY_STORE_URL",
+                "DARWIN_NOTIFY_PRIMARY_ADMIN_URL",
+                "DARWIN_NOTIFY_REPLICA_ADMIN_URL",
+                "DARWIN_NOTIFY_KAFKA_BOOTSTRAP",
+            )
+            if not self.env.get(k)
+        ]
         if missing:
             raise StackError(f"{missing} not set by infra/services.sh env; run `make services-up`")
         self.source_db = f"darwin_bench_{run_id}"
         self.store_dbs = {part: f"notify_bench_{run_id}_{part}" for part in STORE_PARTS}
-        self.primary_admin_url = with_database(self.env["DARWIN_NOTIFY_PRIMARY_ADMIN_URL"],
-                                               self.source_db)
-        self.replica_admin_url = with_database(self.env["DARWIN_NOTIFY_REPLICA_ADMIN_URL"],
-                                               self.source_db)
+        self.primary_admin_url = with_database(
+            self.env["DARWIN_NOTIFY_PRIMARY_ADMIN_URL"], self.source_db
+        )
+        self.replica_admin_url = with_database(
+            self.env["DARWIN_NOTIFY_REPLICA_ADMIN_URL"], self.source_db
+        )
         self.replica_url = with_database(self.env["DARWIN_NOTIFY_REPLICA_URL"], self.source_db)
         store_url = self.env["DARWIN_NOTIFY_STORE_URL"]
-        self.store_urls = {part: with_database(store_url, name)
-                           for part, name in self.store_dbs.items()}
+        self.store_urls = {
+            part: with_database(store_url, name) for part, name in self.store_dbs.items()
+        }
         # The store cluster's superuser: same host and port as the pipeline's store URL.
-        self.store_admin_url = with_database(store_url.replace(f"{PIPELINE_ROLE}@", "postgres@"),
-                                             "postgres")
+        self.store_admin_url = with_database(
+            store_url.replace(f"{PIPELINE_ROLE}@", "postgres@"), "postgres"
+        )
         self.sinks = Sinks(run_dir)
 
     # -- connections ----------------------------------------------------------------------------
@@ -213,8 +246,10 @@ class BenchStack:
         """The run's Kafka topics (every name starting with ``prefix``)."""
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=self.env["DARWIN_NOTIFY_KAFKA_BOOTSTRAP"],
-                                 client_id=f"{prefix}cleanup")
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.env["DARWIN_NOTIFY_KAFKA_BOOTSTRAP"],
+            client_id=f"{prefix}cleanup",
+        )
         try:
             topics = [t for t in admin.list_topics() if t.startswith(prefix)]
             if topics:
@@ -255,10 +290,12 @@ class BenchStack:
         try:
             db.execute("SELECT pg_stat_force_next_flush()").close()
             db.commit()
-            value = int(db.scalar(
-                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE userid = ?::regrole",
-                [PIPELINE_ROLE],
-            ))
+            value = int(
+                db.scalar(
+                    "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE userid = ?::regrole",
+                    [PIPELINE_ROLE],
+                )
+            )
             db.commit()
             return value
         finally:
@@ -280,16 +317,18 @@ class BenchStack:
         """The environment of a child that runs the pipeline against the benchmark's corner."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("DARWIN_NOTIFY_")}
         env.update(self.env)
-        env.update({
-            "DARWIN_NOTIFY_REPLICA_URL": self.replica_url,
-            "DARWIN_NOTIFY_STORE_URL": self.store_urls[store],
-            "DARWIN_NOTIFY_KAFKA_TOPIC_PREFIX": topic_prefix,
-            "DARWIN_NOTIFY_SENDGRID_HOST": self.sinks.urls["sendgrid"],
-            "DARWIN_NOTIFY_SMS_BASE_URL": self.sinks.urls["sms"],
-            "DARWIN_NOTIFY_HOME": str(self.run_dir / "home"),
-            "DAGSTER_HOME": str(self.run_dir / "dagster_home"),
-            "PYTHONPATH": str(REPO_ROOT),
-        })
+        env.update(
+            {
+                "DARWIN_NOTIFY_REPLICA_URL": self.replica_url,
+                "DARWIN_NOTIFY_STORE_URL": self.store_urls[store],
+                "DARWIN_NOTIFY_KAFKA_TOPIC_PREFIX": topic_prefix,
+                "DARWIN_NOTIFY_SENDGRID_HOST": self.sinks.urls["sendgrid"],
+                "DARWIN_NOTIFY_SMS_BASE_URL": self.sinks.urls["sms"],
+                "DARWIN_NOTIFY_HOME": str(self.run_dir / "home"),
+                "DAGSTER_HOME": str(self.run_dir / "dagster_home"),
+                "PYTHONPATH": str(REPO_ROOT),
+            }
+        )
         return env
 
 
@@ -305,7 +344,8 @@ def replica_table_stats(admin_url: str, settle: float = 10.0) -> dict[str, dict[
         while time.monotonic() < deadline:
             n = db.scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND usename = ?", [PIPELINE_ROLE],
+                "AND usename = ?",
+                [PIPELINE_ROLE],
             )
             db.commit()
             if not n:
@@ -322,8 +362,9 @@ def replica_table_stats(admin_url: str, settle: float = 10.0) -> dict[str, dict[
     return {r["relname"]: {k: int(v) for k, v in r.items() if k != "relname"} for r in rows}
 
 
-def stats_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
-                ) -> dict[str, dict[str, int]]:
+def stats_delta(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
     out = {}
     for table, values in after.items():
         prev = before.get(table, {})

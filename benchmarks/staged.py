@@ -39,13 +39,28 @@ from darwin_notify_assets.storage.store import NotificationStore
 def instrument(timers: Timers) -> None:
     for name in ("read_changes",):
         timers.wrap(ReplicaReader, name, f"replica.{name}", generator=True)
-    for name in ("read_deletions", "fetch_by_ids", "fetch_grouped", "load_schedules",
-                 "watermark"):
+    for name in ("read_deletions", "fetch_by_ids", "fetch_grouped", "load_schedules", "watermark"):
         timers.wrap(ReplicaReader, name, f"replica.{name}")
-    for name in ("save_detection", "snapshots", "record_window", "window_agents",
-                 "recompute_totals", "totals", "insert_candidates", "stream_events",
-                 "stream_unrendered", "unrendered_count", "load_render_items", "insert_messages",
-                 "queued_ids", "claim", "finish", "expire_sending", "count", "status_counts"):
+    for name in (
+        "save_detection",
+        "snapshots",
+        "record_window",
+        "window_agents",
+        "recompute_totals",
+        "totals",
+        "insert_candidates",
+        "stream_events",
+        "stream_unrendered",
+        "unrendered_count",
+        "load_render_items",
+        "insert_messages",
+        "queued_ids",
+        "claim",
+        "finish",
+        "expire_sending",
+        "count",
+        "status_counts",
+    ):
         generator = name.startswith("stream_")
         timers.wrap(NotificationStore, name, f"store.{name}", generator=generator)
     timers.wrap(RenderWorker, "render_one", "render.render_one")
@@ -66,9 +81,14 @@ def start_workers(config: dict[str, Any], count: int) -> list[subprocess.Popen]:
     for kind in ("render", "send"):
         for i in range(count):
             log = open(Path(config["result_path"]).parent / f"worker-{kind}-{i}.log", "w")  # noqa: SIM115
-            procs.append(subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("worker.py")), kind],
-                env=env, stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(Path(__file__).with_name("worker.py")), kind],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     return procs
 
 
@@ -100,8 +120,12 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
 
     def new_bus() -> KafkaBus:
         # Consumer groups of the benchmark's own: the suite's workers never join them.
-        return KafkaBus(settings.kafka_bootstrap, topic_prefix=prefix,
-                        partitions=settings.kafka_partitions, group_prefix=prefix)
+        return KafkaBus(
+            settings.kafka_bootstrap,
+            topic_prefix=prefix,
+            partitions=settings.kafka_partitions,
+            group_prefix=prefix,
+        )
 
     # Topics exist before the first window in production; create them outside the timings.
     warm = new_bus()
@@ -144,8 +168,9 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
         restarted = cpu.restarted(cpu_before, cpu_after)
         # With standing workers, rendering starts during the candidates stage: no pause to
         # read statistics between the two, whose reads are then counted together.
-        stats_after = (replica_table_stats(config["replica_admin_url"], settle)
-                       if read_stats else None)
+        stats_after = (
+            replica_table_stats(config["replica_admin_url"], settle) if read_stats else None
+        )
         stages[name] = {
             "seconds": round(ended - started, 3),
             "started": started,
@@ -161,8 +186,10 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
         if sampler:
             sampler.write(f"{profile_dir}/profile-{name}.txt")
             stages[name]["profile"] = f"{profile_dir}/profile-{name}.txt"
-        say(f"  {name:<11} {ended - started:7.2f} s"
-            + (f"  DISTURBED: {', '.join(restarted)} restarted" if restarted else ""))
+        say(
+            f"  {name:<11} {ended - started:7.2f} s"
+            + (f"  DISTURBED: {', '.join(restarted)} restarted" if restarted else "")
+        )
         return value
 
     loaded_box: dict[str, Any] = {}
@@ -175,12 +202,15 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     detection = stage("detect", detect)
     results["detect"] = detection.as_metadata()
     results["totals"] = stage("totals", lambda rt: stage_agent_totals(rt, window))
-    candidates = stage("candidates",
-                       lambda rt: stage_candidates(rt, window, loaded_box["loaded"]),
-                       read_stats=not external)
+    candidates = stage(
+        "candidates",
+        lambda rt: stage_candidates(rt, window, loaded_box["loaded"]),
+        read_stats=not external,
+    )
     results["candidates"] = candidates.as_metadata()
-    results["render"] = stage("render", lambda rt: stage_render(
-        rt, window, loaded_box["loaded"], lambda m: None))
+    results["render"] = stage(
+        "render", lambda rt: stage_render(rt, window, loaded_box["loaded"], lambda m: None)
+    )
     results["deliver"] = stage("send", lambda rt: stage_deliver(rt, window, lambda m: None))
 
     worker_rss = stop_workers(workers)
@@ -204,8 +234,15 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
         "stages": stages,
         "results": results,
         "peak_rss_mb": peak_rss_mb(),
-        "settings": {k: getattr(settings, k) for k in (
-            "inline_workers", "render_batch", "send_batch", "send_concurrency",
-            "kafka_partitions")},
+        "settings": {
+            k: getattr(settings, k)
+            for k in (
+                "inline_workers",
+                "render_batch",
+                "send_batch",
+                "send_concurrency",
+                "kafka_partitions",
+            )
+        },
     }
     return out

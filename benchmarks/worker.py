@@ -15,8 +15,12 @@ def main() -> int:
     from darwin_notify_assets.config import Settings
 
     def from_settings(cls, settings: Settings) -> KafkaBus:
-        return cls(settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix,
-                   partitions=settings.kafka_partitions, group_prefix=settings.kafka_topic_prefix)
+        return cls(
+            settings.kafka_bootstrap,
+            topic_prefix=settings.kafka_topic_prefix,
+            partitions=settings.kafka_partitions,
+            group_prefix=settings.kafka_topic_prefix,
+        )
 
     KafkaBus.from_settings = classmethod(from_settings)
     from darwin_notify_assets.cli import main as cli_main
@@ -32,8 +36,11 @@ def main() -> int:
         timers = Timers()
         instrument(timers)
         path = Path(timers_dir) / f"worker-timers-{kind}-{os.getpid()}.json"
-        atexit.register(lambda: path.write_text(json.dumps(
-            {"kind": kind, "pid": os.getpid(), "timers": timers.snapshot()})))
+        atexit.register(
+            lambda: path.write_text(
+                json.dumps({"kind": kind, "pid": os.getpid(), "timers": timers.snapshot()})
+            )
+        )
     profile_dir = os.environ.get("DARWIN_NOTIFY_BENCH_PROFILE_DIR")
     if not profile_dir:
         return cli_main(["worker", kind])

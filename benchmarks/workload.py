@@ -56,8 +56,9 @@ def seed_source(primary: Database, workload: Workload) -> tuple[seed.Dataset, di
 
 
 def window_changes(dataset: seed.Dataset, workload: Workload) -> seed.WindowChanges:
-    (changes,) = seed.generate_changes(dataset, SEED, workload.window_start, 1, WINDOW_MINUTES,
-                                       intensity=workload.intensity)
+    (changes,) = seed.generate_changes(
+        dataset, SEED, workload.window_start, 1, WINDOW_MINUTES, intensity=workload.intensity
+    )
     return changes
 
 

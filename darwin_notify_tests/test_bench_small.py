@@ -15,9 +15,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def test_benchmark_runs_at_a_tiny_size() -> None:
     run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "bench.py"), "--size", "300",
-         "--naive-seconds", "3", "--render-sample", "500"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "bench.py"),
+            "--size",
+            "300",
+            "--naive-seconds",
+            "3",
+            "--render-sample",
+            "500",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     lines = run.stdout.strip().splitlines()

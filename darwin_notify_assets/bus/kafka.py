@@ -398,10 +398,14 @@ class KafkaBus(JobBus):
                 if topic not in partitions:
                     partitions[topic] = sorted(producer.partitions_for(topic) or [0])
                 choices = partitions[topic]
-                futures.append(producer.send(
-                    topic, value=job.encode(), key=job.key,
-                    partition=choices[(start + n) % len(choices)],
-                ))
+                futures.append(
+                    producer.send(
+                        topic,
+                        value=job.encode(),
+                        key=job.key,
+                        partition=choices[(start + n) % len(choices)],
+                    )
+                )
             if producer is None:
                 return 0
             producer.flush(timeout=self.publish_timeout)
@@ -531,7 +535,8 @@ class KafkaBus(JobBus):
         if not tps:
             return 0
         committed = self._admin_call(
-            "fetch committed offsets", lambda a: a.list_group_offsets({group: tps}),
+            "fetch committed offsets",
+            lambda a: a.list_group_offsets({group: tps}),
             timeout,
         ).get(group, {})
         ends = self._admin_call(

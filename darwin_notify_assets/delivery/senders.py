@@ -177,29 +177,48 @@ class SendGridSender(Sender):
         body = json.dumps(self.payload(message)).encode()
         try:
             response = self._pool.request(
-                "POST", self.url, body=body, headers=self._headers, timeout=self._timeout,
-                retries=False, redirect=False,
+                "POST",
+                self.url,
+                body=body,
+                headers=self._headers,
+                timeout=self._timeout,
+                retries=False,
+                redirect=False,
             )
         except transport.ConnectTimeoutError as exc:
             # Includes a refused connection: no request was sent.
-            raise ProviderUnavailable(f"SendGrid did not accept a connection: {_reason(exc)}") from None
+            raise ProviderUnavailable(
+                f"SendGrid did not accept a connection: {_reason(exc)}"
+            ) from None
         except transport.ReadTimeoutError:
             raise ProviderOutcomeUnknown("SendGrid did not answer in time") from None
         except (transport.HTTPError, OSError) as exc:
-            raise ProviderOutcomeUnknown(f"SendGrid request failed mid-way: {_reason(exc)}") from None
+            raise ProviderOutcomeUnknown(
+                f"SendGrid request failed mid-way: {_reason(exc)}"
+            ) from None
         if response.status >= 300:
-            error = http.handle_error(urllib.error.HTTPError(
-                self.url, response.status, response.reason or "", response.headers,
-                io.BytesIO(response.data),
-            ))
-            if isinstance(error, (
-                http.TooManyRequestsError,
-                http.InternalServerError,
-                http.ServiceUnavailableError,
-                http.GatewayTimeoutError,
-            )):
+            error = http.handle_error(
+                urllib.error.HTTPError(
+                    self.url,
+                    response.status,
+                    response.reason or "",
+                    response.headers,
+                    io.BytesIO(response.data),
+                )
+            )
+            if isinstance(
+                error,
+                (
+                    http.TooManyRequestsError,
+                    http.InternalServerError,
+                    http.ServiceUnavailableError,
+                    http.GatewayTimeoutError,
+                ),
+            ):
                 raise ProviderUnavailable(f"SendGrid answered {error.status_code}")
-            body = error.body.decode(errors="replace") if isinstance(error.body, bytes) else error.body
+            body = (
+                error.body.decode(errors="replace") if isinstance(error.body, bytes) else error.body
+            )
             raise ProviderRejected(f"SendGrid refused the message ({error.status_code}): {body}")
         return SendResult(provider_message_id=response.headers.get("X-Message-Id") or "")
 

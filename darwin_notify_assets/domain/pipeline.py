@@ -153,8 +153,11 @@ def make_senders(settings: Settings) -> dict[str, Sender]:
     outbox = Path(settings.outbox_dir)
     if settings.uses_sendgrid:
         email: Sender = SendGridSender(
-            os.environ[SENDGRID_API_KEY_ENV], settings.email_from, settings.sendgrid_host or None,
-            timeout=settings.provider_timeout_seconds, pool_size=settings.send_concurrency,
+            os.environ[SENDGRID_API_KEY_ENV],
+            settings.email_from,
+            settings.sendgrid_host or None,
+            timeout=settings.provider_timeout_seconds,
+            pool_size=settings.send_concurrency,
         )
     else:
         email = FileOutboxEmailSender(outbox, settings.email_from)
@@ -172,7 +175,9 @@ def make_senders(settings: Settings) -> dict[str, Sender]:
 
 
 # -- stages -------------------------------------------------------------------------------------
-def stage_change_window(rt: Runtime, window: Window, loaded: LoadedSchedules) -> tuple[DetectionResult, ReplicaWatermark]:
+def stage_change_window(
+    rt: Runtime, window: Window, loaded: LoadedSchedules
+) -> tuple[DetectionResult, ReplicaWatermark]:
     watermark = rt.replica.watermark()
     result = detect_changes(rt.replica, rt.store, loaded.schedules, window, rt.settings.lookback)
     rt.store.record_window(
@@ -220,8 +225,9 @@ def _wait_or_work(
     started = utcnow()
     closers: list[Callable[[], None]] = []
     try:
-        _work(rt, kind, lambda: handler_factory(closers), remaining, log_progress, started,
-              republish)
+        _work(
+            rt, kind, lambda: handler_factory(closers), remaining, log_progress, started, republish
+        )
     finally:
         for close in closers:
             close()
@@ -311,8 +317,14 @@ def _work(
 
     if settings.inline_workers > 0:
         finished = run_consumers(
-            rt.bus, kind, handler_factory, settings.inline_workers,
-            done=done, timeout=settings.stage_timeout_seconds, poll=0.1, progress=progress,
+            rt.bus,
+            kind,
+            handler_factory,
+            settings.inline_workers,
+            done=done,
+            timeout=settings.stage_timeout_seconds,
+            poll=0.1,
+            progress=progress,
         )
     else:
         # Workers run as their own processes (``darwin-notify worker``).
@@ -336,7 +348,10 @@ def _work(
 
 
 def stage_render(
-    rt: Runtime, window: Window, loaded: LoadedSchedules, log_progress: Callable[[str], None] = log.info
+    rt: Runtime,
+    window: Window,
+    loaded: LoadedSchedules,
+    log_progress: Callable[[str], None] = log.info,
 ) -> dict[str, int]:
     """Publish render jobs for the window's unrendered candidates and wait until rendered.
 
@@ -370,12 +385,18 @@ def stage_render(
         replica = rt.replica_factory()
         worker_store = rt.store_factory()
         closers += [replica.close, worker_store.close]
-        return RenderWorker(replica, worker_store, loaded.schedules, loaded.templates,
-                            rt.settings.window_minutes)
+        return RenderWorker(
+            replica, worker_store, loaded.schedules, loaded.templates, rt.settings.window_minutes
+        )
 
-    _wait_or_work(rt, JobKind.RENDER, handler_factory,
-                  lambda: store.unrendered_count(window.partition_key), log_progress,
-                  republish=publish if standing else None)
+    _wait_or_work(
+        rt,
+        JobKind.RENDER,
+        handler_factory,
+        lambda: store.unrendered_count(window.partition_key),
+        log_progress,
+        republish=publish if standing else None,
+    )
     counts = _all_statuses(store.status_counts(window.partition_key))
     return {"render_jobs": published, "candidates_rendered_now": len(pending), **counts}
 
@@ -386,7 +407,9 @@ def stage_deliver(
     """Publish send jobs for the window's queued messages and wait until each is final."""
     store = rt.store
     ids = store.queued_ids(window.partition_key)
-    published = rt.bus.publish(make_jobs(JobKind.SEND, window.partition_key, ids, rt.settings.send_batch))
+    published = rt.bus.publish(
+        make_jobs(JobKind.SEND, window.partition_key, ids, rt.settings.send_batch)
+    )
 
     def handler_factory(closers):
         worker_store = rt.store_factory()

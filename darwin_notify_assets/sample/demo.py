@@ -220,4 +220,3 @@ def _audit(settings: Settings, partitions: list[str]) -> dict[str, Any]:
         }
     finally:
         rt.close()
-

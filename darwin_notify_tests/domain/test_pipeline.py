@@ -753,8 +753,13 @@ class _Standing:
 
     def __init__(self, env: EmbeddedEnv, rt: Runtime, loaded):
         self.stop = threading.Event()
-        self.renderer = RenderWorker(env.replica(), env.store(), loaded.schedules,
-                                     loaded.templates, env.settings.window_minutes)
+        self.renderer = RenderWorker(
+            env.replica(),
+            env.store(),
+            loaded.schedules,
+            loaded.templates,
+            env.settings.window_minutes,
+        )
         self.sender = SendWorker(env.store(), rt.senders_factory(), concurrency=2)
         self.threads = [
             threading.Thread(target=rt.bus.consume, args=(kind, handler, self.stop), daemon=True)
@@ -826,18 +831,29 @@ def test_a_waiting_stage_republishes_left_work_when_idle_a_few_times_and_once_wh
 
     republished: list[str] = []
     bus = _HintBus(True)
-    done = _Completion(bus, JobKind.RENDER, lambda: 5, store_every=0,
-                       republish=lambda: republished.append("idle") or 1,
-                       log_progress=lambda _: None)
+    done = _Completion(
+        bus,
+        JobKind.RENDER,
+        lambda: 5,
+        store_every=0,
+        republish=lambda: republished.append("idle") or 1,
+        log_progress=lambda _: None,
+    )
     for _ in range(10):
         assert done() is False
     assert len(republished) == _Completion.max_republish
 
     republished.clear()
     busy = _HintBus(False)
-    done = _Completion(busy, JobKind.RENDER, lambda: 5, store_every=0,
-                       republish=lambda: republished.append("stalled") or 1,
-                       log_progress=lambda _: None, stall_after=0)
+    done = _Completion(
+        busy,
+        JobKind.RENDER,
+        lambda: 5,
+        store_every=0,
+        republish=lambda: republished.append("stalled") or 1,
+        log_progress=lambda _: None,
+        stall_after=0,
+    )
     for _ in range(10):
         assert done() is False
     assert republished == ["stalled"]

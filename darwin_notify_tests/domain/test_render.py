@@ -282,8 +282,24 @@ def _generated_addresses(n: int, seed_value: int = 11) -> list[str]:
     upper case, non-ASCII."""
     rng = random.Random(seed_value)
     word = "abcdXYZ0189_+"
-    tlds = ["com", "CO", "uk", "c0m", "123", "x", "test", "local", "localhost", "invalid",
-            "onion", "arpa", "xn--p1ai", "museum", "é", "Ω"]
+    tlds = [
+        "com",
+        "CO",
+        "uk",
+        "c0m",
+        "123",
+        "x",
+        "test",
+        "local",
+        "localhost",
+        "invalid",
+        "onion",
+        "arpa",
+        "xn--p1ai",
+        "museum",
+        "é",
+        "Ω",
+    ]
 
     def joined(chars: str, seps: list[str], runs: int, longest: int) -> str:
         length = rng.choice([1, 2, 5, 10, longest, longest + 1])
@@ -300,8 +316,10 @@ def _generated_addresses(n: int, seed_value: int = 11) -> list[str]:
     out = []
     for _ in range(n):
         local = joined(word, [".", "-", "..", "-.", "+"], rng.choice([1, 2, 3]), 64)
-        labels = [joined(word[:-2], ["-", "--"], rng.choice([1, 2]), 62)
-                  for _ in range(rng.choice([1, 1, 2, 3]))]
+        labels = [
+            joined(word[:-2], ["-", "--"], rng.choice([1, 2]), 62)
+            for _ in range(rng.choice([1, 1, 2, 3]))
+        ]
         out.append(f"{local}@{'.'.join(labels)}.{rng.choice(tlds)}")
     return out
 

@@ -34,7 +34,6 @@ HINT = "start the services with `make services-up`"
 PIPELINE_ROLE = "darwin_notify"
 
 
-
 def services_env() -> dict[str, str]:
     try:
         return shared.services_env()

@@ -44,9 +44,15 @@ def make_bus(bootstrap: str) -> Iterator[Callable[..., KafkaBus]]:
     buses: list[KafkaBus] = []
 
     def make(partitions: int = 3, group_prefix: str = prefix) -> KafkaBus:
-        bus = KafkaBus(bootstrap, topic_prefix=prefix, partitions=partitions,
-                       group_prefix=group_prefix, client_id="darwin-notify-test",
-                       retry_backoff=0.1, retry_backoff_max=0.5)
+        bus = KafkaBus(
+            bootstrap,
+            topic_prefix=prefix,
+            partitions=partitions,
+            group_prefix=group_prefix,
+            client_id="darwin-notify-test",
+            retry_backoff=0.1,
+            retry_backoff_max=0.5,
+        )
         buses.append(bus)
         return bus
 
@@ -64,8 +70,9 @@ def make_bus(bootstrap: str) -> Iterator[Callable[..., KafkaBus]]:
 class Worker:
     """One ``consume`` call on its own thread, stopped by :meth:`finish`."""
 
-    def __init__(self, bus: KafkaBus, kind: JobKind, handler: Handler,
-                 stop: threading.Event | None = None):
+    def __init__(
+        self, bus: KafkaBus, kind: JobKind, handler: Handler, stop: threading.Event | None = None
+    ):
         self.stop = stop or threading.Event()
         self.handled: int | None = None
         self.error: BaseException | None = None
@@ -173,23 +180,31 @@ def test_failed_job_is_redelivered_and_committed_only_after_success(
 
 
 def test_members_of_a_group_share_the_partitions(
-    make_bus: Callable[..., KafkaBus], bootstrap: str,
+    make_bus: Callable[..., KafkaBus],
+    bootstrap: str,
 ) -> None:
     first, second = make_bus(partitions=4), make_bus(partitions=4)
     first.ensure_topics()
     recorders = {"first": Recorder(), "second": Recorder()}
-    workers = [Worker(first, JobKind.RENDER, recorders["first"]),
-               Worker(second, JobKind.RENDER, recorders["second"])]
+    workers = [
+        Worker(first, JobKind.RENDER, recorders["first"]),
+        Worker(second, JobKind.RENDER, recorders["second"]),
+    ]
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="darwin-notify-test")
     try:
+
         def both_assigned() -> bool:
             group = admin.describe_groups([first.group_id(JobKind.RENDER)])
             info = next(iter(group.values()))
             members = info.get("members") or []
             assignments = [m.get("member_assignment") for m in members]
-            return info.get("group_state") == "Stable" and len(members) == 2 and all(
-                isinstance(a, dict) and any(t["partitions"] for t in a["assigned_partitions"])
-                for a in assignments
+            return (
+                info.get("group_state") == "Stable"
+                and len(members) == 2
+                and all(
+                    isinstance(a, dict) and any(t["partitions"] for t in a["assigned_partitions"])
+                    for a in assignments
+                )
             )
 
         wait_until(both_assigned, "both members hold partitions")
@@ -258,7 +273,9 @@ def test_replay_redelivers_the_same_jobs(make_bus: Callable[..., KafkaBus]) -> N
 
 
 def test_poison_message_is_logged_skipped_and_committed(
-    make_bus: Callable[..., KafkaBus], bootstrap: str, caplog: pytest.LogCaptureFixture,
+    make_bus: Callable[..., KafkaBus],
+    bootstrap: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     bus = make_bus(partitions=1)
     bus.ensure_topics()
@@ -287,8 +304,11 @@ def test_poison_message_is_logged_skipped_and_committed(
         assert worker.finish() == 1
 
     assert recorder.jobs == [good]
-    errors = [r.getMessage() for r in caplog.records
-              if r.name == "darwin_notify_assets.bus.kafka" and r.levelno == logging.ERROR]
+    errors = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "darwin_notify_assets.bus.kafka" and r.levelno == logging.ERROR
+    ]
     assert len(errors) == len(poison)
     for offset, message in enumerate(errors):
         assert f"{topic}[0]@{offset}" in message

@@ -16,7 +16,7 @@ TRICKY_TEXT = [
     "",
     "NULL",
     'a "quoted" word',
-    "back\\slash and \\\" both",
+    'back\\slash and \\" both',
     "comma, {braces} and (parens)",
     "line\nbreak\ttab",
     "  spaces kept  ",
@@ -57,8 +57,12 @@ def _rows(offset: int = 0) -> list[tuple]:
 
 
 def _read(conn: Database, table: str) -> list[tuple]:
-    rows = [tuple(r) for r in conn.query(f'SELECT id, "Label", body, flag, amount, at, score '
-                                         f"FROM {table} ORDER BY id")]
+    rows = [
+        tuple(r)
+        for r in conn.query(
+            f'SELECT id, "Label", body, flag, amount, at, score FROM {table} ORDER BY id'
+        )
+    ]
     conn.commit()
     return rows
 
