@@ -32,21 +32,8 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
 
     from darwin_notify_assets.bus.kafka import KafkaBus
     from darwin_notify_assets.config import Settings
-    from darwin_notify_assets.sample.demo import QUIET_RUN_CONFIG
+    from darwin_notify_assets.defs.notifications.runs import QUIET_RUN_CONFIG
     from darwin_notify_assets.storage.store import NotificationStore
-
-    # The resource builds its bus from the settings; make sure its consumer groups are the
-    # benchmark's own (the product does the same since 59e245d; older versions shared
-    # "darwin-notify.<kind>" with every run on the broker).
-    def from_settings(cls, settings: Settings) -> KafkaBus:
-        return cls(
-            settings.kafka_bootstrap,
-            topic_prefix=settings.kafka_topic_prefix,
-            partitions=settings.kafka_partitions,
-            group_prefix=settings.kafka_topic_prefix,
-        )
-
-    KafkaBus.from_settings = classmethod(from_settings)
 
     standing = config.get("workers", "processes") == "processes"
     if standing:
@@ -55,9 +42,9 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     instance = DagsterInstance.from_config(str(home))
-    from darwin_notify_assets.definitions import defs
+    from darwin_notify_assets.definitions import build_defs
 
-    job = defs.resolve_job_def("notify_window")
+    job = build_defs().resolve_job_def("notify_window")
     settings = Settings.from_env()
     KafkaBus.from_settings(settings).ensure_topics()
     workers = []

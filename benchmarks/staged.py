@@ -34,6 +34,7 @@ from darwin_notify_assets.domain.pipeline import (
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.replica import ReplicaReader
 from darwin_notify_assets.storage.store import NotificationStore
+from darwin_notify_tests.services import start_worker, stop_processes
 
 
 def instrument(timers: Timers) -> None:
@@ -77,32 +78,19 @@ def start_workers(config: dict[str, Any], count: int) -> list[subprocess.Popen]:
     if config.get("profile_dir"):
         env["DARWIN_NOTIFY_BENCH_PROFILE_DIR"] = config["profile_dir"]
     env["DARWIN_NOTIFY_BENCH_TIMERS_DIR"] = str(Path(config["result_path"]).parent)
-    procs = []
-    for kind in ("render", "send"):
-        for i in range(count):
-            log = open(Path(config["result_path"]).parent / f"worker-{kind}-{i}.log", "w")  # noqa: SIM115
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(Path(__file__).with_name("worker.py")), kind],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    return procs
+    logs = Path(config["result_path"]).parent
+    worker = str(Path(__file__).with_name("worker.py"))
+    return [
+        start_worker(kind, logs / f"worker-{kind}-{i}.log", env, [sys.executable, worker, kind])
+        for kind in ("render", "send")
+        for i in range(count)
+    ]
 
 
 def stop_workers(workers: list[subprocess.Popen]) -> dict[str, float]:
     """Stop the worker processes; their peak RSS, by name."""
-    rss = {}
-    for p in workers:
-        rss[f"{p.args[-1]} worker {p.pid}"] = peak_rss_mb(p.pid)
-        p.terminate()
-    for p in workers:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    rss = {f"{p.args[-1]} worker {p.pid}": peak_rss_mb(p.pid) for p in workers}
+    stop_processes(workers)
     return rss
 
 

@@ -74,16 +74,32 @@ def cmd_baseline(_args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    from darwin_notify_assets.definitions import defs
+    from darwin_notify_assets.defs.notifications.runs import check_partition_key, run_window
 
-    job = defs.resolve_job_def("notify_window")
+    settings = _settings()
+    keys = [check_partition_key(key, settings) for key in args.partition]
     instance = DagsterInstance.get()
     failed = 0
-    for key in args.partition:
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
-        say(f"{key}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+    for key in keys:
+        result = run_window(key, instance, run_config={})
+        if result.success:
+            say(f"{key}: ok (run {result.run_id})")
+        else:
+            say(f"{key}: FAILED (run {result.run_id}): {_failure(result)}")
         failed += not result.success
     return 1 if failed else 0
+
+
+def _failure(result) -> str:
+    """The first failed step's own message, in one line."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            err = event.step_failure_data.error
+            while err.cause is not None and err.cls_name in ("DagsterExecutionStepExecutionError",):
+                err = err.cause
+            first = (err.message or "").strip().splitlines()
+            return f"{event.step_key}: {first[0] if first else err.cls_name}"
+    return "see the run's events in the Dagster UI"
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -1,20 +1,36 @@
-"""The code location: every Dagster object of darwin-notify, assembled in one place."""
+"""The code location: every Dagster object of darwin-notify, assembled in one place.
 
-from dagster import Definitions, load_assets_from_modules
+``build_defs`` takes the resources; ``defs`` binds those the environment describes
+(``defs/resources.py``, the one place where the environment chooses them).
+"""
 
-from darwin_notify_assets.defs.notifications import assets
-from darwin_notify_assets.defs.notifications.jobs import (
-    notify_window_job,
-    reconcile_job,
-    reconcile_schedule,
-)
+from collections.abc import Mapping
+
+from dagster import ConfigurableResource, Definitions, load_assets_from_modules
+
+from darwin_notify_assets.defs.audit import assets as audit_assets
+from darwin_notify_assets.defs.audit.jobs import reconcile_job, reconcile_schedule
+from darwin_notify_assets.defs.notifications import assets as notification_assets
+from darwin_notify_assets.defs.notifications.jobs import notify_window_job
 from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
-from darwin_notify_assets.defs.resources import DarwinNotifyResource
+from darwin_notify_assets.defs.resources import resources_from_env
 
-defs = Definitions(
-    assets=load_assets_from_modules([assets]),
-    jobs=[notify_window_job, reconcile_job],
-    schedules=[reconcile_schedule],
-    sensors=[replica_lag_sensor],
-    resources={"darwin": DarwinNotifyResource()},
-)
+
+def build_defs(resources: Mapping[str, ConfigurableResource] | None = None) -> Definitions:
+    """The definitions with ``resources`` (by default, those of the current environment)."""
+    return Definitions.merge(
+        Definitions(
+            assets=load_assets_from_modules([notification_assets]),
+            jobs=[notify_window_job],
+            sensors=[replica_lag_sensor],
+        ),
+        Definitions(
+            assets=load_assets_from_modules([audit_assets]),
+            jobs=[reconcile_job],
+            schedules=[reconcile_schedule],
+        ),
+        Definitions(resources=dict(resources or resources_from_env())),
+    )
+
+
+defs = build_defs()

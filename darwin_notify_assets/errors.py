@@ -41,3 +41,11 @@ class ProviderUnavailable(ProviderError):
 
 class ProviderOutcomeUnknown(ProviderError):
     """The request may or may not have been accepted (timeout, connection lost mid-request)."""
+
+
+class ReplicaBehind(DarwinNotifyError):
+    """The replica has not yet applied a window's end plus grace; retry once it has."""
+
+    def __init__(self, message: str, behind_seconds: float | None):
+        super().__init__(message)
+        self.behind_seconds = behind_seconds

@@ -9,6 +9,7 @@ outbox. No server is needed.
 
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
@@ -22,6 +23,8 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
 from darwin_notify_assets.bus.base import JobBus
 from darwin_notify_assets.config import PREFIX, Settings
+from darwin_notify_assets.defs.notifications.runs import run_window
+from darwin_notify_assets.defs.resources import SendersResource, resources_from_env
 from darwin_notify_assets.delivery.senders import Sender
 from darwin_notify_assets.domain import detect
 from darwin_notify_assets.domain.pipeline import LoadedSchedules, Runtime, load_schedules
@@ -40,7 +43,6 @@ from darwin_notify_assets.testing.senders import RecordingSender
 SEED = 7
 START = demo.DEMO_START
 WINDOW_MINUTES = 5
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PARTITION = START.strftime("%Y-%m-%d-%H:%M")
 ASSET_CHAIN = (
     "notification_schedules",
@@ -53,23 +55,21 @@ ASSET_CHAIN = (
 
 
 class SenderRecorder:
-    """Replaces ``pipeline.make_senders``: every sender a run builds is the real one (the file
-    outbox) wrapped in a RecordingSender; calls are kept per home folder and channel."""
+    """Every sender a run builds is the real one (the file outbox) wrapped in a
+    RecordingSender; calls are kept per home folder and channel."""
 
-    def __init__(self, original: Callable[[Settings], dict[str, Sender]]):
-        self.original = original
+    def __init__(self) -> None:
         self.calls: dict[str, dict[str, list[OutboundMessage]]] = {}
         self.scripts: dict[str, dict[str, list[BaseException | None]]] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, settings: Settings) -> dict[str, Sender]:
-        home = Path(settings.home)
+    def wrap(self, home: Path, senders: dict[str, Sender]) -> dict[str, Sender]:
         calls, scripts = self.for_home(home), self.scripts_for(home)
         return {
             channel: RecordingSender(
                 channel, inner=sender, calls=calls[channel], script=scripts[channel]
             )
-            for channel, sender in self.original(settings).items()
+            for channel, sender in senders.items()
         }
 
     def for_home(self, home: Path) -> dict[str, list[OutboundMessage]]:
@@ -83,12 +83,33 @@ class SenderRecorder:
             return self.scripts.setdefault(str(home.resolve()), {"email": [], "sms": []})
 
 
-def install_recording_senders(mp: pytest.MonkeyPatch) -> SenderRecorder:
-    from darwin_notify_assets.domain import pipeline
+# The recorder of the running test, if it installed one (``install_recording_senders``).
+_RECORDER: list[SenderRecorder] = []
 
-    recorder = SenderRecorder(pipeline.make_senders)
-    mp.setattr(pipeline, "make_senders", recorder)
+
+class RecordingSendersResource(SendersResource):
+    """The senders resource of the environment, each sender wrapped by the test's recorder."""
+
+    home: str
+
+    def make(self) -> dict[str, Sender]:
+        return _RECORDER[0].wrap(Path(self.home), super().make())
+
+
+def install_recording_senders(mp: pytest.MonkeyPatch) -> SenderRecorder:
+    recorder = SenderRecorder()
+    mp.setattr(sys.modules[__name__], "_RECORDER", [recorder])
     return recorder
+
+
+def env_resources(**overrides: Any) -> dict[str, Any]:
+    """The resources the environment describes; with a recorder installed, recording senders."""
+    resources = resources_from_env(**overrides)
+    if _RECORDER and "senders" not in overrides:
+        base = resources["senders"]
+        home = Settings.from_env().home
+        resources["senders"] = RecordingSendersResource(**base.model_dump(), home=home)
+    return resources
 
 
 @dataclass
@@ -206,17 +227,10 @@ def sqlite_rows(path: Path, sql: str, params: Sequence[Any] = ()) -> list[dict[s
 def run_partition(partition_key: str, instance: DagsterInstance) -> ExecuteInProcessResult:
     """Materialize one change window's whole chain through Dagster, in this process.
 
-    The resource reads its settings from the environment at run time, so the caller must
-    have set ``DARWIN_NOTIFY_HOME`` (the env fixtures do).
+    The resources are those the environment describes when the run starts, so the caller
+    must have set ``DARWIN_NOTIFY_HOME`` (the env fixtures do).
     """
-    from darwin_notify_assets.definitions import defs
-
-    return defs.resolve_job_def("notify_window").execute_in_process(
-        partition_key=partition_key,
-        instance=instance,
-        run_config=QUIET_RUN_CONFIG,
-        raise_on_error=False,
-    )
+    return run_window(partition_key, instance, env_resources())
 
 
 def materialization_metadata(

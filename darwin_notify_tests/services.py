@@ -78,3 +78,38 @@ def sink_control(env: dict[str, str], which: str, **command: Any) -> None:
 
     key = "DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid" else "DARWIN_NOTIFY_SMS_BASE_URL"
     requests.post(f"{env[key]}/_control", json=command, timeout=5).raise_for_status()
+
+
+# -- worker processes --------------------------------------------------------------------------
+def start_worker(
+    kind: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    argv: list[str] | None = None,
+) -> subprocess.Popen:
+    """A ``darwin-notify worker KIND`` process (or ``argv``), its output in ``log_path``."""
+    import os
+    import sys
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            argv or [sys.executable, "-m", "darwin_notify_assets.cli", "-v", "worker", kind],
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 30) -> None:
+    """SIGTERM every process still running, then wait; kill what does not stop in time."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -86,3 +86,23 @@ def test_run_processes_partitions_through_dagster(embedded_env, monkeypatch, tmp
 def test_a_worker_without_kafka_is_refused_with_exit_2(embedded_env, capsys):
     assert cli.main(["worker", "send"]) == 2
     assert "KAFKA_BOOTSTRAP" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("2026-03-02-14:03", "not the start of a 5-minute window"),
+        ("2026-03-02 14:00", "not a window's partition key"),
+        ("yesterday", "not a window's partition key"),
+        ("2025-12-31-23:55", "before the first window"),
+        ("2099-01-01-00:00", "has not ended yet"),
+    ],
+)
+def test_run_answers_a_bad_partition_key_in_one_line(embedded_env, capsys, key, says):
+    capsys.readouterr()
+    assert cli.main(["run", key]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.strip().splitlines()
+    assert says in line and key in line
+    assert "Traceback" not in captured.err

@@ -51,6 +51,8 @@ from darwin_notify_tests.services import (  # noqa: E402 - needs the repository 
     services_env,
     sink_control,
     sink_records,
+    start_worker,
+    stop_processes,
 )
 
 FAULTS = (
@@ -245,18 +247,10 @@ class Soak:
 
     # -- workers --------------------------------------------------------------------------------
     def spawn(self, kind: str, failpoints: str = "") -> subprocess.Popen:
-        logs = self.work / "workers"
-        logs.mkdir(exist_ok=True)
         name = f"{len(self.all_procs):03d}-{kind}{'-' + failpoints.split('=')[0] if failpoints else ''}"
-        out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - the child keeps the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "darwin_notify_assets.cli", "-v", "worker", kind],
-            env={**os.environ, "DARWIN_NOTIFY_FAILPOINTS": failpoints},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
+        proc = start_worker(
+            kind, self.work / "workers" / f"{name}.log", {"DARWIN_NOTIFY_FAILPOINTS": failpoints}
         )
-        out.close()
         self.all_procs.append(proc)
         return proc
 
@@ -266,17 +260,7 @@ class Soak:
             alive.append(self.spawn(kind))
         self.pool[kind] = alive
 
-    @staticmethod
-    def stop(procs: list[subprocess.Popen]) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    stop = staticmethod(stop_processes)
 
     def arm_victim(self, fault: str) -> tuple[subprocess.Popen, threading.Thread]:
         """The kind's normal workers leave; a victim with the failpoint is alone in the group
@@ -334,17 +318,9 @@ class Soak:
 
     # -- runs -----------------------------------------------------------------------------------
     def run_key(self, key: str, tags: dict[str, str] | None = None):
-        from darwin_notify_assets.definitions import defs
-        from darwin_notify_assets.sample.demo import QUIET_RUN_CONFIG
+        from darwin_notify_assets.defs.notifications.runs import run_window
 
-        job = defs.resolve_job_def("notify_window")
-        return job.execute_in_process(
-            partition_key=key,
-            instance=self.instance,
-            raise_on_error=False,
-            run_config=QUIET_RUN_CONFIG,
-            tags=tags,
-        )
+        return run_window(key, self.instance, tags=tags)
 
     def run_window(self, key: str) -> float:
         """Runs a window, again after a failure (as a Dagster retry would), up to 3 times."""
@@ -386,15 +362,9 @@ class Soak:
 
     # -- the lag fault --------------------------------------------------------------------------
     def sensor(self, cursor: str):
-        from dagster import build_sensor_context
+        from darwin_notify_assets.defs.notifications.runs import evaluate_sensor
 
-        from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
-        from darwin_notify_assets.defs.resources import DarwinNotifyResource
-
-        context = build_sensor_context(
-            instance=self.instance, resources={"darwin": DarwinNotifyResource()}, cursor=cursor
-        )
-        result = replica_lag_sensor(context)
+        result = evaluate_sensor(self.instance, cursor)
         return [r.run_key for r in getattr(result, "run_requests", None) or []], result
 
     def apply_while_paused(self, i: int, wc) -> None:

@@ -280,3 +280,39 @@ class TwilioSmsSender(Sender):
         except requests.exceptions.Timeout as exc:
             raise ProviderOutcomeUnknown(f"SMS gateway did not answer in time: {exc}") from None
         return SendResult(provider_message_id=sms.sid)
+
+
+def build_senders(
+    *,
+    outbox_dir: str,
+    email_from: str,
+    sms_from: str,
+    sendgrid_api_key: str | None = None,
+    sendgrid_host: str = "",
+    twilio_account_sid: str = "",
+    twilio_auth_token: str | None = None,
+    sms_base_url: str = "",
+    timeout: float = 10.0,
+    pool_size: int = 8,
+) -> dict[str, Sender]:
+    """SendGrid and the SMS gateway when their credentials are given, else the file outbox."""
+    outbox = Path(outbox_dir)
+    email: Sender
+    sms: Sender
+    if sendgrid_api_key:
+        email = SendGridSender(
+            sendgrid_api_key,
+            email_from,
+            sendgrid_host or None,
+            timeout=timeout,
+            pool_size=pool_size,
+        )
+    else:
+        email = FileOutboxEmailSender(outbox, email_from)
+    if twilio_account_sid and twilio_auth_token:
+        sms = TwilioSmsSender(
+            twilio_account_sid, twilio_auth_token, sms_from, sms_base_url or None, timeout=timeout
+        )
+    else:
+        sms = FileOutboxSmsSender(outbox, sms_from)
+    return {"email": email, "sms": sms}

@@ -1,10 +1,20 @@
 """The audit: per window, changes -> candidates -> messages -> provider handoffs -> outcomes,
 with every missed, duplicate or ``unknown`` notification listed by its key."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from darwin_notify_assets.storage.store import FINAL_STATUSES, MessageStatus, NotificationStore
+
+NOT_RENDERED = (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED)
+NOT_SENT = (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED, MessageStatus.FAILED)
+
+
+def rendered_count(status_counts: Mapping[str, int]) -> int:
+    """Messages that were rendered: every message but those that failed or were suppressed."""
+    statuses = set(MessageStatus)
+    return sum(n for s, n in status_counts.items() if s in statuses and s not in NOT_RENDERED)
 
 
 @dataclass
@@ -17,6 +27,8 @@ class WindowAudit:
     outcomes: dict[str, int]
     missed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    # Every message that will not be sent: candidate key, status and reason.
+    not_sent: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +84,11 @@ def audit_window(store: NotificationStore, partition_key: str) -> WindowAudit:
         outcomes=outcomes,
         missed=missed,
         unknown=[m["candidate_key"] for m in messages if m["status"] == MessageStatus.UNKNOWN],
+        not_sent=[
+            {"candidate_key": m["candidate_key"], "status": m["status"], "reason": m["reason"]}
+            for m in messages
+            if m["status"] in NOT_SENT
+        ],
     )
 
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from darwin_notify_assets.bus.base import InProcessBus, JobBus, JobKind, make_jobs, run_consumers
@@ -23,20 +22,14 @@ from darwin_notify_assets.config import (
     TWILIO_AUTH_TOKEN_ENV,
     Settings,
 )
-from darwin_notify_assets.delivery.senders import (
-    FileOutboxEmailSender,
-    FileOutboxSmsSender,
-    Sender,
-    SendGridSender,
-    TwilioSmsSender,
-)
+from darwin_notify_assets.delivery.senders import Sender, build_senders
 from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
 from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
 from darwin_notify_assets.domain.render import CompiledTemplate, compile_templates
 from darwin_notify_assets.domain.schedules import RejectedSchedule, ScheduleSet
 from darwin_notify_assets.domain.windows import Window
-from darwin_notify_assets.errors import DarwinNotifyError
+from darwin_notify_assets.errors import DarwinNotifyError, ReplicaBehind
 from darwin_notify_assets.storage.replica import ReplicaReader, ReplicaWatermark
 from darwin_notify_assets.storage.store import MessageStatus, NotificationStore, utcnow
 
@@ -104,6 +97,8 @@ class Runtime:
     senders_factory: Callable[[], dict[str, Sender]]
     _replica: ReplicaReader | None = None
     _store: NotificationStore | None = None
+    # False when the connections and the bus belong to someone else (Dagster's resources).
+    owned: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, bus: JobBus | None = None) -> "Runtime":
@@ -136,6 +131,8 @@ class Runtime:
         return self._store
 
     def close(self) -> None:
+        if not self.owned:
+            return
         if self._replica is not None:
             self._replica.close()
             self._replica = None
@@ -149,43 +146,59 @@ class Runtime:
 
 
 def make_senders(settings: Settings) -> dict[str, Sender]:
-    """SendGrid and the SMS gateway when their credentials are set, else the file outbox."""
-    outbox = Path(settings.outbox_dir)
-    if settings.uses_sendgrid:
-        email: Sender = SendGridSender(
-            os.environ[SENDGRID_API_KEY_ENV],
-            settings.email_from,
-            settings.sendgrid_host or None,
-            timeout=settings.provider_timeout_seconds,
-            pool_size=settings.send_concurrency,
-        )
-    else:
-        email = FileOutboxEmailSender(outbox, settings.email_from)
-    if settings.uses_sms_gateway:
-        sms: Sender = TwilioSmsSender(
-            settings.twilio_account_sid,
-            os.environ[TWILIO_AUTH_TOKEN_ENV],
-            settings.sms_from,
-            settings.sms_base_url or None,
-            timeout=settings.provider_timeout_seconds,
-        )
-    else:
-        sms = FileOutboxSmsSender(outbox, settings.sms_from)
-    return {"email": email, "sms": sms}
+    """The senders the environment describes (workers and commands outside Dagster)."""
+    return build_senders(
+        outbox_dir=settings.outbox_dir,
+        email_from=settings.email_from,
+        sms_from=settings.sms_from,
+        sendgrid_api_key=os.environ.get(SENDGRID_API_KEY_ENV),
+        sendgrid_host=settings.sendgrid_host,
+        twilio_account_sid=settings.twilio_account_sid,
+        twilio_auth_token=os.environ.get(TWILIO_AUTH_TOKEN_ENV),
+        sms_base_url=settings.sms_base_url,
+        timeout=settings.provider_timeout_seconds,
+        pool_size=settings.send_concurrency,
+    )
 
 
 # -- stages -------------------------------------------------------------------------------------
+def require_applied(watermark: ReplicaWatermark, window: Window, grace: timedelta) -> None:
+    """Refuse to read ``window`` before the replica has applied its end plus ``grace``."""
+    needed = window.end + grace
+    applied = watermark.applied_through
+    if applied is not None and applied >= needed:
+        return
+    paused = ", replay paused" if watermark.replay_paused else ""
+    if applied is None:
+        raise ReplicaBehind(
+            f"window {window.partition_key} not read: the replica reports no applied position "
+            f"(state {watermark.state}{paused}); it must have applied {needed:%Y-%m-%d %H:%M:%S} "
+            "UTC. Retry once it has.",
+            None,
+        )
+    behind = (needed - applied).total_seconds()
+    raise ReplicaBehind(
+        f"window {window.partition_key} not read: the replica is applied through "
+        f"{applied:%Y-%m-%d %H:%M:%S} UTC, {behind:.0f}s short of the window's end plus grace "
+        f"({needed:%Y-%m-%d %H:%M:%S} UTC; state {watermark.state}{paused}). Retry once it "
+        "has caught up.",
+        behind,
+    )
+
+
 def stage_change_window(
     rt: Runtime, window: Window, loaded: LoadedSchedules
 ) -> tuple[DetectionResult, ReplicaWatermark]:
+    """Detect the window's changes, once the replica has applied it (``ReplicaBehind`` if not)."""
     watermark = rt.replica.watermark()
+    require_applied(watermark, window, rt.settings.grace)
     result = detect_changes(rt.replica, rt.store, loaded.schedules, window, rt.settings.lookback)
     rt.store.record_window(
         window.partition_key,
         window.start,
         window.end,
         watermark.applied_through,
-        watermark.state,
+        watermark.describe(),
         result.total_rows_read,
     )
     return result, watermark
@@ -398,7 +411,7 @@ def stage_render(
         republish=publish if standing else None,
     )
     counts = _all_statuses(store.status_counts(window.partition_key))
-    return {"render_jobs": published, "candidates_rendered_now": len(pending), **counts}
+    return {"render_jobs": published, "candidates_unrendered_at_start": len(pending), **counts}
 
 
 def stage_deliver(
@@ -406,6 +419,7 @@ def stage_deliver(
 ) -> dict[str, int]:
     """Publish send jobs for the window's queued messages and wait until each is final."""
     store = rt.store
+    sent_before = store.status_counts(window.partition_key).get(MessageStatus.SENT, 0)
     ids = store.queued_ids(window.partition_key)
     published = rt.bus.publish(
         make_jobs(JobKind.SEND, window.partition_key, ids, rt.settings.send_batch)
@@ -434,7 +448,12 @@ def stage_deliver(
 
     _wait_or_work(rt, JobKind.SEND, handler_factory, remaining, log_progress)
     counts = _all_statuses(store.status_counts(window.partition_key))
-    return {"send_jobs": published, "messages_sent_now": len(ids), **counts}
+    return {
+        "send_jobs": published,
+        "messages_queued_at_start": len(ids),
+        "sent_in_this_run": counts[MessageStatus.SENT] - sent_before,
+        **counts,
+    }
 
 
 def _all_statuses(counts: Mapping[str, int]) -> dict[str, int]:

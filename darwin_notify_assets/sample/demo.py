@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from darwin_notify_assets.config import Settings
+from darwin_notify_assets.domain.audit import audit_report, rendered_count
 from darwin_notify_assets.domain.detect import baseline
 from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 from darwin_notify_assets.domain.windows import Window
@@ -24,9 +25,6 @@ from darwin_notify_assets.storage.db import connect
 from darwin_notify_assets.storage.store import MessageStatus
 
 DEMO_START = datetime(2026, 3, 2, 14, 0)
-
-# The run's events still reach the Dagster instance (and the UI); only the console is quiet.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass(frozen=True)
@@ -79,9 +77,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]
     rt.close()
 
     instance = _dagster_instance(home)
-    from darwin_notify_assets.definitions import defs
+    from darwin_notify_assets.defs.notifications.runs import run_window
 
-    job = defs.resolve_job_def("notify_window")
     sent_before = _outbox_count(Path(settings.outbox_dir))
     per_window = []
     say("")
@@ -93,12 +90,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]
         seed.apply_window(source, wc)
         window = Window.containing(wc.start, settings.window_minutes)
         before = _sent(settings, window.partition_key)
-        result = job.execute_in_process(
-            partition_key=window.partition_key,
-            instance=instance,
-            raise_on_error=False,
-            run_config=QUIET_RUN_CONFIG,
-        )
+        result = run_window(window.partition_key, instance)
         row = _window_row(settings, window, len(wc.operations), result.success)
         row["new_sends"] = row["sent"] - before
         per_window.append(row)
@@ -179,11 +171,7 @@ def _window_row(settings: Settings, window: Window, changes: int, success: bool)
             "changes": changes,
             "rows_read": int(info.get("rows_read") or 0),
             "candidates": store.candidate_count(window.partition_key),
-            "rendered": sum(
-                n
-                for s, n in status.items()
-                if s not in (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED)
-            ),
+            "rendered": rendered_count(status),
             "sent": status.get(MessageStatus.SENT, 0),
             "suppressed": status.get(MessageStatus.SUPPRESSED, 0),
             "failed": status.get(MessageStatus.FAILED, 0)
@@ -197,26 +185,17 @@ def _window_row(settings: Settings, window: Window, changes: int, success: bool)
 def _audit(settings: Settings, partitions: list[str]) -> dict[str, Any]:
     rt = Runtime.from_settings(settings)
     try:
-        store = rt.store
-        missed = sum(len(store.missing_messages(p)) for p in partitions)
-        open_ = sum(
-            n
-            for p in partitions
-            for s, n in store.status_counts(p).items()
-            if s in (MessageStatus.QUEUED, MessageStatus.SENDING)
-        )
-        reasons = [
-            f"{m['candidate_key']}: {m['status']} ({m['reason']})"
-            for p in partitions
-            for m in store.messages(p, [MessageStatus.RENDER_FAILED, MessageStatus.FAILED])
-        ]
-        return {
-            "duplicates": len(store.duplicate_sends()),
-            "missed": missed + open_,
-            "unknown": sum(
-                store.status_counts(p).get(MessageStatus.UNKNOWN, 0) for p in partitions
-            ),
-            "reasons": reasons,
-        }
+        report = audit_report(rt.store, partitions)
     finally:
         rt.close()
+    return {
+        "duplicates": len(report.duplicates),
+        "missed": sum(len(w.missed) for w in report.windows),
+        "unknown": sum(len(w.unknown) for w in report.windows),
+        "reasons": [
+            f"{m['candidate_key']}: {m['status']} ({m['reason']})"
+            for w in report.windows
+            for m in w.not_sent
+            if m["status"] != MessageStatus.SUPPRESSED
+        ],
+    }

@@ -421,8 +421,17 @@ def placeholders(n: int) -> str:
     return ", ".join(["?"] * n)
 
 
-def connect(url: str, *, read_only: bool = False, password_env: str | None = None) -> Database:
-    """Open a connection. ``read_only`` is enforced by the database, not assumed."""
+def connect(
+    url: str,
+    *,
+    read_only: bool = False,
+    password_env: str | None = None,
+    password: str | None = None,
+) -> Database:
+    """Open a connection. ``read_only`` is enforced by the database, not assumed.
+
+    The password is ``password``, or else read from the environment variable ``password_env``.
+    """
     parsed = DatabaseUrl.parse(url)
     if parsed.dialect == "sqlite":
         return _connect_sqlite(parsed, read_only)
@@ -432,7 +441,8 @@ def connect(url: str, *, read_only: bool = False, password_env: str | None = Non
         raise ConfigurationError(
             f"cannot load pyodbc for {parsed} ({exc}); install unixODBC and the ODBC driver"
         ) from exc
-    password = os.environ.get(password_env) if password_env else None
+    if password is None and password_env:
+        password = os.environ.get(password_env)
     conn_str = odbc_connection_string(parsed, password, read_only)
     try:
         conn = pyodbc.connect(conn_str, autocommit=False, readonly=read_only)

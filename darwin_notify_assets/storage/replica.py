@@ -44,6 +44,10 @@ class ReplicaWatermark:
     last_replay_at: datetime | None
     state: str
 
+    def describe(self) -> str:
+        """The state as recorded with a window: the receiver's state, and a paused replay."""
+        return f"{self.state}, replay paused" if self.replay_paused else self.state
+
     def as_metadata(self) -> dict[str, Any]:
         return {
             "replica_applied_through": _iso(self.applied_through),
@@ -70,8 +74,10 @@ class ReplicaReader:
         self._catalog: dict[str, tuple[str, ...]] = {}
 
     @classmethod
-    def open(cls, url: str, password_env: str | None = None) -> "ReplicaReader":
-        return cls(connect(url, read_only=True, password_env=password_env))
+    def open(
+        cls, url: str, password_env: str | None = None, password: str | None = None
+    ) -> "ReplicaReader":
+        return cls(connect(url, read_only=True, password_env=password_env, password=password))
 
     def close(self) -> None:
         self.db.close()

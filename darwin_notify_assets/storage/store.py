@@ -182,8 +182,10 @@ class NotificationStore:
         self.db = db
 
     @classmethod
-    def open(cls, url: str, password_env: str | None = None) -> "NotificationStore":
-        return cls(connect(url, password_env=password_env))
+    def open(
+        cls, url: str, password_env: str | None = None, password: str | None = None
+    ) -> "NotificationStore":
+        return cls(connect(url, password_env=password_env, password=password))
 
     def close(self) -> None:
         self.db.close()

@@ -4,14 +4,13 @@ default (whose replica is applied through now) and on a replica that reports a l
 from datetime import datetime, timedelta
 
 import pytest
-from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+from dagster import DagsterInstance, RunRequest, SkipReason
 
+from darwin_notify_assets.defs.notifications.runs import evaluate_sensor
 from darwin_notify_assets.defs.notifications.sensors import (
     MAX_RUNS_PER_TICK,
     ready_windows,
-    replica_lag_sensor,
 )
-from darwin_notify_assets.defs.resources import DarwinNotifyResource
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.replica import ReplicaReader, ReplicaWatermark
 from darwin_notify_assets.storage.store import NotificationStore, utcnow
@@ -54,10 +53,7 @@ def embedded(tmp_path, monkeypatch):
 
 def _evaluate(cursor=None):
     with DagsterInstance.ephemeral() as instance:
-        context = build_sensor_context(
-            instance=instance, cursor=cursor, resources={"darwin": DarwinNotifyResource()}
-        )
-        return replica_lag_sensor(context)
+        return evaluate_sensor(instance, cursor)
 
 
 def test_sensor_continues_after_the_cursor_with_run_keys(embedded) -> None:

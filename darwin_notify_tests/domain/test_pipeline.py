@@ -255,7 +255,8 @@ def test_a_rerun_of_a_partition_sends_nothing_new(processed):
         assert result.success
         assert node_metadata(result, "change_window")["events_new"] == 0
         assert node_metadata(result, "candidate_notifications")["candidates_new"] == 0
-        assert node_metadata(result, "delivery_log")["messages_sent_now"] == 0
+        assert node_metadata(result, "delivery_log")["messages_queued_at_start"] == 0
+        assert node_metadata(result, "delivery_log")["sent_in_this_run"] == 0
     assert {ch: len(v) for ch, v in processed.calls.items()} == calls
     assert outbox_state(env) == outbox
     after = store_state(env)
@@ -821,7 +822,7 @@ def test_with_standing_workers_candidates_without_jobs_get_them_once_the_bus_is_
         counts = stage_render(rt, window, loaded)
     finally:
         workers.close()
-    assert counts["candidates_rendered_now"] == left
+    assert counts["candidates_unrendered_at_start"] == left
     assert counts["render_jobs"] == rt.bus.published[JobKind.RENDER] > 0
     assert rt.store.unrendered_count(env.key(0)) == 0
 

@@ -4,9 +4,7 @@ Connection settings come from ``infra/services.sh env``. A missing service fails
 the command that starts it; nothing here is ever skipped.
 """
 
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +20,7 @@ from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_assets.sample import seed
-from darwin_notify_assets.sample.demo import DEMO_START, QUIET_RUN_CONFIG
+from darwin_notify_assets.sample.demo import DEMO_START
 from darwin_notify_assets.storage.db import Database, connect
 from darwin_notify_assets.storage.store import NotificationStore
 from darwin_notify_tests import services as shared
@@ -145,44 +143,21 @@ class Stack:
         return DagsterInstance.from_config(str(home))
 
     def run_window(self, instance, partition_key: str):
-        from darwin_notify_assets.definitions import defs
+        from darwin_notify_assets.defs.notifications.runs import run_window
 
-        job = defs.resolve_job_def("notify_window")
-        return job.execute_in_process(
-            partition_key=partition_key,
-            instance=instance,
-            raise_on_error=False,
-            run_config=QUIET_RUN_CONFIG,
-        )
+        return run_window(partition_key, instance)
 
     # -- workers in their own processes --------------------------------------------------------------
     def start_workers(self, render: int, send: int) -> list[subprocess.Popen]:
-        procs = []
         log_dir = self.tmp / "workers"
-        log_dir.mkdir(exist_ok=True)
-        for kind, count in (("render", render), ("send", send)):
-            for i in range(count):
-                log = open(log_dir / f"{kind}-{i}.log", "w")  # noqa: SIM115 - closed with the process
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "darwin_notify_assets.cli", "-v", "worker", kind],
-                        env=os.environ.copy(),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        return procs
+        return [
+            shared.start_worker(kind, log_dir / f"{kind}-{i}.log")
+            for kind, count in (("render", render), ("send", send))
+            for i in range(count)
+        ]
 
 
-def stop_processes(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
+stop_processes = shared.stop_processes
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,7 @@ come from the configured sender number and are matched to the store's messages b
 
 import logging
 import math
-import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,7 +34,7 @@ from darwin_notify_assets.bus.base import JobKind
 from darwin_notify_assets.domain.audit import audit_report
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.sample import seed
-from darwin_notify_assets.sample.demo import DEMO_START, QUIET_RUN_CONFIG
+from darwin_notify_assets.sample.demo import DEMO_START
 from darwin_notify_assets.storage.store import MessageStatus, NotificationStore, utcnow
 from darwin_notify_tests.integration.conftest import (
     SERVICES_SH,
@@ -46,6 +44,7 @@ from darwin_notify_tests.integration.conftest import (
     windows_of,
 )
 from darwin_notify_tests.oracle import Expected, expected_sends
+from darwin_notify_tests.services import start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -129,16 +128,9 @@ class Scenario:
         assert result.success, f"the run of window {key} failed; worker logs in {self.stack.tmp}"
 
     def run_key(self, key: str, tags: dict[str, str] | None = None):
-        from darwin_notify_assets.definitions import defs
+        from darwin_notify_assets.defs.notifications.runs import run_window
 
-        job = defs.resolve_job_def("notify_window")
-        return job.execute_in_process(
-            partition_key=key,
-            instance=self.instance,
-            raise_on_error=False,
-            run_config=QUIET_RUN_CONFIG,
-            tags=tags,
-        )
+        return run_window(key, self.instance, tags=tags)
 
     def process(self, i: int) -> None:
         self.apply(i)
@@ -146,20 +138,14 @@ class Scenario:
 
     # -- workers ------------------------------------------------------------------------------------
     def worker(self, kind: str, failpoints: str = "", **env: str) -> subprocess.Popen:
-        log_dir = self.stack.tmp / "workers"
-        log_dir.mkdir(exist_ok=True)
         with self._lock:
             n = len(self.procs)
         name = f"{n:02d}-{kind}{'-' + failpoints.replace('=', '-') if failpoints else ''}"
-        out = open(log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        child_env = {**os.environ, **env, "DARWIN_NOTIFY_FAILPOINTS": failpoints}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "darwin_notify_assets.cli", "-v", "worker", kind],
-            env=child_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        proc = start_worker(
+            kind,
+            self.stack.tmp / "workers" / f"{name}.log",
+            {**env, "DARWIN_NOTIFY_FAILPOINTS": failpoints},
         )
-        out.close()
         with self._lock:
             self.procs.append(proc)
         return proc
@@ -374,15 +360,9 @@ def _services(*args: str) -> None:
 
 # -- 1. replica lag ----------------------------------------------------------------------------------
 def _evaluate_sensor(instance, cursor: str):
-    from dagster import build_sensor_context
+    from darwin_notify_assets.defs.notifications.runs import evaluate_sensor
 
-    from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
-    from darwin_notify_assets.defs.resources import DarwinNotifyResource
-
-    context = build_sensor_context(
-        instance=instance, resources={"darwin": DarwinNotifyResource()}, cursor=cursor
-    )
-    return replica_lag_sensor(context)
+    return evaluate_sensor(instance, cursor)
 
 
 def _requested(result) -> list[str]:

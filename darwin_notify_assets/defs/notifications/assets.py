@@ -7,21 +7,26 @@ or a conditional transition.
 """
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
+from darwin_notify_assets.defs.notifications import checks
 from darwin_notify_assets.defs.notifications.partitions import change_windows
-from darwin_notify_assets.defs.resources import DarwinNotifyResource
-from darwin_notify_assets.domain.detect import reconcile
+from darwin_notify_assets.defs.resources import (
+    JobBusResource,
+    PipelineResource,
+    ReplicaResource,
+    SendersResource,
+    StoreResource,
+    runtime,
+)
+from darwin_notify_assets.domain.audit import rendered_count
 from darwin_notify_assets.domain.pipeline import (
     load_schedules,
     stage_agent_totals,
@@ -30,26 +35,21 @@ from darwin_notify_assets.domain.pipeline import (
     stage_deliver,
     stage_render,
 )
-from darwin_notify_assets.domain.windows import Window
-from darwin_notify_assets.storage.store import FINAL_STATUSES, MessageStatus, utcnow
+from darwin_notify_assets.errors import ReplicaBehind
+from darwin_notify_assets.storage.store import MessageStatus
 
 GROUP = "notifications"
-AUDIT_GROUP = "audit"
 
 
 @asset(partitions_def=change_windows, group_name=GROUP, kinds={"sql"})
 def notification_schedules(
-    context: AssetExecutionContext, darwin: DarwinNotifyResource
+    context: AssetExecutionContext, replica: ReplicaResource
 ) -> MaterializeResult:
     """The active notification schedules and their templates, as read from the replica for
     this window. Criteria are checked against the source tables' real columns and templates
     are compiled here, so a broken schedule or template is reported once, by name, and
     skipped while the others run."""
-    rt = darwin.runtime()
-    try:
-        loaded = load_schedules(rt.replica)
-    finally:
-        rt.close()
+    loaded = load_schedules(replica.reader)
     for r in loaded.rejected:
         context.log.warning(f"skipped {r.reason}")
     return MaterializeResult(
@@ -72,24 +72,31 @@ def notification_schedules(
     group_name=GROUP,
     kinds={"sql"},
     deps=[notification_schedules],
-    check_specs=[AssetCheckSpec("replica_caught_up", asset="change_window")],
+    check_specs=[checks.REPLICA_CAUGHT_UP],
 )
 def change_window(
-    context: AssetExecutionContext, darwin: DarwinNotifyResource
+    context: AssetExecutionContext,
+    pipeline: PipelineResource,
+    replica: ReplicaResource,
+    store: StoreResource,
 ) -> MaterializeResult:
     """The window's changes: for each table with an active schedule, the rows whose watch
     column falls in ``[window_start - lookback, window_end)`` (one bounded index-range read),
     plus deletions, turned into one change event per schedule that fires. Grain: one row per
-    (record, schedule, version) in the store's ``change_event``."""
-    rt = darwin.runtime()
+    (record, schedule, version) in the store's ``change_event``. Nothing is read before the
+    replica has applied the window's end plus grace: until then the step fails, saying how
+    far behind the replica is, and a retry later reads the whole window."""
+    rt = runtime(pipeline, replica, store)
+    window = pipeline.window(context.partition_key)
+    loaded = load_schedules(rt.replica)
     try:
-        window = rt.window(context.partition_key)
-        loaded = load_schedules(rt.replica)
         result, watermark = stage_change_window(rt, window, loaded)
-    finally:
-        rt.close()
-    needed = window.end + rt.settings.grace
-    caught_up = watermark.applied_through is not None and watermark.applied_through >= needed
+    except ReplicaBehind as exc:
+        raise Failure(
+            description=str(exc),
+            metadata={"behind_seconds": exc.behind_seconds or -1.0},
+            allow_retries=True,
+        ) from None
     return MaterializeResult(
         metadata={
             **result.as_metadata(),
@@ -97,17 +104,7 @@ def change_window(
             "window_start": str(window.start),
             "window_end": str(window.end),
         },
-        check_results=[
-            AssetCheckResult(
-                check_name="replica_caught_up",
-                passed=caught_up,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={
-                    "needed_through": str(needed),
-                    "applied_through": str(watermark.applied_through),
-                },
-            )
-        ],
+        check_results=[checks.replica_caught_up(watermark, window, rt.settings.grace)],
     )
 
 
@@ -116,48 +113,42 @@ def change_window(
     group_name=GROUP,
     kinds={"sql"},
     deps=[change_window],
-    check_specs=[AssetCheckSpec("agent_totals_fresh", asset="agent_totals", blocking=True)],
+    check_specs=[checks.AGENT_TOTALS_FRESH],
 )
-def agent_totals(context: AssetExecutionContext, darwin: DarwinNotifyResource) -> MaterializeResult:
+def agent_totals(
+    context: AssetExecutionContext,
+    pipeline: PipelineResource,
+    replica: ReplicaResource,
+    store: StoreResource,
+) -> MaterializeResult:
     """Production totals (units, volume and commission year to date, active listings) of
     every agent the window touches, recomputed in the store from its ledgers of the replica's
     deals and listings. Blocks rendering until every touched agent's totals include the
     window."""
-    rt = darwin.runtime()
-    try:
-        window = rt.window(context.partition_key)
-        written = stage_agent_totals(rt, window)
-        agents = rt.store.window_agents(window.partition_key)
-        totals = rt.store.totals(agents)
-    finally:
-        rt.close()
-    stale = [a for a in agents if a not in totals or totals[a].computed_through < window.end]
+    rt = runtime(pipeline, replica, store)
+    window = pipeline.window(context.partition_key)
+    written = stage_agent_totals(rt, window)
+    agents = rt.store.window_agents(window.partition_key)
     return MaterializeResult(
         metadata={"agents_touched": len(agents), "totals_written": written},
-        check_results=[
-            AssetCheckResult(
-                check_name="agent_totals_fresh",
-                passed=not stale,
-                metadata={"stale_agents": ", ".join(map(str, stale[:50])) or "(none)"},
-            )
-        ],
+        check_results=[checks.agent_totals_fresh(rt.store, agents, window.end)],
     )
 
 
 @asset(partitions_def=change_windows, group_name=GROUP, kinds={"sql"}, deps=[agent_totals])
 def candidate_notifications(
-    context: AssetExecutionContext, darwin: DarwinNotifyResource
+    context: AssetExecutionContext,
+    pipeline: PipelineResource,
+    replica: ReplicaResource,
+    store: StoreResource,
+    bus: JobBusResource,
 ) -> MaterializeResult:
     """One candidate per (change event, recipient): the schedule's audience resolved with
     set-based reads (``agent``, ``record_contact``, ``agent_contacts`` fan-out), each with a
     deterministic idempotency key for its DedupeScope, inserted if absent."""
-    rt = darwin.runtime()
-    try:
-        window = rt.window(context.partition_key)
-        loaded = load_schedules(rt.replica)
-        result = stage_candidates(rt, window, loaded)
-    finally:
-        rt.close()
+    rt = runtime(pipeline, replica, store, bus)
+    window = pipeline.window(context.partition_key)
+    result = stage_candidates(rt, window, load_schedules(rt.replica))
     return MaterializeResult(metadata=result.as_metadata())
 
 
@@ -168,31 +159,26 @@ def candidate_notifications(
     deps=[candidate_notifications],
 )
 def rendered_messages(
-    context: AssetExecutionContext, darwin: DarwinNotifyResource
+    context: AssetExecutionContext,
+    pipeline: PipelineResource,
+    replica: ReplicaResource,
+    store: StoreResource,
+    bus: JobBusResource,
 ) -> MaterializeResult:
     """The outbound messages of the window: render jobs go on the bus, workers fetch merge
     fields from the replica in batches and render with Jinja2 (subject, HTML and text for
     email; body and segments for SMS). A message that cannot be rendered, or whose recipient
     opted out or has an invalid address, is kept with its status and reason."""
-    rt = darwin.runtime()
-    try:
-        window = rt.window(context.partition_key)
-        loaded = load_schedules(rt.replica)
-        counts = stage_render(rt, window, loaded, context.log.info)
-        failures = rt.store.messages(
-            window.partition_key, [MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED]
-        )
-    finally:
-        rt.close()
+    rt = runtime(pipeline, replica, store, bus)
+    window = pipeline.window(context.partition_key)
+    counts = stage_render(rt, window, load_schedules(rt.replica), context.log.info)
+    failures = rt.store.messages(
+        window.partition_key, [MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED]
+    )
     return MaterializeResult(
         metadata={
             **counts,
-            "rendered": sum(
-                n
-                for status, n in counts.items()
-                if status in set(MessageStatus)
-                and status not in (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED)
-            ),
+            "rendered": rendered_count(counts),
             "not_sendable": MetadataValue.md(
                 "\n".join(
                     f"- `{m['candidate_key']}` {m['status']}: {m['reason']}" for m in failures[:50]
@@ -208,27 +194,23 @@ def rendered_messages(
     group_name=GROUP,
     kinds={"python"},
     deps=[rendered_messages],
-    check_specs=[
-        AssetCheckSpec("no_duplicate_sends", asset="delivery_log"),
-        AssetCheckSpec("no_missed_notifications", asset="delivery_log"),
-    ],
+    check_specs=[checks.NO_DUPLICATE_SENDS, checks.NO_MISSED_NOTIFICATIONS],
 )
-def delivery_log(context: AssetExecutionContext, darwin: DarwinNotifyResource) -> Iterator:
+def delivery_log(
+    context: AssetExecutionContext,
+    pipeline: PipelineResource,
+    replica: ReplicaResource,
+    store: StoreResource,
+    bus: JobBusResource,
+    senders: SendersResource,
+) -> Iterator[MaterializeResult]:
     """The window's deliveries: send jobs go on the bus; send workers claim each message
     (``queued -> sending``) before calling the provider and record the outcome (``sent``,
     ``failed``, or ``unknown`` when nobody can know whether the provider took it)."""
-    rt = darwin.runtime()
-    try:
-        window = rt.window(context.partition_key)
-        counts = stage_deliver(rt, window, context.log.info)
-        duplicates = rt.store.duplicate_sends(window.partition_key)
-        missing = rt.store.missing_messages(window.partition_key)
-        open_messages = [
-            m for m in rt.store.messages(window.partition_key) if m["status"] not in FINAL_STATUSES
-        ]
-        unknown = rt.store.messages(window.partition_key, [MessageStatus.UNKNOWN])
-    finally:
-        rt.close()
+    rt = runtime(pipeline, replica, store, bus, senders)
+    window = pipeline.window(context.partition_key)
+    counts = stage_deliver(rt, window, context.log.info)
+    unknown = rt.store.messages(window.partition_key, [MessageStatus.UNKNOWN])
     yield MaterializeResult(
         metadata={
             **counts,
@@ -238,78 +220,7 @@ def delivery_log(context: AssetExecutionContext, darwin: DarwinNotifyResource) -
             ),
         },
         check_results=[
-            AssetCheckResult(
-                check_name="no_duplicate_sends",
-                passed=not duplicates,
-                metadata={"duplicates": ", ".join(duplicates[:50]) or "(none)"},
-            ),
-            AssetCheckResult(
-                check_name="no_missed_notifications",
-                passed=not missing and not open_messages,
-                metadata={
-                    "candidates_without_message": len(missing),
-                    "messages_not_final": len(open_messages),
-                    "unknown_listed": len(unknown),
-                    "examples": ", ".join(
-                        missing[:20] + [m["candidate_key"] for m in open_messages[:20]]
-                    )
-                    or "(none)",
-                },
-            ),
-        ],
-    )
-
-
-@asset(
-    group_name=AUDIT_GROUP,
-    kinds={"sql"},
-    check_specs=[AssetCheckSpec("nothing_missed_recently", asset="reconciliation_report")],
-)
-def reconciliation_report(
-    context: AssetExecutionContext, darwin: DarwinNotifyResource
-) -> MaterializeResult:
-    """A re-scan of the recent past (``DARWIN_NOTIFY_RECONCILE_HOURS``): every window the
-    replica has applied must have been read, and every insert or delete change in the range
-    must be a recorded event. Reports what is missing by key; it changes nothing."""
-    rt = darwin.runtime()
-    settings = rt.settings
-    try:
-        watermark = rt.replica.watermark()
-        applied = watermark.applied_through or utcnow()
-        # Leave the sensor two windows of time to start the newest ready window.
-        end = Window.containing(
-            applied - settings.grace - timedelta(minutes=2 * settings.window_minutes),
-            settings.window_minutes,
-        ).start
-        start = Window.containing(
-            end - timedelta(hours=settings.reconcile_hours), settings.window_minutes
-        ).start
-        start = max(start, datetime.strptime(settings.partition_start, "%Y-%m-%d-%H:%M"))
-        loaded = load_schedules(rt.replica)
-        result = reconcile(
-            rt.replica, rt.store, loaded.schedules, start, end, settings.window_minutes
-        )
-    finally:
-        rt.close()
-    for key in result.events_missing[:20]:
-        context.log.error(f"change never recorded: {key}")
-    return MaterializeResult(
-        metadata={
-            "range_start": str(result.start),
-            "range_end": str(result.end),
-            "rows_read": result.rows_read,
-            "events_expected": result.events_expected,
-            "events_missing": len(result.events_missing),
-            "windows_missing": len(result.windows_missing),
-        },
-        check_results=[
-            AssetCheckResult(
-                check_name="nothing_missed_recently",
-                passed=result.clean,
-                metadata={
-                    "missing_events": ", ".join(result.events_missing[:50]) or "(none)",
-                    "missing_windows": ", ".join(result.windows_missing[:50]) or "(none)",
-                },
-            )
+            checks.no_duplicate_sends(rt.store, window.partition_key),
+            checks.no_missed_notifications(rt.store, window.partition_key),
         ],
     )

@@ -12,7 +12,7 @@ from dagster import (
 )
 
 from darwin_notify_assets.defs.notifications.jobs import notify_window_job
-from darwin_notify_assets.defs.resources import DarwinNotifyResource
+from darwin_notify_assets.defs.resources import PipelineResource, ReplicaResource, StoreResource
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.store import utcnow
 
@@ -39,16 +39,17 @@ def ready_windows(
     description="Starts each change window once the replica has applied its end plus grace; "
     "a backlog is caught up oldest first, at most 12 windows per tick.",
 )
-def replica_lag_sensor(context: SensorEvaluationContext, darwin: DarwinNotifyResource):
+def replica_lag_sensor(
+    context: SensorEvaluationContext,
+    pipeline: PipelineResource,
+    replica: ReplicaResource,
+    store: StoreResource,
+):
     """The cursor is the last window requested. Without one, the sensor continues after the
     newest window the store has processed, or else starts with the newest ready window."""
-    settings = darwin.settings()
-    rt = darwin.runtime()
-    try:
-        watermark = rt.replica.watermark()
-        last_done = context.cursor or rt.store.last_window()
-    finally:
-        rt.close()
+    settings = pipeline.settings()
+    watermark = replica.reader.watermark()
+    last_done = context.cursor or store.store.last_window()
     if watermark.applied_through is None:
         return SkipReason(f"the replica reports no applied position (state {watermark.state})")
     applied = watermark.applied_through

@@ -1,0 +1,97 @@
+"""The window's asset checks, one property each, computed from the store.
+
+The checks are declared on their assets (``check_specs``) and evaluated in the same step, so a
+partitioned check reads only its own window.
+"""
+
+from datetime import datetime, timedelta
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+
+from darwin_notify_assets.domain.windows import Window
+from darwin_notify_assets.storage.replica import ReplicaWatermark
+from darwin_notify_assets.storage.store import FINAL_STATUSES, MessageStatus, NotificationStore
+
+REPLICA_CAUGHT_UP = AssetCheckSpec(
+    "replica_caught_up",
+    asset="change_window",
+    description="The replica had applied the window's end plus grace when it was read.",
+)
+AGENT_TOTALS_FRESH = AssetCheckSpec(
+    "agent_totals_fresh",
+    asset="agent_totals",
+    blocking=True,
+    description="Every agent the window touches has totals that include the window.",
+)
+NO_DUPLICATE_SENDS = AssetCheckSpec(
+    "no_duplicate_sends",
+    asset="delivery_log",
+    description="No candidate key was handed to a provider twice.",
+)
+NO_MISSED_NOTIFICATIONS = AssetCheckSpec(
+    "no_missed_notifications",
+    asset="delivery_log",
+    description="Every candidate has a message and every message reached a final status.",
+)
+
+
+def replica_caught_up(
+    watermark: ReplicaWatermark, window: Window, grace: timedelta
+) -> AssetCheckResult:
+    needed = window.end + grace
+    applied = watermark.applied_through
+    return AssetCheckResult(
+        check_name=REPLICA_CAUGHT_UP.name,
+        passed=applied is not None and applied >= needed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "needed_through": str(needed),
+            "applied_through": str(applied),
+            "replica_state": watermark.describe(),
+        },
+    )
+
+
+def agent_totals_fresh(
+    store: NotificationStore, agents: list[int], window_end: datetime
+) -> AssetCheckResult:
+    totals = store.totals(agents)
+    stale = [a for a in agents if a not in totals or totals[a].computed_through < window_end]
+    return AssetCheckResult(
+        check_name=AGENT_TOTALS_FRESH.name,
+        passed=not stale,
+        metadata={
+            "stale_agents": len(stale),
+            "examples": ", ".join(map(str, stale[:50])) or "(none)",
+        },
+    )
+
+
+def no_duplicate_sends(store: NotificationStore, partition_key: str) -> AssetCheckResult:
+    duplicates = store.duplicate_sends(partition_key)
+    return AssetCheckResult(
+        check_name=NO_DUPLICATE_SENDS.name,
+        passed=not duplicates,
+        metadata={
+            "duplicates": len(duplicates),
+            "duplicate_keys": ", ".join(duplicates[:50]) or "(none)",
+        },
+    )
+
+
+def no_missed_notifications(store: NotificationStore, partition_key: str) -> AssetCheckResult:
+    missing = store.missing_messages(partition_key)
+    messages = store.messages(partition_key)
+    open_messages = [m["candidate_key"] for m in messages if m["status"] not in FINAL_STATUSES]
+    unknown = [m["candidate_key"] for m in messages if m["status"] == MessageStatus.UNKNOWN]
+    return AssetCheckResult(
+        check_name=NO_MISSED_NOTIFICATIONS.name,
+        passed=not missing and not open_messages,
+        metadata={
+            "candidates_without_message": len(missing),
+            "messages_not_final": len(open_messages),
+            "unknown": len(unknown),
+            "unknown_keys": ", ".join(unknown[:50]) or "(none)",
+            "examples": ", ".join(missing[:20] + open_messages[:20]) or "(none)",
+        },
+    )

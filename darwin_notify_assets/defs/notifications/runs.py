@@ -1,0 +1,98 @@
+"""Running change windows through Dagster in this process: the CLI's ``run``, the tests, the
+soak and the benchmark start windows the same way."""
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from dagster import (
+    ConfigurableResource,
+    DagsterInstance,
+    ExecuteInProcessResult,
+)
+
+from darwin_notify_assets.config import Settings
+from darwin_notify_assets.domain.windows import PARTITION_FORMAT, Window
+from darwin_notify_assets.errors import ConfigurationError
+from darwin_notify_assets.storage.store import utcnow
+
+# The run's events still reach the Dagster instance (and the UI); only the console is quiet.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def check_partition_key(key: str, settings: Settings) -> str:
+    """``key`` if it names a window of the partitions, else a one-line ConfigurationError."""
+    try:
+        start = datetime.strptime(key, PARTITION_FORMAT)
+    except ValueError:
+        raise ConfigurationError(
+            f"{key!r} is not a window's partition key; expected YYYY-MM-DD-HH:MM, "
+            "e.g. 2026-03-02-14:05"
+        ) from None
+    window = Window.containing(start, settings.window_minutes)
+    if window.start != start:
+        raise ConfigurationError(
+            f"{key!r} is not the start of a {settings.window_minutes}-minute window; "
+            f"the window containing it starts at {window.partition_key}"
+        )
+    first = datetime.strptime(settings.partition_start, PARTITION_FORMAT)
+    if start < first:
+        raise ConfigurationError(
+            f"{key!r} is before the first window {settings.partition_start} "
+            "(DARWIN_NOTIFY_PARTITION_START)"
+        )
+    if window.end > utcnow():
+        raise ConfigurationError(f"window {key} has not ended yet (it ends {window.end} UTC)")
+    return key
+
+
+def run_window(
+    partition_key: str,
+    instance: DagsterInstance,
+    resources: Mapping[str, ConfigurableResource] | None = None,
+    run_config: Mapping[str, Any] | None = QUIET_RUN_CONFIG,
+    tags: Mapping[str, str] | None = None,
+) -> ExecuteInProcessResult:
+    """Materialize one change window's whole chain through Dagster, in this process."""
+    from darwin_notify_assets.definitions import build_defs
+
+    job = build_defs(resources).resolve_job_def("notify_window")
+    return job.execute_in_process(
+        partition_key=partition_key,
+        instance=instance,
+        run_config=dict(run_config or {}),
+        tags=dict(tags or {}),
+        raise_on_error=False,
+    )
+
+
+def run_windows(
+    keys: Iterable[str],
+    instance: DagsterInstance,
+    resources: Mapping[str, ConfigurableResource] | None = None,
+    on_result: Callable[[str, ExecuteInProcessResult], None] | None = None,
+) -> list[ExecuteInProcessResult]:
+    results = []
+    for key in keys:
+        result = run_window(key, instance, resources)
+        if on_result is not None:
+            on_result(key, result)
+        results.append(result)
+    return results
+
+
+def evaluate_sensor(
+    instance: DagsterInstance,
+    cursor: str | None = None,
+    resources: Mapping[str, ConfigurableResource] | None = None,
+):
+    """One tick of ``replica_lag_sensor`` with the environment's resources: its result."""
+    from dagster import build_sensor_context
+
+    from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
+    from darwin_notify_assets.defs.resources import resources_from_env
+
+    with build_sensor_context(
+        instance=instance, cursor=cursor, resources=dict(resources or resources_from_env())
+    ) as context:
+        return replica_lag_sensor(context)
