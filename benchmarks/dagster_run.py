@@ -32,6 +32,7 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
 
     from darwin_notify_assets.bus.kafka import KafkaBus
     from darwin_notify_assets.config import Settings
+    from darwin_notify_assets.defs.notifications.partitions import WINDOWS_TAG
     from darwin_notify_assets.defs.notifications.runs import QUIET_RUN_CONFIG
     from darwin_notify_assets.storage.store import NotificationStore
 
@@ -57,8 +58,10 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
     sys.stdin.readline()
     try:
         started = time.monotonic()
+        window = config["partition_key"]
         result = job.execute_in_process(
-            partition_key=config["partition_key"],
+            partition_key=window[:10],
+            tags={WINDOWS_TAG: window[11:]},
             instance=instance,
             run_config=QUIET_RUN_CONFIG,
             raise_on_error=False,

@@ -236,14 +236,19 @@ def run_partition(partition_key: str, instance: DagsterInstance) -> ExecuteInPro
 def materialization_metadata(
     instance: DagsterInstance, asset: str, partition_key: str | None = None
 ) -> dict[str, Any]:
-    """The latest materialization's metadata of ``asset`` as plain values."""
+    """The latest materialization's metadata of ``asset`` as plain values (of the day of the
+    window ``partition_key``, when given, by a run that processed that window)."""
     event = instance.get_latest_materialization_event(AssetKey(asset))
     assert event is not None, f"{asset} was never materialized"
     mat = event.asset_materialization
     assert mat is not None
+    metadata = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     if partition_key is not None:
-        assert mat.partition == partition_key, (asset, mat.partition, partition_key)
-    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        # A window key: the materialization is of its day, by a run that processed it.
+        assert mat.partition == partition_key[:10], (asset, mat.partition, partition_key)
+        if len(partition_key) > 10 and "first_window" in metadata:
+            assert metadata["first_window"] <= partition_key <= metadata["last_window"]
+    return metadata
 
 
 def clean_environment(mp: pytest.MonkeyPatch, home: Path) -> None:

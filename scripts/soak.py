@@ -362,10 +362,10 @@ class Soak:
 
     # -- the lag fault --------------------------------------------------------------------------
     def sensor(self, cursor: str):
-        from darwin_notify_assets.defs.notifications.runs import evaluate_sensor
+        from darwin_notify_assets.defs.notifications.runs import evaluate_sensor, requested_windows
 
         result = evaluate_sensor(self.instance, cursor)
-        return [r.run_key for r in getattr(result, "run_requests", None) or []], result
+        return requested_windows(result, self.settings.window_minutes), result
 
     def apply_while_paused(self, i: int, wc) -> None:
         """Writes the window with replay paused: the sensor must refuse it, also once its end

@@ -388,3 +388,15 @@ def reconcile(
             result.windows_missing.append(cursor.partition_key)
         cursor = Window.containing(cursor.end, window_minutes)
     return result
+
+
+def first_change_since(
+    replica: ReplicaReader, schedules: ScheduleSet, since: datetime
+) -> datetime | None:
+    """The earliest change at or after ``since`` in what detection reads: the watch columns of
+    every planned table and the deletions of the tables it watches (index seeks only)."""
+    plans = plan_reads(schedules, replica.columns)
+    found = [replica.earliest_change(p.table, p.watch_columns, since) for p in plans]
+    tables = sorted(set(schedules.delete_tables) | {p.table for p in plans if p.ledger})
+    found.append(replica.earliest_deletion(tables, since))
+    return min((f for f in found if f is not None), default=None)

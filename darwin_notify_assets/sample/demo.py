@@ -27,6 +27,19 @@ from darwin_notify_assets.storage.store import MessageStatus
 DEMO_START = datetime(2026, 3, 2, 14, 0)
 
 
+# The demo's Dagster instance: the chain's runs one at a time, as in a deployment.
+DEMO_INSTANCE = """\
+concurrency:
+  runs:
+    max_concurrent_runs: 2
+    tag_concurrency_limits:
+      - key: darwin_notify/chain
+        limit: 1
+telemetry:
+  enabled: false
+"""
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     home: Path
@@ -41,8 +54,7 @@ def _dagster_instance(home: Path):
     dagster_home = home / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    config.write_text(DEMO_INSTANCE, encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(dagster_home.resolve())
     return DagsterInstance.get()
 

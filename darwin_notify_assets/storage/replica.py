@@ -177,6 +177,33 @@ class ReplicaReader:
         self._done()
         return [(str(t), int(rid), as_datetime(d)) for t, rid, d in rows]
 
+    def earliest_change(
+        self, table: str, watch_columns: Sequence[str], since: datetime
+    ) -> datetime | None:
+        """The earliest watch-column value at or after ``since``: one index seek per column."""
+        self.checked(table, *watch_columns)
+        q = self.db.quote
+        found: list[datetime] = []
+        for column in watch_columns:
+            sql = f"SELECT MIN({q(column)}) FROM {q(table)} WHERE {q(column)} >= ?"
+            value = self.db.scalar(sql, [self.db.ts(since)])
+            if value is not None:
+                found.append(as_datetime(value))
+        self._done()
+        return min(found, default=None)
+
+    def earliest_deletion(self, tables: Sequence[str], since: datetime) -> datetime | None:
+        if not tables:
+            return None
+        q = self.db.quote
+        sql = (
+            f"SELECT MIN({q('DeletedDate')}) FROM {q(DELETED_RECORD_TABLE)} "
+            f"WHERE {q('DeletedDate')} >= ? AND {q('TableName')} IN ({placeholders(len(tables))})"
+        )
+        value = self.db.scalar(sql, [self.db.ts(since), *tables])
+        self._done()
+        return as_datetime(value) if value is not None else None
+
     def read_all(self, table: str, batch_size: int = 5000) -> Iterator[list[dict[str, Any]]]:
         """Every row of a table: only for the one-time baseline of last-seen values."""
         self.checked(table)

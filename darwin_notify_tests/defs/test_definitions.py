@@ -3,12 +3,18 @@
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from dagster import AssetKey, PartitionKeyRange, TimeWindowPartitionsDefinition
+import pytest
+from dagster import AssetKey, DailyPartitionsDefinition
 
 from darwin_notify_assets.definitions import defs
-from darwin_notify_assets.defs.notifications.partitions import change_windows
+from darwin_notify_assets.defs.notifications.partitions import (
+    notification_days,
+    windows_of_run,
+)
+from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_tests.conftest import ASSET_CHAIN
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +26,7 @@ def _asset_graph():
 
 def test_definitions_load_with_the_job_and_the_sensor():
     job = defs.resolve_job_def("notify_window")
-    assert job.partitions_def == change_windows
+    assert job.partitions_def == notification_days
     sensor = defs.resolve_sensor_def("replica_lag_sensor")
     assert sensor.job_name == "notify_window"
     assert sensor.description
@@ -63,7 +69,7 @@ def test_every_asset_is_described_and_the_chain_is_partitioned():
         assert node.kinds, key
     for name in ASSET_CHAIN:
         node = graph.get(AssetKey(name))
-        assert node.partitions_def == change_windows, name
+        assert node.partitions_def == notification_days, name
         assert node.group_name == "notifications", name
 
 
@@ -77,13 +83,49 @@ def test_the_reconciliation_job_runs_hourly():
     assert schedule.cron_schedule.split()[1:] == ["*", "*", "*", "*"]
 
 
-def test_the_partitions_are_five_minute_utc_windows():
-    assert isinstance(change_windows, TimeWindowPartitionsDefinition)
-    keys = change_windows.get_partition_keys_in_range(
-        PartitionKeyRange("2026-03-02-14:00", "2026-03-02-14:15")
-    )
-    assert keys == ["2026-03-02-14:00", "2026-03-02-14:05", "2026-03-02-14:10", "2026-03-02-14:15"]
-    assert change_windows.timezone == "UTC"
+def test_the_partitions_are_utc_days_and_a_decade_stays_far_under_dagsters_advice():
+    assert isinstance(notification_days, DailyPartitionsDefinition)
+    assert notification_days.timezone == "UTC"
+    keys = notification_days.get_partition_keys(current_time=datetime(2036, 1, 1))
+    assert keys[0] == "2026-01-01" and keys[-1] == "2036-01-01"
+    # Ten years of days, against about 100,000 advised per asset.
+    assert len(keys) == 3653
+
+
+GRACE = timedelta(seconds=30)
+
+
+def _keys(windows):
+    return [w.partition_key for w in windows]
+
+
+def test_a_run_tag_names_one_window_or_a_range_of_its_day():
+    late = datetime(2026, 3, 3)
+    assert _keys(windows_of_run("2026-03-02", "14:05", 5, late, GRACE)) == ["2026-03-02-14:05"]
+    assert _keys(windows_of_run("2026-03-02", "14:05..14:15", 5, late, GRACE)) == [
+        "2026-03-02-14:05",
+        "2026-03-02-14:10",
+        "2026-03-02-14:15",
+    ]
+    assert _keys(windows_of_run("2026-03-02", "2026-03-02-23:55", 5, late, GRACE)) == [
+        "2026-03-02-23:55"
+    ]
+
+
+def test_a_run_without_tag_takes_the_windows_ready_when_it_was_created():
+    created = datetime(2026, 3, 2, 0, 15, 29)
+    # 00:10 ends at 00:15 and needs 30 s of grace: not yet.
+    assert _keys(windows_of_run("2026-03-02", None, 5, created, GRACE)) == [
+        "2026-03-02-00:00",
+        "2026-03-02-00:05",
+    ]
+    assert len(windows_of_run("2026-03-02", None, 5, datetime(2026, 3, 4), GRACE)) == 288
+
+
+@pytest.mark.parametrize("tag", ["14:03", "25:00", "14:10..14:05", "2026-03-03-14:05", "x"])
+def test_a_tag_that_names_no_window_of_the_day_is_refused(tag):
+    with pytest.raises(ConfigurationError, match="darwin_notify/windows"):
+        windows_of_run("2026-03-02", tag, 5, datetime(2026, 3, 4), GRACE)
 
 
 def test_the_asset_checks_audit_each_window():

@@ -4,11 +4,14 @@ default (whose replica is applied through now) and on a replica that reports a l
 from datetime import datetime, timedelta
 
 import pytest
-from dagster import DagsterInstance, RunRequest, SkipReason
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, SensorResult, SkipReason
 
+from darwin_notify_assets.defs.notifications.partitions import WINDOWS_TAG, windows_of_run
 from darwin_notify_assets.defs.notifications.runs import evaluate_sensor
 from darwin_notify_assets.defs.notifications.sensors import (
-    MAX_RUNS_PER_TICK,
+    MAX_WINDOWS_PER_RUN,
+    backlog,
+    one_day,
     ready_windows,
 )
 from darwin_notify_assets.domain.windows import Window
@@ -24,24 +27,44 @@ def test_ready_windows_wait_for_end_plus_grace() -> None:
     assert [w.partition_key for w in ready_windows(after, applied, GRACE)] == []
     applied = datetime(2026, 3, 2, 14, 10, 30)
     assert [w.partition_key for w in ready_windows(after, applied, GRACE)] == ["2026-03-02-14:05"]
+    assert backlog(after, applied, GRACE) == 1
 
 
-def test_backlog_is_caught_up_oldest_first_with_a_cap() -> None:
+def test_a_backlog_is_cut_into_runs_of_one_day_with_a_cap() -> None:
     after = Window.from_key("2026-03-02-14:00", 5)
-    ready = ready_windows(after, datetime(2026, 3, 3, 0, 0), GRACE)
-    assert len(ready) == MAX_RUNS_PER_TICK
+    ready = ready_windows(after, datetime(2026, 3, 4, 0, 0), GRACE)
+    assert len(ready) == MAX_WINDOWS_PER_RUN
     keys = [w.partition_key for w in ready]
     assert keys == sorted(keys) and keys[0] == "2026-03-02-14:05"
     assert all(b.start == a.end for a, b in zip(ready, ready[1:], strict=False))
+    late = ready_windows(Window.from_key("2026-03-02-23:45", 5), datetime(2026, 3, 4), GRACE)
+    assert [w.partition_key for w in one_day(late)] == ["2026-03-02-23:50", "2026-03-02-23:55"]
+    assert backlog(after, datetime(2026, 3, 3, 14, 5, 30), GRACE) == 288
+
+
+def _evaluate(cursor=None, instance=None):
+    if instance is not None:
+        return evaluate_sensor(instance, cursor)
+    with DagsterInstance.ephemeral() as fresh:
+        return evaluate_sensor(fresh, cursor)
+
+
+def _windows_of(request) -> list[str]:
+    windows = windows_of_run(
+        request.partition_key, request.tags[WINDOWS_TAG], 5, datetime(2100, 1, 1), GRACE
+    )
+    return [w.partition_key for w in windows]
 
 
 @pytest.fixture
-def embedded(tmp_path, monkeypatch):
+def empty_store(tmp_path, monkeypatch):
     from darwin_notify_assets.sample import seed
-
-    monkeypatch.setenv("DARWIN_NOTIFY_HOME", str(tmp_path))
     from darwin_notify_assets.storage.db import connect
 
+    for name in list(__import__("os").environ):
+        if name.startswith("DARWIN_NOTIFY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DARWIN_NOTIFY_HOME", str(tmp_path))
     db = connect(f"sqlite:///{tmp_path / 'darwin.db'}")
     seed.create_schema(db)
     db.close()
@@ -51,31 +74,54 @@ def embedded(tmp_path, monkeypatch):
     store.close()
 
 
-def _evaluate(cursor=None):
-    with DagsterInstance.ephemeral() as instance:
-        return evaluate_sensor(instance, cursor)
+def test_windows_with_changes_are_requested_one_day_per_run(embedded_env) -> None:
+    env = embedded_env
+    env.apply(0)
+    env.apply(1)
+    before = Window.containing(env.window(0).start - timedelta(minutes=30), 5)
+    result = _evaluate(before.partition_key)
+    [request] = result.run_requests
+    windows = _windows_of(request)
+    assert request.partition_key == "2026-03-02"
+    assert windows[0] > before.partition_key and env.key(0) in windows and env.key(1) in windows
+    assert len(windows) <= MAX_WINDOWS_PER_RUN
+    assert request.run_key == f"{windows[0]}..{windows[-1]}"
+    assert result.cursor == windows[-1]
 
 
-def test_sensor_continues_after_the_cursor_with_run_keys(embedded) -> None:
+def test_windows_in_which_nothing_changed_need_no_run(empty_store) -> None:
     cursor = Window.containing(utcnow() - timedelta(minutes=30), 5).partition_key
     result = _evaluate(cursor)
-    requests = result.run_requests
-    assert requests and all(isinstance(r, RunRequest) for r in requests)
-    keys = [r.partition_key for r in requests]
-    assert keys[0] > cursor and [r.run_key for r in requests] == keys
-    assert result.cursor == keys[-1]
-    last = Window.from_key(keys[-1], 5)
-    assert last.end + GRACE <= utcnow()
+    assert isinstance(result, SensorResult) and not result.run_requests
+    assert "nothing changed" in result.skip_reason.skip_message
+    newest = Window.containing(utcnow() - GRACE - timedelta(minutes=5), 5).partition_key
+    assert result.cursor >= newest > cursor
 
 
-def test_sensor_resumes_after_the_newest_processed_window(embedded) -> None:
-    done = Window.containing(utcnow() - timedelta(minutes=20), 5)
-    embedded.record_window(done.partition_key, done.start, done.end, utcnow(), "primary", 0)
-    result = _evaluate()
-    assert result.run_requests[0].partition_key == Window.containing(done.end, 5).partition_key
+def test_a_run_in_flight_holds_the_next_request(embedded_env) -> None:
+    env = embedded_env
+    env.apply(0)
+    before = Window.containing(env.window(0).start - timedelta(minutes=30), 5)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_run(
+            DagsterRun(job_name="notify_window", run_id="a" * 36, status=DagsterRunStatus.STARTED)
+        )
+        result = _evaluate(before.partition_key, instance)
+    assert isinstance(result, SkipReason)
+    assert "in flight" in result.skip_message and "ready" in result.skip_message
 
 
-def test_sensor_skip_reason_says_how_far_behind(embedded, monkeypatch) -> None:
+def test_sensor_resumes_after_the_newest_processed_window(embedded_env) -> None:
+    env = embedded_env
+    for i in range(3):
+        env.apply(i)
+    done = env.window(0)
+    env.store().record_window(done.partition_key, done.start, done.end, utcnow(), "primary", 0)
+    [request] = _evaluate().run_requests
+    assert _windows_of(request)[0] > done.partition_key
+
+
+def test_sensor_skip_reason_says_how_far_behind(empty_store, monkeypatch) -> None:
     behind = utcnow() - timedelta(minutes=7)
     monkeypatch.setattr(
         ReplicaReader,

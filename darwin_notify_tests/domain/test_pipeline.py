@@ -113,11 +113,15 @@ def test_windows_are_processed_in_order(processed):
     runs = env.store_rows("SELECT partition_key, detected_at FROM window_run ORDER BY detected_at")
     assert [r["partition_key"] for r in runs] == [env.key(i) for i in range(3)]
     tags = [r.dagster_run.tags.get("dagster/partition") for r in processed.results]
-    assert tags == [env.key(i) for i in range(3)]
+    assert tags == [env.key(i)[:10] for i in range(3)]
+    windows = [r.dagster_run.tags.get("darwin_notify/windows") for r in processed.results]
+    assert windows == [env.key(i)[11:] for i in range(3)]
     for i, result in enumerate(processed.results):
         for asset in ASSET_CHAIN:
             [mat] = result.asset_materializations_for_node(asset)
-            assert mat.partition == env.key(i)
+            assert mat.partition == env.key(i)[:10]
+            if asset != "notification_schedules":
+                assert mat.metadata["first_window"].value == env.key(i)
 
 
 def test_every_candidate_ends_in_a_final_status(processed):

@@ -366,7 +366,9 @@ def _evaluate_sensor(instance, cursor: str):
 
 
 def _requested(result) -> list[str]:
-    return [r.run_key for r in getattr(result, "run_requests", None) or []]
+    from darwin_notify_assets.defs.notifications.runs import requested_windows
+
+    return requested_windows(result)
 
 
 def test_paused_replay_holds_the_window_back_until_resumed(

@@ -1,23 +1,34 @@
-"""The notification chain of one change window, as Dagster assets.
+"""The notification chain of change windows, as Dagster assets.
 
-Grain: every asset is partitioned by change window (``change_windows``); its data lives in
-the notification store, keyed by the partition key, and a materialization records the
-window's counts as metadata. Reruns and backfills are safe: every write is insert-if-absent
-or a conditional transition.
+Grain: every asset is partitioned by UTC day (``notification_days``); a run processes the
+windows of its day that its tag names (see ``partitions.py``), one after the other, and its
+materialization records the counts, in total and per window. The data lives in the
+notification store, keyed by window. Reruns and backfills are safe: every write is
+insert-if-absent or a conditional transition.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
     Failure,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     asset,
 )
 
 from darwin_notify_assets.defs.notifications import checks
-from darwin_notify_assets.defs.notifications.partitions import change_windows
+from darwin_notify_assets.defs.notifications.partitions import (
+    WINDOWS_TAG,
+    notification_days,
+    run_created_at,
+    windows_of_run,
+)
 from darwin_notify_assets.defs.resources import (
     JobBusResource,
     PipelineResource,
@@ -35,13 +46,59 @@ from darwin_notify_assets.domain.pipeline import (
     stage_deliver,
     stage_render,
 )
-from darwin_notify_assets.errors import ReplicaBehind
-from darwin_notify_assets.storage.store import MessageStatus
+from darwin_notify_assets.domain.windows import Window
+from darwin_notify_assets.errors import ConfigurationError, ReplicaBehind
+from darwin_notify_assets.storage.store import MessageStatus, utcnow
 
 GROUP = "notifications"
 
 
-@asset(partitions_def=change_windows, group_name=GROUP, kinds={"sql"})
+def run_windows(context: AssetExecutionContext, pipeline: PipelineResource) -> list[Window]:
+    """The windows this run processes (its tag, or its day's windows ready at its creation)."""
+    record = context.instance.get_run_record_by_id(context.run_id)
+    created = run_created_at(record.create_timestamp) if record else utcnow()
+    try:
+        return windows_of_run(
+            context.partition_key,
+            context.run.tags.get(WINDOWS_TAG),
+            pipeline.window_minutes,
+            created,
+            timedelta(seconds=pipeline.grace_seconds),
+        )
+    except ConfigurationError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+
+
+def per_window_metadata(rows: Sequence[tuple[Window, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The run's counts: numbers summed over its windows, the rest from the last window, and
+    a table with one row per window."""
+    total: dict[str, Any] = {}
+    for _, counts in rows:
+        for k, v in counts.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                total[k] = v
+            else:
+                total[k] = total.get(k, 0) + v
+    numeric = [
+        k for k, v in total.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    total["windows"] = len(rows)
+    if rows:
+        total["first_window"] = rows[0][0].partition_key
+        total["last_window"] = rows[-1][0].partition_key
+        total["per_window"] = MetadataValue.table(
+            records=[
+                TableRecord({"window": w.partition_key, **{k: c.get(k, 0) for k in numeric}})
+                for w, c in rows
+            ],
+            schema=TableSchema(
+                columns=[TableColumn("window", "string")] + [TableColumn(k, "int") for k in numeric]
+            ),
+        )
+    return total
+
+
+@asset(partitions_def=notification_days, group_name=GROUP, kinds={"sql"})
 def notification_schedules(
     context: AssetExecutionContext, replica: ReplicaResource
 ) -> MaterializeResult:
@@ -68,7 +125,7 @@ def notification_schedules(
 
 
 @asset(
-    partitions_def=change_windows,
+    partitions_def=notification_days,
     group_name=GROUP,
     kinds={"sql"},
     deps=[notification_schedules],
@@ -87,29 +144,35 @@ def change_window(
     replica has applied the window's end plus grace: until then the step fails, saying how
     far behind the replica is, and a retry later reads the whole window."""
     rt = runtime(pipeline, replica, store)
-    window = pipeline.window(context.partition_key)
     loaded = load_schedules(rt.replica)
-    try:
-        result, watermark = stage_change_window(rt, window, loaded)
-    except ReplicaBehind as exc:
-        raise Failure(
-            description=str(exc),
-            metadata={"behind_seconds": exc.behind_seconds or -1.0},
-            allow_retries=True,
-        ) from None
+    rows = []
+    watermark = None
+    windows = run_windows(context, pipeline)
+    for window in windows:
+        try:
+            result, watermark = stage_change_window(rt, window, loaded)
+        except ReplicaBehind as exc:
+            raise Failure(
+                description=str(exc),
+                metadata={
+                    "behind_seconds": exc.behind_seconds or -1.0,
+                    "windows_done": len(rows),
+                },
+                allow_retries=True,
+            ) from None
+        rows.append((window, result.as_metadata()))
+        context.log.info(f"{window.partition_key}: {result.total_rows_read} rows read")
+    metadata = per_window_metadata(rows)
+    if watermark is not None:
+        metadata.update(watermark.as_metadata())
     return MaterializeResult(
-        metadata={
-            **result.as_metadata(),
-            **watermark.as_metadata(),
-            "window_start": str(window.start),
-            "window_end": str(window.end),
-        },
-        check_results=[checks.replica_caught_up(watermark, window, rt.settings.grace)],
+        metadata=metadata,
+        check_results=[checks.replica_caught_up(watermark, windows, rt.settings.grace)],
     )
 
 
 @asset(
-    partitions_def=change_windows,
+    partitions_def=notification_days,
     group_name=GROUP,
     kinds={"sql"},
     deps=[change_window],
@@ -126,16 +189,20 @@ def agent_totals(
     deals and listings. Blocks rendering until every touched agent's totals include the
     window."""
     rt = runtime(pipeline, replica, store)
-    window = pipeline.window(context.partition_key)
-    written = stage_agent_totals(rt, window)
-    agents = rt.store.window_agents(window.partition_key)
+    rows = []
+    touched: list[tuple[list[int], Window]] = []
+    for window in run_windows(context, pipeline):
+        written = stage_agent_totals(rt, window)
+        agents = rt.store.window_agents(window.partition_key)
+        touched.append((agents, window))
+        rows.append((window, {"agents_touched": len(agents), "totals_written": written}))
     return MaterializeResult(
-        metadata={"agents_touched": len(agents), "totals_written": written},
-        check_results=[checks.agent_totals_fresh(rt.store, agents, window.end)],
+        metadata=per_window_metadata(rows),
+        check_results=[checks.agent_totals_fresh(rt.store, touched)],
     )
 
 
-@asset(partitions_def=change_windows, group_name=GROUP, kinds={"sql"}, deps=[agent_totals])
+@asset(partitions_def=notification_days, group_name=GROUP, kinds={"sql"}, deps=[agent_totals])
 def candidate_notifications(
     context: AssetExecutionContext,
     pipeline: PipelineResource,
@@ -147,13 +214,16 @@ def candidate_notifications(
     set-based reads (``agent``, ``record_contact``, ``agent_contacts`` fan-out), each with a
     deterministic idempotency key for its DedupeScope, inserted if absent."""
     rt = runtime(pipeline, replica, store, bus)
-    window = pipeline.window(context.partition_key)
-    result = stage_candidates(rt, window, load_schedules(rt.replica))
-    return MaterializeResult(metadata=result.as_metadata())
+    loaded = load_schedules(rt.replica)
+    rows = [
+        (window, stage_candidates(rt, window, loaded).as_metadata())
+        for window in run_windows(context, pipeline)
+    ]
+    return MaterializeResult(metadata=per_window_metadata(rows))
 
 
 @asset(
-    partitions_def=change_windows,
+    partitions_def=notification_days,
     group_name=GROUP,
     kinds={"python"},
     deps=[candidate_notifications],
@@ -170,15 +240,18 @@ def rendered_messages(
     email; body and segments for SMS). A message that cannot be rendered, or whose recipient
     opted out or has an invalid address, is kept with its status and reason."""
     rt = runtime(pipeline, replica, store, bus)
-    window = pipeline.window(context.partition_key)
-    counts = stage_render(rt, window, load_schedules(rt.replica), context.log.info)
-    failures = rt.store.messages(
-        window.partition_key, [MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED]
-    )
+    loaded = load_schedules(rt.replica)
+    rows = []
+    failures = []
+    for window in run_windows(context, pipeline):
+        counts = stage_render(rt, window, loaded, context.log.info)
+        rows.append((window, {**counts, "rendered": rendered_count(counts)}))
+        failures += rt.store.messages(
+            window.partition_key, [MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED]
+        )
     return MaterializeResult(
         metadata={
-            **counts,
-            "rendered": rendered_count(counts),
+            **per_window_metadata(rows),
             "not_sendable": MetadataValue.md(
                 "\n".join(
                     f"- `{m['candidate_key']}` {m['status']}: {m['reason']}" for m in failures[:50]
@@ -190,7 +263,7 @@ def rendered_messages(
 
 
 @asset(
-    partitions_def=change_windows,
+    partitions_def=notification_days,
     group_name=GROUP,
     kinds={"python"},
     deps=[rendered_messages],
@@ -208,19 +281,23 @@ def delivery_log(
     (``queued -> sending``) before calling the provider and record the outcome (``sent``,
     ``failed``, or ``unknown`` when nobody can know whether the provider took it)."""
     rt = runtime(pipeline, replica, store, bus, senders)
-    window = pipeline.window(context.partition_key)
-    counts = stage_deliver(rt, window, context.log.info)
-    unknown = rt.store.messages(window.partition_key, [MessageStatus.UNKNOWN])
+    windows = run_windows(context, pipeline)
+    rows = []
+    unknown = []
+    for window in windows:
+        rows.append((window, stage_deliver(rt, window, context.log.info)))
+        unknown += rt.store.messages(window.partition_key, [MessageStatus.UNKNOWN])
+    keys = [w.partition_key for w in windows]
     yield MaterializeResult(
         metadata={
-            **counts,
+            **per_window_metadata(rows),
             "unknown_messages": MetadataValue.md(
                 "\n".join(f"- `{m['candidate_key']}`: {m['reason']}" for m in unknown[:50])
                 or "(none)"
             ),
         },
         check_results=[
-            checks.no_duplicate_sends(rt.store, window.partition_key),
-            checks.no_missed_notifications(rt.store, window.partition_key),
+            checks.no_duplicate_sends(rt.store, keys),
+            checks.no_missed_notifications(rt.store, keys),
         ],
     )

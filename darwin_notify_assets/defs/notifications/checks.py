@@ -4,7 +4,8 @@ The checks are declared on their assets (``check_specs``) and evaluated in the s
 partitioned check reads only its own window.
 """
 
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
@@ -36,9 +37,15 @@ NO_MISSED_NOTIFICATIONS = AssetCheckSpec(
 
 
 def replica_caught_up(
-    watermark: ReplicaWatermark, window: Window, grace: timedelta
+    watermark: ReplicaWatermark | None, windows: Sequence[Window], grace: timedelta
 ) -> AssetCheckResult:
-    needed = window.end + grace
+    """The replica had applied the last window's end plus grace (a run with no window reads
+    nothing and passes)."""
+    if watermark is None or not windows:
+        return AssetCheckResult(
+            check_name=REPLICA_CAUGHT_UP.name, passed=True, metadata={"windows": 0}
+        )
+    needed = windows[-1].end + grace
     applied = watermark.applied_through
     return AssetCheckResult(
         check_name=REPLICA_CAUGHT_UP.name,
@@ -53,10 +60,12 @@ def replica_caught_up(
 
 
 def agent_totals_fresh(
-    store: NotificationStore, agents: list[int], window_end: datetime
+    store: NotificationStore, touched: Sequence[tuple[list[int], Window]]
 ) -> AssetCheckResult:
-    totals = store.totals(agents)
-    stale = [a for a in agents if a not in totals or totals[a].computed_through < window_end]
+    stale: list[int] = []
+    for agents, window in touched:
+        totals = store.totals(agents)
+        stale += [a for a in agents if a not in totals or totals[a].computed_through < window.end]
     return AssetCheckResult(
         check_name=AGENT_TOTALS_FRESH.name,
         passed=not stale,
@@ -67,8 +76,8 @@ def agent_totals_fresh(
     )
 
 
-def no_duplicate_sends(store: NotificationStore, partition_key: str) -> AssetCheckResult:
-    duplicates = store.duplicate_sends(partition_key)
+def no_duplicate_sends(store: NotificationStore, window_keys: Sequence[str]) -> AssetCheckResult:
+    duplicates = [d for key in window_keys for d in store.duplicate_sends(key)]
     return AssetCheckResult(
         check_name=NO_DUPLICATE_SENDS.name,
         passed=not duplicates,
@@ -79,9 +88,11 @@ def no_duplicate_sends(store: NotificationStore, partition_key: str) -> AssetChe
     )
 
 
-def no_missed_notifications(store: NotificationStore, partition_key: str) -> AssetCheckResult:
-    missing = store.missing_messages(partition_key)
-    messages = store.messages(partition_key)
+def no_missed_notifications(
+    store: NotificationStore, window_keys: Sequence[str]
+) -> AssetCheckResult:
+    missing = [m for key in window_keys for m in store.missing_messages(key)]
+    messages = [m for key in window_keys for m in store.messages(key)]
     open_messages = [m["candidate_key"] for m in messages if m["status"] not in FINAL_STATUSES]
     unknown = [m["candidate_key"] for m in messages if m["status"] == MessageStatus.UNKNOWN]
     return AssetCheckResult(

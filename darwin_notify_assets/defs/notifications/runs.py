@@ -2,7 +2,7 @@
 soak and the benchmark start windows the same way."""
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dagster import (
@@ -12,6 +12,7 @@ from dagster import (
 )
 
 from darwin_notify_assets.config import Settings
+from darwin_notify_assets.defs.notifications.partitions import DAY_FORMAT, WINDOWS_TAG
 from darwin_notify_assets.domain.windows import PARTITION_FORMAT, Window
 from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_assets.storage.store import utcnow
@@ -47,21 +48,28 @@ def check_partition_key(key: str, settings: Settings) -> str:
 
 
 def run_window(
-    partition_key: str,
+    window_key: str,
     instance: DagsterInstance,
     resources: Mapping[str, ConfigurableResource] | None = None,
     run_config: Mapping[str, Any] | None = QUIET_RUN_CONFIG,
     tags: Mapping[str, str] | None = None,
+    last_window_key: str | None = None,
 ) -> ExecuteInProcessResult:
-    """Materialize one change window's whole chain through Dagster, in this process."""
+    """Materialize the chain of one change window (or of the consecutive windows of one day
+    from ``window_key`` to ``last_window_key``) through Dagster, in this process."""
     from darwin_notify_assets.definitions import build_defs
 
+    first = datetime.strptime(window_key, PARTITION_FORMAT)
+    last = datetime.strptime(last_window_key or window_key, PARTITION_FORMAT)
+    if last.date() != first.date():
+        raise ConfigurationError(f"{window_key} and {last_window_key} are not of one day")
+    span = f"{first:%H:%M}" if last == first else f"{first:%H:%M}..{last:%H:%M}"
     job = build_defs(resources).resolve_job_def("notify_window")
     return job.execute_in_process(
-        partition_key=partition_key,
+        partition_key=first.strftime(DAY_FORMAT),
         instance=instance,
         run_config=dict(run_config or {}),
-        tags=dict(tags or {}),
+        tags={WINDOWS_TAG: span, **(tags or {})},
         raise_on_error=False,
     )
 
@@ -96,3 +104,20 @@ def evaluate_sensor(
         instance=instance, cursor=cursor, resources=dict(resources or resources_from_env())
     ) as context:
         return replica_lag_sensor(context)
+
+
+def requested_windows(result: Any, window_minutes: int = 5) -> list[str]:
+    """The window keys a sensor result's run requests name, in order."""
+    from darwin_notify_assets.defs.notifications.partitions import windows_of_run
+
+    keys: list[str] = []
+    for request in getattr(result, "run_requests", None) or []:
+        windows = windows_of_run(
+            request.partition_key,
+            request.tags.get(WINDOWS_TAG),
+            window_minutes,
+            datetime.max,
+            timedelta(0),
+        )
+        keys += [w.partition_key for w in windows]
+    return keys
