@@ -41,7 +41,7 @@ test-unit: venv
 # The integration tier needs the services; they are stopped again whatever the outcome.
 # Integration tests read the services' settings from `infra/services.sh env` themselves, so
 # the other tests see a clean environment (the embedded default).
-test: venv
+test: venv lint
 	bash infra/services.sh up
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; bash infra/services.sh down; exit $$status
 
@@ -57,8 +57,11 @@ services-down:
 services-status:
 	bash infra/services.sh status
 
+# The linter, the formatter's check and the type checker; part of `make test`.
 lint: venv
-	$(BIN)/ruff check darwin_notify_assets darwin_notify_tests
+	$(BIN)/ruff check darwin_notify_assets darwin_notify_tests benchmarks scripts
+	$(BIN)/ruff format --check darwin_notify_assets darwin_notify_tests benchmarks scripts
+	$(BIN)/mypy
 
 # The benchmark on the real stack (BENCHMARKS.md); e.g. `make bench BENCH_ARGS="--size 20000"`.
 bench: venv

@@ -7,11 +7,16 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from darwin_notify_assets.config import Settings
 from darwin_notify_assets.errors import DarwinNotifyError
+
+if TYPE_CHECKING:
+    from dagster import ExecuteInProcessResult
 
 log = logging.getLogger("darwin_notify")
 
@@ -90,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _failure(result) -> str:
+def _failure(result: "ExecuteInProcessResult") -> str:
     """The first failed step's own message, in one line."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
@@ -106,6 +111,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from darwin_notify_assets.bus.base import JobKind
     from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
     from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
+    from darwin_notify_assets.domain.render import CompiledTemplate
+    from darwin_notify_assets.domain.schedules import ScheduleSet
 
     settings = _settings()
     if not settings.uses_kafka:
@@ -120,12 +127,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         if kind == JobKind.RENDER:
 
-            def reload():
+            def reload() -> tuple[ScheduleSet, Mapping[int, CompiledTemplate | str]]:
                 loaded = load_schedules(rt.replica)
                 return loaded.schedules, loaded.templates
 
             schedules, templates = reload()
-            handler = RenderWorker(
+            handler: RenderWorker | SendWorker = RenderWorker(
                 rt.replica, rt.store, schedules, templates, settings.window_minutes, reload=reload
             )
         else:
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.monotonic()
     try:
-        return args.func(args)
+        return int(args.func(args))
     except DarwinNotifyError as exc:
         sys.stderr.write(f"darwin-notify {args.command}: {exc}\n")
         return 2

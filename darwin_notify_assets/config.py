@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from darwin_notify_assets.errors import ConfigurationError
 
@@ -75,7 +76,7 @@ class Settings:
         cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
     ) -> "Settings":
         env = os.environ if env is None else env
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(PREFIX + f.name.upper())
             if raw is None or raw == "":

@@ -5,6 +5,7 @@
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 from dagster import ConfigurableResource, Definitions, load_assets_from_modules
 
@@ -16,7 +17,7 @@ from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
 from darwin_notify_assets.defs.resources import resources_from_env
 
 
-def build_defs(resources: Mapping[str, ConfigurableResource] | None = None) -> Definitions:
+def build_defs(resources: Mapping[str, ConfigurableResource[Any]] | None = None) -> Definitions:
     """The definitions with ``resources`` (by default, those of the current environment)."""
     return Definitions.merge(
         Definitions(

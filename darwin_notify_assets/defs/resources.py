@@ -58,7 +58,7 @@ class _Lifecycle:
         self.close()
 
 
-class ReplicaResource(_Lifecycle, ConfigurableResource):
+class ReplicaResource(_Lifecycle, ConfigurableResource["ReplicaResource"]):
     """darwin.Cloud's read-only replica (opened read-only, verified on connect)."""
 
     url: str
@@ -83,7 +83,7 @@ class ReplicaResource(_Lifecycle, ConfigurableResource):
             self._reader = None
 
 
-class StoreResource(_Lifecycle, ConfigurableResource):
+class StoreResource(_Lifecycle, ConfigurableResource["StoreResource"]):
     """The notification store. Its schema is created or checked once per process."""
 
     url: str
@@ -111,7 +111,7 @@ class StoreResource(_Lifecycle, ConfigurableResource):
             self._store = None
 
 
-class JobBusResource(_Lifecycle, ConfigurableResource):
+class JobBusResource(_Lifecycle, ConfigurableResource["JobBusResource"]):
     """The job bus: Kafka when bootstrap servers are given, else an in-process bus."""
 
     kafka_bootstrap: str = ""
@@ -142,7 +142,7 @@ class JobBusResource(_Lifecycle, ConfigurableResource):
             self._bus = None
 
 
-class SendersResource(ConfigurableResource):
+class SendersResource(ConfigurableResource["SendersResource"]):
     """The providers: SendGrid and a Twilio-compatible SMS gateway when their credentials are
     given, else the file outbox."""
 
@@ -173,7 +173,7 @@ class SendersResource(ConfigurableResource):
         )
 
 
-class PipelineResource(ConfigurableResource):
+class PipelineResource(ConfigurableResource["PipelineResource"]):
     """How windows are cut and processed: window length, lookback, grace, workers, batches."""
 
     home: str = ".demo"
@@ -230,7 +230,7 @@ def _secret(name: str, env: Mapping[str, str]) -> EnvVar | None:
 
 def resources_from_env(
     env: Mapping[str, str] | None = None, **overrides: Any
-) -> dict[str, ConfigurableResource]:
+) -> dict[str, ConfigurableResource[Any]]:
     """The resources the ``DARWIN_NOTIFY_*`` environment describes (README, Configuration).
 
     ``overrides`` replaces a resource by name (``senders=...``), as tests do with doubles.
@@ -238,7 +238,7 @@ def resources_from_env(
     env = os.environ if env is None else env
     s = Settings.from_env(env)
     pipeline_fields = PipelineResource.model_fields
-    resources: dict[str, ConfigurableResource] = {
+    resources: dict[str, ConfigurableResource[Any]] = {
         "pipeline": PipelineResource(**{k: getattr(s, k) for k in pipeline_fields}),
         "replica": ReplicaResource(url=s.replica_url, password=_secret(REPLICA_PASSWORD_ENV, env)),
         "store": StoreResource(url=s.store_url, password=_secret(STORE_PASSWORD_ENV, env)),

@@ -50,7 +50,7 @@ def check_partition_key(key: str, settings: Settings) -> str:
 def run_window(
     window_key: str,
     instance: DagsterInstance,
-    resources: Mapping[str, ConfigurableResource] | None = None,
+    resources: Mapping[str, ConfigurableResource[Any]] | None = None,
     run_config: Mapping[str, Any] | None = QUIET_RUN_CONFIG,
     tags: Mapping[str, str] | None = None,
     last_window_key: str | None = None,
@@ -77,7 +77,7 @@ def run_window(
 def run_windows(
     keys: Iterable[str],
     instance: DagsterInstance,
-    resources: Mapping[str, ConfigurableResource] | None = None,
+    resources: Mapping[str, ConfigurableResource[Any]] | None = None,
     on_result: Callable[[str, ExecuteInProcessResult], None] | None = None,
 ) -> list[ExecuteInProcessResult]:
     results = []
@@ -92,8 +92,8 @@ def run_windows(
 def evaluate_sensor(
     instance: DagsterInstance,
     cursor: str | None = None,
-    resources: Mapping[str, ConfigurableResource] | None = None,
-):
+    resources: Mapping[str, ConfigurableResource[Any]] | None = None,
+) -> Any:
     """One tick of ``replica_lag_sensor`` with the environment's resources: its result."""
     from dagster import build_sensor_context
 

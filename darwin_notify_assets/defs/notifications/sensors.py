@@ -77,7 +77,7 @@ def replica_lag_sensor(
     pipeline: PipelineResource,
     replica: ReplicaResource,
     store: StoreResource,
-):
+) -> SensorResult | SkipReason:
     """The cursor is the last window requested. Without one, the sensor continues after the
     newest window the store has processed, or else starts with the newest ready window."""
     settings = pipeline.settings()
