@@ -1,7 +1,6 @@
 """The audit domain: a re-scan of the recent past that reports anything never processed."""
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -33,7 +32,7 @@ def reconciliation_report(
     pipeline: PipelineResource,
     replica: ReplicaResource,
     store: StoreResource,
-) -> MaterializeResult[Any]:
+) -> MaterializeResult:
     """A re-scan of the recent past (``DARWIN_NOTIFY_RECONCILE_HOURS``): every window the
     replica has applied must have been read, and every change in the range that detection
     would fire on must be a recorded event. Reports what is missing by key; it changes

@@ -101,7 +101,7 @@ def per_window_metadata(rows: Sequence[tuple[Window, Mapping[str, Any]]]) -> dic
 @asset(partitions_def=notification_days, group_name=GROUP, kinds={"sql"})
 def notification_schedules(
     context: AssetExecutionContext, replica: ReplicaResource
-) -> MaterializeResult[Any]:
+) -> MaterializeResult:
     """The active notification schedules and their templates, as read from the replica for
     this window. Criteria are checked against the source tables' real columns and templates
     are compiled here, so a broken schedule or template is reported once, by name, and
@@ -136,7 +136,7 @@ def change_window(
     pipeline: PipelineResource,
     replica: ReplicaResource,
     store: StoreResource,
-) -> MaterializeResult[Any]:
+) -> MaterializeResult:
     """The window's changes: for each table with an active schedule, the rows whose watch
     column falls in ``[window_start - lookback, window_end)`` (one bounded index-range read),
     plus deletions, turned into one change event per schedule that fires. Grain: one row per
@@ -183,7 +183,7 @@ def agent_totals(
     pipeline: PipelineResource,
     replica: ReplicaResource,
     store: StoreResource,
-) -> MaterializeResult[Any]:
+) -> MaterializeResult:
     """Production totals (units, volume and commission year to date, active listings) of
     every agent the window touches, recomputed in the store from its ledgers of the replica's
     deals and listings. Blocks rendering until every touched agent's totals include the
@@ -209,7 +209,7 @@ def candidate_notifications(
     replica: ReplicaResource,
     store: StoreResource,
     bus: JobBusResource,
-) -> MaterializeResult[Any]:
+) -> MaterializeResult:
     """One candidate per (change event, recipient): the schedule's audience resolved with
     set-based reads (``agent``, ``record_contact``, ``agent_contacts`` fan-out), each with a
     deterministic idempotency key for its DedupeScope, inserted if absent."""
@@ -234,7 +234,7 @@ def rendered_messages(
     replica: ReplicaResource,
     store: StoreResource,
     bus: JobBusResource,
-) -> MaterializeResult[Any]:
+) -> MaterializeResult:
     """The outbound messages of the window: render jobs go on the bus, workers fetch merge
     fields from the replica in batches and render with Jinja2 (subject, HTML and text for
     email; body and segments for SMS). A message that cannot be rendered, or whose recipient
@@ -276,7 +276,7 @@ def delivery_log(
     store: StoreResource,
     bus: JobBusResource,
     senders: SendersResource,
-) -> Iterator[MaterializeResult[Any]]:
+) -> Iterator[MaterializeResult]:
     """The window's deliveries: send jobs go on the bus; send workers claim each message
     (``queued -> sending``) before calling the provider and record the outcome (``sent``,
     ``failed``, or ``unknown`` when nobody can know whether the provider took it)."""
