@@ -246,8 +246,10 @@ def test_generated_identifiers_are_quoted() -> None:
 
 
 # -- the DBA's guide -------------------------------------------------------------------------
-def test_the_guide_has_tsql_blocks() -> None:
-    assert markdown_blocks(GUIDE), "docs/sqlserver.md has no ```sql blocks"
+def test_the_guide_has_tsql_blocks_and_none_is_missed() -> None:
+    blocks = {label.rsplit(".", 1)[0] for label, _ in markdown_blocks(GUIDE)}
+    assert blocks, "docs/sqlserver.md has no ```sql blocks"
+    assert len(blocks) == GUIDE.read_text(encoding="utf-8").count("```sql\n")
 
 
 @pytest.mark.parametrize(

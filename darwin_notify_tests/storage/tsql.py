@@ -20,6 +20,7 @@ Python layer puts there.
 
 import functools
 import re
+import textwrap
 from pathlib import Path
 
 from sqlfluff.core import FluffConfig, Linter
@@ -174,7 +175,9 @@ def markdown_blocks(path: Path, language: str = "sql") -> list[tuple[str, str]]:
     """``(label, batch)`` for every fenced ``sql`` block of a Markdown file, split on ``GO``."""
     text = path.read_text(encoding="utf-8")
     out = []
-    for n, block in enumerate(re.findall(rf"^```{language}\n(.*?)^```", text, re.M | re.S), 1):
+    fence = re.compile(rf"^([ \t]*)```{language}\n(.*?)^\1```", re.M | re.S)
+    for n, match in enumerate(fence.finditer(text), 1):
+        block = textwrap.dedent(match.group(2))
         for i, batch in enumerate(split_script("mssql", block), 1):
             out.append((f"{path.name}:block {n}.{i}", batch))
     return out
