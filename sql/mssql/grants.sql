@@ -27,7 +27,7 @@ GO
 -- grants live in the database and reach every secondary with it.
 -- ===========================================================================================
 IF NOT EXISTS (SELECT 1 FROM sys.database_principals WHERE name = N'darwin_notify_readers' AND type = 'R')
-    CREATE ROLE [darwin_notify_readers] AUTHORIZATION [dbo];
+    CREATE ROLE [darwin_notify_readers];
 GO
 -- SELECT on exactly the tables the source model reads: its watched tables (for the sample,
 -- Office, Agent, People, Property and Deal), the deletions table, and the schedules and
@@ -40,6 +40,7 @@ GRANT SELECT ON OBJECT::dbo.Deal TO [darwin_notify_readers];
 GRANT SELECT ON OBJECT::dbo.DeletedRecord TO [darwin_notify_readers];
 GRANT SELECT ON OBJECT::dbo.NotificationSchedule TO [darwin_notify_readers];
 GRANT SELECT ON OBJECT::dbo.NotificationTemplate TO [darwin_notify_readers];
+GO
 -- Whatever another role may grant later, this one cannot write or change the schema.
 DENY INSERT, UPDATE, DELETE, ALTER, EXECUTE, REFERENCES ON SCHEMA::dbo TO [darwin_notify_readers];
 DENY CREATE TABLE, CREATE VIEW, CREATE PROCEDURE, CREATE FUNCTION, CREATE SCHEMA TO [darwin_notify_readers];
