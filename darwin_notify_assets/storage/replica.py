@@ -121,6 +121,11 @@ class ReplicaReader:
     def watermark(self) -> ReplicaWatermark:
         row = self.db.query_dicts(self.queries["watermark"])
         self._done()
+        if self.db.dialect == "mssql":
+            # Imported here: that module builds this module's ReplicaWatermark.
+            from darwin_notify_assets.storage.mssql_watermark import watermark_from_row
+
+            return watermark_from_row(row[0] if row else None)
         if not row:
             return ReplicaWatermark(None, None, None, False, None, "unknown")
         r = row[0]

@@ -133,3 +133,68 @@ def test_sensor_skip_reason_says_how_far_behind(empty_store, monkeypatch) -> Non
     assert isinstance(result, SkipReason)
     text = result.skip_message
     assert "behind" in text and "paused" in text and "applied through" in text
+
+
+def _sql_server_row(applied: datetime, **changes) -> dict:
+    """A ``watermark`` row of a SQL Server secondary, in a server running on UTC."""
+    from darwin_notify_tests.storage.mssql_rows import secondary
+
+    now = utcnow()
+    return secondary(
+        last_commit_time=applied,
+        server_utc_now=now,
+        server_local_now=now,
+        last_hardened_time=now,
+        last_redone_time=now,
+        **changes,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        (
+            {"is_suspended": True, "suspend_reason_desc": "SUSPEND_FROM_USER"},
+            "state suspended (SUSPEND_FROM_USER); replay is paused",
+        ),
+        ({"redo_queue_size": 48213}, "state synchronizing)"),
+        ({"synchronization_state_desc": "NOT SYNCHRONIZING"}, "state not synchronizing)"),
+    ],
+)
+def test_sensor_on_a_sql_server_secondary_that_has_not_applied_the_window(
+    embedded, monkeypatch, changes, says
+) -> None:
+    from darwin_notify_assets.storage.mssql_watermark import watermark_from_row
+
+    applied = utcnow() - timedelta(minutes=7)
+    row = _sql_server_row(applied, **changes)
+    monkeypatch.setattr(ReplicaReader, "watermark", lambda self: watermark_from_row(row))
+    cursor = Window.containing(applied - timedelta(minutes=2), 5).partition_key
+    result = _evaluate(cursor)
+    assert isinstance(result, SkipReason)
+    assert says in result.skip_message
+    assert f"applied through {applied:%Y-%m-%d %H:%M:%S} UTC" in result.skip_message
+
+
+def test_sensor_on_a_caught_up_sql_server_secondary_runs_the_windows(embedded, monkeypatch):
+    from darwin_notify_assets.storage.mssql_watermark import watermark_from_row
+
+    row = _sql_server_row(utcnow() - timedelta(minutes=7))
+    monkeypatch.setattr(ReplicaReader, "watermark", lambda self: watermark_from_row(row))
+    cursor = Window.containing(utcnow() - timedelta(minutes=30), 5).partition_key
+    result = _evaluate(cursor)
+    assert result.run_requests and result.cursor == result.run_requests[-1].partition_key
+
+
+def test_sensor_on_a_read_only_copy_outside_an_availability_group_runs_nothing(
+    embedded, monkeypatch
+) -> None:
+    from darwin_notify_assets.storage.mssql_watermark import watermark_from_row
+    from darwin_notify_tests.storage.mssql_rows import outside_availability_group
+
+    row = outside_availability_group(updateability="READ_ONLY", is_in_standby=True)
+    monkeypatch.setattr(ReplicaReader, "watermark", lambda self: watermark_from_row(row))
+    result = _evaluate(Window.containing(utcnow() - timedelta(minutes=30), 5).partition_key)
+    assert isinstance(result, SkipReason)
+    assert "reports no applied position" in result.skip_message
+    assert "not in an availability group and not the primary" in result.skip_message

@@ -11,18 +11,29 @@ SELECT * FROM [NotificationSchedule] WHERE [IsActive] = 1 ORDER BY [ScheduleID];
 SELECT [TemplateID], [Name], [Subject], [HtmlBody], [TextBody], [SmsBody] FROM [NotificationTemplate];
 
 -- name: watermark
--- On a readable secondary, last_commit_time is the time of the last commit redone here;
--- empty send and redo queues on a synchronizing secondary mean it is applied through now.
-SELECT CASE WHEN rs.redo_queue_size = 0 AND rs.log_send_queue_size = 0
-                 AND rs.synchronization_state_desc IN ('SYNCHRONIZED', 'SYNCHRONIZING')
-            THEN SYSUTCDATETIME()
-            -- last_commit_time is in the server's local time
-            ELSE DATEADD(minute, DATEDIFF(minute, SYSDATETIME(), SYSUTCDATETIME()), rs.last_commit_time)
-       END AS applied_through,
-       CONVERT(varchar(40), rs.last_received_lsn) AS receive_lsn,
-       CONVERT(varchar(40), rs.last_redone_lsn) AS replay_lsn,
-       CASE WHEN rs.is_suspended = 1 THEN 1 ELSE 0 END AS replay_paused,
-       rs.last_redone_time AS last_replay_at,
-       rs.synchronization_state_desc AS state
-FROM sys.dm_hadr_database_replica_states AS rs
-WHERE rs.database_id = DB_ID() AND rs.is_local = 1;
+-- The raw state of this database's replica here; storage/mssql_watermark.py decides from it
+-- how far the primary's commits are applied. One row always: for a database in no
+-- availability group the replica columns are NULL. The view's times are the server's local
+-- time, hence both clocks. Needs VIEW SERVER STATE (VIEW SERVER PERFORMANCE STATE from 2022).
+SELECT d.state_desc AS database_state,
+       CAST(DATABASEPROPERTYEX(DB_NAME(), 'Updateability') AS nvarchar(60)) AS updateability,
+       d.is_in_standby,
+       CASE WHEN d.source_database_id IS NULL THEN 0 ELSE 1 END AS is_snapshot,
+       rs.is_primary_replica,
+       rs.synchronization_state_desc,
+       rs.is_suspended,
+       rs.suspend_reason_desc,
+       CONVERT(varchar(40), rs.last_hardened_lsn) AS last_hardened_lsn,
+       CONVERT(varchar(40), rs.last_redone_lsn) AS last_redone_lsn,
+       rs.last_hardened_time,
+       rs.last_redone_time,
+       rs.last_commit_time,
+       rs.redo_queue_size,
+       rs.log_send_queue_size,
+       rs.secondary_lag_seconds,
+       SYSUTCDATETIME() AS server_utc_now,
+       SYSDATETIME() AS server_local_now
+FROM sys.databases AS d
+LEFT JOIN sys.dm_hadr_database_replica_states AS rs
+       ON rs.database_id = d.database_id AND rs.is_local = 1
+WHERE d.database_id = DB_ID();
