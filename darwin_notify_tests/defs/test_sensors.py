@@ -155,14 +155,14 @@ def _sql_server_row(applied: datetime, **changes) -> dict:
     [
         (
             {"is_suspended": True, "suspend_reason_desc": "SUSPEND_FROM_USER"},
-            "state suspended (SUSPEND_FROM_USER); replay is paused",
+            "state suspended (SUSPEND_FROM_USER), replay paused)",
         ),
         ({"redo_queue_size": 48213}, "state synchronizing)"),
         ({"synchronization_state_desc": "NOT SYNCHRONIZING"}, "state not synchronizing)"),
     ],
 )
 def test_sensor_on_a_sql_server_secondary_that_has_not_applied_the_window(
-    embedded, monkeypatch, changes, says
+    empty_store, monkeypatch, changes, says
 ) -> None:
     from darwin_notify_assets.storage.mssql_watermark import watermark_from_row
 
@@ -176,18 +176,21 @@ def test_sensor_on_a_sql_server_secondary_that_has_not_applied_the_window(
     assert f"applied through {applied:%Y-%m-%d %H:%M:%S} UTC" in result.skip_message
 
 
-def test_sensor_on_a_caught_up_sql_server_secondary_runs_the_windows(embedded, monkeypatch):
+def test_sensor_on_a_caught_up_sql_server_secondary_runs_the_windows(embedded_env, monkeypatch):
     from darwin_notify_assets.storage.mssql_watermark import watermark_from_row
 
     row = _sql_server_row(utcnow() - timedelta(minutes=7))
     monkeypatch.setattr(ReplicaReader, "watermark", lambda self: watermark_from_row(row))
-    cursor = Window.containing(utcnow() - timedelta(minutes=30), 5).partition_key
-    result = _evaluate(cursor)
-    assert result.run_requests and result.cursor == result.run_requests[-1].partition_key
+    embedded_env.apply(0)
+    cursor = Window.containing(embedded_env.window(0).start - timedelta(minutes=30), 5)
+    result = _evaluate(cursor.partition_key)
+    [request] = result.run_requests
+    assert embedded_env.key(0) in _windows_of(request)
+    assert result.cursor == _windows_of(request)[-1]
 
 
 def test_sensor_on_a_read_only_copy_outside_an_availability_group_runs_nothing(
-    embedded, monkeypatch
+    empty_store, monkeypatch
 ) -> None:
     from darwin_notify_assets.storage.mssql_watermark import watermark_from_row
     from darwin_notify_tests.storage.mssql_rows import outside_availability_group
