@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from twilio.http import HttpClient
@@ -146,7 +147,7 @@ class SendGridSender(Sender):
         self._transport = Transport(self.provider, self.url, timeout, pool_size)
         self.from_address = from_address
 
-    def payload(self, message: OutboundMessage) -> dict:
+    def payload(self, message: OutboundMessage) -> dict[str, Any]:
         content = [{"type": "text/plain", "value": message.text_body or " "}]
         if message.html_body:
             content.append({"type": "text/html", "value": message.html_body})
@@ -189,6 +190,10 @@ def _sendgrid_errors(answer: HttpAnswer) -> str:
         return text[:300]
 
 
+# The Twilio client's default API host; only the proxy environment is decided by it here.
+TWILIO_API = "https://api.twilio.com"
+
+
 class TwilioSmsSender(Sender):
     """SMS through a Twilio-compatible REST API.
 
@@ -214,11 +219,11 @@ class TwilioSmsSender(Sender):
             raise ConfigurationError("the SMS sender needs an account SID and an auth token")
         from twilio.rest import Client
 
-        self._http = _TwilioHttp(self.provider, timeout, pool_size)
+        base = base_url.rstrip("/") if base_url else TWILIO_API
+        self._http = _TwilioHttp(self.provider, Transport(self.provider, base, timeout, pool_size))
         self.client = Client(account_sid, auth_token, http_client=self._http)
         if base_url:
-            self.client.api.base_url = base_url.rstrip("/")
-        self._http.open(self.client.api.base_url)
+            self.client.api.base_url = base
         self.from_number = from_number
 
     def send(self, message: OutboundMessage) -> SendResult:
@@ -235,14 +240,10 @@ class _TwilioHttp(HttpClient):
     """The Twilio client's HTTP layer on :class:`Transport`: answers other than a 2xx become
     the package's errors here, where the status and headers are still known."""
 
-    def __init__(self, provider: str, timeout: float, pool_size: int):
-        super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
+    def __init__(self, provider: str, transport: Transport):
+        super().__init__(logging.getLogger("twilio.http_client"), False)
         self.provider = provider
-        self._pool_size = pool_size
-        self._transport: Transport | None = None
-
-    def open(self, base_url: str) -> None:
-        self._transport = Transport(self.provider, base_url, self.timeout or 10.0, self._pool_size)
+        self._transport = transport
 
     def request(
         self,
@@ -255,7 +256,6 @@ class _TwilioHttp(HttpClient):
         timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> Response:
-        assert self._transport is not None, "open() the HTTP client before a request"
         if params:
             url = f"{url}?{urlencode(params, doseq=True)}"
         headers = dict(headers or {})
@@ -270,8 +270,7 @@ class _TwilioHttp(HttpClient):
         )
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        self._transport.close()
 
 
 def _twilio_error(answer: HttpAnswer) -> str:

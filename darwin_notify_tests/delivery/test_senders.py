@@ -370,6 +370,16 @@ def test_twilio_sends_the_exact_form(sms_sink):
     assert result.provider_message_id.startswith("SM")
 
 
+def test_twilio_keeps_its_connection_alive_between_messages(sms_sink):
+    sender = _twilio(sms_sink)
+    for i in range(5):
+        sender.send(sms_message(message_id=100 + i))
+    records = sms_sink.records()
+    assert [r["status"] for r in records] == [201] * 5
+    assert len({r["client_port"] for r in records}) == 1
+    sender.close()
+
+
 def test_twilio_400_is_provider_rejected(sms_sink):
     sender = _twilio(sms_sink)
     with pytest.raises(ProviderRejected, match="400"):
