@@ -335,6 +335,7 @@ def make_messages(
     status: MessageStatus = MessageStatus.QUEUED,
     partition: str = PARTITION,
     prefix: str = "k",
+    channel: str = "email",
 ) -> list[int]:
     """Insert ``n`` candidates with messages in ``status``; return the message ids."""
     keys = [f"{prefix}{i}" for i in range(n)]
@@ -344,7 +345,7 @@ def make_messages(
                 candidate_key=k,
                 partition_key=partition,
                 schedule_id=1,
-                channel="email",
+                channel=channel,
                 event_id=1000 + i,
                 source_table="Property",
                 record_id=i,
@@ -368,14 +369,25 @@ def make_messages(
                 candidate_id=ids[k],
                 candidate_key=k,
                 partition_key=partition,
-                channel="email",
+                channel=channel,
                 status=status,
-                to_address=f"{k}@example.com",
-                subject="s",
-                html_body="<p>h</p>",
-                text_body="t",
+                **(
+                    dict(
+                        to_address=f"{k}@example.com",
+                        subject="s",
+                        html_body="<p>h</p>",
+                        text_body="t",
+                    )
+                    if channel == "email"
+                    else dict(
+                        to_address=f"+1312555{i:04d}",
+                        sms_body=f"t {k}",
+                        sms_encoding="GSM-7",
+                        sms_segments=1,
+                    )
+                ),
             )
-            for k in keys
+            for i, k in enumerate(keys)
         ]
     )
     rows = store.db.query(

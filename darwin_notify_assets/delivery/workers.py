@@ -330,14 +330,34 @@ def _window(partition_key: str, minutes: int) -> Window:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries only when the provider is known not to have accepted the message."""
+    """Retries only when the provider is known not to have accepted the message.
+
+    Attributes:
+        attempts: Provider calls per message, the first included.
+        base_delay: Seconds before the first retry; doubled for each further one.
+        max_delay: The longest backoff.
+        max_retry_after: The longest ``Retry-After`` a worker waits for, holding its claim;
+            a provider that asks for longer gets no retry before then, and the message is
+            ``failed`` (never accepted). Well below the claim's expiry
+            (``DARWIN_NOTIFY_SENDING_EXPIRY_SECONDS``).
+    """
 
     attempts: int = 3
     base_delay: float = 0.5
     max_delay: float = 5.0
+    max_retry_after: float = 30.0
 
     def delay(self, attempt: int) -> float:
         return min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+
+    def wait(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before the next attempt, never sooner than the provider asked;
+        ``None`` when the provider asked for longer than a worker waits."""
+        if retry_after is None:
+            return self.delay(attempt)
+        if retry_after > self.max_retry_after:
+            return None
+        return max(self.delay(attempt), retry_after)
 
 
 class SendWorker:
@@ -397,7 +417,16 @@ class SendWorker:
                         f"{exc} (after {attempt} attempts; never accepted)",
                         None,
                     )
-                self.sleep(self.retry.delay(attempt))
+                wait = self.retry.wait(attempt, exc.retry_after)
+                if wait is None:
+                    return (
+                        message.message_id,
+                        MessageStatus.FAILED,
+                        f"{exc} (asked to retry after {exc.retry_after:g} s, longer than a "
+                        f"worker waits; after {attempt} attempts; never accepted)",
+                        None,
+                    )
+                self.sleep(wait)
                 attempt += 1
             except ProviderRejected as exc:
                 return message.message_id, MessageStatus.FAILED, str(exc), None

@@ -6,7 +6,6 @@ broken template is reported once, by name.
 """
 
 import functools
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,24 +19,9 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from darwin_notify_assets.domain.schedules import Channel, ScheduleSet, Template
+from darwin_notify_assets.domain.sms import sms_segments
 
 DEFAULT_PHONE_REGION = "US"
-
-# GSM 03.38 basic character set, and the extension table (two septets each).
-GSM7_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENSION = set("^{}\\[~]|€\f")
-
-
-def sms_segments(body: str) -> tuple[str, int]:
-    """``(encoding, segments)`` for an SMS body."""
-    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in body):
-        septets = sum(2 if ch in GSM7_EXTENSION else 1 for ch in body)
-        return "GSM-7", 1 if septets <= 160 else math.ceil(septets / 153)
-    units = len(body.encode("utf-16-le")) // 2
-    return "UCS-2", 1 if units <= 70 else math.ceil(units / 67)
 
 
 def money(value: Any) -> str:

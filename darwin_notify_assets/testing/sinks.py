@@ -52,6 +52,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from darwin_notify_assets.domain.sms import sms_segments
+
 logger = logging.getLogger(__name__)
 
 SINK_KINDS = ("sendgrid", "sms")
@@ -65,13 +67,6 @@ MAX_SMS_BODY_CHARS = 1600
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
-
-# GSM 03.38 basic character set; the extension table characters cost two septets.
-_GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
 
 _TWILIO_ERROR_CODES = {
     400: 21000,
@@ -674,26 +669,6 @@ def _basic_auth_user(header: str) -> str | None:
     return user if sep and user and password else None
 
 
-def sms_segments(text: str) -> int:
-    """Counts the SMS segments a body needs (GSM-7: 160/153 septets, else UCS-2: 70/67).
-
-    Args:
-        text: The message body.
-
-    Returns:
-        The number of segments, at least 1.
-    """
-    if all(c in _GSM7_BASIC or c in _GSM7_EXTENDED for c in text):
-        units = sum(2 if c in _GSM7_EXTENDED else 1 for c in text)
-        single, multi = 160, 153
-    else:
-        units = sum(2 if ord(c) > 0xFFFF else 1 for c in text)
-        single, multi = 70, 67
-    if units <= single:
-        return 1
-    return -(-units // multi)
-
-
 def _twilio_message(
     account_sid: str, sid: str, to: str, sender: str, service_sid: str, text: str
 ) -> dict[str, Any]:
@@ -712,7 +687,7 @@ def _twilio_message(
         "from": sender or None,
         "messaging_service_sid": service_sid or None,
         "num_media": "0",
-        "num_segments": str(sms_segments(text)),
+        "num_segments": str(sms_segments(text)[1]),
         "price": None,
         "price_unit": "USD",
         "sid": sid,
