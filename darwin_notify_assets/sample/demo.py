@@ -20,6 +20,7 @@ from darwin_notify_assets.config import Settings
 from darwin_notify_assets.domain.audit import audit_report, rendered_count
 from darwin_notify_assets.domain.detect import baseline
 from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
+from darwin_notify_assets.domain.privacy import mask_text
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.db import connect
 from darwin_notify_assets.storage.store import MessageStatus
@@ -205,7 +206,7 @@ def _audit(settings: Settings, partitions: list[str]) -> dict[str, Any]:
         "missed": sum(len(w.missed) for w in report.windows),
         "unknown": sum(len(w.unknown) for w in report.windows),
         "reasons": [
-            f"{m['candidate_key']}: {m['status']} ({m['reason']})"
+            f"{m['candidate_key']}: {m['status']} ({mask_text(m['reason'] or '')})"
             for w in report.windows
             for m in w.not_sent
             if m["status"] != MessageStatus.SUPPRESSED

@@ -46,6 +46,7 @@ from darwin_notify_assets.domain.pipeline import (
     stage_deliver,
     stage_render,
 )
+from darwin_notify_assets.domain.privacy import mask_text
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import ConfigurationError, ReplicaBehind
 from darwin_notify_assets.storage.store import MessageStatus, utcnow
@@ -254,7 +255,8 @@ def rendered_messages(
             **per_window_metadata(rows),
             "not_sendable": MetadataValue.md(
                 "\n".join(
-                    f"- `{m['candidate_key']}` {m['status']}: {m['reason']}" for m in failures[:50]
+                    f"- `{m['candidate_key']}` {m['status']}: {mask_text(m['reason'] or '')}"
+                    for m in failures[:50]
                 )
                 or "(none)"
             ),
@@ -292,7 +294,10 @@ def delivery_log(
         metadata={
             **per_window_metadata(rows),
             "unknown_messages": MetadataValue.md(
-                "\n".join(f"- `{m['candidate_key']}`: {m['reason']}" for m in unknown[:50])
+                "\n".join(
+                    f"- `{m['candidate_key']}`: {mask_text(m['reason'] or '')}"
+                    for m in unknown[:50]
+                )
                 or "(none)"
             ),
         },
