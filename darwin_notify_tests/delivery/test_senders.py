@@ -19,12 +19,13 @@ from darwin_notify_assets.delivery.senders import (
     SendGridSender,
     TwilioSmsSender,
 )
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.errors import (
     ProviderOutcomeUnknown,
     ProviderRejected,
     ProviderUnavailable,
 )
-from darwin_notify_assets.storage.store import MessageStatus, OutboundMessage
+from darwin_notify_assets.storage.store import OutboundMessage
 from darwin_notify_assets.testing.sinks import SinkServer, start_sink
 
 FROM_EMAIL = "notifications@darwin-notify.example"

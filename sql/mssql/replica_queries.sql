@@ -26,3 +26,13 @@ SELECT CASE WHEN rs.redo_queue_size = 0 AND rs.log_send_queue_size = 0
        rs.synchronization_state_desc AS state
 FROM sys.dm_hadr_database_replica_states AS rs
 WHERE rs.database_id = DB_ID() AND rs.is_local = 1;
+
+-- name: write_access
+-- What this login may do in the database: CREATE TABLE as HAS_PERMS_BY_NAME answers it
+-- (1, 0, or NULL when it cannot tell), then every database permission it holds. Any of
+-- INSERT, UPDATE, DELETE, ALTER or CONTROL, or CREATE TABLE, refuses the connection.
+SELECT CAST(N'CREATE TABLE' AS nvarchar(128)) AS permission_name,
+       HAS_PERMS_BY_NAME(NULL, N'DATABASE', N'CREATE TABLE') AS granted
+UNION ALL
+SELECT CAST(p.permission_name AS nvarchar(128)), 1
+FROM fn_my_permissions(NULL, N'DATABASE') AS p;

@@ -22,6 +22,7 @@ from dagster import (
 from darwin_notify_assets.defs.notifications.partitions import change_windows
 from darwin_notify_assets.defs.resources import DarwinNotifyResource
 from darwin_notify_assets.domain.detect import reconcile
+from darwin_notify_assets.domain.messages import FINAL_STATUSES, MessageStatus
 from darwin_notify_assets.domain.pipeline import (
     load_schedules,
     stage_agent_totals,
@@ -31,7 +32,7 @@ from darwin_notify_assets.domain.pipeline import (
     stage_render,
 )
 from darwin_notify_assets.domain.windows import Window
-from darwin_notify_assets.storage.store import FINAL_STATUSES, MessageStatus, utcnow
+from darwin_notify_assets.storage.store import utcnow
 
 GROUP = "notifications"
 AUDIT_GROUP = "audit"
