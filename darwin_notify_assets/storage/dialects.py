@@ -110,7 +110,10 @@ class Dialect:
 
     # -- results ------------------------------------------------------------------------------
     def result(self, cur: Any) -> tuple[list[str], list[Any]]:
-        """The column names and rows a statement returned."""
+        """The column names and rows a statement returned (none: psqlODBC reports no result
+        for an ``UPDATE ... RETURNING`` that changed no row)."""
+        if cur.description is None:
+            return [], []
         return [d[0] for d in cur.description], cur.fetchall()
 
     def finish(self, cur: Any) -> None:
