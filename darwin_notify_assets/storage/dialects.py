@@ -332,7 +332,7 @@ def _pg_name(identifier: str) -> str:
 
 def pg_array(values: Sequence[Any]) -> str:
     """A PostgreSQL array literal of ``values`` (its element type comes from the cast)."""
-    out = []
+    out: list[str] = []
     append = out.append
     for v in values:
         kind = type(v)
