@@ -129,7 +129,7 @@ def render_contexts(settings, partition_key: str, sample: int) -> tuple[dict, li
 def _render_items(store, candidate_ids):
     import json
 
-    from darwin_notify_assets.storage.db import placeholders
+    from darwin_notify_assets.storage.dialects import placeholders
     from darwin_notify_assets.storage.store import RenderItem
 
     rows = store.db.query(
@@ -199,10 +199,10 @@ def render_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
 
 # -- insert-only ------------------------------------------------------------------------------
 def insert_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
+    from darwin_notify_assets.domain.messages import MessageStatus
     from darwin_notify_assets.storage.db import connect
     from darwin_notify_assets.storage.store import (
         MESSAGE_COLUMNS,
-        MessageStatus,
         NotificationStore,
         OutboundMessage,
     )
@@ -480,8 +480,9 @@ def _send_share(settings, messages: list, threads: int) -> float:
 
 
 def provider_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
+    from darwin_notify_assets.domain.messages import MessageStatus
     from darwin_notify_assets.storage.db import connect
-    from darwin_notify_assets.storage.store import MESSAGE_COLUMNS, MessageStatus, OutboundMessage
+    from darwin_notify_assets.storage.store import MESSAGE_COLUMNS, OutboundMessage
 
     count = int(config.get("provider_sample", 5000))
     source = connect(config["staged_store_url"])

@@ -23,6 +23,7 @@ from benchmarks.instrument import peak_rss_mb
 from darwin_notify_assets.config import SENDGRID_API_KEY_ENV, TWILIO_AUTH_TOKEN_ENV, Settings
 from darwin_notify_assets.delivery.senders import SendGridSender, TwilioSmsSender
 from darwin_notify_assets.domain.detect import events_for_row, plan_reads
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
     RenderError,
     address_for,
@@ -35,7 +36,7 @@ from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import ProviderError
 from darwin_notify_assets.storage.db import Database, connect
 from darwin_notify_assets.storage.replica import ReplicaReader
-from darwin_notify_assets.storage.store import MessageStatus, OutboundMessage, dumps, jsonable_row
+from darwin_notify_assets.storage.store import OutboundMessage, dumps, jsonable_row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS naive_snapshot (

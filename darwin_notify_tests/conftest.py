@@ -27,17 +27,13 @@ from darwin_notify_assets.defs.notifications.runs import run_window
 from darwin_notify_assets.defs.resources import SendersResource, resources_from_env
 from darwin_notify_assets.delivery.senders import Sender
 from darwin_notify_assets.domain import detect
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.pipeline import LoadedSchedules, Runtime, load_schedules
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.sample import demo, seed
 from darwin_notify_assets.storage.db import Database, connect
 from darwin_notify_assets.storage.replica import ReplicaReader
-from darwin_notify_assets.storage.store import (
-    CandidateRow,
-    MessageStatus,
-    NotificationStore,
-    OutboundMessage,
-)
+from darwin_notify_assets.storage.store import CandidateRow, NotificationStore, OutboundMessage
 from darwin_notify_assets.testing.senders import RecordingSender
 
 SEED = 7

@@ -493,8 +493,8 @@ class Soak:
         return faults
 
     def window(self, i: int) -> dict[str, Any]:
+        from darwin_notify_assets.domain.messages import MessageStatus
         from darwin_notify_assets.sample import seed
-        from darwin_notify_assets.storage.store import MessageStatus
         from darwin_notify_tests.oracle import expected_sends
 
         key = self.keys[i]
@@ -589,7 +589,7 @@ class Soak:
     # -- the reckoning --------------------------------------------------------------------------
     def reckon(self, rows: list[dict[str, Any]], started: float) -> dict[str, Any]:
         from darwin_notify_assets.domain.audit import audit_report
-        from darwin_notify_assets.storage.store import MessageStatus
+        from darwin_notify_assets.domain.messages import MessageStatus
         from darwin_notify_tests.oracle import expected_sends
 
         time.sleep(LATE_ANSWER + 0.5)  # late refusals reach the record files

@@ -22,6 +22,7 @@ from darwin_notify_assets.delivery.failpoints import (
     failpoint,
 )
 from darwin_notify_assets.delivery.senders import Sender
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
     CompiledTemplate,
     RenderError,
@@ -48,7 +49,6 @@ from darwin_notify_assets.storage.replica import ReplicaReader
 from darwin_notify_assets.storage.store import (
     AgentTotals,
     ChangeEvent,
-    MessageStatus,
     NotificationStore,
     OutboundMessage,
     RenderItem,

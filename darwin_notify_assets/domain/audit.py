@@ -5,7 +5,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from darwin_notify_assets.storage.store import FINAL_STATUSES, MessageStatus, NotificationStore
+from darwin_notify_assets.domain.messages import FINAL_STATUSES, MessageStatus
+from darwin_notify_assets.storage.store import NotificationStore
 
 NOT_RENDERED = (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED)
 NOT_SENT = (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED, MessageStatus.FAILED)
@@ -100,19 +101,7 @@ def audit_report(
 ) -> AuditReport:
     keys = list(partitions)
     if since or until or not keys:
-        clauses, params = [], []
-        if since:
-            clauses.append("partition_key >= ?")
-            params.append(since)
-        if until:
-            clauses.append("partition_key <= ?")
-            params.append(until)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = store.db.query(
-            f"SELECT DISTINCT partition_key FROM candidate {where} ORDER BY partition_key", params
-        )
-        store.db.commit()
-        keys += [r[0] for r in rows if r[0] not in keys]
+        keys += [k for k in store.candidate_windows(since or None, until or None) if k not in keys]
     windows = [audit_window(store, k) for k in sorted(keys)]
     duplicates = sorted({d for k in keys for d in store.duplicate_sends(k)})
     return AuditReport(windows=windows, duplicates=duplicates)

@@ -26,12 +26,13 @@ from darwin_notify_assets.delivery.senders import Sender, build_senders
 from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
 from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import CompiledTemplate, compile_templates
 from darwin_notify_assets.domain.schedules import RejectedSchedule, ScheduleSet
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import DarwinNotifyError, ReplicaBehind
 from darwin_notify_assets.storage.replica import ReplicaReader, ReplicaWatermark
-from darwin_notify_assets.storage.store import MessageStatus, NotificationStore, utcnow
+from darwin_notify_assets.storage.store import NotificationStore, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -441,10 +442,7 @@ def stage_deliver(
         if time.monotonic() - expired_at[0] >= min(30.0, expiry.total_seconds() / 4):
             store.expire_sending(utcnow() - expiry, window.partition_key)
             expired_at[0] = time.monotonic()
-        return store.count(
-            "SELECT COUNT(*) FROM message WHERE partition_key = ? AND status IN (?, ?)",
-            [window.partition_key, str(MessageStatus.QUEUED), str(MessageStatus.SENDING)],
-        )
+        return store.open_message_count(window.partition_key)
 
     _wait_or_work(rt, JobKind.SEND, handler_factory, remaining, log_progress)
     counts = _all_statuses(store.status_counts(window.partition_key))

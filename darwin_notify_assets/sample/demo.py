@@ -19,11 +19,11 @@ from typing import Any
 from darwin_notify_assets.config import Settings
 from darwin_notify_assets.domain.audit import audit_report, rendered_count
 from darwin_notify_assets.domain.detect import baseline
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 from darwin_notify_assets.domain.privacy import mask_text
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.db import connect
-from darwin_notify_assets.storage.store import MessageStatus
 
 DEMO_START = datetime(2026, 3, 2, 14, 0)
 

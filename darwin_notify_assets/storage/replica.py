@@ -16,7 +16,8 @@ from darwin_notify_assets.domain.schedules import (
     build_schedule_set,
 )
 from darwin_notify_assets.errors import ConfigurationError
-from darwin_notify_assets.storage.db import Database, as_datetime, connect, placeholders
+from darwin_notify_assets.storage.db import Database, as_datetime, connect
+from darwin_notify_assets.storage.dialects import placeholders
 from darwin_notify_assets.storage.sqlfiles import read_queries
 
 log = logging.getLogger(__name__)

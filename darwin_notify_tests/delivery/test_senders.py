@@ -29,12 +29,13 @@ from darwin_notify_assets.delivery.senders import (
 )
 from darwin_notify_assets.delivery.transport import retry_after_seconds
 from darwin_notify_assets.delivery.workers import RetryPolicy, SendWorker
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.errors import (
     ProviderOutcomeUnknown,
     ProviderRejected,
     ProviderUnavailable,
 )
-from darwin_notify_assets.storage.store import MessageStatus, NotificationStore, OutboundMessage
+from darwin_notify_assets.storage.store import NotificationStore, OutboundMessage
 from darwin_notify_assets.testing.sinks import SinkServer, start_sink
 from darwin_notify_tests.conftest import PARTITION, make_messages
 

@@ -4,13 +4,14 @@ import pytest
 
 from darwin_notify_assets.bus.base import Job, JobKind
 from darwin_notify_assets.delivery.workers import RenderWorker, RetryPolicy, SendWorker
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.errors import (
     ProviderError,
     ProviderOutcomeUnknown,
     ProviderRejected,
     ProviderUnavailable,
 )
-from darwin_notify_assets.storage.store import MessageStatus, NotificationStore
+from darwin_notify_assets.storage.store import NotificationStore
 from darwin_notify_assets.testing.senders import RecordingSender
 from darwin_notify_tests.conftest import PARTITION, make_messages
 

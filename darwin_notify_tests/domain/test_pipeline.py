@@ -19,6 +19,7 @@ from darwin_notify_assets.bus.base import InProcessBus, Job, JobKind, make_jobs,
 from darwin_notify_assets.delivery.senders import FileOutboxEmailSender, FileOutboxSmsSender
 from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import build_candidates
+from darwin_notify_assets.domain.messages import FINAL_STATUSES
 from darwin_notify_assets.domain.pipeline import (
     Runtime,
     load_schedules,
@@ -30,7 +31,6 @@ from darwin_notify_assets.domain.pipeline import (
 )
 from darwin_notify_assets.errors import ProviderOutcomeUnknown
 from darwin_notify_assets.sample import seed
-from darwin_notify_assets.storage.store import FINAL_STATUSES
 from darwin_notify_tests.conftest import (
     ASSET_CHAIN,
     EmbeddedEnv,

@@ -32,10 +32,11 @@ import pytest
 
 from darwin_notify_assets.bus.base import JobKind
 from darwin_notify_assets.domain.audit import audit_report
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.sample import seed
 from darwin_notify_assets.sample.demo import DEMO_START
-from darwin_notify_assets.storage.store import MessageStatus, NotificationStore, utcnow
+from darwin_notify_assets.storage.store import NotificationStore, utcnow
 from darwin_notify_tests.integration.conftest import (
     SERVICES_SH,
     Stack,

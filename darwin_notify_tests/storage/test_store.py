@@ -1,13 +1,14 @@
 """The store's message state machine: conditional transitions and an append-only history."""
 
+import sqlite3
 from datetime import timedelta
 
 import pytest
 
+from darwin_notify_assets.domain.messages import INITIAL_STATUSES, MessageStatus, is_allowed
 from darwin_notify_assets.errors import InvalidTransition
 from darwin_notify_assets.storage.store import (
     CandidateRow,
-    MessageStatus,
     NotificationStore,
     OutboundMessage,
     utcnow,
@@ -125,13 +126,13 @@ def test_finish_changes_nothing_unless_the_message_is_sending(store):
     ("expected", "new"),
     [
         (MessageStatus.SENDING, MessageStatus.SENT),
-        (MessageStatus.SENT, MessageStatus.QUEUED),
-        (MessageStatus.DEFERRED, MessageStatus.QUEUED),
+        (MessageStatus.SENDING, MessageStatus.FAILED),
+        (MessageStatus.SENDING, MessageStatus.UNKNOWN),
     ],
 )
 def test_transition_from_a_wrong_state_raises(store, expected, new):
     [mid] = make_messages(store, 1)
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidTransition, match="is not sending"):
         store.transition(mid, expected, new, "nope")
     assert status_of(store, mid) == "queued"
     assert history(store, mid) == [(None, "queued", None)]
@@ -139,14 +140,107 @@ def test_transition_from_a_wrong_state_raises(store, expected, new):
 
 def test_transition_appends_history(store):
     [mid] = make_messages(store, 1)
-    store.transition(mid, MessageStatus.QUEUED, MessageStatus.DEFERRED, "quiet hours")
-    store.transition(mid, MessageStatus.DEFERRED, MessageStatus.QUEUED, None)
-    assert status_of(store, mid) == "queued"
+    store.claim([mid])
+    store.transition(mid, MessageStatus.SENDING, MessageStatus.UNKNOWN, "no answer")
+    assert status_of(store, mid) == "unknown"
     assert history(store, mid) == [
         (None, "queued", None),
-        ("queued", "deferred", "quiet hours"),
-        ("deferred", "queued", None),
+        ("queued", "sending", None),
+        ("sending", "unknown", "no answer"),
     ]
+
+
+def message_in(store: NotificationStore, status: MessageStatus) -> int:
+    """One message brought into ``status`` the way the pipeline brings it there."""
+    if status in INITIAL_STATUSES:
+        [mid] = make_messages(store, 1, status=status, prefix=f"{status}-")
+        return mid
+    [mid] = make_messages(store, 1, prefix=f"{status}-")
+    store.claim([mid])
+    if status != MessageStatus.SENDING:
+        assert store.finish([(mid, status, None, None)]) == []
+    assert status_of(store, mid) == str(status)
+    return mid
+
+
+ALLOWED = [(a, b) for a in MessageStatus for b in MessageStatus if is_allowed(a, b)]
+FORBIDDEN = [(a, b) for a in MessageStatus for b in MessageStatus if not is_allowed(a, b)]
+
+
+def test_the_table_allows_exactly_the_send_path():
+    assert sorted(ALLOWED) == sorted(
+        [
+            (MessageStatus.QUEUED, MessageStatus.SENDING),
+            (MessageStatus.SENDING, MessageStatus.SENT),
+            (MessageStatus.SENDING, MessageStatus.FAILED),
+            (MessageStatus.SENDING, MessageStatus.UNKNOWN),
+        ]
+    )
+    assert len(FORBIDDEN) == len(MessageStatus) ** 2 - len(ALLOWED)
+
+
+@pytest.mark.parametrize(("current", "new"), ALLOWED, ids=lambda s: str(s))
+def test_every_allowed_transition_is_made(store, current, new):
+    mid = message_in(store, current)
+    before = history(store, mid)
+    store.transition(mid, current, new, "why")
+    assert status_of(store, mid) == str(new)
+    assert history(store, mid) == [*before, (str(current), str(new), "why")]
+
+
+@pytest.mark.parametrize(("current", "new"), FORBIDDEN, ids=lambda s: str(s))
+def test_every_forbidden_transition_raises_and_changes_nothing(store, current, new):
+    mid = message_in(store, current)
+    before = history(store, mid)
+    with pytest.raises(InvalidTransition, match="not an allowed transition"):
+        store.transition(mid, current, new, "forbidden")
+    assert status_of(store, mid) == str(current)
+    assert history(store, mid) == before
+
+
+def test_a_sent_message_cannot_be_queued_and_sent_again(store):
+    mid = message_in(store, MessageStatus.SENT)
+    with pytest.raises(InvalidTransition):
+        store.transition(mid, MessageStatus.SENT, MessageStatus.QUEUED, "again")
+    assert store.claim([mid]) == []
+    assert status_of(store, mid) == "sent"
+
+
+@pytest.mark.parametrize(
+    "status", [s for s in MessageStatus if not is_allowed(MessageStatus.SENDING, s)]
+)
+def test_finish_refuses_an_outcome_sending_cannot_become(store, status):
+    ids = make_messages(store, 2)
+    store.claim(ids)
+    with pytest.raises(InvalidTransition, match="not an allowed transition"):
+        store.finish([(ids[0], MessageStatus.SENT, None, "p"), (ids[1], status, None, None)])
+    # nothing of the batch was written, not even its allowed outcome
+    assert [status_of(store, m) for m in ids] == ["sending", "sending"]
+    assert all(len(history(store, m)) == 2 for m in ids)
+
+
+@pytest.mark.parametrize("status", [s for s in MessageStatus if s not in INITIAL_STATUSES])
+def test_insert_refuses_a_status_no_message_is_created_in(store, status):
+    with pytest.raises(InvalidTransition, match="cannot be created as"):
+        make_messages(store, 1, status=status)
+    assert store.db.scalar("SELECT COUNT(*) FROM message") == 0
+    assert store.db.scalar("SELECT COUNT(*) FROM message_event") == 0
+
+
+def test_the_schema_rejects_a_status_outside_the_enum(store):
+    [mid] = make_messages(store, 1)
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        store.db.execute("UPDATE message SET status = 'bogus' WHERE message_id = ?", [mid])
+    store.db.rollback()
+    row = store.db.query("SELECT candidate_id, candidate_key FROM message")[0]
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        store.db.execute(
+            "INSERT INTO message (candidate_id, candidate_key, partition_key, channel, status, "
+            "attempts, created_at, updated_at) VALUES (?, ?, ?, 'email', 'bogus', 0, 'x', 'x')",
+            [row[0] + 1, row[1] + "-other", PARTITION],
+        )
+    store.db.rollback()
+    assert status_of(store, mid) == "queued"
 
 
 def test_expire_sending_turns_stale_claims_into_unknown_never_queued(store):

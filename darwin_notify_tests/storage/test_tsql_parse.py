@@ -182,20 +182,13 @@ def _generated_forms() -> list[tuple[str, str, tuple]]:
     db, conn = _database(read_only=False)
     table, cols = "dbo.candidate", ("candidate_key", "partition_key", "created_at")
     rows = [("k1", "p", datetime(2026, 3, 2)), ("k2", "p", datetime(2026, 3, 2))]
-    calls = {
-        "insert_rows": lambda: db.insert_rows(table, cols, rows),
-        "insert_rows if absent": lambda: db.insert_rows(
-            table, cols, rows, conflict=("candidate_key",)
-        ),
-        "upsert_rows": lambda: db.upsert_rows(table, cols, rows, key=("candidate_key",)),
-    }
+    # Insert-if-absent and upsert forms are named queries of sql/mssql/store_queries.sql,
+    # parsed with the files.
+    calls = {"insert_rows": lambda: db.insert_rows(table, cols, rows)}
     for label, call in calls.items():
         conn.statements.clear()
         call()
         forms += [(f"db.{label}", sql, params) for sql, params in conn.statements]
-    forms.append(
-        ("db.limit", db.limit("SELECT a FROM t WHERE b = ? ORDER BY a", 25), ("x",)),
-    )
 
     replica_db, conn = _database(read_only=True)
     reader = ReplicaReader(replica_db)
@@ -211,6 +204,10 @@ def _generated_forms() -> list[tuple[str, str, tuple]]:
         "fetch_grouped": lambda: reader.fetch_grouped(
             "Listing Item", "AgentID", [7, 8], ["ListingID", "Odd]Name"]
         ),
+        "earliest_change": lambda: reader.earliest_change(
+            "Listing Item", ["Modified On", "CreateDate"], start
+        ),
+        "earliest_deletion": lambda: reader.earliest_deletion(["Listing Item", "Agent"], start),
     }
     for label, call in reads.items():
         conn.statements.clear()

@@ -126,7 +126,8 @@ CREATE TABLE dbo.message (
     sms_body nvarchar(max) NULL,
     sms_encoding nvarchar(200) NULL,
     sms_segments int NULL,
-    status nvarchar(200) NOT NULL,
+    -- the statuses of domain/messages.py MessageStatus
+    status nvarchar(200) NOT NULL CONSTRAINT CK_message_status CHECK (status IN (N'queued', N'sending', N'sent', N'failed', N'unknown', N'suppressed', N'render_failed')),
     reason nvarchar(max) NULL,
     claim_token nvarchar(200) NULL,
     attempts int NOT NULL CONSTRAINT DF_message_attempts DEFAULT (0),
@@ -140,6 +141,11 @@ IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'message_partition_status
 GO
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'message_claim' AND object_id = OBJECT_ID(N'dbo.message'))
     CREATE INDEX message_claim ON dbo.message (claim_token);
+GO
+-- A store created before the constraint existed gets it here.
+IF NOT EXISTS (SELECT 1 FROM sys.check_constraints WHERE name = N'CK_message_status' AND parent_object_id = OBJECT_ID(N'dbo.message'))
+    ALTER TABLE dbo.message ADD CONSTRAINT CK_message_status
+        CHECK (status IN (N'queued', N'sending', N'sent', N'failed', N'unknown', N'suppressed', N'render_failed'));
 GO
 
 IF OBJECT_ID(N'dbo.message_event', N'U') IS NULL

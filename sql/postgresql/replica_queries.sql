@@ -27,3 +27,7 @@ SELECT CASE
        pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC' AS last_replay_at,
        CASE WHEN pg_is_in_recovery() THEN coalesce((SELECT status FROM pg_stat_wal_receiver), 'disconnected')
             ELSE 'primary' END AS state;
+
+-- name: write_access
+-- 'on' when this session's transactions are read-only (a standby's always are).
+SHOW transaction_read_only;

@@ -100,7 +100,8 @@ CREATE TABLE IF NOT EXISTS message (
     sms_body TEXT,
     sms_encoding TEXT,
     sms_segments INTEGER,
-    status TEXT NOT NULL,
+    -- the statuses of domain/messages.py MessageStatus
+    status TEXT NOT NULL CONSTRAINT message_status_known CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed')),
     reason TEXT,
     claim_token TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -110,6 +111,13 @@ CREATE TABLE IF NOT EXISTS message (
 );
 CREATE INDEX IF NOT EXISTS message_partition_status ON message (partition_key, status);
 CREATE INDEX IF NOT EXISTS message_claim ON message (claim_token);
+-- A store created before the constraint existed gets it here (one statement: the loader
+-- splits on a semicolon at the end of a line).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'message_status_known'
+                   AND conrelid = 'message'::regclass) THEN
+        ALTER TABLE message ADD CONSTRAINT message_status_known
+            CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed')); END IF; END $$;
 
 CREATE TABLE IF NOT EXISTS message_event (
     message_event_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

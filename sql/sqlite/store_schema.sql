@@ -100,7 +100,8 @@ CREATE TABLE IF NOT EXISTS message (
     sms_body TEXT,
     sms_encoding TEXT,
     sms_segments INTEGER,
-    status TEXT NOT NULL,
+    -- the statuses of domain/messages.py MessageStatus
+    status TEXT NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed')),
     reason TEXT,
     claim_token TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,

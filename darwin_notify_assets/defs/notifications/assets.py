@@ -38,6 +38,7 @@ from darwin_notify_assets.defs.resources import (
     runtime,
 )
 from darwin_notify_assets.domain.audit import rendered_count
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.pipeline import (
     load_schedules,
     stage_agent_totals,
@@ -49,7 +50,7 @@ from darwin_notify_assets.domain.pipeline import (
 from darwin_notify_assets.domain.privacy import mask_text
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import ConfigurationError, ReplicaBehind
-from darwin_notify_assets.storage.store import MessageStatus, utcnow
+from darwin_notify_assets.storage.store import utcnow
 
 GROUP = "notifications"
 
