@@ -283,11 +283,16 @@ class NotificationStore:
         listings: Sequence[tuple[int, int, str | None]],
         removed: Sequence[tuple[str, int]],
         window_agents: Iterable[tuple[str, int]],
+        skipped: Sequence[ChangeEvent] = (),
     ) -> int:
-        """Write one batch of detection results in one transaction; returns new events."""
+        """Write one batch of detection results in one transaction; returns new events.
+
+        ``events`` fire and ``skipped`` do not; see ``record_decisions``.
+        """
         db = self.db
         now = db.ts(utcnow())
         try:
+            events = self.record_decisions(events, skipped, now)
             inserted = db.insert_rows(
                 "change_event",
                 (
@@ -361,6 +366,44 @@ class NotificationStore:
             db.rollback()
             raise
         return inserted
+
+    def record_decisions(
+        self, fired: Sequence[ChangeEvent], skipped: Sequence[ChangeEvent], now: Any
+    ) -> list[ChangeEvent]:
+        """Record each change's decision (fires or not) unless it already has one; return
+        the events of ``fired`` that were not decided against before. Part of the caller's
+        transaction: the unique key on ``change_decision`` keeps the first decision, also
+        when two runs read the same change at once."""
+        rows = [(e.event_key, e.partition_key, True, now) for e in fired]
+        rows += [(e.event_key, e.partition_key, False, now) for e in skipped]
+        if not rows:
+            return list(fired)
+        new = self.db.insert_rows(
+            "change_decision",
+            ("event_key", "partition_key", "fired", "decided_at"),
+            rows,
+            conflict=("event_key",),
+        )
+        if new == len(rows) or not fired:
+            return list(fired)
+        against = self._keys_by_name(
+            "skipped_event_keys", [e.event_key for e in fired], prefix=[False]
+        )
+        return [e for e in fired if e.event_key not in against]
+
+    def decided_event_keys(self, keys: Sequence[str]) -> set[str]:
+        """The keys of ``keys`` whose change has a recorded decision, fired or not."""
+        found = self._keys_by_name("decided_event_keys", keys)
+        self.db.commit()
+        return found
+
+    def _keys_by_name(self, name: str, keys: Sequence[str], prefix: Sequence[Any] = ()) -> set[str]:
+        template = read_queries(self.db.dialect, "store_queries.sql")[name]
+        found: set[str] = set()
+        for chunk in self.db.in_batches(list(keys), extra_params=len(prefix)):
+            sql = template.replace("{keys}", placeholders(len(chunk)))
+            found.update(r[0] for r in self.db.query(sql, [*prefix, *chunk]))
+        return found
 
     # -- agent totals ---------------------------------------------------------------------------
     def window_agents(self, partition_key: str) -> list[int]:

@@ -79,8 +79,10 @@ def change_window(
 ) -> MaterializeResult:
     """The window's changes: for each table with an active schedule, the rows whose watch
     column falls in ``[window_start - lookback, window_end)`` (one bounded index-range read),
-    plus deletions, turned into one change event per schedule that fires. Grain: one row per
-    (record, schedule, version) in the store's ``change_event``."""
+    plus deletions, turned into one change event per schedule that fires. Each change is
+    decided once, the first time its version is read, fired or not. Grain: one row per
+    (record, schedule, version) in the store's ``change_decision``, and for those that fire
+    in ``change_event``."""
     rt = darwin.runtime()
     try:
         window = rt.window(context.partition_key)
@@ -269,8 +271,10 @@ def reconciliation_report(
     context: AssetExecutionContext, darwin: DarwinNotifyResource
 ) -> MaterializeResult:
     """A re-scan of the recent past (``DARWIN_NOTIFY_RECONCILE_HOURS``): every window the
-    replica has applied must have been read, and every insert or delete change in the range
-    must be a recorded event. Reports what is missing by key; it changes nothing."""
+    replica has applied must have been read, and every insert, update or delete in the range
+    that detection would fire on (the same decision, from the same code) must have a record
+    in the store, an event or a decision. Reports what is missing by key; it changes
+    nothing."""
     rt = darwin.runtime()
     settings = rt.settings
     try:
