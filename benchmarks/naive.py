@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks.instrument import peak_rss_mb
 from darwin_notify_assets.config import SENDGRID_API_KEY_ENV, TWILIO_AUTH_TOKEN_ENV, Settings
 from darwin_notify_assets.delivery.senders import SendGridSender, TwilioSmsSender
-from darwin_notify_assets.domain.detect import events_for_row, plan_reads
+from darwin_notify_assets.domain.detect import decide_rows, plan_reads
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
     RenderError,
@@ -179,7 +179,8 @@ class NaivePipeline:
             _, plan, row = item
             record_id = int(row[plan.key])
             previous = self.snapshot(plan.table, record_id) if plan.keep_snapshot else None
-            events, _ = events_for_row(plan, row, previous, window, read_from)
+            previous_by_id = {record_id: previous} if previous is not None else {}
+            events = decide_rows(plan, [row], previous_by_id, window, read_from).fired
             if plan.keep_snapshot:
                 self.save_snapshot(plan.table, record_id, row)
             fired = [(e, row) for e in events]

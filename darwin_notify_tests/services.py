@@ -21,6 +21,7 @@ STORE_TABLES = (
     "message",
     "candidate",
     "change_event",
+    "change_decision",
     "record_snapshot",
     "deal_ledger",
     "listing_ledger",

@@ -3,8 +3,14 @@
 Only tables with an active schedule are read (plus Deal and Property when a schedule displays
 agent totals, whose ledgers they feed), each with one bounded range statement over its watch
 columns. Update schedules with ``ChangedColumns`` compare against the last-seen values the
-store keeps, so they fire only when one of those columns really changed. Results of a batch
-(events, last-seen values, ledgers) are written in one store transaction, so a crash never
+store keeps, so they fire only when one of those columns really changed.
+
+Whether a change fires is decided once: the first time a version of a record (its key, the
+schedule, the event type and the watch-column value) is read, and the decision is recorded
+whether it fires or not. The lookback and reruns read the same versions again, sometimes with
+later values (a contact created opted out and opted in minutes later is still in the
+lookback by its CreateDate); the recorded decision stands. Results of a batch (decisions,
+events, last-seen values, ledgers) are written in one store transaction, so a crash never
 leaves a change remembered but not acted on.
 """
 
@@ -24,6 +30,7 @@ from darwin_notify_assets.domain.schedules import (
     same_value,
 )
 from darwin_notify_assets.domain.windows import Window
+from darwin_notify_assets.storage.db import as_datetime
 from darwin_notify_assets.storage.replica import PRIMARY_KEYS, ReplicaReader
 from darwin_notify_assets.storage.store import (
     ChangeEvent,
@@ -39,13 +46,35 @@ LEDGER_WATCH = "ModifiedDate"
 
 
 @dataclass
+class Decisions:
+    """What reading some changes decided: the events that fire and those that do not.
+
+    Detection records both, each under its event key, the first time that version of the
+    record is observed; a later read of the same version (the lookback, a rerun) keeps the
+    first decision, whatever the row's values have become. Reconciliation makes the same
+    decisions with the same functions.
+    """
+
+    fired: list[ChangeEvent] = field(default_factory=list)
+    skipped: list[ChangeEvent] = field(default_factory=list)
+    no_baseline: int = 0
+
+
+@dataclass
 class DetectionResult:
     rows_read: Counter = field(default_factory=Counter)
     deletions_read: int = 0
     events: Counter = field(default_factory=Counter)
     events_new: int = 0
+    decided_against: int = 0
     no_baseline: int = 0
     tables_read: list[str] = field(default_factory=list)
+
+    def add(self, decided: Decisions) -> None:
+        for e in decided.fired:
+            self.events[e.schedule_id] += 1
+        self.decided_against += len(decided.skipped)
+        self.no_baseline += decided.no_baseline
 
     @property
     def total_rows_read(self) -> int:
@@ -58,6 +87,7 @@ class DetectionResult:
             "events_detected": sum(self.events.values()),
             "events_new": self.events_new,
             "duplicates_prevented": sum(self.events.values()) - self.events_new,
+            "changes_decided_against": self.decided_against,
             "updates_without_baseline": self.no_baseline,
             "tables_read": ", ".join(self.tables_read) or "(none)",
         }
@@ -150,16 +180,42 @@ def _event(
     )
 
 
-def events_for_row(
+def _update_fires(
+    s: Schedule,
+    row: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    created_here: bool,
+    version: str,
+) -> tuple[bool, dict[str, Any] | None, bool]:
+    """Whether an update schedule fires on this version: (fires, old values, no baseline)."""
+    if s.needs_previous_values:
+        if previous is None:
+            if not created_here:
+                return False, None, True
+            previous = {}
+        if s.changed_columns and all(
+            same_value(row.get(c), previous.get(c)) for c in s.changed_columns
+        ):
+            return False, None, False
+    elif row.get("CreateDate") is not None and same_value(jsonable(row.get("CreateDate")), version):
+        return False, None, False
+    if not all(c.matches(row, previous) for c in s.criteria):
+        return False, None, False
+    cols = set(s.changed_columns) | {c.column for c in s.criteria if c.needs_previous}
+    old = {c: (previous or {}).get(c) for c in sorted(cols)} if cols else None
+    return True, old, False
+
+
+def decide_row(
     plan: TablePlan,
     row: Mapping[str, Any],
     previous: Mapping[str, Any] | None,
     window: Window,
     read_from: datetime,
-) -> tuple[list[ChangeEvent], bool]:
-    """The events one changed row fires; the flag says an update lacked a baseline."""
-    events = []
-    missing_baseline = False
+    out: Decisions,
+) -> None:
+    """Decide, for each schedule whose watch column this row's value falls in the read
+    range, whether that version of the row fires; append the decision to ``out``."""
     record_id = int(row[plan.key])
     created_here = _in_range(row.get("CreateDate"), read_from, window.end)
     for s in plan.schedules:
@@ -167,29 +223,49 @@ def events_for_row(
         if not _in_range(watched, read_from, window.end):
             continue
         version = str(jsonable(watched))
+        old = None
         if s.event_type == EventType.INSERT:
-            if all(c.matches(row, None) for c in s.criteria):
-                events.append(_event(s, window, record_id, row, version, None, None))
-            continue
-        # Update schedules.
-        if s.needs_previous_values:
-            if previous is None:
-                if not created_here:
-                    missing_baseline = True
-                    continue
-                previous = {}
-            changed = [c for c in s.changed_columns if not same_value(row.get(c), previous.get(c))]
-            if s.changed_columns and not changed:
-                continue
-        elif row.get("CreateDate") is not None and same_value(
-            jsonable(row.get("CreateDate")), version
-        ):
-            continue
-        if all(c.matches(row, previous) for c in s.criteria):
-            cols = set(s.changed_columns) | {c.column for c in s.criteria if c.needs_previous}
-            old = {c: (previous or {}).get(c) for c in sorted(cols)} if cols else None
-            events.append(_event(s, window, record_id, row, version, old, None))
-    return events, missing_baseline
+            fires = all(c.matches(row, None) for c in s.criteria)
+        else:
+            fires, old, no_baseline = _update_fires(s, row, previous, created_here, version)
+            out.no_baseline += no_baseline
+        event = _event(s, window, record_id, row, version, old, None)
+        (out.fired if fires else out.skipped).append(event)
+
+
+def decide_rows(
+    plan: TablePlan,
+    rows: Sequence[Mapping[str, Any]],
+    previous: Mapping[int, Mapping[str, Any]],
+    window: Window,
+    read_from: datetime,
+) -> Decisions:
+    """The decisions of a batch of changed rows, given the last-seen values by record id."""
+    out = Decisions()
+    for row in rows:
+        decide_row(plan, row, previous.get(int(row[plan.key])), window, read_from, out)
+    return out
+
+
+def decide_deletions(
+    schedules: ScheduleSet,
+    table: str,
+    deletions: Sequence[tuple[int, datetime]],
+    last_seen: Mapping[int, Mapping[str, Any]],
+    window: Window,
+) -> Decisions:
+    """The decisions of ``table``'s deletions ``(record id, deleted at)``: each delete
+    schedule's criteria are judged on the record's last-seen values."""
+    out = Decisions()
+    delete_schedules = [s for s in schedules.for_table(table) if s.event_type == EventType.DELETE]
+    for record_id, deleted_at in deletions:
+        row = last_seen.get(record_id)
+        version = str(jsonable(deleted_at))
+        for s in delete_schedules:
+            fires = row is None or all(c.matches(row, None) for c in s.criteria)
+            event = _event(s, window, record_id, row, version, None, row)
+            (out.fired if fires else out.skipped).append(event)
+    return out
 
 
 def detect_changes(
@@ -215,21 +291,14 @@ def detect_changes(
             rows = [jsonable_row(r) for r in batch]
             ids = [int(r[plan.key]) for r in rows]
             previous = store.snapshots(plan.table, ids) if plan.keep_snapshot else {}
-            events: list[ChangeEvent] = []
-            for row in rows:
-                found, missing = events_for_row(
-                    plan, row, previous.get(int(row[plan.key])), window, read_from
-                )
-                events += found
-                result.no_baseline += missing
-            for e in events:
-                result.events[e.schedule_id] += 1
+            decided = decide_rows(plan, rows, previous, window, read_from)
+            result.add(decided)
             snapshots = (
                 {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
             )
             deals, listings, agents = _ledger_rows(plan, rows, window)
             result.events_new += store.save_detection(
-                events, snapshots, deals, listings, (), agents
+                decided.fired, snapshots, deals, listings, (), agents, skipped=decided.skipped
             )
     _detect_deletions(replica, store, schedules, plans, window, read_from, result)
     return result
@@ -274,29 +343,32 @@ def _detect_deletions(
     result.deletions_read = len(deletions)
     if not deletions:
         return
+    decided = Decisions()
+    removed: list[tuple[str, int]] = []
+    agents: list[tuple[str, int]] = []
+    for table, items in _by_table(deletions).items():
+        last_seen = store.snapshots(table, [rid for rid, _ in items])
+        for record_id, _ in items:
+            removed.append((table, record_id))
+            row = last_seen.get(record_id)
+            if row is not None and row.get(AGENT_COLUMN) is not None:
+                agents.append((window.partition_key, int(row[AGENT_COLUMN])))
+        found = decide_deletions(schedules, table, items, last_seen, window)
+        decided.fired += found.fired
+        decided.skipped += found.skipped
+    result.add(decided)
+    result.events_new += store.save_detection(
+        decided.fired, {}, (), (), removed, agents, skipped=decided.skipped
+    )
+
+
+def _by_table(
+    deletions: Sequence[tuple[str, int, datetime]],
+) -> dict[str, list[tuple[int, datetime]]]:
     by_table: dict[str, list[tuple[int, datetime]]] = {}
     for table, record_id, deleted_at in deletions:
         by_table.setdefault(table, []).append((record_id, deleted_at))
-    events: list[ChangeEvent] = []
-    removed: list[tuple[str, int]] = []
-    agents: list[tuple[str, int]] = []
-    for table, items in by_table.items():
-        last_seen = store.snapshots(table, [rid for rid, _ in items])
-        delete_schedules = [
-            s for s in schedules.for_table(table) if s.event_type == EventType.DELETE
-        ]
-        for record_id, deleted_at in items:
-            row = last_seen.get(record_id)
-            removed.append((table, record_id))
-            if row is not None and row.get(AGENT_COLUMN) is not None:
-                agents.append((window.partition_key, int(row[AGENT_COLUMN])))
-            version = str(jsonable(deleted_at))
-            for s in delete_schedules:
-                if row is not None and not all(c.matches(row, None) for c in s.criteria):
-                    continue
-                events.append(_event(s, window, record_id, row, version, None, row))
-                result.events[s.schedule_id] += 1
-    result.events_new += store.save_detection(events, {}, (), (), removed, agents)
+    return by_table
 
 
 def baseline(
@@ -348,46 +420,65 @@ def reconcile(
     window_minutes: int,
     batch_size: int = 5000,
 ) -> ReconciliationResult:
-    """Re-read ``[start, end)`` from the replica and list what the store has no event for.
+    """Re-read ``[start, end)`` from the replica, decide every change as detection does, and
+    list the events that would fire of which the store has no record.
 
-    Insert and delete schedules are checked change by change; update schedules that compare
-    with last-seen values cannot be re-derived after the fact and are covered by the windows
-    check: every window of the range must have been read.
+    The decisions come from the functions detection uses (``decide_rows``,
+    ``decide_deletions``), with the store's last-seen values as the previous values, so
+    criteria and ``ChangedColumns`` apply to inserts, updates and deletions alike. A change
+    the store has a decision for, fired or decided against, is not reported: that decision
+    was made when the change was first read and stands. Every window of the range in which
+    something changed must also have been read (a window in which nothing changed needs no
+    run: the sensor requests none).
     """
     result = ReconciliationResult(start, end)
+    changed: set[str] = set()
+
+    def note(value: Any) -> None:
+        moment = as_datetime(value) if isinstance(value, str) else value
+        if isinstance(moment, datetime) and start <= moment < end:
+            changed.add(Window.containing(moment, window_minutes).partition_key)
+
     window = Window("reconcile", start, end)
     for plan in plan_reads(schedules, replica.columns):
-        checkable = tuple(s for s in plan.schedules if s.event_type == EventType.INSERT)
-        if not checkable:
+        if not plan.schedules:
             continue
-        subset = TablePlan(plan.table, plan.key, plan.watch_columns, checkable, False, False)
         for batch in replica.read_changes(plan.table, plan.watch_columns, start, end, batch_size):
-            result.rows_read += len(batch)
-            keys = []
-            for row in (jsonable_row(r) for r in batch):
-                found, _ = events_for_row(subset, row, None, window, start)
-                keys += [e.event_key for e in found]
-            result.events_expected += len(keys)
-            known = store.known_event_keys(keys)
-            result.events_missing += [k for k in keys if k not in known]
+            rows = [jsonable_row(r) for r in batch]
+            ids = [int(r[plan.key]) for r in rows]
+            previous = store.snapshots(plan.table, ids) if plan.keep_snapshot else {}
+            result.rows_read += len(rows)
+            for row in batch:
+                for column in plan.watch_columns:
+                    note(row.get(column))
+            _report_missing(store, decide_rows(plan, rows, previous, window, start), result)
     deletions = replica.read_deletions(schedules.delete_tables, start, end)
-    keys = [
-        event_key(table, rid, s.schedule_id, s.event_type, str(jsonable(at)))
-        for table, rid, at in deletions
-        for s in schedules.for_table(table)
-        if s.event_type == EventType.DELETE
-    ]
     result.rows_read += len(deletions)
-    result.events_expected += len(keys)
-    known = store.known_event_keys(keys)
-    result.events_missing += [k for k in keys if k not in known]
+    for _, _, deleted_at in deletions:
+        note(deleted_at)
+    for table, items in _by_table(deletions).items():
+        last_seen = store.snapshots(table, [rid for rid, _ in items])
+        _report_missing(store, decide_deletions(schedules, table, items, last_seen, window), result)
     done = store.windows_between(start, end)
     cursor = Window.containing(start, window_minutes)
     while cursor.end <= end:
-        if cursor.partition_key not in done:
+        if cursor.partition_key not in done and cursor.partition_key in changed:
             result.windows_missing.append(cursor.partition_key)
         cursor = Window.containing(cursor.end, window_minutes)
     return result
+
+
+def _report_missing(
+    store: NotificationStore, decided: Decisions, result: ReconciliationResult
+) -> None:
+    keys = [e.event_key for e in decided.fired]
+    result.events_expected += len(keys)
+    if not keys:
+        return
+    known = store.decided_event_keys(keys)
+    # Events recorded before decisions were: an event without a decision row.
+    known |= store.known_event_keys([k for k in keys if k not in known])
+    result.events_missing += [k for k in keys if k not in known]
 
 
 def first_change_since(

@@ -289,11 +289,16 @@ class NotificationStore:
         listings: Sequence[tuple[int, int, str | None]],
         removed: Sequence[tuple[str, int]],
         window_agents: Iterable[tuple[str, int]],
+        skipped: Sequence[ChangeEvent] = (),
     ) -> int:
-        """Write one batch of detection results in one transaction; returns new events."""
+        """Write one batch of detection results in one transaction; returns new events.
+
+        ``events`` fire and ``skipped`` do not; see ``record_decisions``.
+        """
         db = self.db
         now = db.ts(utcnow())
         with db.transaction():
+            events = self.record_decisions(events, skipped, now)
             inserted = db.bulk_execute(
                 self._sql("insert_change_events"),
                 [
@@ -329,6 +334,34 @@ class NotificationStore:
             )
             db.bulk_execute(self._sql("insert_window_agents"), sorted(set(window_agents)))
         return inserted
+
+    def record_decisions(
+        self, fired: Sequence[ChangeEvent], skipped: Sequence[ChangeEvent], now: Any
+    ) -> list[ChangeEvent]:
+        """Record each change's decision (fires or not) unless it already has one; return
+        the events of ``fired`` that were not decided against before. Part of the caller's
+        transaction: the unique key on ``change_decision`` keeps the first decision, also
+        when two runs read the same change at once."""
+        rows = [(e.event_key, e.partition_key, True, now) for e in fired]
+        rows += [(e.event_key, e.partition_key, False, now) for e in skipped]
+        if not rows:
+            return list(fired)
+        new = self.db.bulk_execute(self._sql("insert_change_decisions"), rows)
+        if new == len(rows) or not fired:
+            return list(fired)
+        against = {
+            r[0]
+            for rows_ in self._listed(
+                "skipped_event_keys", [e.event_key for e in fired], before=[False]
+            )
+            for r in rows_
+        }
+        return [e for e in fired if e.event_key not in against]
+
+    def decided_event_keys(self, keys: Sequence[str]) -> set[str]:
+        """The keys of ``keys`` whose change has a recorded decision, fired or not."""
+        with self.db.transaction():
+            return {r[0] for rows in self._listed("decided_event_keys", keys) for r in rows}
 
     # -- agent totals ---------------------------------------------------------------------------
     def window_agents(self, partition_key: str) -> list[int]:

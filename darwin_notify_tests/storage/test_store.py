@@ -1,4 +1,5 @@
-"""The store's message state machine: conditional transitions and an append-only history."""
+"""The store's message state machine (conditional transitions, an append-only history), and
+change decisions that are made once."""
 
 import sqlite3
 from datetime import timedelta
@@ -9,6 +10,7 @@ from darwin_notify_assets.domain.messages import INITIAL_STATUSES, MessageStatus
 from darwin_notify_assets.errors import InvalidTransition
 from darwin_notify_assets.storage.store import (
     CandidateRow,
+    ChangeEvent,
     NotificationStore,
     OutboundMessage,
     utcnow,
@@ -307,3 +309,50 @@ def test_candidates_are_inserted_if_absent(store):
     assert store.insert_candidates([row]) == 0
     assert store.insert_candidates([row.__class__(**{**row.__dict__, "partition_key": "x"})]) == 0
     assert store.candidate_count(PARTITION) == 1
+
+
+def _change(key: str, partition: str = PARTITION) -> ChangeEvent:
+    return ChangeEvent(
+        event_key=key,
+        partition_key=partition,
+        schedule_id=4,
+        source_table="People",
+        record_id=138,
+        event_type="insert",
+        version="2026-03-02 14:25:43.000000",
+        agent_id=1,
+        contact_id=138,
+        old_values=None,
+        row_values=None,
+    )
+
+
+def _save(store: NotificationStore, fired=(), skipped=()) -> int:
+    return store.save_detection(list(fired), {}, (), (), (), (), skipped=list(skipped))
+
+
+def test_a_change_decided_against_is_not_recorded_as_an_event_later(store):
+    decided, other = _change("People:138:s4:insert:v"), _change("People:139:s4:insert:v")
+    assert _save(store, skipped=[decided]) == 0
+    assert _save(store, fired=[_change(decided.event_key, "later"), other]) == 1
+    rows = store.db.query("SELECT event_key FROM change_event")
+    assert rows == [(other.event_key,)]
+    assert store.decided_event_keys([decided.event_key, other.event_key, "unseen"]) == {
+        decided.event_key,
+        other.event_key,
+    }
+    decisions = store.db.query(
+        "SELECT event_key, partition_key, fired FROM change_decision ORDER BY event_key"
+    )
+    assert decisions == [(decided.event_key, PARTITION, 0), (other.event_key, PARTITION, 1)]
+
+
+def test_a_change_that_fired_keeps_its_event_when_a_later_read_decides_against(store):
+    fired = _change("People:138:s4:insert:v")
+    assert _save(store, fired=[fired]) == 1
+    assert _save(store, skipped=[_change(fired.event_key, "later")]) == 0
+    assert _save(store, fired=[_change(fired.event_key, "later")]) == 0
+    assert store.db.query("SELECT event_key, partition_key FROM change_event") == [
+        (fired.event_key, PARTITION)
+    ]
+    assert store.db.query("SELECT fired FROM change_decision") == [(1,)]

@@ -329,3 +329,19 @@ SELECT DISTINCT partition_key FROM dbo.candidate
 WHERE partition_key >= COALESCE(?, partition_key)
   AND partition_key <= COALESCE(?, partition_key)
 ORDER BY partition_key;
+
+-- name: insert_change_decisions
+-- Every change read is decided once, fired or not: the first decision stays.
+INSERT INTO dbo.change_decision (event_key, partition_key, fired, decided_at)
+SELECT s.event_key, s.partition_key, s.fired, s.decided_at
+FROM (VALUES {values}) AS s (event_key, partition_key, fired, decided_at)
+WHERE NOT EXISTS (SELECT 1 FROM dbo.change_decision AS t WITH (UPDLOCK, HOLDLOCK) WHERE
+    t.event_key = s.event_key);
+
+-- name: skipped_event_keys
+-- Of the listed event keys, those whose change was decided against.
+SELECT event_key FROM dbo.change_decision WHERE fired = ? AND event_key IN ({list});
+
+-- name: decided_event_keys
+-- Of the listed event keys, those whose change has a recorded decision, fired or not.
+SELECT event_key FROM dbo.change_decision WHERE event_key IN ({list});

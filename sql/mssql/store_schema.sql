@@ -36,6 +36,17 @@ IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'change_event_partition' 
     CREATE INDEX change_event_partition ON dbo.change_event (partition_key, schedule_id);
 GO
 
+-- Every change read once decided, fired or not, by its event key: a later read of the same
+-- version (the lookback, a rerun) keeps the first decision.
+IF OBJECT_ID(N'dbo.change_decision', N'U') IS NULL
+CREATE TABLE dbo.change_decision (
+    event_key nvarchar(400) NOT NULL CONSTRAINT PK_change_decision PRIMARY KEY,
+    partition_key nvarchar(200) NOT NULL,
+    fired bit NOT NULL,
+    decided_at datetime2(6) NOT NULL
+);
+GO
+
 IF OBJECT_ID(N'dbo.record_snapshot', N'U') IS NULL
 CREATE TABLE dbo.record_snapshot (
     source_table nvarchar(200) NOT NULL,

@@ -248,3 +248,17 @@ SELECT DISTINCT partition_key FROM candidate
 WHERE partition_key >= COALESCE(?, partition_key)
   AND partition_key <= COALESCE(?, partition_key)
 ORDER BY partition_key;
+
+-- name: insert_change_decisions
+-- Every change read is decided once, fired or not: the first decision stays.
+INSERT INTO change_decision (event_key, partition_key, fired, decided_at)
+SELECT * FROM unnest(?::text[], ?::text[], ?::boolean[], ?::timestamp[])
+ON CONFLICT (event_key) DO NOTHING;
+
+-- name: skipped_event_keys
+-- Of the listed event keys, those whose change was decided against.
+SELECT event_key FROM change_decision WHERE fired = ? AND event_key IN ({list});
+
+-- name: decided_event_keys
+-- Of the listed event keys, those whose change has a recorded decision, fired or not.
+SELECT event_key FROM change_decision WHERE event_key IN ({list});

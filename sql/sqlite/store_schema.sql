@@ -29,6 +29,15 @@ CREATE TABLE IF NOT EXISTS change_event (
 );
 CREATE INDEX IF NOT EXISTS change_event_partition ON change_event (partition_key, schedule_id);
 
+-- Every change read once decided, fired or not, by its event key: a later read of the same
+-- version (the lookback, a rerun) keeps the first decision.
+CREATE TABLE IF NOT EXISTS change_decision (
+    event_key TEXT PRIMARY KEY,
+    partition_key TEXT NOT NULL,
+    fired INTEGER NOT NULL,
+    decided_at TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS record_snapshot (
     source_table TEXT NOT NULL,
     record_id INTEGER NOT NULL,

@@ -34,8 +34,9 @@ def reconciliation_report(
     store: StoreResource,
 ) -> MaterializeResult:
     """A re-scan of the recent past (``DARWIN_NOTIFY_RECONCILE_HOURS``): every window the
-    replica has applied must have been read, and every change in the range that detection
-    would fire on must be a recorded event. Reports what is missing by key; it changes
+    replica has applied must have been read, and every insert, update or delete in the range
+    that detection would fire on (the same decision, from the same code) must have a record
+    in the store, an event or a decision. Reports what is missing by key; it changes
     nothing."""
     watermark = replica.reader.watermark()
     applied = watermark.applied_through or utcnow()

@@ -141,8 +141,10 @@ def change_window(
 ) -> MaterializeResult:
     """The window's changes: for each table with an active schedule, the rows whose watch
     column falls in ``[window_start - lookback, window_end)`` (one bounded index-range read),
-    plus deletions, turned into one change event per schedule that fires. Grain: one row per
-    (record, schedule, version) in the store's ``change_event``. Nothing is read before the
+    plus deletions, turned into one change event per schedule that fires. Each change is
+    decided once, the first time its version is read, fired or not. Grain: one row per
+    (record, schedule, version) in the store's ``change_decision``, and for those that fire
+    in ``change_event``. Nothing is read before the
     replica has applied the window's end plus grace: until then the step fails, saying how
     far behind the replica is, and a retry later reads the whole window."""
     rt = runtime(pipeline, replica, store)
