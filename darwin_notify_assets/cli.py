@@ -110,7 +110,11 @@ def _failure(result: "ExecuteInProcessResult") -> str:
 def cmd_worker(args: argparse.Namespace) -> int:
     from darwin_notify_assets.bus.base import JobKind
     from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
-    from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
+    from darwin_notify_assets.domain.pipeline import (
+        Runtime,
+        load_schedules,
+        schedules_of_version,
+    )
     from darwin_notify_assets.domain.render import CompiledTemplate
     from darwin_notify_assets.domain.schedules import ScheduleSet
 
@@ -131,9 +135,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 loaded = load_schedules(rt.replica)
                 return loaded.schedules, loaded.templates
 
+            def window_snapshot(
+                partition_key: str,
+            ) -> tuple[str, ScheduleSet, Mapping[int, CompiledTemplate | str]] | None:
+                version = (rt.store.window_info(partition_key) or {}).get("schedule_version")
+                loaded = schedules_of_version(rt.store, str(version)) if version else None
+                return (loaded.version, loaded.schedules, loaded.templates) if loaded else None
+
             schedules, templates = reload()
             handler: RenderWorker | SendWorker = RenderWorker(
-                rt.replica, rt.store, schedules, templates, settings.window_minutes, reload=reload
+                rt.replica,
+                rt.store,
+                schedules,
+                templates,
+                settings.window_minutes,
+                reload=reload,
+                window_snapshot=window_snapshot,
             )
         else:
             handler = SendWorker(rt.store, rt.senders_factory(), settings.send_concurrency)

@@ -28,6 +28,8 @@ STORE_TABLES = (
     "window_agent",
     "agent_totals",
     "window_run",
+    "run_schedule",
+    "schedule_snapshot",
 )
 
 

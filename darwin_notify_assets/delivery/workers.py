@@ -86,11 +86,19 @@ class RenderWorker:
         reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate | str]]]
         | None = None,
         reload_every: float = 60.0,
+        schedule_version: str = "",
+        window_snapshot: Callable[
+            [str], tuple[str, ScheduleSet, Mapping[int, CompiledTemplate | str]] | None
+        ]
+        | None = None,
     ):
         self.replica = replica
         self.store = store
         self.schedules = schedules
         self.templates = templates
+        self.schedule_version = schedule_version
+        # A standing worker renders each window with the snapshot that window was read with.
+        self.window_snapshot = window_snapshot
         self.window_minutes = window_minutes
         self.reload = reload
         self.reload_every = reload_every
@@ -114,7 +122,11 @@ class RenderWorker:
         items = self.store.load_render_items(job.ids)
         if not items:
             return 0
-        self._refresh(items)
+        snapshot = self.window_snapshot(job.partition_key) if self.window_snapshot else None
+        if snapshot is not None:
+            self.schedule_version, self.schedules, self.templates = snapshot
+        else:
+            self._refresh(items)
         data = self.fetch(items)
         messages = [self.render_one(item, data) for item in items]
         failpoint(RENDER_BEFORE_WRITE)
@@ -180,6 +192,7 @@ class RenderWorker:
                 channel=item.channel,
                 status=status,
                 reason=reason,
+                schedule_version=self.schedule_version or None,
                 **fields,
             )
 

@@ -29,6 +29,7 @@ from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import CompiledTemplate, compile_templates
 from darwin_notify_assets.domain.schedules import RejectedSchedule, ScheduleSet
+from darwin_notify_assets.domain.snapshots import ScheduleSnapshot
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import DarwinNotifyError, ReplicaBehind
 from darwin_notify_assets.storage.replica import ReplicaReader, ReplicaWatermark
@@ -47,9 +48,12 @@ class LoadedSchedules:
     # A template that did not compile maps to the compiler's message.
     templates: Mapping[int, CompiledTemplate | str]
     rejected: tuple[RejectedSchedule, ...]
+    # The snapshot they were built from (``domain/snapshots.py``).
+    version: str = ""
 
     def as_metadata(self) -> dict[str, Any]:
         return {
+            "schedule_version": self.version,
             "active_schedules": len(self.schedules.schedules),
             "rejected_schedules": len(self.rejected),
             "rejected": "; ".join(r.reason for r in self.rejected) or "(none)",
@@ -61,14 +65,27 @@ class LoadedSchedules:
 
 
 def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
-    """Active schedules, validated, with their templates compiled.
+    """Active schedules, validated, with their templates compiled, as the replica has them now.
 
     A schedule whose criteria are wrong is rejected by name and skipped. A schedule whose
     template does not compile is reported by name too, but keeps running: its changes still
     become candidates, and each message ends ``render_failed`` with the compiler's message,
     so nothing is lost while the template is fixed.
     """
-    raw = replica.load_schedules()
+    return loaded_from(ScheduleSnapshot.of(replica.schedule_source()))
+
+
+_COMPILED: dict[str, LoadedSchedules] = {}
+_COMPILED_LOCK = threading.Lock()
+
+
+def loaded_from(snapshot: ScheduleSnapshot) -> LoadedSchedules:
+    """The schedules of a snapshot, compiled once per process and version."""
+    with _COMPILED_LOCK:
+        cached = _COMPILED.get(snapshot.version)
+    if cached is not None:
+        return cached
+    raw = snapshot.schedules()
     compiled, errors = compile_templates(raw)
     rejected = list(raw.rejected)
     for s in raw.schedules:
@@ -84,7 +101,37 @@ def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
         log.warning("schedule problem: %s", r.reason)
     templates: dict[int, CompiledTemplate | str] = {**compiled, **errors}
     schedules = ScheduleSet(raw.schedules, raw.templates, tuple(rejected))
-    return LoadedSchedules(schedules, templates, tuple(rejected))
+    loaded = LoadedSchedules(schedules, templates, tuple(rejected), snapshot.version)
+    with _COMPILED_LOCK:
+        if len(_COMPILED) > 32:
+            _COMPILED.clear()
+        _COMPILED[snapshot.version] = loaded
+    return loaded
+
+
+def schedules_of_version(store: NotificationStore, version: str) -> LoadedSchedules | None:
+    body = store.snapshot(version)
+    return loaded_from(ScheduleSnapshot(version, body)) if body is not None else None
+
+
+def schedules_for_run(
+    replica: ReplicaReader, store: NotificationStore, run_id: str
+) -> LoadedSchedules:
+    """The one snapshot of schedules a run works from: the one its first step took, or else
+    (the first step of this run) read now, kept in the store and bound to the run."""
+    version = store.run_version(run_id)
+    if version is not None:
+        loaded = schedules_of_version(store, version)
+        if loaded is not None:
+            return loaded
+    snapshot = ScheduleSnapshot.of(replica.schedule_source())
+    store.save_snapshot(snapshot.version, snapshot.body)
+    bound = store.bind_run(run_id, snapshot.version)
+    if bound != snapshot.version:
+        loaded = schedules_of_version(store, bound)
+        if loaded is not None:
+            return loaded
+    return loaded_from(snapshot)
 
 
 @dataclass
@@ -202,6 +249,8 @@ def stage_change_window(
         watermark.describe(),
         result.total_rows_read,
     )
+    if loaded.version:
+        rt.store.set_window_version(window.partition_key, loaded.version)
     return result, watermark
 
 
@@ -400,7 +449,12 @@ def stage_render(
         worker_store = rt.store_factory()
         closers += [replica.close, worker_store.close]
         return RenderWorker(
-            replica, worker_store, loaded.schedules, loaded.templates, rt.settings.window_minutes
+            replica,
+            worker_store,
+            loaded.schedules,
+            loaded.templates,
+            rt.settings.window_minutes,
+            schedule_version=loaded.version,
         )
 
     _wait_or_work(

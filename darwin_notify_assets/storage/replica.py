@@ -112,11 +112,20 @@ class ReplicaReader:
                 raise ConfigurationError(f"column {table}.{col} does not exist on the replica")
 
     def load_schedules(self) -> ScheduleSet:
+        return build_schedule_set(**self.schedule_source())
+
+    def schedule_source(self) -> dict[str, Any]:
+        """What schedules are built from: the active schedules' and the templates' rows, and
+        the columns of the tables they name (``build_schedule_set``'s arguments)."""
         schedule_rows = self.db.query_dicts(self.queries["active_schedules"])
         template_rows = self.db.query_dicts(self.queries["templates"])
         self._done()
         tables = sorted({str(r.get("SourceTable") or "") for r in schedule_rows} - {""})
-        return build_schedule_set(schedule_rows, template_rows, self.catalog(tables))
+        return {
+            "schedule_rows": schedule_rows,
+            "template_rows": template_rows,
+            "catalog": self.catalog(tables),
+        }
 
     # -- replica state --------------------------------------------------------------------------
     def watermark(self) -> ReplicaWatermark:

@@ -128,6 +128,8 @@ class OutboundMessage:
     sms_encoding: str | None = None
     sms_segments: int | None = None
     message_id: int | None = None
+    # The schedule snapshot it was rendered from (see ``save_snapshot``).
+    schedule_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,56 @@ class NotificationStore:
         self.db.close()
 
     def ensure_schema(self) -> None:
+        """Create what is missing: the schema, then the upgrades of ``store_upgrades.sql``
+        (forward only) whose column an older store lacks."""
         self.db.run_script(read_script(self.db.dialect, "store_schema.sql"))
+        for name, statement in read_queries(self.db.dialect, "store_upgrades.sql").items():
+            table, column = name.split("__")
+            if not self._has_column(table, column):
+                with self.db.transaction():
+                    self.db.execute(statement).close()
+
+    def _has_column(self, table: str, column: str) -> bool:
+        qualified = f"dbo.{table}" if self.db.dialect == "mssql" else table
+        try:
+            with self.db.transaction():
+                self.db.query(f"SELECT {column} FROM {qualified} WHERE 1 = 0")
+        except Exception:  # noqa: BLE001 - the driver's error class differs per database
+            return False
+        return True
+
+    # -- schedule snapshots ---------------------------------------------------------------------
+    def save_snapshot(self, version: str, body: str) -> None:
+        """Keep the schedules and templates of ``version`` (once: a version never changes)."""
+        with self.db.transaction():
+            self.db.execute(
+                self._sql("insert_schedule_snapshot"), [version, body, self.db.ts(utcnow())]
+            ).close()
+
+    def snapshot(self, version: str) -> str | None:
+        with self.db.transaction():
+            rows = self._rows("select_schedule_snapshot", [version])
+        return str(rows[0][0]) if rows else None
+
+    def bind_run(self, run_id: str, version: str) -> str:
+        """The version a run uses: the first one bound to it stays; returns it."""
+        with self.db.transaction():
+            self.db.execute(
+                self._sql("insert_run_schedule"), [run_id, version, self.db.ts(utcnow())]
+            ).close()
+            rows = self._rows("select_run_schedule", [run_id])
+        return str(rows[0][0])
+
+    def run_version(self, run_id: str) -> str | None:
+        with self.db.transaction():
+            rows = self._rows("select_run_schedule", [run_id])
+        return str(rows[0][0]) if rows else None
+
+    def set_window_version(self, partition_key: str, version: str) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                self._sql("update_window_schedule_version"), [version, partition_key]
+            ).close()
 
     def _sql(self, name: str, listed: int | None = None) -> str:
         """The named statement; ``listed`` fills its ``{list}`` with that many ``?``."""
@@ -575,6 +626,7 @@ class NotificationStore:
                         0,
                         now,
                         now,
+                        m.schedule_version,
                     )
                     for m in messages
                 ],

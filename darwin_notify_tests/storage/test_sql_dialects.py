@@ -66,7 +66,18 @@ def _column_types(dialect: str, filename: str) -> dict[str, dict[str, str]]:
             if word and not word.startswith("--") and word.upper() not in ("PRIMARY", "CONSTRAINT"):
                 cols[word] = words[1].rstrip(",").lower()
         out[name] = cols
+    if filename == "store_schema.sql":
+        # Columns that store_upgrades.sql adds to a store of an earlier schema.
+        upgrades = read_script(dialect, "store_upgrades.sql")
+        for table, column, kind in ADDED.findall(upgrades):
+            out.setdefault(table, {})[column] = kind.lower()
     return out
+
+
+ADDED = re.compile(
+    r"ALTER TABLE (?:dbo\.)?(\w+) ADD (?:COLUMN )?(?:IF NOT EXISTS )?(\w+) ([\w()]+)",
+    re.IGNORECASE,
+)
 
 
 # Scripts a DBA runs by hand, which the Python layer never reads.

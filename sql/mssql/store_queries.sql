@@ -16,7 +16,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: select_window_run
 SELECT partition_key, window_start, window_end, replica_applied_through, replica_state,
-       rows_read, detected_at
+       rows_read, detected_at, schedule_version
 FROM dbo.window_run WHERE partition_key = ?;
 
 -- name: select_windows_between
@@ -217,13 +217,13 @@ ORDER BY c.candidate_id;
 -- name: insert_messages
 INSERT INTO dbo.message (candidate_id, candidate_key, partition_key, channel, to_address,
     subject, html_body, text_body, sms_body, sms_encoding, sms_segments, status, reason,
-    attempts, created_at, updated_at)
+    attempts, created_at, updated_at, schedule_version)
 SELECT s.candidate_id, s.candidate_key, s.partition_key, s.channel, s.to_address, s.subject,
     s.html_body, s.text_body, s.sms_body, s.sms_encoding, s.sms_segments, s.status, s.reason,
-    s.attempts, s.created_at, s.updated_at
+    s.attempts, s.created_at, s.updated_at, s.schedule_version
 FROM (VALUES {values}) AS s (candidate_id, candidate_key, partition_key, channel, to_address,
     subject, html_body, text_body, sms_body, sms_encoding, sms_segments, status, reason,
-    attempts, created_at, updated_at)
+    attempts, created_at, updated_at, schedule_version)
 WHERE NOT EXISTS (SELECT 1 FROM dbo.message AS t WITH (UPDLOCK, HOLDLOCK) WHERE t.candidate_id =
     s.candidate_id);
 
@@ -345,3 +345,24 @@ SELECT event_key FROM dbo.change_decision WHERE fired = ? AND event_key IN ({lis
 -- name: decided_event_keys
 -- Of the listed event keys, those whose change has a recorded decision, fired or not.
 SELECT event_key FROM dbo.change_decision WHERE event_key IN ({list});
+
+-- name: insert_schedule_snapshot
+INSERT INTO dbo.schedule_snapshot (version, body, created_at)
+SELECT s.version, s.body, s.created_at FROM (VALUES (?, ?, ?)) AS s (version, body, created_at)
+WHERE NOT EXISTS (SELECT 1 FROM dbo.schedule_snapshot AS t WITH (UPDLOCK, HOLDLOCK)
+    WHERE t.version = s.version);
+
+-- name: select_schedule_snapshot
+SELECT body FROM dbo.schedule_snapshot WHERE version = ?;
+
+-- name: insert_run_schedule
+INSERT INTO dbo.run_schedule (run_id, version, created_at)
+SELECT s.run_id, s.version, s.created_at FROM (VALUES (?, ?, ?)) AS s (run_id, version, created_at)
+WHERE NOT EXISTS (SELECT 1 FROM dbo.run_schedule AS t WITH (UPDLOCK, HOLDLOCK)
+    WHERE t.run_id = s.run_id);
+
+-- name: select_run_schedule
+SELECT version FROM dbo.run_schedule WHERE run_id = ?;
+
+-- name: update_window_schedule_version
+UPDATE dbo.window_run SET schedule_version = ? WHERE partition_key = ?;

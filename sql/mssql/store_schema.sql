@@ -172,3 +172,21 @@ GO
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'message_event_message' AND object_id = OBJECT_ID(N'dbo.message_event'))
     CREATE INDEX message_event_message ON dbo.message_event (message_id);
 GO
+
+-- The schedules and templates one run used, by version (a hash of what was read): every
+-- later step of the run, and every message it rendered, refers to the same snapshot.
+IF OBJECT_ID(N'dbo.schedule_snapshot', N'U') IS NULL
+CREATE TABLE dbo.schedule_snapshot (
+    version nvarchar(64) NOT NULL CONSTRAINT PK_schedule_snapshot PRIMARY KEY,
+    body nvarchar(max) NOT NULL,
+    created_at datetime2(6) NOT NULL
+);
+GO
+
+IF OBJECT_ID(N'dbo.run_schedule', N'U') IS NULL
+CREATE TABLE dbo.run_schedule (
+    run_id nvarchar(64) NOT NULL CONSTRAINT PK_run_schedule PRIMARY KEY,
+    version nvarchar(64) NOT NULL,
+    created_at datetime2(6) NOT NULL
+);
+GO

@@ -13,7 +13,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: select_window_run
 SELECT partition_key, window_start, window_end, replica_applied_through, replica_state,
-       rows_read, detected_at
+       rows_read, detected_at, schedule_version
 FROM window_run WHERE partition_key = ?;
 
 -- name: select_windows_between
@@ -156,10 +156,10 @@ ORDER BY c.candidate_id;
 -- name: insert_messages
 INSERT INTO message (candidate_id, candidate_key, partition_key, channel, to_address, subject,
                      html_body, text_body, sms_body, sms_encoding, sms_segments, status,
-                     reason, attempts, created_at, updated_at)
+                     reason, attempts, created_at, updated_at, schedule_version)
 SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
                      ?::text[], ?::text[], ?::text[], ?::text[], ?::integer[], ?::text[],
-                     ?::text[], ?::integer[], ?::timestamp[], ?::timestamp[])
+                     ?::text[], ?::integer[], ?::timestamp[], ?::timestamp[], ?::varchar(64)[])
 ON CONFLICT (candidate_id) DO NOTHING;
 
 -- name: insert_first_message_events
@@ -262,3 +262,20 @@ SELECT event_key FROM change_decision WHERE fired = ? AND event_key IN ({list});
 -- name: decided_event_keys
 -- Of the listed event keys, those whose change has a recorded decision, fired or not.
 SELECT event_key FROM change_decision WHERE event_key IN ({list});
+
+-- name: insert_schedule_snapshot
+INSERT INTO schedule_snapshot (version, body, created_at) VALUES (?, ?, ?)
+ON CONFLICT (version) DO NOTHING;
+
+-- name: select_schedule_snapshot
+SELECT body FROM schedule_snapshot WHERE version = ?;
+
+-- name: insert_run_schedule
+INSERT INTO run_schedule (run_id, version, created_at) VALUES (?, ?, ?)
+ON CONFLICT (run_id) DO NOTHING;
+
+-- name: select_run_schedule
+SELECT version FROM run_schedule WHERE run_id = ?;
+
+-- name: update_window_schedule_version
+UPDATE window_run SET schedule_version = ? WHERE partition_key = ?;

@@ -137,3 +137,17 @@ CREATE TABLE IF NOT EXISTS message_event (
     at TIMESTAMP NOT NULL
 );
 CREATE INDEX IF NOT EXISTS message_event_message ON message_event (message_id);
+
+-- The schedules and templates one run used, by version (a hash of what was read): every
+-- later step of the run, and every message it rendered, refers to the same snapshot.
+CREATE TABLE IF NOT EXISTS schedule_snapshot (
+    version VARCHAR(64) PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS run_schedule (
+    run_id VARCHAR(64) PRIMARY KEY,
+    version VARCHAR(64) NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);

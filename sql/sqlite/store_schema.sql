@@ -130,3 +130,17 @@ CREATE TABLE IF NOT EXISTS message_event (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS message_event_message ON message_event (message_id);
+
+-- The schedules and templates one run used, by version (a hash of what was read): every
+-- later step of the run, and every message it rendered, refers to the same snapshot.
+CREATE TABLE IF NOT EXISTS schedule_snapshot (
+    version TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS run_schedule (
+    run_id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);

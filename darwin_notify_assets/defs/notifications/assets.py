@@ -40,7 +40,7 @@ from darwin_notify_assets.defs.resources import (
 from darwin_notify_assets.domain.audit import rendered_count
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.pipeline import (
-    load_schedules,
+    schedules_for_run,
     stage_agent_totals,
     stage_candidates,
     stage_change_window,
@@ -102,13 +102,14 @@ def per_window_metadata(rows: Sequence[tuple[Window, Mapping[str, Any]]]) -> dic
 
 @asset(partitions_def=notification_days, group_name=GROUP, kinds={"sql"})
 def notification_schedules(
-    context: AssetExecutionContext, replica: ReplicaResource
+    context: AssetExecutionContext, replica: ReplicaResource, store: StoreResource
 ) -> MaterializeResult:
-    """The active notification schedules and their templates, as read from the replica for
-    this window. Criteria are checked against the source tables' real columns and templates
-    are compiled here, so a broken schedule or template is reported once, by name, and
-    skipped while the others run."""
-    loaded = load_schedules(replica.reader)
+    """The active notification schedules and their templates, read from the replica once for
+    the run: a snapshot kept in the store by version (a hash of what was read), which every
+    later step of the run and every message it renders refers to. Criteria are checked
+    against the source tables' real columns and templates are compiled here, so a broken
+    schedule or template is reported once, by name, and skipped while the others run."""
+    loaded = schedules_for_run(replica.reader, store.store, context.run_id)
     for r in loaded.rejected:
         context.log.warning(f"skipped {r.reason}")
     return MaterializeResult(
@@ -148,7 +149,7 @@ def change_window(
     replica has applied the window's end plus grace: until then the step fails, saying how
     far behind the replica is, and a retry later reads the whole window."""
     rt = runtime(pipeline, replica, store)
-    loaded = load_schedules(rt.replica)
+    loaded = schedules_for_run(rt.replica, rt.store, context.run_id)
     rows: list[tuple[Window, Mapping[str, Any]]] = []
     watermark = None
     windows = run_windows(context, pipeline)
@@ -218,7 +219,7 @@ def candidate_notifications(
     set-based reads (``agent``, ``record_contact``, ``agent_contacts`` fan-out), each with a
     deterministic idempotency key for its DedupeScope, inserted if absent."""
     rt = runtime(pipeline, replica, store, bus)
-    loaded = load_schedules(rt.replica)
+    loaded = schedules_for_run(rt.replica, rt.store, context.run_id)
     rows = [
         (window, stage_candidates(rt, window, loaded).as_metadata())
         for window in run_windows(context, pipeline)
@@ -244,7 +245,7 @@ def rendered_messages(
     email; body and segments for SMS). A message that cannot be rendered, or whose recipient
     opted out or has an invalid address, is kept with its status and reason."""
     rt = runtime(pipeline, replica, store, bus)
-    loaded = load_schedules(rt.replica)
+    loaded = schedules_for_run(rt.replica, rt.store, context.run_id)
     rows = []
     failures = []
     for window in run_windows(context, pipeline):
