@@ -230,6 +230,16 @@ class NotificationStore:
             rows = self._rows("select_run_schedule", [run_id])
         return str(rows[0][0]) if rows else None
 
+    def queue_health(self, stuck_before: datetime) -> tuple[int, datetime | None, int]:
+        """Queued messages, the oldest one's creation time, and claims stuck since before
+        ``stuck_before``."""
+        with self.db.transaction():
+            queued, oldest = self._rows("select_queue_health", [str(MessageStatus.QUEUED)])[0]
+            stuck = self._rows(
+                "count_stuck_claims", [str(MessageStatus.SENDING), self.db.ts(stuck_before)]
+            )[0][0]
+        return int(queued or 0), as_datetime(oldest), int(stuck or 0)
+
     def set_window_version(self, partition_key: str, version: str) -> None:
         with self.db.transaction():
             self.db.execute(

@@ -140,6 +140,10 @@ def test_the_asset_checks_audit_each_window():
         ("delivery_log", "no_duplicate_sends"),
         ("delivery_log", "no_missed_notifications"),
         ("reconciliation_report", "nothing_missed_recently"),
+        ("render_workers", "backlog_within_limit"),
+        ("send_workers", "backlog_within_limit"),
+        ("send_workers", "oldest_queued_within_limit"),
+        ("send_workers", "no_stuck_claims"),
     }
     # rendering must not start from stale totals
     assert checks[("agent_totals", "agent_totals_fresh")].blocking

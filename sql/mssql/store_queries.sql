@@ -366,3 +366,11 @@ SELECT version FROM dbo.run_schedule WHERE run_id = ?;
 
 -- name: update_window_schedule_version
 UPDATE dbo.window_run SET schedule_version = ? WHERE partition_key = ?;
+
+-- name: select_queue_health
+-- Messages waiting to be sent, and since when the oldest has waited.
+SELECT COUNT(*), MIN(created_at) FROM dbo.message WHERE status = ?;
+
+-- name: count_stuck_claims
+-- Claims older than the expiry that no outcome has finished.
+SELECT COUNT(*) FROM dbo.message WHERE status = ? AND updated_at < ?;

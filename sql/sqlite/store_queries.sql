@@ -272,3 +272,11 @@ SELECT version FROM run_schedule WHERE run_id = ?;
 
 -- name: update_window_schedule_version
 UPDATE window_run SET schedule_version = ? WHERE partition_key = ?;
+
+-- name: select_queue_health
+-- Messages waiting to be sent, and since when the oldest has waited.
+SELECT COUNT(*), MIN(created_at) FROM message WHERE status = ?;
+
+-- name: count_stuck_claims
+-- Claims older than the expiry that no outcome has finished.
+SELECT COUNT(*) FROM message WHERE status = ? AND updated_at < ?;
