@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from darwin_notify_assets.bus.base import InProcessBus, JobBus, JobKind, make_jobs, run_consumers
+from darwin_notify_assets.bus.base import (
+    InProcessBus,
+    Job,
+    JobBus,
+    JobKind,
+    make_jobs,
+    run_consumers,
+)
 from darwin_notify_assets.config import (
     REPLICA_PASSWORD_ENV,
     SENDGRID_API_KEY_ENV,
@@ -279,7 +286,7 @@ def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> Ca
 def _wait_or_work(
     rt: Runtime,
     kind: JobKind,
-    handler_factory: Callable[[list[Callable[[], None]]], Callable],
+    handler_factory: Callable[[list[Callable[[], None]]], Callable[[Job], Any]],
     remaining: Callable[[], int],
     log_progress: Callable[[str], None],
     republish: Callable[[], int] | None = None,
@@ -365,7 +372,7 @@ class _Completion:
 def _work(
     rt: Runtime,
     kind: JobKind,
-    handler_factory: Callable[[], Callable],
+    handler_factory: Callable[[], Callable[[Job], Any]],
     remaining: Callable[[], int],
     log_progress: Callable[[str], None],
     started: datetime,
@@ -444,7 +451,7 @@ def stage_render(
     if pending and not (standing and rt.bus.idle(JobKind.RENDER) is False):
         publish(pending)
 
-    def handler_factory(closers):
+    def handler_factory(closers: list[Callable[[], None]]) -> RenderWorker:
         replica = rt.replica_factory()
         worker_store = rt.store_factory()
         closers += [replica.close, worker_store.close]
@@ -480,7 +487,7 @@ def stage_deliver(
         make_jobs(JobKind.SEND, window.partition_key, ids, rt.settings.send_batch)
     )
 
-    def handler_factory(closers):
+    def handler_factory(closers: list[Callable[[], None]]) -> SendWorker:
         worker_store = rt.store_factory()
         senders = rt.senders_factory()
         worker = SendWorker(worker_store, senders, rt.settings.send_concurrency)

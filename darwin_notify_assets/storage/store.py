@@ -258,7 +258,7 @@ class NotificationStore:
             return sql.replace(LIST_MARK, placeholders(listed))
         return sql
 
-    def _rows(self, name: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def _rows(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.db.query(self._sql(name), params)
 
     def _listed(
@@ -267,7 +267,7 @@ class NotificationStore:
         values: Sequence[Any],
         before: Sequence[Any] = (),
         after: Sequence[Any] = (),
-    ) -> Iterator[list[tuple]]:
+    ) -> Iterator[list[tuple[Any, ...]]]:
         """Run a statement with an IN list once per batch of ``values``; yields each result."""
         for chunk in self.db.in_batches(list(values), extra_params=len(before) + len(after)):
             yield self.db.query(self._sql(name, len(chunk)), [*before, *chunk, *after])
@@ -489,7 +489,7 @@ class NotificationStore:
                         volume_ytd=Decimal(str(volume)),
                         commission_ytd=Decimal(str(commission)),
                         active_listings=int(active),
-                        computed_through=as_datetime(through),
+                        computed_through=as_datetime(through) or datetime.min,
                     )
         return out
 
@@ -676,7 +676,7 @@ class NotificationStore:
                 _message(r)
                 for r in db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
             ]
-            self._history([(m.message_id, expected, new, None) for m in claimed], now)
+            self._history([(int(m.message_id or 0), expected, new, None) for m in claimed], now)
         return claimed
 
     def finish(

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from dagster import (
     AssetCheckEvaluation,
+    AssetChecksDefinition,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetKey,
@@ -102,7 +103,7 @@ def _as_result(evaluation: AssetCheckEvaluation) -> AssetCheckResult:
     )
 
 
-def _check(kind_key: AssetKey, name: str, description: str):  # noqa: ANN202 - a decorator
+def _check(kind_key: AssetKey, name: str, description: str) -> AssetChecksDefinition:
     @asset_check(asset=kind_key, name=name, description=description)
     def check(
         context: AssetCheckExecutionContext,
