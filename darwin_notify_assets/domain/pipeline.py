@@ -27,6 +27,7 @@ from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
 from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
 from darwin_notify_assets.domain.messages import MessageStatus
+from darwin_notify_assets.domain.model import load_model
 from darwin_notify_assets.domain.render import CompiledTemplate, compile_templates
 from darwin_notify_assets.domain.schedules import RejectedSchedule, ScheduleSet
 from darwin_notify_assets.domain.windows import Window
@@ -83,7 +84,7 @@ def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
     for r in rejected:
         log.warning("schedule problem: %s", r.reason)
     templates: dict[int, CompiledTemplate | str] = {**compiled, **errors}
-    schedules = ScheduleSet(raw.schedules, raw.templates, tuple(rejected))
+    schedules = ScheduleSet(raw.schedules, raw.templates, tuple(rejected), raw.model)
     return LoadedSchedules(schedules, templates, tuple(rejected))
 
 
@@ -112,7 +113,9 @@ class Runtime:
                 bus = InProcessBus()
         return cls(
             settings=settings,
-            replica_factory=lambda: ReplicaReader.open(settings.replica_url, REPLICA_PASSWORD_ENV),
+            replica_factory=lambda: ReplicaReader.open(
+                settings.replica_url, REPLICA_PASSWORD_ENV, model=load_model(settings.source_model)
+            ),
             store_factory=lambda: NotificationStore.open(settings.store_url, STORE_PASSWORD_ENV),
             bus=bus,
             senders_factory=lambda: make_senders(settings),
@@ -207,7 +210,10 @@ def stage_change_window(
 
 def stage_agent_totals(rt: Runtime, window: Window) -> int:
     agents = rt.store.window_agents(window.partition_key)
-    return rt.store.recompute_totals(agents, window.end) if agents else 0
+    totals = rt.replica.model.totals
+    if not agents or totals is None:
+        return 0
+    return rt.store.recompute_totals(agents, window.end, totals.listings.active_value)
 
 
 def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> CandidateResult:
