@@ -6,7 +6,8 @@ load; an error names the file, the line and path inside it, and the problem.
 """
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from darwin_notify_assets.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A name in the model that the database lacks: where in the model, which table, what."""
+
+    path: str
+    table: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
 
 SAMPLE_MODEL = Path(__file__).resolve().parent.parent / "sample" / "darwin_cloud.model.yaml"
 
@@ -279,3 +293,54 @@ def _load(path: str) -> SourceModel:
     except OSError as exc:
         raise ConfigurationError(f"{path}: cannot read the source model ({exc.strerror})") from None
     return parse_model(text, path)
+
+
+def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) -> list[Problem]:
+    """Every name the model gives that the database's catalog lacks, one problem each.
+
+    ``columns_of`` answers a table's columns (empty when the table does not exist).
+    """
+    problems: list[Problem] = []
+    known: dict[str, set[str]] = {}
+
+    def has(path: str, table: str, *columns: str | None) -> None:
+        if table not in known:
+            known[table] = set(columns_of(table))
+        if not known[table]:
+            problems.append(Problem(path, table, f"table {table} does not exist on the replica"))
+            return
+        for col in columns:
+            if col is not None and col not in known[table]:
+                problems.append(
+                    Problem(path, table, f"column {table}.{col} does not exist on the replica")
+                )
+
+    for name, table in model.tables.items():
+        has(f"tables.{name}", name, table.key, *table.watch, table.created)
+    if model.tombstone:
+        t = model.tombstone
+        has("tombstone", t.table, t.table_column, t.key_column, t.time_column)
+    for kind, r in model.recipients.items():
+        opt = r.opt_in or OptIn()
+        has(f"recipients.{kind}", r.table, r.key, r.first_name, r.last_name, r.email, r.phone)
+        has(f"recipients.{kind}", r.table, r.active, opt.email, opt.sms)
+    rel = model.relations
+    if rel.agent_office:
+        has("relations.agent_office", rel.agent_office.from_, rel.agent_office.column)
+        has("relations.agent_office", rel.agent_office.to, model.key_of(rel.agent_office.to))
+    for name, mapping in (
+        ("record_agent", rel.record_agent),
+        ("record_contact", rel.record_contact),
+    ):
+        for table, column in mapping.items():
+            has(f"relations.{name}.{table}", table, column)
+    if rel.agent_contacts:
+        has("relations.agent_contacts", rel.agent_contacts.table, rel.agent_contacts.column)
+    if model.totals:
+        d, li = model.totals.deals, model.totals.listings
+        has("totals.deals", d.table, d.key, d.agent, d.posted, d.volume, d.commission, d.watch)
+        has("totals.listings", li.table, li.key, li.agent, li.status, li.watch)
+    for name, cfg in (("schedules", model.schedules), ("templates", model.templates)):
+        has(name, cfg.table, *cfg.columns.values())
+    # One problem once, even when two paths name the same missing table.
+    return list(dict.fromkeys(problems))

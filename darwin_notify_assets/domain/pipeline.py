@@ -27,9 +27,15 @@ from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
 from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
 from darwin_notify_assets.domain.messages import MessageStatus
-from darwin_notify_assets.domain.model import load_model
+from darwin_notify_assets.domain.model import Problem, SourceModel, check_model, load_model
 from darwin_notify_assets.domain.render import CompiledTemplate, compile_templates
-from darwin_notify_assets.domain.schedules import RejectedSchedule, ScheduleSet
+from darwin_notify_assets.domain.schedules import (
+    Audience,
+    EventType,
+    RejectedSchedule,
+    Schedule,
+    ScheduleSet,
+)
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import DarwinNotifyError, ReplicaBehind
 from darwin_notify_assets.storage.replica import ReplicaReader, ReplicaWatermark
@@ -48,9 +54,12 @@ class LoadedSchedules:
     # A template that did not compile maps to the compiler's message.
     templates: Mapping[int, CompiledTemplate | str]
     rejected: tuple[RejectedSchedule, ...]
+    # Names in the source model that the replica's catalog lacks.
+    model_problems: tuple[Problem, ...] = ()
 
     def as_metadata(self) -> dict[str, Any]:
         return {
+            "model_problems": "; ".join(map(str, self.model_problems)) or "(none)",
             "active_schedules": len(self.schedules.schedules),
             "rejected_schedules": len(self.rejected),
             "rejected": "; ".join(r.reason for r in self.rejected) or "(none)",
@@ -70,9 +79,24 @@ def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
     so nothing is lost while the template is fixed.
     """
     raw = replica.load_schedules()
+    problems = check_model(raw.model, replica.columns)
+    for p in problems:
+        log.warning("source model problem: %s", p)
+    broken = {p.table for p in problems}
     compiled, errors = compile_templates(raw)
     rejected = list(raw.rejected)
+    runnable = []
     for s in raw.schedules:
+        missing = sorted(_tables_needed(raw.model, s) & broken)
+        if missing:
+            reason = "; ".join(str(p) for p in problems if p.table in missing)
+            rejected.append(
+                RejectedSchedule(
+                    s.schedule_id, s.name, f"schedule {s.schedule_id} ({s.name}): {reason}"
+                )
+            )
+            continue
+        runnable.append(s)
         if s.template_id in errors:
             rejected.append(
                 RejectedSchedule(
@@ -84,8 +108,26 @@ def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
     for r in rejected:
         log.warning("schedule problem: %s", r.reason)
     templates: dict[int, CompiledTemplate | str] = {**compiled, **errors}
-    schedules = ScheduleSet(raw.schedules, raw.templates, tuple(rejected), raw.model)
-    return LoadedSchedules(schedules, templates, tuple(rejected))
+    schedules = ScheduleSet(tuple(runnable), raw.templates, tuple(rejected), raw.model)
+    return LoadedSchedules(schedules, templates, tuple(rejected), tuple(problems))
+
+
+def _tables_needed(model: SourceModel, s: Schedule) -> set[str]:
+    """The tables a schedule reads through the model: a broken one stops only its schedules."""
+    tables = {s.source_table}
+    if s.event_type == EventType.DELETE and model.tombstone:
+        tables.add(model.tombstone.table)
+    if s.audience in (Audience.AGENT, Audience.AGENT_CONTACTS):
+        tables.add(model.agent.table)
+        if model.relations.agent_office:
+            tables.add(model.relations.agent_office.to)
+    if s.audience in (Audience.RECORD_CONTACT, Audience.AGENT_CONTACTS):
+        tables.add(model.contact.table)
+    if s.audience == Audience.AGENT_CONTACTS and model.relations.agent_contacts:
+        tables.add(model.relations.agent_contacts.table)
+    if s.uses_agent_totals and model.totals:
+        tables.update(model.totals.tables)
+    return tables
 
 
 @dataclass

@@ -210,6 +210,8 @@ def parse_schedule(
     if table not in catalog:
         raise fail(f"unknown source table {table!r}")
     columns = set(catalog[table])
+    if table not in model.tables:
+        raise fail(f"the source model does not describe table {table!r}")
     try:
         event_type = EventType(str(row.get(c["event_type"], "")).lower())
         channel = Channel(str(row.get(c["channel"], "")).lower())

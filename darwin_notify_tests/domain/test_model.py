@@ -85,3 +85,32 @@ def test_the_setting_selects_another_model(tmp_path: Path):
     assert settings.source_model == str(other)
     assert load_model(settings.source_model).key_of("Deal") == "DealNumber"
     assert load_model(Settings.from_env({}).source_model).key_of("Deal") == "DealID"
+
+
+def test_a_schedule_on_a_table_the_model_does_not_describe_is_refused():
+    from darwin_notify_assets.domain.schedules import build_schedule_set
+
+    model = load_model()
+    other = model.model_copy(
+        update={"tables": {k: v for k, v in model.tables.items() if k != "Deal"}}
+    )
+    c = model.schedules.columns
+    row = {
+        c["schedule_id"]: 9,
+        c["name"]: "Deal posted",
+        c["source_table"]: "Deal",
+        c["event_type"]: "update",
+        c["watch_column"]: "PostDate",
+        c["channel"]: "email",
+        c["audience"]: "agent",
+        c["template_id"]: 1,
+        c["dedupe_scope"]: "change",
+    }
+    t = model.templates.columns
+    template = {t["template_id"]: 1, t["name"]: "t", t["subject"]: "s", t["text_body"]: "b"}
+    catalog = {"Deal": ("DealID", "AgentID", "PostDate")}
+    assert build_schedule_set([row], [template], catalog, model).schedules
+    built = build_schedule_set([row], [template], catalog, other)
+    assert [r.reason for r in built.rejected] == [
+        "schedule 9 (Deal posted): the source model does not describe table 'Deal'"
+    ]

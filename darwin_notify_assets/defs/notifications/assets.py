@@ -109,6 +109,8 @@ def notification_schedules(
     are compiled here, so a broken schedule or template is reported once, by name, and
     skipped while the others run."""
     loaded = load_schedules(replica.reader)
+    for p in loaded.model_problems:
+        context.log.warning(f"source model: {p}")
     for r in loaded.rejected:
         context.log.warning(f"skipped {r.reason}")
     return MaterializeResult(
