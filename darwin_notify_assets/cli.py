@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from darwin_notify_assets.config import Settings
+from darwin_notify_assets.config import REPLICA_PASSWORD_ENV, Settings
 from darwin_notify_assets.errors import DarwinNotifyError
 
 if TYPE_CHECKING:
@@ -139,7 +139,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 partition_key: str,
             ) -> tuple[str, ScheduleSet, Mapping[int, CompiledTemplate | str]] | None:
                 version = (rt.store.window_info(partition_key) or {}).get("schedule_version")
-                loaded = schedules_of_version(rt.store, str(version)) if version else None
+                loaded = (
+                    schedules_of_version(rt.store, str(version), rt.replica) if version else None
+                )
                 return (loaded.version, loaded.schedules, loaded.templates) if loaded else None
 
             schedules, templates = reload()
@@ -177,6 +179,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def cmd_check(_args: argparse.Namespace) -> int:
+    """The source model and the schedules against the replica's catalog: one line per
+    problem, exit 1 when there is any."""
+    from darwin_notify_assets.domain.model import load_model
+    from darwin_notify_assets.domain.pipeline import load_schedules
+    from darwin_notify_assets.storage.replica import ReplicaReader
+
+    settings = _settings()
+    model = load_model(settings.source_model)
+    replica = ReplicaReader.open(settings.replica_url, REPLICA_PASSWORD_ENV, model=model)
+    try:
+        loaded = load_schedules(replica)
+    finally:
+        replica.close()
+    for p in loaded.model_problems:
+        say(f"model {p}")
+    for r in loaded.rejected:
+        say(r.reason)
+    problems = len(loaded.model_problems) + len(loaded.rejected)
+    say(
+        f"{problems} problem(s); {len(loaded.schedules.schedules)} schedule(s) would run"
+        if problems
+        else f"ok: {len(loaded.schedules.schedules)} schedule(s) would run"
+    )
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="darwin-notify", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
@@ -211,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a render or send worker on the Kafka bus")
     w.add_argument("kind", choices=("render", "send"))
     w.set_defaults(func=cmd_worker)
+
+    c = sub.add_parser(
+        "check", help="check the source model and the schedules against the replica's catalog"
+    )
+    c.set_defaults(func=cmd_check)
 
     a = sub.add_parser("audit", help="reconcile changes, candidates, messages and sends")
     a.add_argument("--partition", action="append", default=[], help="a window's partition key")

@@ -50,6 +50,8 @@ class Settings:
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
     reconcile_hours: int = 24
+    # A path to the source model (docs/source-model.md); empty selects the sample darwin.Cloud.
+    source_model: str = ""
 
     def __post_init__(self) -> None:
         home = Path(self.home)

@@ -27,6 +27,7 @@ from darwin_notify_assets.config import (
     Settings,
 )
 from darwin_notify_assets.delivery.senders import Sender, build_senders
+from darwin_notify_assets.domain.model import load_model
 from darwin_notify_assets.domain.pipeline import Runtime
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.replica import ReplicaReader
@@ -63,12 +64,16 @@ class ReplicaResource(_Lifecycle, ConfigurableResource["ReplicaResource"]):
 
     url: str
     password: str | None = None
+    # The source model's path; empty selects the sample darwin.Cloud's.
+    source_model: str = ""
 
     _reader: ReplicaReader | None = PrivateAttr(default=None)
 
     def open(self) -> ReplicaReader:
         """A new connection, for a worker thread of its own."""
-        return ReplicaReader.open(self.url, password=self.password)
+        return ReplicaReader.open(
+            self.url, password=self.password, model=load_model(self.source_model)
+        )
 
     @property
     def reader(self) -> ReplicaReader:
@@ -240,7 +245,11 @@ def resources_from_env(
     pipeline_fields = PipelineResource.model_fields
     resources: dict[str, ConfigurableResource[Any]] = {
         "pipeline": PipelineResource(**{k: getattr(s, k) for k in pipeline_fields}),
-        "replica": ReplicaResource(url=s.replica_url, password=_secret(REPLICA_PASSWORD_ENV, env)),
+        "replica": ReplicaResource(
+            url=s.replica_url,
+            password=_secret(REPLICA_PASSWORD_ENV, env),
+            source_model=s.source_model,
+        ),
         "store": StoreResource(url=s.store_url, password=_secret(STORE_PASSWORD_ENV, env)),
         "bus": JobBusResource(
             kafka_bootstrap=s.kafka_bootstrap,

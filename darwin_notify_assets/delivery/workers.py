@@ -145,8 +145,9 @@ class RenderWorker:
             for e in events:
                 if e.event_type != "delete":
                     by_table.setdefault(e.source_table, set()).add(e.record_id)
-        # Contacts who receive and People records that changed come in one statement.
-        people = by_table.setdefault("People", set())
+        model = self.replica.model
+        # Contacts who receive and contact records that changed come in one statement.
+        people = by_table.setdefault(model.contact.table, set())
         people.update(c for c in contact_ids if c is not None)
         records = {}
         for table, ids in by_table.items():
@@ -156,14 +157,25 @@ class RenderWorker:
                 records[(table, rid)] = jsonable_row(row)
         agents = {
             k: jsonable_row(v)
-            for k, v in self.replica.fetch_by_ids("Agent", sorted(agent_ids)).items()
+            for k, v in self.replica.fetch_by_ids(
+                model.agent.table, sorted(agent_ids), model.agent.key
+            ).items()
         }
-        office_ids = {a.get("OfficeID") for a in agents.values() if a.get("OfficeID") is not None}
-        offices = {
-            k: jsonable_row(v)
-            for k, v in self.replica.fetch_by_ids("Office", sorted(office_ids)).items()
+        office_rel = model.relations.agent_office
+        offices: dict[int, dict[str, Any]] = {}
+        if office_rel is not None:
+            office_ids = {
+                a.get(office_rel.column)
+                for a in agents.values()
+                if a.get(office_rel.column) is not None
+            }
+            offices = {
+                k: jsonable_row(v)
+                for k, v in self.replica.fetch_by_ids(office_rel.to, sorted(office_ids)).items()
+            }
+        contacts = {
+            rid: row for (table, rid), row in records.items() if table == model.contact.table
         }
-        contacts = {rid: row for (table, rid), row in records.items() if table == "People"}
         totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
         totals = self.store.totals(totals_ids) if totals_ids else {}
         return RenderContextData(records, agents, offices, contacts, totals, digests)
@@ -229,7 +241,8 @@ class RenderWorker:
                     MessageStatus.RENDER_FAILED,
                     f"agent {item.agent_id} of {item.source_table} {item.record_id} not found",
                 )
-            if recipient.get("IsActive") in (False, 0):
+            active = self.replica.model.agent.active
+            if active and recipient.get(active) in (False, 0):
                 return outcome(MessageStatus.SUPPRESSED, f"agent {item.agent_id} is inactive")
         else:
             recipient = (
@@ -240,14 +253,17 @@ class RenderWorker:
                     MessageStatus.RENDER_FAILED,
                     f"contact {item.recipient_id} not found on the replica",
                 )
-            flag = "EmailOptIn" if item.channel == Channel.EMAIL else "SmsOptIn"
-            if not recipient.get(flag):
+            flag = self.replica.model.contact.opt_in_column(str(item.channel))
+            if flag and not recipient.get(flag):
                 return outcome(
                     MessageStatus.SUPPRESSED,
                     f"contact {item.recipient_id} has not opted in ({flag} is off)",
                 )
         try:
-            to_address = address_for(item.channel, recipient)
+            kind = self.replica.model.recipients[
+                "agent" if item.recipient_kind == "agent" else "contact"
+            ]
+            to_address = address_for(item.channel, recipient, kind)
         except ValueError as exc:
             return outcome(MessageStatus.SUPPRESSED, str(exc))
         context = self.context(item, schedule, record, agent, recipient, data)
@@ -282,7 +298,8 @@ class RenderWorker:
         data: RenderContextData,
     ) -> dict[str, Any]:
         window = _window(item.partition_key, self.window_minutes)
-        office = data.offices.get(agent.get("OfficeID")) if agent else None
+        office_rel = self.replica.model.relations.agent_office
+        office = data.offices.get(agent.get(office_rel.column)) if agent and office_rel else None
         context: dict[str, Any] = dict(record)
         context.update(
             record=record,

@@ -81,9 +81,11 @@ def build_candidates(
             and _schedule(schedules, e) is not None
             and _schedule(schedules, e).audience == Audience.AGENT_CONTACTS
         ]
+        fan_out = schedules.model.relations.agent_contacts
+        contact_key = schedules.model.contact.key
         contacts = (
-            replica.fetch_grouped("People", "AgentID", fan_out_agents, ["PeopleID"])
-            if fan_out_agents
+            replica.fetch_grouped(fan_out.table, fan_out.column, fan_out_agents, [contact_key])
+            if fan_out_agents and fan_out is not None
             else {}
         )
         rows: list[CandidateRow] = []
@@ -100,7 +102,7 @@ def build_candidates(
                 recipients = [("contact", e.contact_id)]
             else:
                 people = contacts.get(e.agent_id, []) if e.agent_id is not None else []
-                recipients = [("contact", int(p["PeopleID"])) for p in people]
+                recipients = [("contact", int(p[contact_key])) for p in people]
             for kind, rid in recipients:
                 rows.append(
                     CandidateRow(

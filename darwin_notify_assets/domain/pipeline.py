@@ -34,8 +34,15 @@ from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
 from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
 from darwin_notify_assets.domain.messages import MessageStatus
+from darwin_notify_assets.domain.model import Problem, SourceModel, check_model, load_model
 from darwin_notify_assets.domain.render import CompiledTemplate, compile_templates
-from darwin_notify_assets.domain.schedules import RejectedSchedule, ScheduleSet
+from darwin_notify_assets.domain.schedules import (
+    Audience,
+    EventType,
+    RejectedSchedule,
+    Schedule,
+    ScheduleSet,
+)
 from darwin_notify_assets.domain.snapshots import ScheduleSnapshot
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import DarwinNotifyError, ReplicaBehind
@@ -55,12 +62,15 @@ class LoadedSchedules:
     # A template that did not compile maps to the compiler's message.
     templates: Mapping[int, CompiledTemplate | str]
     rejected: tuple[RejectedSchedule, ...]
+    # Names in the source model that the replica's catalog lacks.
+    model_problems: tuple[Problem, ...] = ()
     # The snapshot they were built from (``domain/snapshots.py``).
     version: str = ""
 
     def as_metadata(self) -> dict[str, Any]:
         return {
             "schedule_version": self.version,
+            "model_problems": "; ".join(map(str, self.model_problems)) or "(none)",
             "active_schedules": len(self.schedules.schedules),
             "rejected_schedules": len(self.rejected),
             "rejected": "; ".join(r.reason for r in self.rejected) or "(none)",
@@ -74,28 +84,47 @@ class LoadedSchedules:
 def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
     """Active schedules, validated, with their templates compiled, as the replica has them now.
 
-    A schedule whose criteria are wrong is rejected by name and skipped. A schedule whose
-    template does not compile is reported by name too, but keeps running: its changes still
-    become candidates, and each message ends ``render_failed`` with the compiler's message,
-    so nothing is lost while the template is fixed.
+    A schedule whose criteria are wrong, or that needs a table the source model names but the
+    replica lacks, is rejected by name and skipped. A schedule whose template does not compile
+    is reported by name too, but keeps running: its changes still become candidates, and each
+    message ends ``render_failed`` with the compiler's message, so nothing is lost while the
+    template is fixed.
     """
-    return loaded_from(ScheduleSnapshot.of(replica.schedule_source()))
+    return loaded_from(ScheduleSnapshot.of(replica.schedule_source()), replica)
 
 
-_COMPILED: dict[str, LoadedSchedules] = {}
+_COMPILED: dict[str, LoadedSchedules] = {}  # by snapshot, replica and model
 _COMPILED_LOCK = threading.Lock()
 
 
-def loaded_from(snapshot: ScheduleSnapshot) -> LoadedSchedules:
-    """The schedules of a snapshot, compiled once per process and version."""
+def loaded_from(snapshot: ScheduleSnapshot, replica: ReplicaReader) -> LoadedSchedules:
+    """The schedules of a snapshot, checked against the replica's catalog and compiled, once
+    per process and version."""
+    # The same snapshot read through another model or replica is checked afresh.
+    key = f"{snapshot.version}|{replica.db.url}|{hash(replica.model.model_dump_json())}"
     with _COMPILED_LOCK:
-        cached = _COMPILED.get(snapshot.version)
+        cached = _COMPILED.get(key)
     if cached is not None:
         return cached
-    raw = snapshot.schedules()
+    raw = snapshot.schedules(replica.model)
+    problems = check_model(raw.model, replica.columns)
+    for p in problems:
+        log.warning("source model problem: %s", p)
+    broken = {p.table for p in problems}
     compiled, errors = compile_templates(raw)
     rejected = list(raw.rejected)
+    runnable = []
     for s in raw.schedules:
+        missing = sorted(_tables_needed(raw.model, s) & broken)
+        if missing:
+            reason = "; ".join(str(p) for p in problems if p.table in missing)
+            rejected.append(
+                RejectedSchedule(
+                    s.schedule_id, s.name, f"schedule {s.schedule_id} ({s.name}): {reason}"
+                )
+            )
+            continue
+        runnable.append(s)
         if s.template_id in errors:
             rejected.append(
                 RejectedSchedule(
@@ -107,18 +136,40 @@ def loaded_from(snapshot: ScheduleSnapshot) -> LoadedSchedules:
     for r in rejected:
         log.warning("schedule problem: %s", r.reason)
     templates: dict[int, CompiledTemplate | str] = {**compiled, **errors}
-    schedules = ScheduleSet(raw.schedules, raw.templates, tuple(rejected))
-    loaded = LoadedSchedules(schedules, templates, tuple(rejected), snapshot.version)
+    schedules = ScheduleSet(tuple(runnable), raw.templates, tuple(rejected), raw.model)
+    loaded = LoadedSchedules(
+        schedules, templates, tuple(rejected), tuple(problems), snapshot.version
+    )
     with _COMPILED_LOCK:
         if len(_COMPILED) > 32:
             _COMPILED.clear()
-        _COMPILED[snapshot.version] = loaded
+        _COMPILED[key] = loaded
     return loaded
 
 
-def schedules_of_version(store: NotificationStore, version: str) -> LoadedSchedules | None:
+def _tables_needed(model: SourceModel, s: Schedule) -> set[str]:
+    """The tables a schedule reads through the model: a broken one stops only its schedules."""
+    tables = {s.source_table}
+    if s.event_type == EventType.DELETE and model.tombstone:
+        tables.add(model.tombstone.table)
+    if s.audience in (Audience.AGENT, Audience.AGENT_CONTACTS):
+        tables.add(model.agent.table)
+        if model.relations.agent_office:
+            tables.add(model.relations.agent_office.to)
+    if s.audience in (Audience.RECORD_CONTACT, Audience.AGENT_CONTACTS):
+        tables.add(model.contact.table)
+    if s.audience == Audience.AGENT_CONTACTS and model.relations.agent_contacts:
+        tables.add(model.relations.agent_contacts.table)
+    if s.uses_agent_totals and model.totals:
+        tables.update(model.totals.tables)
+    return tables
+
+
+def schedules_of_version(
+    store: NotificationStore, version: str, replica: ReplicaReader
+) -> LoadedSchedules | None:
     body = store.snapshot(version)
-    return loaded_from(ScheduleSnapshot(version, body)) if body is not None else None
+    return loaded_from(ScheduleSnapshot(version, body), replica) if body is not None else None
 
 
 def schedules_for_run(
@@ -128,17 +179,17 @@ def schedules_for_run(
     (the first step of this run) read now, kept in the store and bound to the run."""
     version = store.run_version(run_id)
     if version is not None:
-        loaded = schedules_of_version(store, version)
+        loaded = schedules_of_version(store, version, replica)
         if loaded is not None:
             return loaded
     snapshot = ScheduleSnapshot.of(replica.schedule_source())
     store.save_snapshot(snapshot.version, snapshot.body)
     bound = store.bind_run(run_id, snapshot.version)
     if bound != snapshot.version:
-        loaded = schedules_of_version(store, bound)
+        loaded = schedules_of_version(store, bound, replica)
         if loaded is not None:
             return loaded
-    return loaded_from(snapshot)
+    return loaded_from(snapshot, replica)
 
 
 @dataclass
@@ -166,7 +217,9 @@ class Runtime:
                 bus = InProcessBus()
         return cls(
             settings=settings,
-            replica_factory=lambda: ReplicaReader.open(settings.replica_url, REPLICA_PASSWORD_ENV),
+            replica_factory=lambda: ReplicaReader.open(
+                settings.replica_url, REPLICA_PASSWORD_ENV, model=load_model(settings.source_model)
+            ),
             store_factory=lambda: NotificationStore.open(settings.store_url, STORE_PASSWORD_ENV),
             bus=bus,
             senders_factory=lambda: make_senders(settings),
@@ -263,7 +316,10 @@ def stage_change_window(
 
 def stage_agent_totals(rt: Runtime, window: Window) -> int:
     agents = rt.store.window_agents(window.partition_key)
-    return rt.store.recompute_totals(agents, window.end) if agents else 0
+    totals = rt.replica.model.totals
+    if not agents or totals is None:
+        return 0
+    return rt.store.recompute_totals(agents, window.end, totals.listings.active_value)
 
 
 def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> CandidateResult:

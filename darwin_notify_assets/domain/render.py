@@ -18,6 +18,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from darwin_notify_assets.domain.model import Recipient
 from darwin_notify_assets.domain.schedules import Channel, ScheduleSet, Template
 from darwin_notify_assets.domain.sms import sms_segments
 
@@ -209,7 +210,8 @@ def _valid_phone(number: str, region: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def address_for(channel: str, person: Mapping[str, Any]) -> str:
+def address_for(channel: str, person: Mapping[str, Any], recipient: Recipient) -> str:
+    """The person's address on ``channel``, from the columns the source model names."""
     if channel == Channel.EMAIL:
-        return check_email(person.get("Email"))
-    return check_phone(person.get("MobilePhone"))
+        return check_email(person.get(recipient.email))
+    return check_phone(person.get(recipient.phone))

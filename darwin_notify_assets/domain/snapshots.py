@@ -14,6 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from darwin_notify_assets.domain.model import SourceModel
 from darwin_notify_assets.domain.schedules import ScheduleSet, build_schedule_set
 
 
@@ -47,10 +48,12 @@ class ScheduleSnapshot:
         body = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=_plain)
         return cls(hashlib.sha256(body.encode()).hexdigest()[:16], body)
 
-    def schedules(self) -> ScheduleSet:
+    def schedules(self, model: SourceModel | None = None) -> ScheduleSet:
+        """The schedules, read through ``model`` (the source model the process runs with)."""
         data = json.loads(self.body)
         return build_schedule_set(
             data["schedule_rows"],
             data["template_rows"],
             {k: tuple(v) for k, v in data["catalog"].items()},
+            model,
         )

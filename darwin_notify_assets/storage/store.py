@@ -354,7 +354,8 @@ class NotificationStore:
     ) -> int:
         """Write one batch of detection results in one transaction; returns new events.
 
-        ``events`` fire and ``skipped`` do not; see ``record_decisions``.
+        ``events`` fire and ``skipped`` do not; see ``record_decisions``. ``removed`` names
+        deleted ledger rows as ``("deal" | "listing", key)``.
         """
         db = self.db
         now = db.ts(utcnow())
@@ -389,9 +390,9 @@ class NotificationStore:
                 [(d, a, db.ts(p), _money(s), _money(c)) for d, a, p, s, c in deals],
             )
             db.bulk_execute(self._sql("upsert_listing_ledger"), list(listings))
-            self._execute_listed("delete_deal_ledger_rows", [r for t, r in removed if t == "Deal"])
+            self._execute_listed("delete_deal_ledger_rows", [r for k, r in removed if k == "deal"])
             self._execute_listed(
-                "delete_listing_ledger_rows", [r for t, r in removed if t == "Property"]
+                "delete_listing_ledger_rows", [r for k, r in removed if k == "listing"]
             )
             db.bulk_execute(self._sql("insert_window_agents"), sorted(set(window_agents)))
         return inserted
@@ -430,8 +431,12 @@ class NotificationStore:
             rows = self._rows("select_window_agents", [partition_key, partition_key, True])
         return sorted(int(r[0]) for r in rows)
 
-    def recompute_totals(self, agent_ids: Sequence[int], through: datetime) -> int:
+    def recompute_totals(
+        self, agent_ids: Sequence[int], through: datetime, active_status: str
+    ) -> int:
         """Recompute these agents' year-to-date production from the ledgers.
+
+        A listing counts as active when its status is ``active_status`` (the source model's).
 
         The ledgers hold the replica's rows as last read, so the totals include every change
         read so far; ``computed_through`` never moves backwards when an older window reruns.
@@ -453,7 +458,7 @@ class NotificationStore:
                 active = {
                     int(a): int(n)
                     for a, n in db.query(
-                        self._sql("select_listing_counts", len(chunk)), [*chunk, "Active"]
+                        self._sql("select_listing_counts", len(chunk)), [*chunk, active_status]
                     )
                 }
                 rows = []

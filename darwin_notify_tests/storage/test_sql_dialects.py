@@ -391,11 +391,11 @@ def test_every_store_statement_binds_what_it_holds(dialect: str, limit: int) -> 
         {("Property", i): {"a": i} for i in many},
         [(i, 1, now, 10, 1) for i in many],
         [(i, 1, "Active") for i in many],
-        [("Deal", i) for i in many] + [("Property", i) for i in many],
+        [("deal", i) for i in many] + [("listing", i) for i in many],
         [("p", i) for i in many],
     )
     store.window_agents("p")
-    store.recompute_totals(many, now)
+    store.recompute_totals(many, now, "Active")
     store.totals(many)
     list(store.stream_events("p", 10))
     store.schedule_events("p", 1)

@@ -110,6 +110,8 @@ def notification_schedules(
     against the source tables' real columns and templates are compiled here, so a broken
     schedule or template is reported once, by name, and skipped while the others run."""
     loaded = schedules_for_run(replica.reader, store.store, context.run_id)
+    for p in loaded.model_problems:
+        context.log.warning(f"source model: {p}")
     for r in loaded.rejected:
         context.log.warning(f"skipped {r.reason}")
     return MaterializeResult(

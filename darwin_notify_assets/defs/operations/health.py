@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetChecksDefinition,
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetKey,
     AssetObservation,
     AssetSpec,
