@@ -27,7 +27,7 @@ Test hooks:
   the provider call back, as the real ones do, after each accepted request: the SendGrid sink
   POSTs signed Event Webhook batches (``processed``, ``delivered`` by default, each batch
   ``repeat`` times) to ``U``, signed with a key pair of its own whose public key (base64 DER)
-  ``GET /_webhook_key`` answers; the SMS sink POSTs status callbacks (``sent``,
+  ``GET /_webhook_key`` answers, ``delay`` seconds after the request; the SMS sink POSTs status callbacks (``sent``,
   ``delivered``) to the message's ``StatusCallback`` with its scheme and host replaced by
   ``U``, signed with ``X-Twilio-Signature`` by the auth token of the request's basic auth.
   ``{"callbacks": null}`` stops them.
@@ -225,6 +225,7 @@ class Callbacks:
         self.url: str | None = None
         self.repeat = 1
         self.events: list[str] = []
+        self.delay = 0.0
         self._signer: Any = None
         self.sent = 0
         self.failed = 0
@@ -240,6 +241,7 @@ class Callbacks:
             self.url = str(value["url"])
             self.repeat = max(1, _non_negative_int(value.get("repeat", 1), "repeat"))
             self.events = [str(e) for e in value.get("events", default)]
+            self.delay = float(value.get("delay", 0))
 
     def signer(self) -> Any:
         """The Event Webhook key pair, made on first use (needs ``cryptography``)."""
@@ -262,7 +264,13 @@ class Callbacks:
                 self.failed += 1
 
     def later(self, work: Any) -> None:
-        threading.Thread(target=work, daemon=True, name="sink-callback").start()
+        delay = self.delay
+
+        def run() -> None:
+            time.sleep(delay)
+            work()
+
+        threading.Thread(target=run, daemon=True, name="sink-callback").start()
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:

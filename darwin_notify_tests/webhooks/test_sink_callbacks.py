@@ -45,7 +45,7 @@ def control(sink: SinkServer, command: dict[str, object]) -> None:
     urllib.request.urlopen(req, timeout=10).close()
 
 
-def wait_for(check: Callable[[], bool], seconds: float = 15) -> None:
+def wait_for(check: Callable[[], bool], seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, "the callbacks did not arrive"
@@ -67,9 +67,9 @@ def test_sink_callbacks_repeated_46_times_fold_into_one_state_per_message(
     try:
         control(
             sinks["sendgrid"],
-            {"callbacks": {"url": service.url + "/webhooks/sendgrid", "repeat": 46}},
+            {"callbacks": {"url": service.url + "/webhooks/sendgrid", "repeat": 46, "delay": 2}},
         )
-        control(sinks["sms"], {"callbacks": {"url": service.url, "repeat": 3}})
+        control(sinks["sms"], {"callbacks": {"url": service.url, "repeat": 3, "delay": 2}})
         emails = make_messages(store, 3, prefix="e")
         texts = make_messages(store, 2, prefix="t", channel="sms")
         links = UnsubscribeLinks(PUBLIC_URL, UnsubscribeTokens(UNSUBSCRIBE_SECRET))
