@@ -217,3 +217,19 @@ def test_one_click_unsubscribe_suppresses_the_schedule_at_the_claim(hooks: Hooks
     assert reason == [("unsubscribed from schedule 1 (link)",)]
     assert http("GET", url[:-3] + "AAA").status == 404
     assert http("POST", f"{hooks.service.url}/u/{token}x", b"").status == 404
+
+
+def test_the_backlog_query_counts_events_and_sent_messages_no_event_reached(hooks: Hooks):
+    from datetime import timedelta
+
+    from darwin_notify_assets.storage.store import utcnow
+
+    a, b = sent(hooks.store, 2, "k")
+    start = utcnow() - timedelta(minutes=1)
+    assert hooks.sendgrid([event(a, "delivered", int(time.time()))]).status == 200
+    backlog = hooks.store.webhook_backlog(start, utcnow() + timedelta(seconds=1))
+    assert backlog["events_received"] == 1
+    assert backlog["newest_event_at"] is not None and backlog["newest_event_at"] >= start
+    assert backlog["sent_without_event"] == 1  # b
+    assert hooks.store.sent_without_delivery("2026-03-02-14:00", utcnow()) == 1
+    assert hooks.store.webhook_backlog(utcnow(), start)["sent_without_event"] == 0
