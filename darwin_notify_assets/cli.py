@@ -1,4 +1,4 @@
-"""``darwin-notify``: seed, baseline, run windows, run workers, audit, demo."""
+"""``darwin-notify``: seed, baseline, run windows, run workers, audit, webhooks, demo."""
 
 import argparse
 import json
@@ -206,6 +206,13 @@ def cmd_check(_args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from darwin_notify_assets.webhooks.service import serve
+
+    serve(_settings(), args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="darwin-notify", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
@@ -251,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--since", help="first window's start, e.g. 2026-03-02-14:00")
     a.add_argument("--until", help="last window's start, e.g. 2026-03-02-15:00")
     a.set_defaults(func=cmd_audit)
+
+    h = sub.add_parser(
+        "webhooks", help="serve provider webhooks, SMS replies and one-click unsubscribe"
+    )
+    h.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    h.add_argument("--port", type=int, default=8080)
+    h.set_defaults(func=cmd_webhooks)
     return p
 
 

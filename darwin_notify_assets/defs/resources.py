@@ -24,6 +24,7 @@ from darwin_notify_assets.config import (
     SENDGRID_API_KEY_ENV,
     STORE_PASSWORD_ENV,
     TWILIO_AUTH_TOKEN_ENV,
+    UNSUBSCRIBE_SECRET_ENV,
     Settings,
 )
 from darwin_notify_assets.delivery.senders import Sender, build_senders
@@ -161,6 +162,9 @@ class SendersResource(ConfigurableResource["SendersResource"]):
     sms_base_url: str = ""
     timeout_seconds: int = 10
     pool_size: int = 8
+    webhook_public_url: str = ""
+    unsubscribe_secret: str | None = None
+    unsubscribe_mailto: str = ""
 
     def make(self) -> dict[str, Sender]:
         """A new sender per channel (each send worker has its own connections)."""
@@ -175,6 +179,9 @@ class SendersResource(ConfigurableResource["SendersResource"]):
             sms_base_url=self.sms_base_url,
             timeout=self.timeout_seconds,
             pool_size=self.pool_size,
+            webhook_public_url=self.webhook_public_url,
+            unsubscribe_secret=self.unsubscribe_secret,
+            unsubscribe_mailto=self.unsubscribe_mailto,
         )
 
 
@@ -267,6 +274,9 @@ def resources_from_env(
             sms_base_url=s.sms_base_url,
             timeout_seconds=s.provider_timeout_seconds,
             pool_size=s.send_concurrency,
+            webhook_public_url=s.webhook_public_url,
+            unsubscribe_secret=_secret(UNSUBSCRIBE_SECRET_ENV, env),
+            unsubscribe_mailto=s.unsubscribe_mailto,
         ),
     }
     resources.update(overrides)

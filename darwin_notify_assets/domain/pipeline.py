@@ -27,6 +27,7 @@ from darwin_notify_assets.config import (
     SENDGRID_API_KEY_ENV,
     STORE_PASSWORD_ENV,
     TWILIO_AUTH_TOKEN_ENV,
+    UNSUBSCRIBE_SECRET_ENV,
     Settings,
 )
 from darwin_notify_assets.delivery.senders import Sender, build_senders
@@ -266,6 +267,9 @@ def make_senders(settings: Settings) -> dict[str, Sender]:
         sms_base_url=settings.sms_base_url,
         timeout=settings.provider_timeout_seconds,
         pool_size=settings.send_concurrency,
+        webhook_public_url=settings.webhook_public_url,
+        unsubscribe_secret=os.environ.get(UNSUBSCRIBE_SECRET_ENV),
+        unsubscribe_mailto=settings.unsubscribe_mailto,
     )
 
 

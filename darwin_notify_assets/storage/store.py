@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from darwin_notify_assets.domain.delivery import RANK, SUPPRESSING, DeliveryEvent
 from darwin_notify_assets.domain.messages import (
     FINAL_STATUSES,
     MessageStatus,
@@ -662,7 +663,9 @@ class NotificationStore:
     def claim(self, message_ids: Sequence[int]) -> list[OutboundMessage]:
         """Move ``queued -> sending`` for the given ids; return only the ones this call won.
 
-        The claim is committed before any provider is called: a crash after it leaves the
+        First, in the same transaction, every one whose address or recipient has an active
+        opt-out (``suppression``) becomes ``suppressed`` with that reason: an unsubscribe that
+        arrived after rendering stops the send. The claim is committed before any provider is called: a crash after it leaves the
         message in ``sending``, which is never resent automatically.
         """
         expected, new = MessageStatus.QUEUED, MessageStatus.SENDING
@@ -671,6 +674,7 @@ class NotificationStore:
         token = uuid.uuid4().hex
         now = db.ts(utcnow())
         with db.transaction():
+            self._suppress_opted_out(message_ids, token, now)
             self._execute_listed(
                 "claim_messages",
                 message_ids,
@@ -683,6 +687,25 @@ class NotificationStore:
             ]
             self._history([(int(m.message_id or 0), expected, new, None) for m in claimed], now)
         return claimed
+
+    def _suppress_opted_out(self, message_ids: Sequence[int], token: str, now: Any) -> None:
+        """``queued -> suppressed`` for the listed messages with an active opt-out: one
+        statement per batch of ids, then their history rows. Part of the caller's
+        transaction."""
+        expected, new = MessageStatus.QUEUED, MessageStatus.SUPPRESSED
+        check_transition(expected, new)
+        self._execute_listed(
+            "suppress_claimable",
+            message_ids,
+            before=[str(new), token, now, True],
+            after=[str(expected), True],
+        )
+        suppressed = self.db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
+        if suppressed:
+            self._history(
+                [(int(r["message_id"]), expected, new, r["reason"]) for r in suppressed], now
+            )
+            log.info("%d messages suppressed at the claim (opted out)", len(suppressed))
 
     def finish(
         self, outcomes: Sequence[tuple[int, MessageStatus, str | None, str | None]]
@@ -764,6 +787,206 @@ class NotificationStore:
             except InvalidTransition:
                 pass  # its outcome arrived meanwhile
         return ids
+
+    # -- provider events, opt-outs and suppressions -------------------------------------------
+    def ping(self) -> None:
+        """One round trip to the store; raises if it cannot be reached."""
+        with self.db.transaction():
+            self._rows("ping")
+
+    def record_delivery_events(self, events: Sequence[DeliveryEvent]) -> dict[str, int]:
+        """Store provider events in one transaction: each once per dedup key, folded into its
+        message's delivery state (highest rank wins), ``unknown -> sent`` on the provider's
+        evidence, and a bounce, drop, spam report or unsubscribe of an email address put on
+        the suppression list. Returns counts: new, duplicate, unmatched (no message of ours)."""
+        db = self.db
+        now = db.ts(utcnow())
+        counts = {"new": 0, "duplicate": 0, "unmatched": 0, "resolved_unknown": 0}
+        with db.transaction():
+            for e in events:
+                found = self._event_message(e)
+                message_id = found[0] if found else None
+                cur = db.execute(
+                    self._sql("insert_delivery_event"),
+                    [
+                        e.dedup_key,
+                        e.provider,
+                        e.channel,
+                        message_id,
+                        e.provider_message_id,
+                        e.event_type,
+                        str(e.delivery_status),
+                        e.occurred_at,
+                        e.detail,
+                        now,
+                    ],
+                )
+                inserted = cur.rowcount
+                cur.close()
+                if inserted != 1:
+                    counts["duplicate"] += 1
+                    continue
+                counts["new"] += 1
+                if e.channel == "email" and e.address and e.delivery_status in SUPPRESSING:
+                    self._upsert_suppression(
+                        "address",
+                        True,
+                        SUPPRESSING[e.delivery_status],
+                        now,
+                        channel="email",
+                        address=e.address,
+                    )
+                if found is None:
+                    counts["unmatched"] += 1
+                    continue
+                mid, status = found
+                db.execute(
+                    self._sql("upsert_message_delivery"),
+                    [mid, str(e.delivery_status), RANK[e.delivery_status], now, now],
+                ).close()
+                if status == MessageStatus.UNKNOWN:
+                    reason = f"the provider reported {e.event_type} for it ({e.provider})"
+                    check_transition(MessageStatus.UNKNOWN, MessageStatus.SENT)
+                    cur = db.execute(
+                        self._sql("update_message_status"),
+                        [str(MessageStatus.SENT), reason, now, mid, str(MessageStatus.UNKNOWN)],
+                    )
+                    changed = cur.rowcount
+                    cur.close()
+                    if changed == 1:
+                        self._history(
+                            [(mid, MessageStatus.UNKNOWN, MessageStatus.SENT, reason)], now
+                        )
+                        counts["resolved_unknown"] += 1
+        return counts
+
+    def _event_message(self, e: DeliveryEvent) -> tuple[int, MessageStatus] | None:
+        rows: list[tuple] = []
+        if e.message_id is not None:
+            rows = self._rows("select_message_for_event", [e.message_id])
+        if not rows and e.provider_message_id:
+            rows = self._rows("select_message_by_provider_id", [e.provider_message_id, e.channel])
+        return (int(rows[0][0]), MessageStatus(rows[0][1])) if rows else None
+
+    def delivery_state(self, message_id: int) -> tuple[str, int] | None:
+        """``(delivery_status, events folded in)`` of a message, or None before any event."""
+        with self.db.transaction():
+            rows = self._rows("select_message_delivery", [message_id])
+        return (rows[0][0], int(rows[0][2])) if rows else None
+
+    def message_recipient(self, message_id: int) -> dict[str, Any] | None:
+        """Channel, address, recipient and schedule of a message (for an unsubscribe)."""
+        with self.db.transaction():
+            rows = self.db.query_dicts(self._sql("select_message_recipient"), [message_id])
+        return rows[0] if rows else None
+
+    def set_preference(
+        self,
+        scope: str,
+        opted_out: bool,
+        reason: str,
+        *,
+        channel: str | None = None,
+        address: str | None = None,
+        recipient_kind: str | None = None,
+        recipient_id: int | None = None,
+        schedule_id: int | None = None,
+    ) -> None:
+        """Opt out (or back in) an address of a channel (``scope='address'``) or a recipient
+        for one schedule, one channel or everything; the next claim checks it."""
+        with self.db.transaction():
+            self._upsert_suppression(
+                scope,
+                opted_out,
+                reason,
+                self.db.ts(utcnow()),
+                channel=channel,
+                address=address,
+                recipient_kind=recipient_kind,
+                recipient_id=recipient_id,
+                schedule_id=schedule_id,
+            )
+
+    def _upsert_suppression(
+        self,
+        scope: str,
+        active: bool,
+        reason: str,
+        now: Any,
+        *,
+        channel: str | None = None,
+        address: str | None = None,
+        recipient_kind: str | None = None,
+        recipient_id: int | None = None,
+        schedule_id: int | None = None,
+    ) -> None:
+        if scope == "address":
+            if not channel or not address:
+                raise ValueError("an address opt-out needs a channel and an address")
+            address = address.strip().lower()
+            key = f"address:{channel}:{address}"
+        elif scope in ("schedule", "channel", "all"):
+            if not recipient_kind or recipient_id is None:
+                raise ValueError(f"a {scope} opt-out needs a recipient")
+            if scope == "schedule" and schedule_id is None:
+                raise ValueError("a schedule opt-out needs a schedule")
+            if scope == "channel" and not channel:
+                raise ValueError("a channel opt-out needs a channel")
+            target = {"schedule": schedule_id, "channel": channel, "all": "*"}[scope]
+            key = f"{scope}:{recipient_kind}:{recipient_id}:{target}"
+            if scope != "channel":
+                channel = None
+            if scope != "schedule":
+                schedule_id = None
+        else:
+            raise ValueError(f"unknown opt-out scope {scope!r}")
+        self.db.execute(
+            self._sql("upsert_suppression"),
+            [
+                key,
+                scope,
+                channel,
+                address,
+                recipient_kind,
+                recipient_id,
+                schedule_id,
+                active,
+                reason,
+                now,
+            ],
+        ).close()
+
+    def suppressions(self) -> list[dict[str, Any]]:
+        with self.db.transaction():
+            return self.db.query_dicts(self._sql("select_suppressions"))
+
+    def delivery_counts(self, partition_key: str) -> dict[str, int]:
+        """Sent messages of a window by delivery status (their highest-ranked event)."""
+        with self.db.transaction():
+            rows = self._rows("count_window_deliveries", [partition_key])
+        return {str(s): int(n) for s, n in rows}
+
+    def sent_without_delivery(self, partition_key: str, sent_before: datetime) -> int:
+        """Sent messages of a window, sent before ``sent_before``, that no event reached."""
+        return self._count(
+            "count_window_sent_without_delivery",
+            [partition_key, str(MessageStatus.SENT), self.db.ts(sent_before)],
+        )
+
+    def webhook_backlog(self, since: datetime, sent_before: datetime) -> dict[str, Any]:
+        """What a sensor observes of the webhook service: events stored since ``since``, the
+        newest one's arrival, and sent messages older than ``sent_before`` with no event."""
+        with self.db.transaction():
+            rows = self._rows(
+                "webhook_backlog",
+                [self.db.ts(since), str(MessageStatus.SENT), self.db.ts(sent_before)],
+            )
+        received, newest, waiting = rows[0]
+        return {
+            "events_received": int(received or 0),
+            "newest_event_at": as_datetime(newest),
+            "sent_without_event": int(waiting or 0),
+        }
 
     # -- audit ----------------------------------------------------------------------------------
     def status_counts(self, partition_key: str | None = None) -> dict[str, int]:

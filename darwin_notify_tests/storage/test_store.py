@@ -173,9 +173,11 @@ def test_the_table_allows_exactly_the_send_path():
     assert sorted(ALLOWED) == sorted(
         [
             (MessageStatus.QUEUED, MessageStatus.SENDING),
+            (MessageStatus.QUEUED, MessageStatus.SUPPRESSED),
             (MessageStatus.SENDING, MessageStatus.SENT),
             (MessageStatus.SENDING, MessageStatus.FAILED),
             (MessageStatus.SENDING, MessageStatus.UNKNOWN),
+            (MessageStatus.UNKNOWN, MessageStatus.SENT),
         ]
     )
     assert len(FORBIDDEN) == len(MessageStatus) ** 2 - len(ALLOWED)

@@ -374,3 +374,115 @@ SELECT COUNT(*), MIN(created_at) FROM dbo.message WHERE status = ?;
 -- name: count_stuck_claims
 -- Claims older than the expiry that no outcome has finished.
 SELECT COUNT(*) FROM dbo.message WHERE status = ? AND updated_at < ?;
+
+-- name: ping
+SELECT 1;
+
+-- name: insert_delivery_event
+-- A provider event, once per dedup key: a repeat of it changes nothing.
+INSERT INTO dbo.delivery_event (dedup_key, provider, channel, message_id, provider_message_id,
+    event_type, delivery_status, occurred_at, detail, received_at)
+SELECT s.dedup_key, s.provider, s.channel, s.message_id, s.provider_message_id, s.event_type,
+    s.delivery_status, s.occurred_at, s.detail, s.received_at
+FROM (VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)) AS s (dedup_key, provider, channel, message_id,
+    provider_message_id, event_type, delivery_status, occurred_at, detail, received_at)
+WHERE NOT EXISTS (SELECT 1 FROM dbo.delivery_event AS t WITH (UPDLOCK, HOLDLOCK) WHERE
+    t.dedup_key = s.dedup_key);
+
+-- name: select_message_for_event
+SELECT message_id, status FROM dbo.message WHERE message_id = ?;
+
+-- name: select_message_by_provider_id
+SELECT message_id, status FROM dbo.message WHERE provider_message_id = ? AND channel = ?;
+
+-- name: upsert_message_delivery
+-- The message keeps its highest-ranked delivery status, whatever order events arrive in.
+DECLARE @message_id bigint = ?, @status nvarchar(200) = ?, @rank int = ?,
+    @first datetime2(6) = ?, @at datetime2(6) = ?;
+UPDATE dbo.message_delivery WITH (UPDLOCK, HOLDLOCK)
+SET delivery_status = CASE WHEN @rank > delivery_rank THEN @status ELSE delivery_status END,
+    delivery_rank = CASE WHEN @rank > delivery_rank THEN @rank ELSE delivery_rank END,
+    events = events + 1, updated_at = @at
+WHERE message_id = @message_id;
+IF @@ROWCOUNT = 0
+    INSERT INTO dbo.message_delivery (message_id, delivery_status, delivery_rank, events,
+        first_event_at, updated_at)
+    VALUES (@message_id, @status, @rank, 1, @first, @at);
+
+-- name: select_message_delivery
+SELECT delivery_status, delivery_rank, events FROM dbo.message_delivery WHERE message_id = ?;
+
+-- name: select_message_recipient
+SELECT m.message_id, m.channel, m.to_address, c.recipient_kind, c.recipient_id, c.schedule_id
+FROM dbo.message AS m JOIN dbo.candidate AS c ON c.candidate_id = m.candidate_id
+WHERE m.message_id = ?;
+
+-- name: upsert_suppression
+DECLARE @subject_key nvarchar(400) = ?, @scope nvarchar(20) = ?, @channel nvarchar(200) = ?,
+    @address nvarchar(200) = ?, @recipient_kind nvarchar(200) = ?, @recipient_id bigint = ?,
+    @schedule_id bigint = ?, @active bit = ?, @reason nvarchar(max) = ?,
+    @at datetime2(6) = ?;
+UPDATE dbo.suppression WITH (UPDLOCK, HOLDLOCK)
+SET active = @active, reason = @reason, updated_at = @at
+WHERE subject_key = @subject_key;
+IF @@ROWCOUNT = 0
+    INSERT INTO dbo.suppression (subject_key, scope, channel, address, recipient_kind,
+        recipient_id, schedule_id, active, reason, updated_at)
+    VALUES (@subject_key, @scope, @channel, @address, @recipient_kind, @recipient_id,
+        @schedule_id, @active, @reason, @at);
+
+-- name: select_suppressions
+SELECT subject_key, scope, channel, address, recipient_kind, recipient_id, schedule_id,
+       active, reason, updated_at
+FROM dbo.suppression ORDER BY subject_key;
+
+-- name: suppress_claimable
+-- Of the listed queued messages, those whose address or recipient has an active opt-out
+-- become suppressed with its reason, marked with the claim token: one statement per batch.
+UPDATE dbo.message
+SET status = ?, claim_token = ?, updated_at = ?,
+    reason = (SELECT MIN(s.reason) FROM dbo.suppression AS s
+              WHERE s.active = ?
+                AND ((s.scope = N'address' AND s.channel = message.channel
+                      AND s.address = LOWER(message.to_address))
+                  OR (s.scope <> N'address' AND EXISTS (
+                      SELECT 1 FROM dbo.candidate AS c
+                      WHERE c.candidate_id = message.candidate_id
+                        AND c.recipient_kind = s.recipient_kind
+                        AND c.recipient_id = s.recipient_id
+                        AND (s.scope = N'all'
+                          OR (s.scope = N'channel' AND s.channel = message.channel)
+                          OR (s.scope = N'schedule' AND s.schedule_id = c.schedule_id))))))
+WHERE message_id IN ({list}) AND status = ?
+  AND EXISTS (SELECT 1 FROM dbo.suppression AS s
+              WHERE s.active = ?
+                AND ((s.scope = N'address' AND s.channel = message.channel
+                      AND s.address = LOWER(message.to_address))
+                  OR (s.scope <> N'address' AND EXISTS (
+                      SELECT 1 FROM dbo.candidate AS c
+                      WHERE c.candidate_id = message.candidate_id
+                        AND c.recipient_kind = s.recipient_kind
+                        AND c.recipient_id = s.recipient_id
+                        AND (s.scope = N'all'
+                          OR (s.scope = N'channel' AND s.channel = message.channel)
+                          OR (s.scope = N'schedule' AND s.schedule_id = c.schedule_id))))));
+
+-- name: count_window_deliveries
+SELECT d.delivery_status, COUNT(*) FROM dbo.message_delivery AS d
+JOIN dbo.message AS m ON m.message_id = d.message_id
+WHERE m.partition_key = ? GROUP BY d.delivery_status;
+
+-- name: count_window_sent_without_delivery
+-- Sent messages of a window with no provider event since they were sent before the cutoff.
+SELECT COUNT(*) FROM dbo.message AS m
+WHERE m.partition_key = ? AND m.status = ? AND m.updated_at < ?
+  AND NOT EXISTS (SELECT 1 FROM dbo.message_delivery AS d WHERE d.message_id = m.message_id);
+
+-- name: webhook_backlog
+-- The webhook service's observable state: events stored since a time, the newest one, and
+-- sent messages older than a cutoff that no event has reached yet.
+SELECT (SELECT COUNT(*) FROM dbo.delivery_event WHERE received_at >= ?),
+       (SELECT MAX(received_at) FROM dbo.delivery_event),
+       (SELECT COUNT(*) FROM dbo.message AS m
+        WHERE m.status = ? AND m.updated_at < ?
+          AND NOT EXISTS (SELECT 1 FROM dbo.message_delivery AS d WHERE d.message_id = m.message_id));

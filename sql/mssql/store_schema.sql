@@ -190,3 +190,59 @@ CREATE TABLE dbo.run_schedule (
     created_at datetime2(6) NOT NULL
 );
 GO
+
+-- Provider events, stored before they are acknowledged, once per dedup_key.
+IF OBJECT_ID(N'dbo.delivery_event', N'U') IS NULL
+CREATE TABLE dbo.delivery_event (
+    delivery_event_id bigint IDENTITY(1,1) NOT NULL CONSTRAINT PK_delivery_event PRIMARY KEY,
+    dedup_key nvarchar(64) NOT NULL CONSTRAINT UQ_delivery_event_dedup_key UNIQUE,
+    provider nvarchar(200) NOT NULL,
+    channel nvarchar(200) NOT NULL,
+    message_id bigint NULL,
+    provider_message_id nvarchar(200) NULL,
+    event_type nvarchar(200) NOT NULL,
+    delivery_status nvarchar(200) NOT NULL,
+    occurred_at bigint NULL,
+    detail nvarchar(max) NULL,
+    received_at datetime2(6) NOT NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'delivery_event_message' AND object_id = OBJECT_ID(N'dbo.delivery_event'))
+    CREATE INDEX delivery_event_message ON dbo.delivery_event (message_id);
+GO
+
+-- Opt-outs and suppressions: an address of a channel, or a recipient for one schedule, one
+-- channel or everything. subject_key names the row; active = 0 is an opt-in again.
+IF OBJECT_ID(N'dbo.suppression', N'U') IS NULL
+CREATE TABLE dbo.suppression (
+    subject_key nvarchar(400) NOT NULL CONSTRAINT PK_suppression PRIMARY KEY,
+    scope nvarchar(20) NOT NULL CONSTRAINT CK_suppression_scope CHECK (scope IN (N'address', N'schedule', N'channel', N'all')),
+    channel nvarchar(200) NULL,
+    address nvarchar(200) NULL,
+    recipient_kind nvarchar(200) NULL,
+    recipient_id bigint NULL,
+    schedule_id bigint NULL,
+    active bit NOT NULL,
+    reason nvarchar(max) NOT NULL,
+    updated_at datetime2(6) NOT NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'suppression_address' AND object_id = OBJECT_ID(N'dbo.suppression'))
+    CREATE INDEX suppression_address ON dbo.suppression (channel, address);
+GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'suppression_recipient' AND object_id = OBJECT_ID(N'dbo.suppression'))
+    CREATE INDEX suppression_recipient ON dbo.suppression (recipient_kind, recipient_id);
+GO
+
+-- A sent message's delivery state (domain/delivery.py): the highest-ranked provider event so
+-- far. A table of its own beside message, so that stores created before it need no ALTER.
+IF OBJECT_ID(N'dbo.message_delivery', N'U') IS NULL
+CREATE TABLE dbo.message_delivery (
+    message_id bigint NOT NULL CONSTRAINT PK_message_delivery PRIMARY KEY,
+    delivery_status nvarchar(200) NOT NULL,
+    delivery_rank int NOT NULL,
+    events int NOT NULL,
+    first_event_at datetime2(6) NOT NULL,
+    updated_at datetime2(6) NOT NULL
+);
+GO

@@ -287,3 +287,103 @@ SELECT COUNT(*), MIN(created_at) FROM message WHERE status = ?;
 -- name: count_stuck_claims
 -- Claims older than the expiry that no outcome has finished.
 SELECT COUNT(*) FROM message WHERE status = ? AND updated_at < ?;
+
+-- name: ping
+SELECT 1;
+
+-- name: insert_delivery_event
+-- A provider event, once per dedup key: a repeat of it changes nothing.
+INSERT INTO delivery_event (dedup_key, provider, channel, message_id, provider_message_id,
+                            event_type, delivery_status, occurred_at, detail, received_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dedup_key) DO NOTHING;
+
+-- name: select_message_for_event
+SELECT message_id, status FROM message WHERE message_id = ?;
+
+-- name: select_message_by_provider_id
+SELECT message_id, status FROM message WHERE provider_message_id = ? AND channel = ?;
+
+-- name: upsert_message_delivery
+-- The message keeps its highest-ranked delivery status, whatever order events arrive in.
+INSERT INTO message_delivery (message_id, delivery_status, delivery_rank, events,
+                              first_event_at, updated_at)
+VALUES (?, ?, ?, 1, ?, ?)
+ON CONFLICT (message_id) DO UPDATE
+SET delivery_status = CASE WHEN excluded.delivery_rank > message_delivery.delivery_rank
+                           THEN excluded.delivery_status ELSE message_delivery.delivery_status END,
+    delivery_rank = CASE WHEN excluded.delivery_rank > message_delivery.delivery_rank
+                         THEN excluded.delivery_rank ELSE message_delivery.delivery_rank END,
+    events = message_delivery.events + 1,
+    updated_at = excluded.updated_at;
+
+-- name: select_message_delivery
+SELECT delivery_status, delivery_rank, events FROM message_delivery WHERE message_id = ?;
+
+-- name: select_message_recipient
+SELECT m.message_id, m.channel, m.to_address, c.recipient_kind, c.recipient_id, c.schedule_id
+FROM message m JOIN candidate c ON c.candidate_id = m.candidate_id
+WHERE m.message_id = ?;
+
+-- name: upsert_suppression
+INSERT INTO suppression (subject_key, scope, channel, address, recipient_kind, recipient_id,
+                         schedule_id, active, reason, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (subject_key) DO UPDATE
+SET active = excluded.active, reason = excluded.reason, updated_at = excluded.updated_at;
+
+-- name: select_suppressions
+SELECT subject_key, scope, channel, address, recipient_kind, recipient_id, schedule_id,
+       active, reason, updated_at
+FROM suppression ORDER BY subject_key;
+
+-- name: suppress_claimable
+-- Of the listed queued messages, those whose address or recipient has an active opt-out
+-- become suppressed with its reason, marked with the claim token: one statement per batch.
+UPDATE message
+SET status = ?, claim_token = ?, updated_at = ?,
+    reason = (SELECT MIN(s.reason) FROM suppression s
+              WHERE s.active = ?
+                AND ((s.scope = 'address' AND s.channel = message.channel
+                      AND s.address = LOWER(message.to_address))
+                  OR (s.scope <> 'address' AND EXISTS (
+                      SELECT 1 FROM candidate c
+                      WHERE c.candidate_id = message.candidate_id
+                        AND c.recipient_kind = s.recipient_kind
+                        AND c.recipient_id = s.recipient_id
+                        AND (s.scope = 'all'
+                          OR (s.scope = 'channel' AND s.channel = message.channel)
+                          OR (s.scope = 'schedule' AND s.schedule_id = c.schedule_id))))))
+WHERE message_id IN ({list}) AND status = ?
+  AND EXISTS (SELECT 1 FROM suppression s
+              WHERE s.active = ?
+                AND ((s.scope = 'address' AND s.channel = message.channel
+                      AND s.address = LOWER(message.to_address))
+                  OR (s.scope <> 'address' AND EXISTS (
+                      SELECT 1 FROM candidate c
+                      WHERE c.candidate_id = message.candidate_id
+                        AND c.recipient_kind = s.recipient_kind
+                        AND c.recipient_id = s.recipient_id
+                        AND (s.scope = 'all'
+                          OR (s.scope = 'channel' AND s.channel = message.channel)
+                          OR (s.scope = 'schedule' AND s.schedule_id = c.schedule_id))))));
+
+-- name: count_window_deliveries
+SELECT d.delivery_status, COUNT(*) FROM message_delivery d
+JOIN message m ON m.message_id = d.message_id
+WHERE m.partition_key = ? GROUP BY d.delivery_status;
+
+-- name: count_window_sent_without_delivery
+-- Sent messages of a window with no provider event since they were sent before the cutoff.
+SELECT COUNT(*) FROM message m
+WHERE m.partition_key = ? AND m.status = ? AND m.updated_at < ?
+  AND NOT EXISTS (SELECT 1 FROM message_delivery d WHERE d.message_id = m.message_id);
+
+-- name: webhook_backlog
+-- The webhook service's observable state: events stored since a time, the newest one, and
+-- sent messages older than a cutoff that no event has reached yet.
+SELECT (SELECT COUNT(*) FROM delivery_event WHERE received_at >= ?),
+       (SELECT MAX(received_at) FROM delivery_event),
+       (SELECT COUNT(*) FROM message m
+        WHERE m.status = ? AND m.updated_at < ?
+          AND NOT EXISTS (SELECT 1 FROM message_delivery d WHERE d.message_id = m.message_id));

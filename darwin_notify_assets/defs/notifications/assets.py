@@ -299,6 +299,11 @@ def delivery_log(
     yield MaterializeResult(
         metadata={
             **per_window_metadata(rows),
+            # Provider events folded so far (webhook service), by delivery status per window;
+            # events that arrive later show at the next materialization of the window.
+            "delivery_outcomes": MetadataValue.json(
+                {key: rt.store.delivery_counts(key) for key in keys}
+            ),
             "unknown_messages": MetadataValue.md(
                 "\n".join(
                     f"- `{m['candidate_key']}`: {mask_text(m['reason'] or '')}"
