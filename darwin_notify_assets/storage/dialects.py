@@ -306,7 +306,7 @@ MSSQL_ENCRYPT = frozenset({"yes", "no", "strict", "mandatory", "optional"})
 MSSQL_YES_NO = frozenset({"yes", "no"})
 
 
-def _mssql_option(opts: Mapping[str, str], name: str, default: str, allowed: frozenset) -> str:
+def _mssql_option(opts: Mapping[str, str], name: str, default: str, allowed: frozenset[str]) -> str:
     value = opts.get(name.lower(), default).strip().lower()
     if value not in allowed:
         raise ConfigurationError(
