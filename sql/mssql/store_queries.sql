@@ -50,7 +50,7 @@ DECLARE @s TABLE (
     source_table nvarchar(200) NOT NULL,
     record_id bigint NOT NULL,
     row_values nvarchar(max) NOT NULL,
-    seen_at datetime2(6) NOT NULL
+    seen_at datetime2(7) NOT NULL
 );
 INSERT INTO @s (source_table, record_id, row_values, seen_at) VALUES {values};
 UPDATE t SET row_values = s.row_values, seen_at = s.seen_at
@@ -67,7 +67,7 @@ WHERE NOT EXISTS (SELECT 1 FROM dbo.record_snapshot AS t WITH (UPDLOCK, HOLDLOCK
 DECLARE @s TABLE (
     deal_id bigint NOT NULL,
     agent_id bigint NOT NULL,
-    post_date datetime2(6) NULL,
+    post_date datetime2(7) NULL,
     sale_price decimal(16,2) NULL,
     gross_commission decimal(16,2) NULL
 );
@@ -135,8 +135,8 @@ DECLARE @s TABLE (
     volume_ytd decimal(16,2) NOT NULL,
     commission_ytd decimal(16,2) NOT NULL,
     active_listings int NOT NULL,
-    computed_through datetime2(6) NOT NULL,
-    computed_at datetime2(6) NOT NULL
+    computed_through datetime2(7) NOT NULL,
+    computed_at datetime2(7) NOT NULL
 );
 INSERT INTO @s (agent_id, year, units_ytd, volume_ytd, commission_ytd, active_listings,
     computed_through, computed_at) VALUES {values};
@@ -259,7 +259,7 @@ DECLARE @v TABLE (
     status nvarchar(200) NOT NULL,
     reason nvarchar(max) NULL,
     pid nvarchar(200) NULL,
-    updated_at datetime2(6) NOT NULL
+    updated_at datetime2(7) NOT NULL
 );
 INSERT INTO @v (id, status, reason, pid, updated_at) VALUES {values};
 DECLARE @won TABLE (id bigint NOT NULL PRIMARY KEY);
