@@ -256,7 +256,7 @@ class TwilioSmsSender(Sender):
         self._http.close()
 
 
-class _TwilioHttp(HttpClient):
+class _TwilioHttp(HttpClient):  # type: ignore[misc]  # twilio ships no type hints
     """The Twilio client's HTTP layer on :class:`Transport`: answers other than a 2xx become
     the package's errors here, where the status and headers are still known."""
 

@@ -171,7 +171,9 @@ class RenderWorker:
             }
             offices = {
                 k: jsonable_row(v)
-                for k, v in self.replica.fetch_by_ids(office_rel.to, sorted(office_ids)).items()
+                for k, v in self.replica.fetch_by_ids(
+                    office_rel.to, sorted(int(i) for i in office_ids if i is not None)
+                ).items()
             }
         contacts = {
             rid: row for (table, rid), row in records.items() if table == model.contact.table
@@ -299,7 +301,8 @@ class RenderWorker:
     ) -> dict[str, Any]:
         window = _window(item.partition_key, self.window_minutes)
         office_rel = self.replica.model.relations.agent_office
-        office = data.offices.get(agent.get(office_rel.column)) if agent and office_rel else None
+        office_id = agent.get(office_rel.column) if agent and office_rel else None
+        office = data.offices.get(int(office_id)) if office_id is not None else None
         context: dict[str, Any] = dict(record)
         context.update(
             record=record,
@@ -378,7 +381,7 @@ class RetryPolicy:
     max_retry_after: float = 30.0
 
     def delay(self, attempt: int) -> float:
-        return min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return float(min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
 
     def wait(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds to wait before the next attempt, never sooner than the provider asked;

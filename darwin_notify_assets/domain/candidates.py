@@ -22,7 +22,7 @@ from darwin_notify_assets.storage.store import CandidateRow, ChangeEvent, Notifi
 
 @dataclass
 class CandidateResult:
-    by_schedule: Counter = field(default_factory=Counter)
+    by_schedule: Counter[int] = field(default_factory=Counter)
     inserted: int = 0
     events: int = 0
     skipped_inactive: int = 0
@@ -78,8 +78,7 @@ def build_candidates(
             e.agent_id
             for e in events
             if e.agent_id is not None
-            and _schedule(schedules, e) is not None
-            and _schedule(schedules, e).audience == Audience.AGENT_CONTACTS
+            and getattr(_schedule(schedules, e), "audience", None) == Audience.AGENT_CONTACTS
         ]
         fan_out = schedules.model.relations.agent_contacts
         contact_key = schedules.model.contact.key
@@ -95,7 +94,7 @@ def build_candidates(
             if s is None:
                 result.skipped_inactive += 1
                 continue
-            expanded.append(int(e.event_id))
+            expanded.append(int(e.event_id or 0))
             if s.audience == Audience.AGENT:
                 recipients = [("agent", e.agent_id)]
             elif s.audience == Audience.RECORD_CONTACT:
@@ -110,7 +109,7 @@ def build_candidates(
                         partition_key=partition_key,
                         schedule_id=s.schedule_id,
                         channel=str(s.channel),
-                        event_id=int(e.event_id),
+                        event_id=int(e.event_id or 0),
                         source_table=e.source_table,
                         record_id=e.record_id,
                         agent_id=e.agent_id,

@@ -58,9 +58,9 @@ class Decisions:
 
 @dataclass
 class DetectionResult:
-    rows_read: Counter = field(default_factory=Counter)
+    rows_read: Counter[str] = field(default_factory=Counter)
     deletions_read: int = 0
-    events: Counter = field(default_factory=Counter)
+    events: Counter[int] = field(default_factory=Counter)
     events_new: int = 0
     decided_against: int = 0
     no_baseline: int = 0
@@ -151,7 +151,7 @@ def _in_range(value: Any, start: datetime, end: datetime) -> bool:
         return False
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return start <= value < end
+    return bool(start <= value < end)
 
 
 def event_key(table: str, record_id: int, schedule_id: int, event: str, version: str) -> str:
@@ -333,9 +333,11 @@ def detect_changes(
     return result
 
 
-def _ledger_rows(model: SourceModel, plan: TablePlan, rows: list[dict[str, Any]], window: Window):
-    deals: list[tuple] = []
-    listings: list[tuple] = []
+def _ledger_rows(
+    model: SourceModel, plan: TablePlan, rows: list[dict[str, Any]], window: Window
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, int]]]:
+    deals: list[tuple[Any, ...]] = []
+    listings: list[tuple[Any, ...]] = []
     agents: list[tuple[str, int]] = []
     if not plan.ledger or model.totals is None:
         return deals, listings, agents

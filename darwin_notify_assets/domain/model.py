@@ -332,8 +332,8 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
         ("record_agent", rel.record_agent),
         ("record_contact", rel.record_contact),
     ):
-        for table, column in mapping.items():
-            has(f"relations.{name}.{table}", table, column)
+        for table_name, column in mapping.items():
+            has(f"relations.{name}.{table_name}", table_name, column)
     if rel.agent_contacts:
         has("relations.agent_contacts", rel.agent_contacts.table, rel.agent_contacts.column)
     if model.totals:

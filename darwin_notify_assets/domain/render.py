@@ -127,7 +127,7 @@ def compile_templates(
 
 def _render(template: Any, context: Mapping[str, Any], name: str, part: str) -> str:
     try:
-        return template.render(context)
+        return str(template.render(context))
     except TemplateError as exc:
         raise RenderError(f"template {name!r} ({part}): {exc.message or exc}") from None
     except Exception as exc:  # noqa: BLE001 - a filter or value raised: this message only

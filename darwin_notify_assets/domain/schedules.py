@@ -56,7 +56,7 @@ def _num(value: Any) -> Any:
 def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return a is not None and b is not None and bool(a) == bool(b)
-    return _num(a) == _num(b)
+    return bool(_num(a) == _num(b))
 
 
 def _ordered(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any, Any], bool]:
@@ -80,7 +80,7 @@ def _moved(direction: int) -> Callable[[Any, Any, Any], bool]:
         if new is None or old is None:
             return False
         delta = _num(new) - _num(old)
-        return delta < 0 if direction < 0 else delta > 0
+        return bool(delta < 0 if direction < 0 else delta > 0)
 
     return check
 
@@ -267,7 +267,7 @@ def parse_schedule(
         criteria=criteria,
         channel=channel,
         audience=audience,
-        template_id=int(template_id),
+        template_id=int(str(template_id)),
         dedupe_scope=scope,
         uses_agent_totals=bool(row.get(c["uses_agent_totals"])),
     )

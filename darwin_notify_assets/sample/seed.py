@@ -1119,9 +1119,9 @@ def generate_base(size: SeedSize, seed: int, start: datetime) -> Dataset:
         created = oldest + timedelta(microseconds=rng.randrange(span_us))
         modified = _between(rng, created, before) if rng.random() < 0.3 else created
         row = _contact_row(rng, people_id, agent_id, agent_metro[agent_id], created, modified, 0.0)
-        overrides = deliberate_at.get(people_id)
-        if overrides:
-            row = _apply_overrides(row, overrides, people_columns)
+        found = deliberate_at.get(people_id)
+        if found:
+            row = _apply_overrides(row, found, people_columns)
         people.append(row)
         contacts_of[agent_id].append(people_id)
 
@@ -1299,7 +1299,7 @@ class _World:
         }
 
     def take_id(self, table: str) -> int:
-        value = self.next_id[table]
+        value = int(self.next_id[table])
         self.next_id[table] = value + 1
         return value
 

@@ -195,7 +195,7 @@ class ReplicaReader:
         )
         rows = self.db.query(sql, [self.db.ts(start), self.db.ts(end), *tables])
         self._done()
-        return [(str(t), int(rid), as_datetime(d)) for t, rid, d in rows]
+        return [(str(t), int(rid), as_datetime(d) or datetime.min) for t, rid, d in rows]
 
     def earliest_change(
         self, table: str, watch_columns: Sequence[str], since: datetime
@@ -208,7 +208,9 @@ class ReplicaReader:
             sql = f"SELECT MIN({q(column)}) FROM {q(table)} WHERE {q(column)} >= ?"
             value = self.db.scalar(sql, [self.db.ts(since)])
             if value is not None:
-                found.append(as_datetime(value))
+                moment = as_datetime(value)
+                if moment is not None:
+                    found.append(moment)
         self._done()
         return min(found, default=None)
 

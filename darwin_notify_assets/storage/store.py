@@ -861,7 +861,7 @@ class NotificationStore:
         return counts
 
     def _event_message(self, e: DeliveryEvent) -> tuple[int, MessageStatus] | None:
-        rows: list[tuple] = []
+        rows: list[tuple[Any, ...]] = []
         if e.message_id is not None:
             rows = self._rows("select_message_for_event", [e.message_id])
         if not rows and e.provider_message_id:

@@ -301,6 +301,7 @@ class SinkServer(ThreadingHTTPServer):
     def url(self) -> str:
         """Base URL of the server, e.g. ``http://127.0.0.1:58025``."""
         host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}"
 
     def server_close(self) -> None:
@@ -621,7 +622,7 @@ class SmsHandler(_SinkHandler):
         sid = "SM" + secrets.token_hex(16)
         entry["message_id"] = sid
         resource = _twilio_message(account_sid, sid, to, sender, service_sid, text)
-        accepted = (201, json.dumps(resource).encode(), {})
+        accepted: tuple[int, bytes, dict[str, str]] = (201, json.dumps(resource).encode(), {})
         fault = self.server.faults.take()
         if fault is not None:
             self._respond_with_fault(fault, entry, accepted)
