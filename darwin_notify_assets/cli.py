@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from darwin_notify_assets.config import Settings
 from darwin_notify_assets.errors import DarwinNotifyError
@@ -146,22 +146,47 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from darwin_notify_assets.domain.audit import audit_report
+    from darwin_notify_assets.domain.audit import audit_frame, audit_report, export_audit
     from darwin_notify_assets.domain.pipeline import Runtime
+    from darwin_notify_assets.domain.windows import PARTITION_FORMAT
 
-    rt = Runtime.from_settings(_settings())
+    settings = _settings()
+    for key in [*args.partition, args.since, args.until]:
+        try:
+            if key:
+                datetime.strptime(key, PARTITION_FORMAT)
+        except ValueError:
+            raise DarwinNotifyError(
+                f"{key!r} is not a window's partition key; expected YYYY-MM-DD-HH:MM"
+            ) from None
+    if args.since and args.until and args.since > args.until:
+        raise DarwinNotifyError(f"--since {args.since} is after --until {args.until}")
+    exports = [(p, "csv") for p in args.csv] + [(p, "parquet") for p in args.parquet]
+    rt = Runtime.from_settings(settings)
     try:
         report = audit_report(rt.store, args.partition, args.since, args.until)
     finally:
         rt.close()
+    if exports:
+        frame = audit_frame(report)
+        for path, fmt in exports:
+            export_audit(frame, path, fmt)
+            log.info("audit written to %s (%d rows)", path, len(frame))
     for line in report.lines():
         say(line)
     say(json.dumps(report.as_dict(), separators=(",", ":")))
     return 0 if report.clean else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """Answers bad arguments in one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="darwin-notify", description=__doc__)
+    p = _Parser(prog="darwin-notify", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -199,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--partition", action="append", default=[], help="a window's partition key")
     a.add_argument("--since", help="first window's start, e.g. 2026-03-02-14:00")
     a.add_argument("--until", help="last window's start, e.g. 2026-03-02-15:00")
+    a.add_argument(
+        "--csv", action="append", default=[], metavar="PATH", help="also write the audit as CSV"
+    )
+    a.add_argument(
+        "--parquet",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also write the audit as Parquet (needs the parquet extra: pyarrow)",
+    )
     a.set_defaults(func=cmd_audit)
     return p
 
