@@ -52,12 +52,25 @@ def cmd_seed(args: argparse.Namespace) -> int:
     else:
         size = seed.SeedSize.scaled(int(args.size))
     start = datetime.fromisoformat(args.start) if args.start else datetime(2026, 3, 2, 14, 0)
+    from darwin_notify_assets.progress import progress
+
     db = connect(target)
+    bar = progress(total=args.windows, desc="seed windows", unit="window", quiet=args.quiet)
+    changes = 0
+
+    def applied(window: "seed.WindowSummary") -> None:
+        nonlocal changes
+        changes += sum(window.by_kind.values())
+        bar.update(1)
+        bar.set_postfix(changes=changes, refresh=False)
+        log.info("seeded window %s: %d changes", window.start, sum(window.by_kind.values()))
+
     try:
         summary = seed.seed_database(
-            db, size, args.seed, start, args.windows, _settings().window_minutes
+            db, size, args.seed, start, args.windows, _settings().window_minutes, on_window=applied
         )
     finally:
+        bar.close()
         db.close()
     say(json.dumps({"target": str(db.url), **summary.as_dict()}, default=str))
     return 0
@@ -83,15 +96,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings()
     keys = [check_partition_key(key, settings) for key in args.partition]
+    from darwin_notify_assets.progress import progress
+
     instance = DagsterInstance.get()
     failed = 0
-    for key in keys:
-        result = run_window(key, instance, run_config={})
-        if result.success:
-            say(f"{key}: ok (run {result.run_id})")
-        else:
-            say(f"{key}: FAILED (run {result.run_id}): {_failure(result)}")
-        failed += not result.success
+    bar = progress(total=len(keys), desc="windows", unit="window", quiet=args.quiet)
+    try:
+        for done, key in enumerate(keys, 1):
+            bar.set_description(f"window {key}")
+            result = run_window(key, instance, run_config={})
+            if result.success:
+                say(f"{key}: ok (run {result.run_id})")
+            else:
+                say(f"{key}: FAILED (run {result.run_id}): {_failure(result)}")
+            failed += not result.success
+            bar.update(1)
+            bar.set_postfix(ok=done - failed, failed=failed)
+            log.info("%d/%d windows run, %d failed", done, len(keys), failed)
+    finally:
+        bar.close()
     return 1 if failed else 0
 
 
@@ -188,6 +211,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="darwin-notify", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they are off anyway when stderr is not a terminal, or in CI)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser(
