@@ -1681,10 +1681,12 @@ def seed_database(
     windows: int,
     window_minutes: int = 5,
     intensity: float = 1.0,
+    on_window: Callable[["WindowSummary"], None] | None = None,
 ) -> SeedSummary:
     """Create the schema, write the base dataset and apply ``windows`` windows of changes.
 
-    The tables must be empty (or absent). Windows start at ``start``.
+    The tables must be empty (or absent). Windows start at ``start``. ``on_window`` is told
+    of each window once it is applied (a progress bar).
 
     Returns:
         Counts of what was written, per table and per window.
@@ -1703,5 +1705,7 @@ def seed_database(
                 by_operation=by_operation,
             )
         )
+        if on_window is not None:
+            on_window(summaries[-1])
     logger.info("seeded %s: %d base tables, %d windows", db, len(base_rows), len(summaries))
     return SeedSummary(base_rows=base_rows, windows=tuple(summaries))

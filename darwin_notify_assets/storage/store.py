@@ -1040,6 +1040,33 @@ class NotificationStore:
             rows = self._rows("select_candidate_windows", [since, until])
         return [r[0] for r in rows]
 
+    # -- metadata and audit export --------------------------------------------------------------
+    def window_previews(self, partition_key: str) -> list[dict[str, Any]]:
+        """The first rendered message of each schedule in the window (subject and text part,
+        or SMS body) with its event's old and new values."""
+        with self.db.transaction():
+            rows = self._rows("select_window_previews", [partition_key])
+        return [
+            {
+                "schedule_id": int(r[0]),
+                "channel": r[1],
+                "status": r[2],
+                "subject": r[3],
+                "text": r[4] if r[4] is not None else r[5],
+                "values": [json.loads(v) for v in (r[6], r[7]) if v],
+            }
+            for r in rows
+        ]
+
+    def status_counts_by_window(self, since: str, until: str) -> dict[str, dict[str, int]]:
+        """Messages per status of each window from ``since`` through ``until`` (partition
+        keys), by window."""
+        out: dict[str, dict[str, int]] = {}
+        with self.db.transaction():
+            for key, status, n in self._rows("count_messages_by_window_status", [since, until]):
+                out.setdefault(str(key), {})[str(status)] = int(n)
+        return out
+
 
 def _event(r: Sequence[Any]) -> ChangeEvent:
     return ChangeEvent(

@@ -486,3 +486,27 @@ SELECT (SELECT COUNT(*) FROM dbo.delivery_event WHERE received_at >= ?),
        (SELECT COUNT(*) FROM dbo.message AS m
         WHERE m.status = ? AND m.updated_at < ?
           AND NOT EXISTS (SELECT 1 FROM dbo.message_delivery AS d WHERE d.message_id = m.message_id));
+
+-- ---- metadata and audit export (the UI's previews and plots) --------------------------------
+
+-- name: select_window_previews
+-- The first rendered message of each schedule in the window, with its event's values (whose
+-- words the preview masks).
+SELECT c.schedule_id, m.channel, m.status, m.subject, m.text_body, m.sms_body,
+       e.old_values, e.row_values
+FROM dbo.message m
+JOIN dbo.candidate c ON c.candidate_id = m.candidate_id
+JOIN dbo.change_event e ON e.event_id = c.event_id
+WHERE m.message_id IN (
+    SELECT MIN(m2.message_id) FROM dbo.message m2
+    JOIN dbo.candidate c2 ON c2.candidate_id = m2.candidate_id
+    WHERE m2.partition_key = ? AND (m2.text_body IS NOT NULL OR m2.sms_body IS NOT NULL)
+    GROUP BY c2.schedule_id)
+ORDER BY c.schedule_id;
+
+-- name: count_messages_by_window_status
+-- Messages per window and status, for the windows from and through two partition keys.
+SELECT partition_key, status, COUNT(*) FROM dbo.message
+WHERE partition_key >= ? AND partition_key <= ?
+GROUP BY partition_key, status
+ORDER BY partition_key, status;
