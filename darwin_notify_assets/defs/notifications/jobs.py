@@ -14,7 +14,10 @@ notify_window_job = define_asset_job(
 reconcile_job = define_asset_job(
     "reconcile",
     selection=AssetSelection.groups(AUDIT_GROUP),
-    description="Re-scan the recent past and report any window or change never processed.",
+    description=(
+        "Re-scan the recent past and report any window never read and any change that "
+        "would fire without a record in the store."
+    ),
 )
 
 reconcile_schedule = ScheduleDefinition(
