@@ -17,6 +17,9 @@ HINT = "start the services with `make services-up`"
 
 # The notification store's tables, children first, so a harness can drop them in order.
 STORE_TABLES = (
+    "delivery_event",
+    "message_delivery",
+    "suppression",
     "message_event",
     "message",
     "candidate",
