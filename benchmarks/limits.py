@@ -222,9 +222,10 @@ def insert_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
             batch,
         ):
             messages = [
+                # Created as a render worker creates them (queued): the store refuses to
+                # create a message in a later state, and the insert costs the same.
                 OutboundMessage(
-                    **dict(zip(cols, r, strict=True))
-                    | {"status": MessageStatus(r[cols.index("status")])}
+                    **dict(zip(cols, r, strict=True)) | {"status": MessageStatus.QUEUED}
                 )
                 for r in rows
             ]
