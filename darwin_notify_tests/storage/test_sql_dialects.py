@@ -8,7 +8,6 @@ sends binds exactly the parameters it holds, within the driver's limits.
 
 import ast
 import re
-import sys
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -481,10 +480,6 @@ def test_a_password_in_a_url_is_refused_without_repeating_it() -> None:
     with pytest.raises(ConfigurationError) as caught:
         DatabaseUrl.parse(f"postgresql://u:{SECRET}@host/db")
     assert SECRET not in str(caught.value) and "PASSWORD" in str(caught.value)
-
-
-if sys.platform == "win32":  # pragma: no cover - the suite runs on Linux
-    pytest.skip("POSIX paths", allow_module_level=True)
 
 
 # -- SQL Server connection options --------------------------------------------------------------

@@ -188,7 +188,7 @@ IF OBJECT_ID(N'dbo.schedule_snapshot', N'U') IS NULL
 CREATE TABLE dbo.schedule_snapshot (
     version nvarchar(64) NOT NULL CONSTRAINT PK_schedule_snapshot PRIMARY KEY,
     body nvarchar(max) NOT NULL,
-    created_at datetime2(6) NOT NULL
+    created_at datetime2(7) NOT NULL
 );
 GO
 
@@ -196,7 +196,7 @@ IF OBJECT_ID(N'dbo.run_schedule', N'U') IS NULL
 CREATE TABLE dbo.run_schedule (
     run_id nvarchar(64) NOT NULL CONSTRAINT PK_run_schedule PRIMARY KEY,
     version nvarchar(64) NOT NULL,
-    created_at datetime2(6) NOT NULL
+    created_at datetime2(7) NOT NULL
 );
 GO
 
@@ -213,10 +213,11 @@ CREATE TABLE dbo.delivery_event (
     delivery_status nvarchar(200) NOT NULL,
     occurred_at bigint NULL,
     detail nvarchar(max) NULL,
-    received_at datetime2(6) NOT NULL
+    received_at datetime2(7) NOT NULL
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'delivery_event_message' AND object_id = OBJECT_ID(N'dbo.delivery_event'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.delivery_event')
+    AND (name = N'delivery_event_message' OR name LIKE LEFT(N'delivery_event_messagedelivery_event', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX delivery_event_message ON dbo.delivery_event (message_id);
 GO
 
@@ -233,13 +234,15 @@ CREATE TABLE dbo.suppression (
     schedule_id bigint NULL,
     active bit NOT NULL,
     reason nvarchar(max) NOT NULL,
-    updated_at datetime2(6) NOT NULL
+    updated_at datetime2(7) NOT NULL
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'suppression_address' AND object_id = OBJECT_ID(N'dbo.suppression'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.suppression')
+    AND (name = N'suppression_address' OR name LIKE LEFT(N'suppression_addresssuppression', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX suppression_address ON dbo.suppression (channel, address);
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'suppression_recipient' AND object_id = OBJECT_ID(N'dbo.suppression'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.suppression')
+    AND (name = N'suppression_recipient' OR name LIKE LEFT(N'suppression_recipientsuppression', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX suppression_recipient ON dbo.suppression (recipient_kind, recipient_id);
 GO
 
@@ -251,7 +254,7 @@ CREATE TABLE dbo.message_delivery (
     delivery_status nvarchar(200) NOT NULL,
     delivery_rank int NOT NULL,
     events int NOT NULL,
-    first_event_at datetime2(6) NOT NULL,
-    updated_at datetime2(6) NOT NULL
+    first_event_at datetime2(7) NOT NULL,
+    updated_at datetime2(7) NOT NULL
 );
 GO
