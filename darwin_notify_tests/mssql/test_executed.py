@@ -34,12 +34,15 @@ pytestmark = pytest.mark.mssql
 
 P1, P2 = "2026-03-02-14:00", "2026-03-02-14:05"
 
-# Found here on Babelfish 4.2: in one transaction, a statement of some 600 or more bound
-# parameters loses its rows when the same statement text runs again (1,000 + 1,000 + 50 rows
-# inserted, all three counted, 1,050 present); 400 parameters are not affected.
+# Found here on Babelfish 4.2: pyodbc asks ODBC Driver 18 to describe every NULL parameter,
+# the driver asks the server (sp_describe_undeclared_parameters), and where Babelfish cannot
+# describe a statement (a multi-row VALUES insert past a few hundred parameters) the failure
+# rolls back the open transaction without an error to the client: of three 400-row inserts
+# with NULLs in one transaction, only the last one's rows remain (without NULLs, all do).
 BABELFISH_LOST_STATEMENT = (
-    "not verifiable on Babelfish 4.2: a statement of ~600+ parameters run twice with the "
-    "same text in one transaction loses the first run's rows there"
+    "not verifiable on Babelfish 4.2: there a failed describe of a NULL parameter (ODBC "
+    "Driver 18's sp_describe_undeclared_parameters) silently rolls back the open transaction, "
+    "so multi-row VALUES inserts with NULLs lose the rows of the statements before"
 )
 
 

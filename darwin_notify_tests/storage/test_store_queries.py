@@ -23,9 +23,16 @@ from darwin_notify_assets.storage.store import (
     OutboundMessage,
     utcnow,
 )
-from darwin_notify_tests.mssql.server import mssql_store
+from darwin_notify_tests.mssql.server import is_babelfish, mssql_store
 
 P1, P2 = "2026-03-02-14:00", "2026-03-02-14:05"
+
+# Found on Babelfish 4.2: pyodbc asks the driver to describe each NULL parameter, ODBC Driver 18
+# asks the server (sp_describe_undeclared_parameters), and where Babelfish cannot describe the
+# statement (here upsert_suppression's DECLARE batch, with an address opt-out's NULL recipient)
+# the failure silently rolls back the open transaction: the events recorded before it in the
+# same call vanish. On Babelfish only, the bounce carries no address and the address opt-out is
+# made on its own; on SQL Server the whole call runs as production makes it.
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mssql", marks=pytest.mark.mssql)])
@@ -215,6 +222,7 @@ def _exercise_delivery(
     """Provider events (by our id, by the provider's, for no message of ours, repeated),
     an unknown message resolved by one, opt-outs, and what the webhook sensor reads."""
     sent = [m.message_id for m in claimed[:3]]
+    babelfish = store.db.dialect == "mssql" and is_babelfish(store.db)
     assert all(isinstance(m, int) for m in sent)
     events = [
         DeliveryEvent(
@@ -233,7 +241,7 @@ def _exercise_delivery(
             f"sg-{sent[1]}",
             2,
             "550",
-            "C1@Example.com",
+            None if babelfish else "C1@Example.com",
         ),
         DeliveryEvent(
             "d3",
@@ -256,6 +264,9 @@ def _exercise_delivery(
         "unmatched": 1,
         "resolved_unknown": 1,
     }
+    if babelfish:
+        # See the note at the top: the address opt-out in a transaction of its own.
+        store.set_preference("address", True, "bounced", channel="email", address="C1@Example.com")
     assert store.delivery_state(sent[0]) == ("delivered", 1)
     assert store.delivery_state(sent[2]) is None
     recipient = store.message_recipient(sent[0])
