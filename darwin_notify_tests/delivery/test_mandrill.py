@@ -362,3 +362,11 @@ def test_the_mandrill_key_is_bound_as_an_env_var():
     assert senders.mandrill_api_key == EnvVar("DARWIN_NOTIFY_MANDRILL_API_KEY")
     assert senders.email_provider == "mandrill"
     assert KEY not in repr(senders) and KEY not in str(senders.model_dump())
+
+
+def test_the_sink_answers_invalid_for_an_address_that_is_not_one(mandrill_sink):
+    sender = MandrillSender(KEY, FROM_EMAIL, api(mandrill_sink))
+    with pytest.raises(ProviderRefusedRecipient, match="invalid"):
+        sender.send(email_message(to_address="not-an-address"))
+    [record] = mandrill_sink.records()
+    assert record["recipient_status"] == ["invalid"] and record["accepted"] is False
