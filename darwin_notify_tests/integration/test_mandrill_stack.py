@@ -105,6 +105,7 @@ def test_whole_windows_with_mandrill_as_the_provider_and_its_webhooks(
         assert len(stack.sink_records()[0]) == sendgrid_before
         sent = [m for m in _store_messages(stack, MessageStatus.SENT) if m["channel"] == "email"]
         assert {m["candidate_key"] for m in sent} == expected.email
+        assert all(m["provider_message_id"].startswith("mandrill:") for m in sent)
         # Every email's signed send event (three times each) folded into its state once.
         store = NotificationStore.open(stack.env["DARWIN_NOTIFY_STORE_URL"])
         try:
@@ -147,6 +148,7 @@ def test_a_sendgrid_that_never_answers_fails_over_to_mandrill_once(
     assert len(stack.sink_records()[0]) == sendgrid_before
     sent = [m for m in _store_messages(stack, MessageStatus.SENT) if m["channel"] == "email"]
     assert {m["candidate_key"] for m in sent} == expected.email
+    assert all(m["provider_message_id"].startswith("mandrill:") for m in sent)
 
 
 def _send_one(stack: Stack, sender: FailoverSender, prefix: str) -> tuple[int, dict[str, Any]]:
