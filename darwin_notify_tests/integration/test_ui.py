@@ -1,0 +1,525 @@
+"""The Dagster UI in a real browser, on the integration stack.
+
+``dagster dev`` (webserver, daemon, code server) runs against the stack: its instance in a
+PostgreSQL database of its own on the store cluster, darwin-notify's settings on the stack's
+replica, store, Kafka and provider sinks. Headless Chromium (Debian's package, driven by
+Playwright) opens the lineage, a day's partition of ``delivery_log`` with its metadata and
+its checks, launches a rerun of one window from the launchpad and a backfill of a range of
+days from the partitions dialog, while the daemon's sensor catches up a window by itself;
+the provider sinks then show that nothing was sent twice.
+
+Screenshots of every step go to ``$DARWIN_NOTIFY_UI_ARTIFACTS`` when it is set, else to the
+test's temporary folder; their paths are printed (``pytest -rP`` or ``-s`` shows them).
+"""
+
+import os
+import re
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from darwin_notify_assets.defs.notifications.partitions import (
+    WINDOWS_TAG,
+    notification_days_for,
+)
+from darwin_notify_assets.domain.pipeline import Runtime
+from darwin_notify_assets.sample import seed
+from darwin_notify_assets.sample.demo import DEMO_START
+from darwin_notify_assets.storage.store import MessageStatus
+from darwin_notify_tests.dagster_ui import (
+    DagsterServer,
+    UIPage,
+    chromium,
+    partitions_selected,
+)
+from darwin_notify_tests.integration.conftest import PIPELINE_ROLE, Stack, windows_of
+
+pytestmark = pytest.mark.integration
+
+NOTIFICATION_ASSETS = [
+    "notification_schedules",
+    "change_window",
+    "agent_totals",
+    "candidate_notifications",
+    "rendered_messages",
+    "delivery_log",
+]
+AUDIT_ASSETS = ["reconciliation_report"]
+DELIVERY_CHECKS = ["no_duplicate_sends", "no_missed_notifications"]
+DAY = DEMO_START.strftime("%Y-%m-%d")
+NEXT_DAY = (DEMO_START + timedelta(days=1)).strftime("%Y-%m-%d")
+# How long the UI's runs may take: each is a subprocess that loads the code location and runs
+# every step in a process of its own, on a machine shared with the services.
+RUN_TIMEOUT = 600
+
+
+def _admin_connection(env: dict[str, str]):
+    import psycopg2
+
+    conn = psycopg2.connect(
+        host=env["DAGSTER_PG_HOST"], port=env["DAGSTER_PG_PORT"], user="postgres", dbname="postgres"
+    )
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def dagster_db(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A Dagster storage database of this test's own: the UI shows only its runs, and the
+    sensor starts without a cursor of an earlier test."""
+    name = f"dagster_ui_{uuid.uuid4().hex[:8]}"
+    conn = _admin_connection(stack.env)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}" OWNER {PIPELINE_ROLE}')
+        monkeypatch.setenv("DAGSTER_PG_DB", name)
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+def _screenshots(tmp_path: Path) -> Path:
+    root = os.environ.get("DARWIN_NOTIFY_UI_ARTIFACTS")
+    if root:
+        return Path(root) / f"ui-{time.strftime('%Y%m%d-%H%M%S')}"
+    return tmp_path / "screenshots"
+
+
+def _announce(path: Path) -> None:
+    sys.stdout.write(f"screenshot: {path}\n")
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _sent_records(stack: Stack) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    email, sms = stack.sink_records()
+    return (
+        [r for r in email if r.get("status") == 202],
+        [r for r in sms if r.get("status") == 201],
+    )
+
+
+def _email_key(record: dict[str, Any]) -> str:
+    return str(record["custom_args"]["darwin_notify_key"])
+
+
+def _sms_identity(record: dict[str, Any]) -> tuple[str, str]:
+    to = record.get("to")
+    return (to[0] if isinstance(to, list) else to, record.get("body", ""))
+
+
+def _finished(instance, run_id: str):
+    from dagster import DagsterRunStatus
+
+    run = instance.get_run_by_id(run_id)
+    done = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    return run if run is not None and run.status in done else None
+
+
+def _in_flight(instance) -> list:
+    from dagster import RunsFilter
+
+    from darwin_notify_assets.defs.notifications.sensors import IN_FLIGHT
+
+    return list(instance.get_runs(filters=RunsFilter(statuses=IN_FLIGHT)))
+
+
+def _deliveries(instance) -> list[tuple[str, dict[str, Any]]]:
+    """Every delivery_log materialization, newest first: (run id, partition and metadata)."""
+    from dagster import AssetKey, DagsterEventType, EventRecordsFilter
+
+    records = instance.get_event_records(
+        EventRecordsFilter(
+            event_type=DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey("delivery_log")
+        )
+    )
+    out = []
+    for record in sorted(records, key=lambda r: r.storage_id, reverse=True):
+        materialization = record.asset_materialization
+        metadata = {k: v.value for k, v in materialization.metadata.items()}
+        out.append((record.run_id, {"partition": materialization.partition, **metadata}))
+    return out
+
+
+def _delivery_metadata(instance, run_id: str) -> dict[str, Any]:
+    for rid, metadata in _deliveries(instance):
+        if rid == run_id:
+            return metadata
+    pytest.fail(f"run {run_id} recorded no delivery_log materialization")
+
+
+def _latest_delivery(instance, day: str) -> tuple[str, dict[str, Any]]:
+    return next((rid, md) for rid, md in _deliveries(instance) if md["partition"] == day)
+
+
+def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
+    stack: Stack, dagster_db: str, tmp_path: Path
+) -> None:
+    from dagster import BulkActionStatus, DagsterRunStatus, RunsFilter
+
+    started = time.monotonic()
+    primary = stack.admin("PRIMARY")
+    dataset = stack.reset_source(primary, seed.SeedSize.small())
+    changes = seed.generate_changes(dataset, 7, DEMO_START, 3, 5)
+    windows = windows_of(changes)
+    stack.wait_replayed(primary)
+    settings = stack.settings()
+    stack.baseline(settings)
+    email_start, sms_start = (len(r) for r in _sent_records(stack))
+    instance = stack.dagster_instance()
+
+    # Two windows go through the helpers the other tests use; the third is left for the
+    # daemon's sensor to find on its own.
+    for wc, window in zip(changes[:2], windows[:2], strict=True):
+        seed.apply_window(primary, wc)
+        stack.wait_replayed(primary)
+        assert stack.run_window(instance, window.partition_key).success
+    seed.apply_window(primary, changes[2])
+    stack.wait_replayed(primary)
+    primary.close()
+    email_before_ui, sms_before_ui = (len(r) for r in _sent_records(stack))
+    assert email_before_ui > email_start, "the first windows must have sent email"
+
+    server = DagsterServer(
+        stack.tmp / "dagster_home", stack.tmp / "dagster-dev.log", dict(os.environ)
+    )
+    server.start()
+    try:
+        # The sensor continues after the store's last window: one run from the third window on.
+        def sensor_run():
+            runs = instance.get_runs(
+                filters=RunsFilter(tags={"dagster/sensor_name": "replica_lag_sensor"})
+            )
+            return runs[0] if runs else None
+
+        first = _wait(sensor_run, 180, "the sensor's first run")
+        assert first.tags[WINDOWS_TAG].startswith(f"{windows[2].start:%H:%M}.."), first.tags
+        sensor = _wait(lambda: _finished(instance, first.run_id), RUN_TIMEOUT, "the sensor's run")
+        assert sensor.status == DagsterRunStatus.SUCCESS, server.tail()
+        sensor_md = _delivery_metadata(instance, sensor.run_id)
+        assert sensor_md["partition"] == DAY
+        assert sensor_md["sent_in_this_run"] > 0, "the third window had sends for the sensor"
+        email_after_sensor, sms_after_sensor = (len(r) for r in _sent_records(stack))
+        assert email_after_sensor + sms_after_sensor > email_before_ui + sms_before_ui
+
+        with chromium() as browser:
+            ui = UIPage(browser, server.url, _screenshots(tmp_path), on_shot=_announce)
+            _lineage(ui)
+            _partition(ui, sensor.run_id, sensor_md, settings)
+            _checks(ui)
+            rerun_id = _launch_rerun(ui, windows[0].start.strftime("%H:%M"))
+            tag = f"{windows[0].start:%H:%M}..{windows[2].start:%H:%M}"
+            backfill_id = _launch_backfill(ui, instance, DAY, NEXT_DAY, tag)
+
+            rerun = _wait(lambda: _finished(instance, rerun_id), RUN_TIMEOUT, "the UI's rerun")
+            assert rerun.status == DagsterRunStatus.SUCCESS, server.tail()
+            assert rerun.tags[WINDOWS_TAG] == f"{windows[0].start:%H:%M}"
+            assert rerun.tags["dagster/partition"] == DAY
+            backfill = _wait(
+                lambda: (b := instance.get_backfill(backfill_id)) is not None
+                and b.status != BulkActionStatus.REQUESTED
+                and b,
+                RUN_TIMEOUT,
+                "the UI's backfill",
+            )
+            assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, server.tail()
+            backfill_runs = instance.get_runs(
+                filters=RunsFilter(tags={"dagster/backfill": backfill_id})
+            )
+            assert sorted(r.tags["dagster/partition"] for r in backfill_runs) == [DAY, NEXT_DAY]
+            assert all(r.status == DagsterRunStatus.SUCCESS for r in backfill_runs)
+            assert all(r.tags[WINDOWS_TAG] == tag for r in backfill_runs)
+
+            _runs_page(ui, rerun_id, backfill_id, [r.run_id for r in backfill_runs])
+            for run in [rerun, *backfill_runs]:
+                md = _delivery_metadata(instance, run.run_id)
+                assert md["sent_in_this_run"] == 0, (run.tags, md)
+            # Each day's partition now shows the newest of those runs, which sent nothing.
+            for day in (DAY, NEXT_DAY):
+                run_id, md = _latest_delivery(instance, day)
+                assert run_id in {rerun_id, *(r.run_id for r in backfill_runs)}
+                _reran_partition(ui, day, run_id, md)
+
+        # Whatever the daemon started by itself (the sensor, the hourly reconciliation)
+        # finishes before the server stops, so no run is cut off half way.
+        _wait(lambda: not _in_flight(instance), RUN_TIMEOUT, "the runs in flight")
+    finally:
+        server.stop()
+        instance.dispose()
+
+    # The provider sinks: the rerun and the backfill sent nothing; no key was sent twice.
+    email, sms = _sent_records(stack)
+    assert (len(email), len(sms)) == (email_after_sensor, sms_after_sensor)
+    email_keys = Counter(_email_key(r) for r in email[email_start:])
+    assert [k for k, n in email_keys.items() if n > 1] == []
+    sms_keys = Counter(_sms_identity(r) for r in sms[sms_start:])
+    assert [k for k, n in sms_keys.items() if n > 1] == []
+    rt = Runtime.from_settings(settings)
+    try:
+        sent = rt.store.messages(statuses=[MessageStatus.SENT])
+        still_open = rt.store.messages(statuses=[MessageStatus.QUEUED, MessageStatus.SENDING])
+    finally:
+        rt.close()
+    assert len(sent) == len(email_keys) + len(sms_keys)
+    assert still_open == []
+    sys.stdout.write(f"UI test took {time.monotonic() - started:.0f}s\n")
+
+
+# -- the steps in the browser ------------------------------------------------------------------
+def _lineage(ui: UIPage) -> None:
+    page = ui.page
+    ui.goto(
+        "/asset-groups",
+        ready=lambda: page.locator(
+            "[class*=collapsedGroupNodeBox], [class*=assetName]"
+        ).first.wait_for(),
+    )
+    if len(ui.asset_node_names()) < len(NOTIFICATION_ASSETS + AUDIT_ASSETS):
+        page.locator("button:has([aria-label=settings])").last.click()
+        page.get_by_text("Expand all groups").last.click()
+        page.keyboard.press("Escape")
+    expected = sorted(NOTIFICATION_ASSETS + AUDIT_ASSETS)
+    _wait(lambda: ui.asset_node_names() == expected, 60, f"asset nodes {expected}", 0.5)
+    ui.shot("lineage")
+    assert ui.asset_node_names() == expected
+    for name, checks in (("delivery_log", 2), ("change_window", 1), ("agent_totals", 1)):
+        node = _asset_node(ui, name)
+        assert re.search(rf"Asset checks\s*{checks}\s*/\s*{checks}\s+Passed", node), (name, node)
+    body = ui.text()
+    assert "notifications" in body and "audit" in body
+
+
+def _asset_node(ui: UIPage, name: str) -> str:
+    """The text of the asset graph's node of ``name`` (its checks, partitions, latest event)."""
+    return str(
+        ui.page.locator("[class*=assetNodeContainer]")
+        .filter(has=ui.page.locator("[class*=assetName]", has_text=re.compile(f"^{name}$")))
+        .first.inner_text()
+    )
+
+
+def _partition(ui: UIPage, run_id: str, expected: dict[str, Any], settings) -> None:
+    page = ui.page
+    ui.goto(
+        f"/assets/delivery_log?view=partitions&partition={DAY}",
+        ready=lambda: page.get_by_text("sent_in_this_run", exact=True).first.wait_for(),
+    )
+    page.get_by_text("per_window", exact=True).first.scroll_into_view_if_needed()
+    ui.shot(f"delivery_log-{DAY}")
+    body = ui.text()
+    days = len(notification_days_for(settings).get_partition_keys())
+    assert partitions_selected(body) in (days, days + 1), body[:400]
+    assert "Materialized" in body
+    assert run_id[:8] in body, "the partition's latest run is the sensor's"
+    md = ui.metadata()
+    for key in ("sent", "sent_in_this_run", "failed", "unknown", "suppressed", "windows"):
+        assert md.get(key) == str(expected[key]), (key, md.get(key), expected[key])
+    assert md["first_window"] == expected["first_window"]
+    assert md["last_window"] == expected["last_window"]
+    rows = ui.table_with_header("window")
+    assert len(rows) == expected["windows"] == 24
+    assert [r["window"] for r in rows] == [r.data["window"] for r in expected["per_window"].records]
+    assert sum(int(r["sent"]) for r in rows) == expected["sent"] > 0
+
+
+def _checks(ui: UIPage) -> None:
+    page = ui.page
+    ui.goto(
+        "/assets/delivery_log?view=checks",
+        ready=lambda: page.get_by_text("Evaluation result").first.wait_for(),
+    )
+    _wait(
+        lambda: set(ui.check_states(DELIVERY_CHECKS).values()) == {"Succeeded"},
+        60,
+        "both checks shown as succeeded",
+        0.5,
+    )
+    ui.shot("delivery_log-checks")
+    assert ui.check_states(DELIVERY_CHECKS) == dict.fromkeys(DELIVERY_CHECKS, "Succeeded")
+    result = page.get_by_text("Evaluation result").first.locator("xpath=..").inner_text()
+    assert "Passed" in result, result
+    md = ui.metadata()
+    assert md.get("duplicates") == "0", md
+
+
+def _launch_rerun(ui: UIPage, window: str) -> str:
+    page = ui.page
+    ui.goto(
+        "/locations/darwin_notify_assets/jobs/notify_window/playground",
+        ready=lambda: page.get_by_placeholder("Partition").wait_for(),
+    )
+    partition = page.get_by_placeholder("Partition")
+    partition.click()
+    partition.fill(DAY)
+    page.get_by_text(DAY, exact=True).last.click()
+    _wait(lambda: f"partition: {DAY}" in _tag_texts(ui), 60, "the partition tag", 0.5)
+    page.get_by_role("button", name="Edit tags").click()
+    dialog = page.get_by_role("dialog").filter(has_text="Add tags to run")
+    dialog.get_by_role("button", name="Add custom tag").click()
+    dialog.get_by_placeholder("Tag Key").last.fill(WINDOWS_TAG)
+    dialog.get_by_placeholder("Tag Value").last.fill(window)
+    dialog.get_by_role("button", name="Apply").click()
+    _wait(lambda: f"{WINDOWS_TAG}: {window}" in _tag_texts(ui), 30, "the windows tag", 0.5)
+    ui.shot("launchpad-rerun")
+    assert "No errors" in ui.text()
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+    run_id = page.url.rsplit("/", 1)[-1].split("?")[0]
+    page.get_by_text(f"partition: {DAY}").first.wait_for()
+    ui.shot("rerun-launched")
+    return run_id
+
+
+def _tag_texts(ui: UIPage) -> list[str]:
+    return [
+        re.sub(r"\s+", " ", t).strip()
+        for t in ui.page.locator("[data-tooltip]").evaluate_all(
+            "es => es.map(e => e.getAttribute('data-tooltip'))"
+        )
+        if t
+    ]
+
+
+def _launch_backfill(ui: UIPage, instance, first: str, last: str, windows: str) -> str:
+    page = ui.page
+    ui.goto(
+        "/locations/darwin_notify_assets/asset-groups/notifications/lineage",
+        ready=lambda: page.get_by_role("button", name=re.compile("Materialize all")).wait_for(),
+    )
+    page.get_by_role("button", name=re.compile("Materialize all")).click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    dialog.get_by_text("Partition selection").wait_for()
+    show_all = dialog.get_by_role("button", name="Show all partitions")
+    if show_all.count():
+        show_all.click()
+    selection = dialog.locator("input[type=text]").first
+    selection.fill(f"[{first}...{last}]")
+    selection.press("Enter")
+    dialog.get_by_text("2 partitions", exact=True).wait_for()
+    dialog.get_by_text("Tags", exact=True).click()
+    dialog.get_by_role("button", name="Add tags").click()
+    tags = page.get_by_role("dialog").filter(has_text="Add tags to")
+    keys = tags.get_by_placeholder("Tag Key")
+    if keys.count() == 0 or keys.last.input_value():
+        tags.get_by_role("button", name="Add custom tag").click()
+    tags.get_by_placeholder("Tag Key").last.fill(WINDOWS_TAG)
+    tags.get_by_placeholder("Tag Value").last.fill(windows)
+    tags.get_by_role("button", name="Apply").click()
+    tags.wait_for(state="hidden")
+    dialog.get_by_text(f"{WINDOWS_TAG}: {windows}").wait_for()
+    ui.shot("backfill-dialog")
+    text = dialog.inner_text()
+    assert "2 partitions" in text and "1 tags" in text, text
+    before = {b.backfill_id for b in instance.get_backfills()}
+    dialog.get_by_role("button", name="Launch backfill").click()
+    backfill = _wait(
+        lambda: [b for b in instance.get_backfills() if b.backfill_id not in before],
+        60,
+        "the backfill to be created",
+        0.5,
+    )[0]
+    page.get_by_text(f"Created backfill {backfill.backfill_id}").wait_for()
+    ui.shot("backfill-launched")
+    assert backfill.tags.get(WINDOWS_TAG) == windows
+    return str(backfill.backfill_id)
+
+
+def _runs_page(ui: UIPage, rerun_id: str, backfill_id: str, backfill_runs: list[str]) -> None:
+    """The runs list: the rerun and the backfill succeeded, with their windows tag; then
+    the backfill's own runs, one per day."""
+    page = ui.page
+
+    def row(label: str) -> str:
+        found = page.locator("[class*=rowGrid]").filter(has=page.get_by_text(label, exact=True))
+        return str(found.first.inner_text()) if found.count() else ""
+
+    ui.goto("/runs", ready=lambda: page.get_by_text(rerun_id[:8], exact=True).first.wait_for())
+    _wait(
+        lambda: "Success" in row(rerun_id[:8]) and "Success" in row(backfill_id),
+        60,
+        "the rerun and the backfill listed as succeeded",
+        0.5,
+    )
+    ui.shot("runs")
+    assert f"{WINDOWS_TAG}: " in row(rerun_id[:8]) and f"partition: {DAY}" in row(rerun_id[:8])
+    backfill = row(backfill_id)
+    assert "Backfill" in backfill and "2 partitions" in backfill, backfill
+    page.get_by_text("Show runs within backfills").click()
+    _wait(lambda: all("Success" in row(r[:8]) for r in backfill_runs), 60, "backfill runs", 0.5)
+    ui.shot("runs-within-backfill")
+    days = sorted(
+        re.search(r"partition: (\S+)", row(r[:8])).group(1)  # type: ignore[union-attr]
+        for r in backfill_runs
+    )
+    assert days == [DAY, NEXT_DAY], days
+
+
+def _reran_partition(ui: UIPage, day: str, run_id: str, expected: dict[str, Any]) -> None:
+    page = ui.page
+    ui.goto(
+        f"/assets/delivery_log?view=partitions&partition={day}",
+        ready=lambda: page.get_by_text(run_id[:8], exact=True).first.wait_for(),
+    )
+    page.get_by_text("sent_in_this_run", exact=True).first.wait_for()
+    ui.shot(f"delivery_log-{day}-after")
+    md = ui.metadata()
+    for key in ("sent_in_this_run", "sent", "windows", "first_window", "last_window"):
+        assert md.get(key) == str(expected[key]), (day, key, md.get(key), expected[key])
+    assert md["sent_in_this_run"] == "0"
+    assert len(ui.table_with_header("window")) == expected["windows"]
+
+
+def test_the_partitions_page_lists_ten_years_of_days(tmp_path: Path) -> None:
+    """Ten years of daily partitions (Dagster advises at most about 100,000): the partitions
+    page renders the whole count and the newest day first."""
+    from dagster import DailyPartitionsDefinition
+
+    today = datetime.now(UTC).date()
+    start = today.replace(year=today.year - 10)
+    days = DailyPartitionsDefinition(
+        start_date=start.isoformat(), fmt="%Y-%m-%d", timezone="UTC", end_offset=1
+    ).get_partition_keys()
+    assert 3650 <= len(days) <= 3654
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        "DARWIN_NOTIFY_HOME": str(tmp_path),
+        "DARWIN_NOTIFY_PARTITION_START": f"{start.isoformat()}-00:00",
+    }
+    server = DagsterServer(home, tmp_path / "webserver.log", env, daemon=False).start()
+    try:
+        with chromium() as browser:
+            ui = UIPage(browser, server.url, _screenshots(tmp_path), on_shot=_announce)
+            page = ui.page
+            ui.goto(
+                "/assets/delivery_log?view=partitions",
+                ready=lambda: page.get_by_text("Partitions Selected").first.wait_for(),
+            )
+            page.get_by_text(days[-1], exact=True).first.wait_for()
+            ui.shot("ten-years-of-partitions")
+            body = ui.text()
+            assert partitions_selected(body) == len(days), body[:400]
+            assert f"Missing ({len(days)})" in body
+            assert f"{days[0]}...{days[-1]}" in page.locator("input").first.input_value()
+    finally:
+        server.stop()
