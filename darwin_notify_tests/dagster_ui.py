@@ -57,7 +57,11 @@ def _default_signals() -> None:
 
 class DagsterServer:
     """``dagster dev`` (webserver, daemon and code server) or ``dagster-webserver`` alone, on a
-    free port of 127.0.0.1, in a process group of its own so that it stops as a whole."""
+    free port of 127.0.0.1, in a process group of its own so that it stops as a whole.
+
+    ``target`` names the code location (``-m module``); by default the repository's
+    ``workspace.yaml``.
+    """
 
     def __init__(
         self,
@@ -65,6 +69,7 @@ class DagsterServer:
         log_path: Path,
         env: Mapping[str, str],
         daemon: bool = True,
+        target: list[str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -74,7 +79,8 @@ class DagsterServer:
         bin_dir = Path(sys.executable).parent
         command = "dagster" if daemon else "dagster-webserver"
         self.argv = [str(bin_dir / command)] + (["dev"] if daemon else [])
-        self.argv += ["-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p"]
+        self.argv += target or ["-w", str(REPO_ROOT / "workspace.yaml")]
+        self.argv += ["-h", "127.0.0.1", "-p"]
         self.argv.append(str(self.port))
         path = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         self.env = {**env, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": path}
@@ -308,4 +314,3 @@ def partitions_selected(text: str) -> int | None:
     """The count of the partitions page's "3,653 Partitions Selected"."""
     match = re.search(r"([\d,]+) Partitions? Selected", text)
     return int(match.group(1).replace(",", "")) if match else None
-

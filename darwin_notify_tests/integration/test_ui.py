@@ -173,7 +173,7 @@ def _latest_delivery(instance, day: str) -> tuple[str, dict[str, Any]]:
 def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
     stack: Stack, dagster_db: str, tmp_path: Path
 ) -> None:
-    from dagster import BulkActionStatus, DagsterRunStatus, RunsFilter
+    from dagster import DagsterRunStatus, RunsFilter
 
     started = time.monotonic()
     primary = stack.admin("PRIMARY")
@@ -235,12 +235,12 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
             assert rerun.tags["dagster/partition"] == DAY
             backfill = _wait(
                 lambda: (b := instance.get_backfill(backfill_id)) is not None
-                and b.status != BulkActionStatus.REQUESTED
+                and b.status.value != "REQUESTED"
                 and b,
                 RUN_TIMEOUT,
                 "the UI's backfill",
             )
-            assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, server.tail()
+            assert backfill.status.value == "COMPLETED_SUCCESS", server.tail()
             backfill_runs = instance.get_runs(
                 filters=RunsFilter(tags={"dagster/backfill": backfill_id})
             )
