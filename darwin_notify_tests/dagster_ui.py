@@ -242,6 +242,18 @@ class UIPage:
                     raise
                 time.sleep(2 * attempt)
 
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """A step of a scenario: a screenshot of the page as it was when the step failed."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.shot(f"failed-{name}")
+            except Exception:  # noqa: BLE001 - the step's own error is the one to report
+                pass
+            raise
+
     def shot(self, name: str) -> Path:
         path = self.shots / f"{len(self.saved) + 1:02d}-{name}.png"
         self.page.screenshot(path=str(path))

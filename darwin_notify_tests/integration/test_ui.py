@@ -28,6 +28,7 @@ import pytest
 from darwin_notify_assets.defs.notifications.partitions import (
     WINDOWS_TAG,
     notification_days_for,
+    windows_of_run,
 )
 from darwin_notify_assets.domain.pipeline import Runtime
 from darwin_notify_assets.sample import seed
@@ -144,13 +145,9 @@ def _in_flight(instance) -> list:
 
 def _deliveries(instance) -> list[tuple[str, dict[str, Any]]]:
     """Every delivery_log materialization, newest first: (run id, partition and metadata)."""
-    from dagster import AssetKey, DagsterEventType, EventRecordsFilter
+    from dagster import AssetKey
 
-    records = instance.get_event_records(
-        EventRecordsFilter(
-            event_type=DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey("delivery_log")
-        )
-    )
+    records = instance.fetch_materializations(AssetKey("delivery_log"), limit=1000).records
     out = []
     for record in sorted(records, key=lambda r: r.storage_id, reverse=True):
         materialization = record.asset_materialization
@@ -197,6 +194,12 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
     primary.close()
     email_before_ui, sms_before_ui = (len(r) for r in _sent_records(stack))
     assert email_before_ui > email_start, "the first windows must have sent email"
+    rt = Runtime.from_settings(settings)
+    try:
+        # Where the sensor will continue from (it has no cursor yet).
+        assert rt.store.last_window() == windows[1].partition_key
+    finally:
+        rt.close()
 
     server = DagsterServer(
         stack.tmp / "dagster_home", stack.tmp / "dagster-dev.log", dict(os.environ)
@@ -211,7 +214,8 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
             return runs[0] if runs else None
 
         first = _wait(sensor_run, 180, "the sensor's first run")
-        assert first.tags[WINDOWS_TAG].startswith(f"{windows[2].start:%H:%M}.."), first.tags
+        covered = windows_of_run(DAY, first.tags[WINDOWS_TAG], 5, datetime.max, timedelta(0))
+        assert covered[0] == windows[2] and len(covered) == 24, first.tags
         sensor = _wait(lambda: _finished(instance, first.run_id), RUN_TIMEOUT, "the sensor's run")
         assert sensor.status == DagsterRunStatus.SUCCESS, server.tail()
         sensor_md = _delivery_metadata(instance, sensor.run_id)
@@ -222,12 +226,17 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
 
         with chromium() as browser:
             ui = UIPage(browser, server.url, _screenshots(tmp_path), on_shot=_announce)
-            _lineage(ui)
-            _partition(ui, sensor.run_id, sensor_md, settings)
-            _checks(ui)
-            rerun_id = _launch_rerun(ui, windows[0].start.strftime("%H:%M"))
+            with ui.step("lineage"):
+                _lineage(ui)
+            with ui.step("partition"):
+                _partition(ui, sensor.run_id, sensor_md, settings)
+            with ui.step("checks"):
+                _checks(ui)
+            with ui.step("rerun"):
+                rerun_id = _launch_rerun(ui, windows[0].start.strftime("%H:%M"))
             tag = f"{windows[0].start:%H:%M}..{windows[2].start:%H:%M}"
-            backfill_id = _launch_backfill(ui, instance, DAY, NEXT_DAY, tag)
+            with ui.step("backfill"):
+                backfill_id = _launch_backfill(ui, instance, DAY, NEXT_DAY, tag)
 
             rerun = _wait(lambda: _finished(instance, rerun_id), RUN_TIMEOUT, "the UI's rerun")
             assert rerun.status == DagsterRunStatus.SUCCESS, server.tail()
@@ -248,7 +257,8 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
             assert all(r.status == DagsterRunStatus.SUCCESS for r in backfill_runs)
             assert all(r.tags[WINDOWS_TAG] == tag for r in backfill_runs)
 
-            _runs_page(ui, rerun_id, backfill_id, [r.run_id for r in backfill_runs])
+            with ui.step("runs"):
+                _runs_page(ui, rerun_id, backfill_id, [r.run_id for r in backfill_runs])
             for run in [rerun, *backfill_runs]:
                 md = _delivery_metadata(instance, run.run_id)
                 assert md["sent_in_this_run"] == 0, (run.tags, md)
@@ -256,7 +266,8 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
             for day in (DAY, NEXT_DAY):
                 run_id, md = _latest_delivery(instance, day)
                 assert run_id in {rerun_id, *(r.run_id for r in backfill_runs)}
-                _reran_partition(ui, day, run_id, md)
+                with ui.step(f"partition-{day}"):
+                    _reran_partition(ui, day, run_id, md)
 
         # Whatever the daemon started by itself (the sensor, the hourly reconciliation)
         # finishes before the server stops, so no run is cut off half way.
@@ -407,9 +418,12 @@ def _launch_backfill(ui: UIPage, instance, first: str, last: str, windows: str) 
     page.get_by_role("button", name=re.compile("Materialize all")).click()
     dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
     dialog.get_by_text("Partition selection").wait_for()
+    # The dialog offers the last 90 days first; the range must be picked from all of them.
+    dialog.get_by_role("button", name=re.compile("Last 90 days|All time")).wait_for()
     show_all = dialog.get_by_role("button", name="Show all partitions")
     if show_all.count():
         show_all.click()
+    dialog.get_by_role("button", name=re.compile("All time")).wait_for()
     selection = dialog.locator("input[type=text]").first
     selection.fill(f"[{first}...{last}]")
     selection.press("Enter")
