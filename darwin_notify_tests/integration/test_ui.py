@@ -34,6 +34,7 @@ from darwin_notify_assets.domain.pipeline import Runtime
 from darwin_notify_assets.sample import seed
 from darwin_notify_assets.sample.demo import DEMO_START
 from darwin_notify_assets.storage.store import MessageStatus
+from darwin_notify_tests import services as shared
 from darwin_notify_tests.dagster_ui import (
     DagsterServer,
     UIPage,
@@ -72,19 +73,36 @@ def _admin_connection(env: dict[str, str]):
 
 
 @pytest.fixture
-def dagster_db(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A Dagster storage database of this test's own: the UI shows only its runs, and the
-    sensor starts without a cursor of an earlier test."""
-    name = f"dagster_ui_{uuid.uuid4().hex[:8]}"
+def own_services(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Dagster storage, a notification store and provider sinks of this test's own, on the
+    stack's clusters: the UI shows only this test's runs, the sensor starts without a cursor
+    of an earlier test, and the sinks count only this test's sends (the shared sinks also
+    record whatever else runs on the machine)."""
+    suffix = uuid.uuid4().hex[:8]
+    databases = {"DAGSTER_PG_DB": f"dagster_ui_{suffix}", "store": f"notify_store_ui_{suffix}"}
     conn = _admin_connection(stack.env)
+    sinks: list = []
     try:
         with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}" OWNER {PIPELINE_ROLE}')
-        monkeypatch.setenv("DAGSTER_PG_DB", name)
-        yield name
+            for name in databases.values():
+                cur.execute(f'CREATE DATABASE "{name}" OWNER {PIPELINE_ROLE}')
+        head, _, _ = stack.env["DARWIN_NOTIFY_STORE_URL"].rpartition("/")
+        overrides = {
+            "DAGSTER_PG_DB": databases["DAGSTER_PG_DB"],
+            "DARWIN_NOTIFY_STORE_URL": f"{head}/{databases['store']}",
+        }
+        sinks, sink_env = shared.start_sinks(tmp_path / "sinks")
+        overrides.update(sink_env)
+        for name, value in overrides.items():
+            monkeypatch.setenv(name, value)
+            stack.env[name] = value
+        stack.reset_store()
+        yield
     finally:
+        shared.stop_processes(sinks)
         with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in databases.values():
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
 
 
@@ -125,6 +143,15 @@ def _email_key(record: dict[str, Any]) -> str:
 def _sms_identity(record: dict[str, Any]) -> tuple[str, str]:
     to = record.get("to")
     return (to[0] if isinstance(to, list) else to, record.get("body", ""))
+
+
+def _store_counts(settings, partition_key: str) -> dict[str, int]:
+    rt = Runtime.from_settings(settings)
+    try:
+        counts = rt.store.status_counts(partition_key)
+    finally:
+        rt.close()
+    return {str(k): v for k, v in counts.items()} | {"sent": counts.get(MessageStatus.SENT, 0)}
 
 
 def _finished(instance, run_id: str):
@@ -168,7 +195,7 @@ def _latest_delivery(instance, day: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
-    stack: Stack, dagster_db: str, tmp_path: Path
+    stack: Stack, own_services: None, tmp_path: Path
 ) -> None:
     from dagster import DagsterRunStatus, RunsFilter
 
@@ -220,9 +247,13 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
         assert sensor.status == DagsterRunStatus.SUCCESS, server.tail()
         sensor_md = _delivery_metadata(instance, sensor.run_id)
         assert sensor_md["partition"] == DAY
-        assert sensor_md["sent_in_this_run"] > 0, "the third window had sends for the sensor"
         email_after_sensor, sms_after_sensor = (len(r) for r in _sent_records(stack))
-        assert email_after_sensor + sms_after_sensor > email_before_ui + sms_before_ui
+        sensor_sends = email_after_sensor + sms_after_sensor - email_before_ui - sms_before_ui
+        third = _store_counts(settings, windows[2].partition_key)
+        assert sensor_md["sent_in_this_run"] > 0 and sensor_sends == third["sent"], (
+            f"the third window's sends are the sensor run's: run metadata {sensor_md}, "
+            f"store {third}, {sensor_sends} new provider requests"
+        )
 
         with chromium() as browser:
             ui = UIPage(browser, server.url, _screenshots(tmp_path), on_shot=_announce)
