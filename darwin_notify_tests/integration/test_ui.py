@@ -100,10 +100,15 @@ def own_services(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         yield
     finally:
         shared.stop_processes(sinks)
-        with conn.cursor() as cur:
-            for name in databases.values():
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+        # A fresh connection: the store cluster may have been restarted meanwhile.
+        conn = _admin_connection(stack.env)
+        try:
+            with conn.cursor() as cur:
+                for name in databases.values():
+                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            conn.close()
 
 
 def _screenshots(tmp_path: Path) -> Path:
