@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -62,35 +63,73 @@ NEXT_DAY = (DEMO_START + timedelta(days=1)).strftime("%Y-%m-%d")
 RUN_TIMEOUT = 600
 
 
-def _admin_connection(env: dict[str, str]):
+def _admin_connection(url: str, database: str = "postgres"):
+    """psycopg2 as the clusters' superuser (autocommit), at ``url``'s host and port."""
     import psycopg2
 
+    parsed = urlsplit(url)
     conn = psycopg2.connect(
-        host=env["DAGSTER_PG_HOST"], port=env["DAGSTER_PG_PORT"], user="postgres", dbname="postgres"
+        host=parsed.hostname, port=parsed.port, user="postgres", dbname=database
     )
     conn.autocommit = True
     return conn
 
 
+def _with_database(url: str, database: str) -> str:
+    head, _, _ = url.rpartition("/")
+    return f"{head}/{database}"
+
+
 @pytest.fixture
 def own_services(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Dagster storage, a notification store and provider sinks of this test's own, on the
-    stack's clusters: the UI shows only this test's runs, the sensor starts without a cursor
-    of an earlier test, and the sinks count only this test's sends (the shared sinks also
-    record whatever else runs on the machine)."""
+    """A source database (on the primary, streamed to the standby), a notification store, a
+    Dagster storage and provider sinks of this test's own, on the stack's clusters. The UI
+    shows only this test's runs, the sensor starts without a cursor of an earlier test and
+    sees only this test's changes, and the sinks count only this test's sends: the shared
+    ones also record whatever else runs on the machine."""
     suffix = uuid.uuid4().hex[:8]
-    databases = {"DAGSTER_PG_DB": f"dagster_ui_{suffix}", "store": f"notify_store_ui_{suffix}"}
-    conn = _admin_connection(stack.env)
+    source, store, dagster = (f"{p}_ui_{suffix}" for p in ("darwin", "notify_store", "dagster"))
+    primary_url = stack.env["DARWIN_NOTIFY_PRIMARY_ADMIN_URL"]
+    store_url = (
+        f"postgresql://postgres@{stack.env['DAGSTER_PG_HOST']}:{stack.env['DAGSTER_PG_PORT']}/"
+    )
+    created: list[tuple[str, str]] = []
     sinks: list = []
     try:
-        with conn.cursor() as cur:
-            for name in databases.values():
-                cur.execute(f'CREATE DATABASE "{name}" OWNER {PIPELINE_ROLE}')
-        head, _, _ = stack.env["DARWIN_NOTIFY_STORE_URL"].rpartition("/")
+        conn = _admin_connection(primary_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{source}"')
+        finally:
+            conn.close()
+        created.append((primary_url, source))
+        conn = _admin_connection(primary_url, source)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"GRANT USAGE ON SCHEMA public TO {PIPELINE_ROLE}")
+                cur.execute(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public "
+                    f"GRANT SELECT ON TABLES TO {PIPELINE_ROLE}"
+                )
+        finally:
+            conn.close()
+        conn = _admin_connection(store_url)
+        try:
+            with conn.cursor() as cur:
+                for name in (store, dagster):
+                    cur.execute(f'CREATE DATABASE "{name}" OWNER {PIPELINE_ROLE}')
+                    created.append((store_url, name))
+        finally:
+            conn.close()
         overrides = {
-            "DAGSTER_PG_DB": databases["DAGSTER_PG_DB"],
-            "DARWIN_NOTIFY_STORE_URL": f"{head}/{databases['store']}",
+            "DAGSTER_PG_DB": dagster,
+            "DARWIN_NOTIFY_STORE_URL": _with_database(stack.env["DARWIN_NOTIFY_STORE_URL"], store),
         }
+        for name in ("DARWIN_NOTIFY_REPLICA_URL", "DARWIN_NOTIFY_PRIMARY_ADMIN_URL"):
+            overrides[name] = _with_database(stack.env[name], source)
+        overrides["DARWIN_NOTIFY_REPLICA_ADMIN_URL"] = _with_database(
+            stack.env["DARWIN_NOTIFY_REPLICA_ADMIN_URL"], source
+        )
         sinks, sink_env = shared.start_sinks(tmp_path / "sinks")
         overrides.update(sink_env)
         for name, value in overrides.items():
@@ -100,15 +139,14 @@ def own_services(stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         yield
     finally:
         shared.stop_processes(sinks)
-        conn.close()
-        # A fresh connection: the store cluster may have been restarted meanwhile.
-        conn = _admin_connection(stack.env)
-        try:
-            with conn.cursor() as cur:
-                for name in databases.values():
+        # Fresh connections: a cluster may have been restarted meanwhile.
+        for url, name in reversed(created):
+            conn = _admin_connection(url)
+            try:
+                with conn.cursor() as cur:
                     cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            conn.close()
+            finally:
+                conn.close()
 
 
 def _screenshots(tmp_path: Path) -> Path:
