@@ -462,6 +462,7 @@ def _launch_rerun(ui: UIPage, window: str) -> str:
     dialog.get_by_placeholder("Tag Key").last.fill(WINDOWS_TAG)
     dialog.get_by_placeholder("Tag Value").last.fill(window)
     dialog.get_by_role("button", name="Apply").click()
+    dialog.wait_for(state="hidden")
     _wait(lambda: f"{WINDOWS_TAG}: {window}" in _tag_texts(ui), 30, "the windows tag", 0.5)
     ui.shot("launchpad-rerun")
     assert "No errors" in ui.text()
