@@ -22,7 +22,8 @@ from typing import Any
 from benchmarks.instrument import peak_rss_mb
 from darwin_notify_assets.config import SENDGRID_API_KEY_ENV, TWILIO_AUTH_TOKEN_ENV, Settings
 from darwin_notify_assets.delivery.senders import SendGridSender, TwilioSmsSender
-from darwin_notify_assets.domain.detect import events_for_row, plan_reads
+from darwin_notify_assets.domain.detect import decide_rows, plan_reads
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
     RenderError,
     address_for,
@@ -35,7 +36,7 @@ from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import ProviderError
 from darwin_notify_assets.storage.db import Database, connect
 from darwin_notify_assets.storage.replica import ReplicaReader
-from darwin_notify_assets.storage.store import MessageStatus, OutboundMessage, dumps, jsonable_row
+from darwin_notify_assets.storage.store import OutboundMessage, dumps, jsonable_row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS naive_snapshot (
@@ -178,7 +179,8 @@ class NaivePipeline:
             _, plan, row = item
             record_id = int(row[plan.key])
             previous = self.snapshot(plan.table, record_id) if plan.keep_snapshot else None
-            events, _ = events_for_row(plan, row, previous, window, read_from)
+            previous_by_id = {record_id: previous} if previous is not None else {}
+            events = decide_rows(plan, [row], previous_by_id, window, read_from).fired
             if plan.keep_snapshot:
                 self.save_snapshot(plan.table, record_id, row)
             fired = [(e, row) for e in events]
@@ -293,7 +295,8 @@ class NaivePipeline:
             if not recipient.get(flag):
                 return MessageStatus.SUPPRESSED, "not opted in", {}
         try:
-            to_address = address_for(s.channel, recipient)
+            model = self.reader.model
+            to_address = address_for(s.channel, recipient, model.recipients[kind])
         except ValueError as exc:
             return MessageStatus.SUPPRESSED, str(exc), {}
         context: dict[str, Any] = dict(record)

@@ -9,7 +9,6 @@ STATUS_KEYS = (
     "failed",
     "unknown",
     "suppressed",
-    "deferred",
     "render_failed",
 )
 WATCHED = ("People", "Property", "Deal", "DeletedRecord")

@@ -199,12 +199,22 @@ class BenchStack:
         return connect(self.replica_admin_url)
 
     # -- databases ------------------------------------------------------------------------------
-    def create_databases(self) -> None:
-        """The run's source database on the primary and its store databases."""
+    def create_databases(self, index_reads_only: bool = False) -> None:
+        """The run's source database on the primary and its store databases.
+
+        Args:
+            index_reads_only: Tell the planner to read the source tables through an index
+                wherever one can serve the statement (``enable_seqscan`` off for the source
+                database, which the standby replays). On tables of a few hundred rows the
+                planner rightly prefers sequential scans; with this, a sequential scan that
+                remains is a statement no index can serve.
+        """
         admin = connect(with_database(self.env["DARWIN_NOTIFY_PRIMARY_ADMIN_URL"], "postgres"))
         try:
             admin.conn.autocommit = True
             admin.execute(f"CREATE DATABASE {self.source_db}").close()
+            if index_reads_only:
+                admin.execute(f"ALTER DATABASE {self.source_db} SET enable_seqscan = off").close()
         finally:
             admin.close()
         db = self.primary()

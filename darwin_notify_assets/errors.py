@@ -34,13 +34,27 @@ class ProviderRejected(ProviderError):
 
 
 class ProviderUnavailable(ProviderError):
-    """The provider said it did not take the message this time (429, 5xx before accepting)."""
+    """The provider did not take the message this time, and a retry cannot send it twice.
+
+    Either its answer is one its documentation says was not processed (429), or the request
+    never reached it whole (no connection, or the connection failed while it was written).
+
+    Attributes:
+        retry_after: Seconds the provider asked to wait before a retry (``Retry-After``), or
+            ``None`` when it did not say.
+    """
 
     retryable = True
 
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class ProviderOutcomeUnknown(ProviderError):
-    """The request may or may not have been accepted (timeout, connection lost mid-request)."""
+    """The request may or may not have been accepted: a timeout or a broken connection after
+    the request was written, or an answer whose meaning the provider does not document as
+    "not accepted" (500, 502, 503, 504, ...)."""
 
 
 class ReplicaBehind(DarwinNotifyError):

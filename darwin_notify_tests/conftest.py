@@ -27,18 +27,15 @@ from darwin_notify_assets.defs.notifications.runs import run_window
 from darwin_notify_assets.defs.resources import SendersResource, resources_from_env
 from darwin_notify_assets.delivery.senders import Sender
 from darwin_notify_assets.domain import detect
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.pipeline import LoadedSchedules, Runtime, load_schedules
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.sample import demo, seed
 from darwin_notify_assets.storage.db import Database, connect
 from darwin_notify_assets.storage.replica import ReplicaReader
-from darwin_notify_assets.storage.store import (
-    CandidateRow,
-    MessageStatus,
-    NotificationStore,
-    OutboundMessage,
-)
+from darwin_notify_assets.storage.store import CandidateRow, NotificationStore, OutboundMessage
 from darwin_notify_assets.testing.senders import RecordingSender
+from darwin_notify_tests.mssql.server import SKIP_REASON, server_url
 
 SEED = 7
 START = demo.DEMO_START
@@ -52,6 +49,14 @@ ASSET_CHAIN = (
     "rendered_messages",
     "delivery_log",
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of the executed T-SQL tier are skipped, and say why, when no server is named."""
+    if server_url() is None:
+        for item in items:
+            if "mssql" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
 
 
 class SenderRecorder:
@@ -267,14 +272,18 @@ def build_env(
     mp: pytest.MonkeyPatch,
     windows: int = 3,
     customize: Callable[[Database, seed.Dataset, list[seed.WindowChanges]], None] | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> EmbeddedEnv:
     """Seed darwin.db with ``SeedSize.small()``, take the baseline, return the environment.
 
     ``customize(db, dataset, changes)`` may edit darwin.db (templates, schedules, contacts)
     after the base is written and before the baseline is taken, as demo.py orders it.
+    ``extra_env`` is set after the environment is cleaned (a store on a server, say).
     """
     home.mkdir(parents=True, exist_ok=True)
     clean_environment(mp, home)
+    for name, value in (extra_env or {}).items():
+        mp.setenv(name, value)
     settings = Settings.from_env(overrides={"home": str(home)})
     source = connect(f"sqlite:///{home / 'darwin.db'}")
     seed.create_schema(source)
@@ -335,6 +344,7 @@ def make_messages(
     status: MessageStatus = MessageStatus.QUEUED,
     partition: str = PARTITION,
     prefix: str = "k",
+    channel: str = "email",
 ) -> list[int]:
     """Insert ``n`` candidates with messages in ``status``; return the message ids."""
     keys = [f"{prefix}{i}" for i in range(n)]
@@ -344,7 +354,7 @@ def make_messages(
                 candidate_key=k,
                 partition_key=partition,
                 schedule_id=1,
-                channel="email",
+                channel=channel,
                 event_id=1000 + i,
                 source_table="Property",
                 record_id=i,
@@ -368,14 +378,25 @@ def make_messages(
                 candidate_id=ids[k],
                 candidate_key=k,
                 partition_key=partition,
-                channel="email",
+                channel=channel,
                 status=status,
-                to_address=f"{k}@example.com",
-                subject="s",
-                html_body="<p>h</p>",
-                text_body="t",
+                **(
+                    dict(
+                        to_address=f"{k}@example.com",
+                        subject="s",
+                        html_body="<p>h</p>",
+                        text_body="t",
+                    )
+                    if channel == "email"
+                    else dict(
+                        to_address=f"+1312555{i:04d}",
+                        sms_body=f"t {k}",
+                        sms_encoding="GSM-7",
+                        sms_segments=1,
+                    )
+                ),
             )
-            for k in keys
+            for i, k in enumerate(keys)
         ]
     )
     rows = store.db.query(
@@ -383,7 +404,9 @@ def make_messages(
         [partition],
     )
     store.db.commit()
-    return [int(r[0]) for r in rows if r[1] in keys]
+    # in the order of the keys: an engine may number one INSERT ... SELECT's rows in any order
+    ids = {r[1]: int(r[0]) for r in rows}
+    return [ids[k] for k in keys]
 
 
 @pytest.fixture

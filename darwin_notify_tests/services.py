@@ -17,16 +17,22 @@ HINT = "start the services with `make services-up`"
 
 # The notification store's tables, children first, so a harness can drop them in order.
 STORE_TABLES = (
+    "delivery_event",
+    "message_delivery",
+    "suppression",
     "message_event",
     "message",
     "candidate",
     "change_event",
+    "change_decision",
     "record_snapshot",
     "deal_ledger",
     "listing_ledger",
     "window_agent",
     "agent_totals",
     "window_run",
+    "run_schedule",
+    "schedule_snapshot",
 )
 
 

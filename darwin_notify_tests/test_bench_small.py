@@ -1,5 +1,6 @@
 """The benchmark at a tiny size, so that it cannot rot: every part runs, the last line is the
-JSON summary, and its counts agree. No timing is asserted."""
+JSON summary, its counts agree, and no watched table is read by a sequential scan. No timing
+is asserted."""
 
 import json
 import subprocess
@@ -24,6 +25,7 @@ def test_benchmark_runs_at_a_tiny_size() -> None:
             "3",
             "--render-sample",
             "500",
+            "--index-reads-only",
         ],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -44,7 +46,11 @@ def test_benchmark_runs_at_a_tiny_size() -> None:
     assert s["sends_match"]
     # At this size the test suite's oracle is computed too: the same notifications.
     assert s["oracle_match"]
-    assert s["replica_rows_read_detect"] > 0 and s["seq_scans_watched"] >= 0
+    assert s["replica_rows_read_detect"] > 0
+    # What BENCHMARKS.md promises at full size: watched tables are read through indexes only.
+    # On this tiny run the planner is told to use an index wherever one serves, so a
+    # sequential scan here is a statement that no index can serve.
+    assert s["seq_scans_watched"] == 0, s["seq_scans"]
 
     assert detail["dagster"]["success"]
     assert detail["dagster"]["messages"] == s["notifications"]

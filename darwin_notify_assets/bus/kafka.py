@@ -1,10 +1,13 @@
 """The job bus on Apache Kafka, through kafka-python.
 
-Each job kind has its own topic, ``<prefix>.render-jobs`` and ``<prefix>.send-jobs``, keyed
-by the job's partition key so that one window's jobs land on one Kafka partition and keep
-their order. Workers of a kind form one consumer group, ``<group prefix>.<kind>``; Kafka
-spreads the topic's partitions over the group's members and moves them to the survivors when
-a member stops or dies.
+Each job kind has its own topic, ``<prefix>.render-jobs`` and ``<prefix>.send-jobs``. A
+published batch of jobs goes round robin over the topic's partitions, starting from a random
+one, so that every worker of a group gets a share of one window's jobs; the job's key (its
+window's partition key) is carried as the record key but does not choose the partition. Jobs
+are therefore not ordered, neither within a window nor across windows, and nothing relies on
+their order: a job names ids, and its handler reads their state from the store. Workers of a
+kind form one consumer group, ``<group prefix>.<kind>``; Kafka spreads the topic's partitions
+over the group's members and moves them to the survivors when a member stops or dies.
 
 Delivery is at least once. The producer is idempotent, so its own retries never write a
 message twice. A consumer commits a record's offset only after the handler returned, one

@@ -1,29 +1,30 @@
 """Senders: hand one message to a provider and say what the provider answered.
 
-A 2xx means *accepted*, not delivered. Errors follow the cause (see ``errors``): a refusal is
-permanent; a 429 or a 5xx means the provider did not take the message, so a retry is safe; a
-timeout or a connection lost mid-request means nobody knows, and the message is never resent
-automatically.
+A 2xx means *accepted*, not delivered. Errors follow the cause (see ``errors``), and only what
+the provider documents as not processed is retried: a 429, or a request that never reached the
+provider whole. A refusal (another 4xx) is permanent. Anything else (a 5xx, a timeout, a
+connection lost after the request was written) may follow a request the provider accepted:
+nobody knows, and the message is never resent automatically. ``docs/guarantees.md`` quotes
+the providers' documentation for each answer.
 """
 
-import io
+import base64
 import json
 import logging
-import urllib.error
-import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlencode
 
-from darwin_notify_assets.errors import (
-    ConfigurationError,
-    ProviderOutcomeUnknown,
-    ProviderRejected,
-    ProviderUnavailable,
-)
+from twilio.http import HttpClient
+from twilio.http.response import Response
+
+from darwin_notify_assets.delivery.transport import HttpAnswer, Transport, judge_answer
+from darwin_notify_assets.errors import ConfigurationError, ProviderRejected
 from darwin_notify_assets.storage.store import OutboundMessage
+from darwin_notify_assets.webhooks.signatures import UnsubscribeLinks, UnsubscribeTokens
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,13 @@ class FileOutboxEmailSender(Sender):
 
     channel = "email"
 
-    def __init__(self, folder: Path, from_address: str):
+    def __init__(
+        self, folder: Path, from_address: str, unsubscribe: UnsubscribeLinks | None = None
+    ):
         self.folder = Path(folder) / "email"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.from_address = from_address
+        self.unsubscribe = unsubscribe
 
     def send(self, message: OutboundMessage) -> SendResult:
         msg = EmailMessage()
@@ -67,6 +71,9 @@ class FileOutboxEmailSender(Sender):
         msg["To"] = message.to_address
         msg["Subject"] = message.subject or ""
         msg["X-Darwin-Notify-Key"] = message.candidate_key
+        if self.unsubscribe is not None and message.message_id is not None:
+            for name, value in self.unsubscribe.headers(message.message_id).items():
+                msg[name] = value
         msg.set_content(message.text_body or "")
         if message.html_body:
             msg.add_alternative(message.html_body, subtype="html")
@@ -115,15 +122,16 @@ class SendGridSender(Sender):
     """Email through SendGrid's v3 mail send API.
 
     The official client (``sendgrid``) defines the API: the host, the versioned URL, the
-    authorization and user-agent headers, and which exception each error status becomes. Its
-    own transport (``python_http_client``) builds a new urllib opener, scanning the proxy
-    environment, and opens a new connection for every request: more than half of a sender's
-    CPU per email here, and a TLS handshake per email against the real API. Requests go
-    instead through a urllib3 pool of keep-alive connections (``pool_size`` of them are kept,
-    one per sending thread).
+    authorization and user-agent headers. Its own transport (``python_http_client``) builds a
+    new urllib opener, scanning the proxy environment, and opens a new connection for every
+    request: more than half of a sender's CPU per email here, and a TLS handshake per email
+    against the real API. Requests go instead through :class:`Transport`, a pool of kept-alive
+    connections (``pool_size`` of them, one per sending thread) that tells a request never
+    written whole from one that was.
     """
 
     channel = "email"
+    provider = "SendGrid"
 
     def __init__(
         self,
@@ -132,10 +140,10 @@ class SendGridSender(Sender):
         host: str | None = None,
         timeout: float = 10.0,
         pool_size: int = 8,
+        unsubscribe: UnsubscribeLinks | None = None,
     ):
         if not api_key:
             raise ConfigurationError("the SendGrid sender needs an API key")
-        import urllib3
         from sendgrid import SendGridAPIClient
 
         kwargs = {"api_key": api_key}
@@ -144,98 +152,72 @@ class SendGridSender(Sender):
         api = SendGridAPIClient(**kwargs).client.mail.send
         self.url = api._build_url(None)
         self._headers = {**api.request_headers, "Content-Type": "application/json"}
-        self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        # The proxy environment (HTTPS_PROXY, NO_PROXY, ...) is honoured as urllib does it.
-        target = urlsplit(self.url)
-        proxy = urllib.request.getproxies().get(target.scheme)
-        if proxy and not urllib.request.proxy_bypass(target.hostname or ""):
-            self._pool = urllib3.ProxyManager(proxy, num_pools=2, maxsize=pool_size)
-        else:
-            self._pool = urllib3.PoolManager(num_pools=2, maxsize=pool_size)
+        self._transport = Transport(self.provider, self.url, timeout, pool_size)
         self.from_address = from_address
+        self.unsubscribe = unsubscribe
 
-    def payload(self, message: OutboundMessage) -> dict:
+    def payload(self, message: OutboundMessage) -> dict[str, Any]:
         content = [{"type": "text/plain", "value": message.text_body or " "}]
         if message.html_body:
             content.append({"type": "text/html", "value": message.html_body})
-        return {
+        payload: dict[str, Any] = {
             "personalizations": [{"to": [{"email": message.to_address}]}],
             "from": {"email": self.from_address},
             "subject": message.subject or "",
             "content": content,
-            # Lets the provider's events (and an auditor) be matched back to the message.
+            # Our ids only (never an address or a name): SendGrid copies custom_args into
+            # every Event Webhook event, which ties the event to the message.
             "custom_args": {
                 "darwin_notify_key": message.candidate_key,
                 "darwin_notify_message_id": str(message.message_id),
             },
         }
+        if self.unsubscribe is not None and message.message_id is not None:
+            payload["headers"] = self.unsubscribe.headers(message.message_id)
+        return payload
 
     def send(self, message: OutboundMessage) -> SendResult:
-        from python_http_client import exceptions as http
-        from urllib3 import exceptions as transport
-
         body = json.dumps(self.payload(message)).encode()
-        try:
-            response = self._pool.request(
-                "POST",
-                self.url,
-                body=body,
-                headers=self._headers,
-                timeout=self._timeout,
-                retries=False,
-                redirect=False,
-            )
-        except transport.ConnectTimeoutError as exc:
-            # Includes a refused connection: no request was sent.
-            raise ProviderUnavailable(
-                f"SendGrid did not accept a connection: {_reason(exc)}"
-            ) from None
-        except transport.ReadTimeoutError:
-            raise ProviderOutcomeUnknown("SendGrid did not answer in time") from None
-        except (transport.HTTPError, OSError) as exc:
-            raise ProviderOutcomeUnknown(
-                f"SendGrid request failed mid-way: {_reason(exc)}"
-            ) from None
-        if response.status >= 300:
-            error = http.handle_error(
-                urllib.error.HTTPError(
-                    self.url,
-                    response.status,
-                    response.reason or "",
-                    response.headers,
-                    io.BytesIO(response.data),
-                )
-            )
-            if isinstance(
-                error,
-                (
-                    http.TooManyRequestsError,
-                    http.InternalServerError,
-                    http.ServiceUnavailableError,
-                    http.GatewayTimeoutError,
-                ),
-            ):
-                raise ProviderUnavailable(f"SendGrid answered {error.status_code}")
-            body = (
-                error.body.decode(errors="replace") if isinstance(error.body, bytes) else error.body
-            )
-            raise ProviderRejected(f"SendGrid refused the message ({error.status_code}): {body}")
-        return SendResult(provider_message_id=response.headers.get("X-Message-Id") or "")
+        answer = self._transport.request("POST", self.url, body, self._headers)
+        if answer.status == 200:
+            # SendGrid: "Your message is valid, but it is not queued to be delivered"
+            # (sandbox mode only).
+            raise ProviderRejected("SendGrid answered 200: valid, but not queued to be delivered")
+        judge_answer(self.provider, answer, _sendgrid_errors(answer))
+        return SendResult(provider_message_id=answer.headers.get("X-Message-Id") or "")
 
     def close(self) -> None:
-        self._pool.clear()
+        self._transport.close()
 
 
-def _reason(exc: BaseException) -> str:
-    """The transport's reason for a failure, naming the host and port, never the headers."""
-    reason = getattr(exc, "reason", None) or exc
-    return str(reason).replace("HTTPConnectionPool", "pool").replace("HTTPSConnectionPool", "pool")
+def _sendgrid_errors(answer: HttpAnswer) -> str:
+    """The messages of SendGrid's ``{"errors": [{"message": ..., "field": ...}]}``, else the
+    start of the body."""
+    text = answer.body.decode("utf-8", errors="replace")
+    try:
+        errors = json.loads(text).get("errors")
+        return "; ".join(
+            f"{e['field']}: {e['message']}" if e.get("field") else str(e["message"]) for e in errors
+        )
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return text[:300]
+
+
+# The Twilio client's default API host; only the proxy environment is decided by it here.
+TWILIO_API = "https://api.twilio.com"
 
 
 class TwilioSmsSender(Sender):
-    """SMS through a Twilio-compatible REST API, with the official client."""
+    """SMS through a Twilio-compatible REST API.
+
+    The official client (``twilio``) builds the request (URL, parameters, authorization,
+    user agent) and reads the created Message; it sends through its documented pluggable HTTP
+    client, here one on :class:`Transport`, so that a failure says whether the request was
+    written whole and an error answer keeps its headers (``Retry-After``).
+    """
 
     channel = "sms"
+    provider = "SMS gateway"
 
     def __init__(
         self,
@@ -244,42 +226,81 @@ class TwilioSmsSender(Sender):
         from_number: str,
         base_url: str | None = None,
         timeout: float = 10.0,
+        pool_size: int = 8,
+        status_callback: str = "",
     ):
         if not account_sid or not auth_token:
             raise ConfigurationError("the SMS sender needs an account SID and an auth token")
-        from twilio.http.http_client import TwilioHttpClient
         from twilio.rest import Client
 
-        self.client = Client(
-            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout, max_retries=0)
-        )
+        base = base_url.rstrip("/") if base_url else TWILIO_API
+        self._http = _TwilioHttp(self.provider, Transport(self.provider, base, timeout, pool_size))
+        self.client = Client(account_sid, auth_token, http_client=self._http)
         if base_url:
-            self.client.api.base_url = base_url.rstrip("/")
+            self.client.api.base_url = base
         self.from_number = from_number
+        self.status_callback = status_callback
 
     def send(self, message: OutboundMessage) -> SendResult:
-        import requests
-        from twilio.base.exceptions import TwilioRestException
-
-        try:
-            sms = self.client.messages.create(
-                to=message.to_address, from_=self.from_number, body=message.sms_body or ""
-            )
-        except TwilioRestException as exc:
-            if exc.status == 429 or exc.status >= 500:
-                raise ProviderUnavailable(f"SMS gateway answered {exc.status}") from None
-            raise ProviderRejected(
-                f"SMS gateway refused the message ({exc.status}): {exc.msg}"
-            ) from None
-        except requests.exceptions.ConnectTimeout as exc:
-            raise ProviderUnavailable(f"SMS gateway did not accept a connection: {exc}") from None
-        except requests.exceptions.ConnectionError as exc:
-            if "Connection refused" in str(exc):
-                raise ProviderUnavailable(f"SMS gateway refused the connection: {exc}") from None
-            raise ProviderOutcomeUnknown(f"SMS gateway request failed mid-way: {exc}") from None
-        except requests.exceptions.Timeout as exc:
-            raise ProviderOutcomeUnknown(f"SMS gateway did not answer in time: {exc}") from None
+        extra: dict[str, Any] = {}
+        if self.status_callback and message.message_id is not None:
+            # Our id in the callback URL ties each status to the message even when the
+            # create call's answer (the SID) never reached us.
+            extra["status_callback"] = f"{self.status_callback}?m={message.message_id}"
+        sms = self.client.messages.create(
+            to=message.to_address, from_=self.from_number, body=message.sms_body or "", **extra
+        )
         return SendResult(provider_message_id=sms.sid)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class _TwilioHttp(HttpClient):  # type: ignore[misc]  # twilio ships no type hints
+    """The Twilio client's HTTP layer on :class:`Transport`: answers other than a 2xx become
+    the package's errors here, where the status and headers are still known."""
+
+    def __init__(self, provider: str, transport: Transport):
+        super().__init__(logging.getLogger("twilio.http_client"), False)
+        self.provider = provider
+        self._transport = transport
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        if params:
+            url = f"{url}?{urlencode(params, doseq=True)}"
+        headers = dict(headers or {})
+        if auth:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        body = urlencode(data or {}, doseq=True).encode()
+        answer = self._transport.request(method.upper(), url, body, headers)
+        judge_answer(self.provider, answer, _twilio_error(answer))
+        return Response(
+            answer.status, answer.body.decode("utf-8", errors="replace"), answer.headers
+        )
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+def _twilio_error(answer: HttpAnswer) -> str:
+    """``code N: message`` from Twilio's error document, else the start of the body."""
+    text = answer.body.decode("utf-8", errors="replace")
+    try:
+        error = json.loads(text)
+        return f"code {error['code']}: {error['message']}"
+    except (ValueError, TypeError, KeyError):
+        return text[:300]
 
 
 def build_senders(
@@ -294,9 +315,22 @@ def build_senders(
     sms_base_url: str = "",
     timeout: float = 10.0,
     pool_size: int = 8,
+    webhook_public_url: str = "",
+    unsubscribe_secret: str | None = None,
+    unsubscribe_mailto: str = "",
 ) -> dict[str, Sender]:
-    """SendGrid and the SMS gateway when their credentials are given, else the file outbox."""
+    """SendGrid and the SMS gateway when their credentials are given, else the file outbox.
+
+    With an unsubscribe secret, every email carries one-click unsubscribe headers pointing at
+    the webhook service; with its public URL, every SMS asks for status callbacks there."""
     outbox = Path(outbox_dir)
+    links = (
+        UnsubscribeLinks(
+            webhook_public_url, UnsubscribeTokens(unsubscribe_secret), unsubscribe_mailto
+        )
+        if unsubscribe_secret
+        else None
+    )
     email: Sender
     sms: Sender
     if sendgrid_api_key:
@@ -306,12 +340,19 @@ def build_senders(
             sendgrid_host or None,
             timeout=timeout,
             pool_size=pool_size,
+            unsubscribe=links,
         )
     else:
-        email = FileOutboxEmailSender(outbox, email_from)
+        email = FileOutboxEmailSender(outbox, email_from, links)
     if twilio_account_sid and twilio_auth_token:
+        callback = f"{webhook_public_url.rstrip('/')}/webhooks/sms/status"
         sms = TwilioSmsSender(
-            twilio_account_sid, twilio_auth_token, sms_from, sms_base_url or None, timeout=timeout
+            twilio_account_sid,
+            twilio_auth_token,
+            sms_from,
+            sms_base_url or None,
+            timeout=timeout,
+            status_callback=callback if webhook_public_url else "",
         )
     else:
         sms = FileOutboxSmsSender(outbox, sms_from)

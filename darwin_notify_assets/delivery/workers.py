@@ -22,6 +22,7 @@ from darwin_notify_assets.delivery.failpoints import (
     failpoint,
 )
 from darwin_notify_assets.delivery.senders import Sender
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
     CompiledTemplate,
     RenderError,
@@ -48,7 +49,6 @@ from darwin_notify_assets.storage.replica import ReplicaReader
 from darwin_notify_assets.storage.store import (
     AgentTotals,
     ChangeEvent,
-    MessageStatus,
     NotificationStore,
     OutboundMessage,
     RenderItem,
@@ -86,11 +86,19 @@ class RenderWorker:
         reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate | str]]]
         | None = None,
         reload_every: float = 60.0,
+        schedule_version: str = "",
+        window_snapshot: Callable[
+            [str], tuple[str, ScheduleSet, Mapping[int, CompiledTemplate | str]] | None
+        ]
+        | None = None,
     ):
         self.replica = replica
         self.store = store
         self.schedules = schedules
         self.templates = templates
+        self.schedule_version = schedule_version
+        # A standing worker renders each window with the snapshot that window was read with.
+        self.window_snapshot = window_snapshot
         self.window_minutes = window_minutes
         self.reload = reload
         self.reload_every = reload_every
@@ -114,7 +122,11 @@ class RenderWorker:
         items = self.store.load_render_items(job.ids)
         if not items:
             return 0
-        self._refresh(items)
+        snapshot = self.window_snapshot(job.partition_key) if self.window_snapshot else None
+        if snapshot is not None:
+            self.schedule_version, self.schedules, self.templates = snapshot
+        else:
+            self._refresh(items)
         data = self.fetch(items)
         messages = [self.render_one(item, data) for item in items]
         failpoint(RENDER_BEFORE_WRITE)
@@ -133,8 +145,9 @@ class RenderWorker:
             for e in events:
                 if e.event_type != "delete":
                     by_table.setdefault(e.source_table, set()).add(e.record_id)
-        # Contacts who receive and People records that changed come in one statement.
-        people = by_table.setdefault("People", set())
+        model = self.replica.model
+        # Contacts who receive and contact records that changed come in one statement.
+        people = by_table.setdefault(model.contact.table, set())
         people.update(c for c in contact_ids if c is not None)
         records = {}
         for table, ids in by_table.items():
@@ -144,14 +157,27 @@ class RenderWorker:
                 records[(table, rid)] = jsonable_row(row)
         agents = {
             k: jsonable_row(v)
-            for k, v in self.replica.fetch_by_ids("Agent", sorted(agent_ids)).items()
+            for k, v in self.replica.fetch_by_ids(
+                model.agent.table, sorted(agent_ids), model.agent.key
+            ).items()
         }
-        office_ids = {a.get("OfficeID") for a in agents.values() if a.get("OfficeID") is not None}
-        offices = {
-            k: jsonable_row(v)
-            for k, v in self.replica.fetch_by_ids("Office", sorted(office_ids)).items()
+        office_rel = model.relations.agent_office
+        offices: dict[int, dict[str, Any]] = {}
+        if office_rel is not None:
+            office_ids = {
+                a.get(office_rel.column)
+                for a in agents.values()
+                if a.get(office_rel.column) is not None
+            }
+            offices = {
+                k: jsonable_row(v)
+                for k, v in self.replica.fetch_by_ids(
+                    office_rel.to, sorted(int(i) for i in office_ids if i is not None)
+                ).items()
+            }
+        contacts = {
+            rid: row for (table, rid), row in records.items() if table == model.contact.table
         }
-        contacts = {rid: row for (table, rid), row in records.items() if table == "People"}
         totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
         totals = self.store.totals(totals_ids) if totals_ids else {}
         return RenderContextData(records, agents, offices, contacts, totals, digests)
@@ -180,6 +206,7 @@ class RenderWorker:
                 channel=item.channel,
                 status=status,
                 reason=reason,
+                schedule_version=self.schedule_version or None,
                 **fields,
             )
 
@@ -216,7 +243,8 @@ class RenderWorker:
                     MessageStatus.RENDER_FAILED,
                     f"agent {item.agent_id} of {item.source_table} {item.record_id} not found",
                 )
-            if recipient.get("IsActive") in (False, 0):
+            active = self.replica.model.agent.active
+            if active and recipient.get(active) in (False, 0):
                 return outcome(MessageStatus.SUPPRESSED, f"agent {item.agent_id} is inactive")
         else:
             recipient = (
@@ -227,14 +255,17 @@ class RenderWorker:
                     MessageStatus.RENDER_FAILED,
                     f"contact {item.recipient_id} not found on the replica",
                 )
-            flag = "EmailOptIn" if item.channel == Channel.EMAIL else "SmsOptIn"
-            if not recipient.get(flag):
+            flag = self.replica.model.contact.opt_in_column(str(item.channel))
+            if flag and not recipient.get(flag):
                 return outcome(
                     MessageStatus.SUPPRESSED,
                     f"contact {item.recipient_id} has not opted in ({flag} is off)",
                 )
         try:
-            to_address = address_for(item.channel, recipient)
+            kind = self.replica.model.recipients[
+                "agent" if item.recipient_kind == "agent" else "contact"
+            ]
+            to_address = address_for(item.channel, recipient, kind)
         except ValueError as exc:
             return outcome(MessageStatus.SUPPRESSED, str(exc))
         context = self.context(item, schedule, record, agent, recipient, data)
@@ -269,7 +300,9 @@ class RenderWorker:
         data: RenderContextData,
     ) -> dict[str, Any]:
         window = _window(item.partition_key, self.window_minutes)
-        office = data.offices.get(agent.get("OfficeID")) if agent else None
+        office_rel = self.replica.model.relations.agent_office
+        office_id = agent.get(office_rel.column) if agent and office_rel else None
+        office = data.offices.get(int(office_id)) if office_id is not None else None
         context: dict[str, Any] = dict(record)
         context.update(
             record=record,
@@ -330,14 +363,34 @@ def _window(partition_key: str, minutes: int) -> Window:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries only when the provider is known not to have accepted the message."""
+    """Retries only when the provider is known not to have accepted the message.
+
+    Attributes:
+        attempts: Provider calls per message, the first included.
+        base_delay: Seconds before the first retry; doubled for each further one.
+        max_delay: The longest backoff.
+        max_retry_after: The longest ``Retry-After`` a worker waits for, holding its claim;
+            a provider that asks for longer gets no retry before then, and the message is
+            ``failed`` (never accepted). Well below the claim's expiry
+            (``DARWIN_NOTIFY_SENDING_EXPIRY_SECONDS``).
+    """
 
     attempts: int = 3
     base_delay: float = 0.5
     max_delay: float = 5.0
+    max_retry_after: float = 30.0
 
     def delay(self, attempt: int) -> float:
-        return min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return float(min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
+
+    def wait(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before the next attempt, never sooner than the provider asked;
+        ``None`` when the provider asked for longer than a worker waits."""
+        if retry_after is None:
+            return self.delay(attempt)
+        if retry_after > self.max_retry_after:
+            return None
+        return max(self.delay(attempt), retry_after)
 
 
 class SendWorker:
@@ -397,7 +450,16 @@ class SendWorker:
                         f"{exc} (after {attempt} attempts; never accepted)",
                         None,
                     )
-                self.sleep(self.retry.delay(attempt))
+                wait = self.retry.wait(attempt, exc.retry_after)
+                if wait is None:
+                    return (
+                        message.message_id,
+                        MessageStatus.FAILED,
+                        f"{exc} (asked to retry after {exc.retry_after:g} s, longer than a "
+                        f"worker waits; after {attempt} attempts; never accepted)",
+                        None,
+                    )
+                self.sleep(wait)
                 attempt += 1
             except ProviderRejected as exc:
                 return message.message_id, MessageStatus.FAILED, str(exc), None

@@ -6,7 +6,6 @@ broken template is reported once, by name.
 """
 
 import functools
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,25 +18,11 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from darwin_notify_assets.domain.model import Recipient
 from darwin_notify_assets.domain.schedules import Channel, ScheduleSet, Template
+from darwin_notify_assets.domain.sms import sms_segments
 
 DEFAULT_PHONE_REGION = "US"
-
-# GSM 03.38 basic character set, and the extension table (two septets each).
-GSM7_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENSION = set("^{}\\[~]|€\f")
-
-
-def sms_segments(body: str) -> tuple[str, int]:
-    """``(encoding, segments)`` for an SMS body."""
-    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in body):
-        septets = sum(2 if ch in GSM7_EXTENSION else 1 for ch in body)
-        return "GSM-7", 1 if septets <= 160 else math.ceil(septets / 153)
-    units = len(body.encode("utf-16-le")) // 2
-    return "UCS-2", 1 if units <= 70 else math.ceil(units / 67)
 
 
 def money(value: Any) -> str:
@@ -142,7 +127,7 @@ def compile_templates(
 
 def _render(template: Any, context: Mapping[str, Any], name: str, part: str) -> str:
     try:
-        return template.render(context)
+        return str(template.render(context))
     except TemplateError as exc:
         raise RenderError(f"template {name!r} ({part}): {exc.message or exc}") from None
     except Exception as exc:  # noqa: BLE001 - a filter or value raised: this message only
@@ -225,7 +210,8 @@ def _valid_phone(number: str, region: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def address_for(channel: str, person: Mapping[str, Any]) -> str:
+def address_for(channel: str, person: Mapping[str, Any], recipient: Recipient) -> str:
+    """The person's address on ``channel``, from the columns the source model names."""
     if channel == Channel.EMAIL:
-        return check_email(person.get("Email"))
-    return check_phone(person.get("MobilePhone"))
+        return check_email(person.get(recipient.email))
+    return check_phone(person.get(recipient.phone))

@@ -14,15 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from darwin_notify_assets.config import Settings
 from darwin_notify_assets.domain.audit import audit_report, rendered_count
 from darwin_notify_assets.domain.detect import baseline
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
+from darwin_notify_assets.domain.privacy import mask_text
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.db import connect
-from darwin_notify_assets.storage.store import MessageStatus
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 DEMO_START = datetime(2026, 3, 2, 14, 0)
 
@@ -48,7 +52,7 @@ class DemoOptions:
     size: str = "demo"
 
 
-def _dagster_instance(home: Path):
+def _dagster_instance(home: Path) -> "DagsterInstance":
     from dagster import DagsterInstance
 
     dagster_home = home / "dagster_home"
@@ -205,7 +209,7 @@ def _audit(settings: Settings, partitions: list[str]) -> dict[str, Any]:
         "missed": sum(len(w.missed) for w in report.windows),
         "unknown": sum(len(w.unknown) for w in report.windows),
         "reasons": [
-            f"{m['candidate_key']}: {m['status']} ({m['reason']})"
+            f"{m['candidate_key']}: {m['status']} ({mask_text(m['reason'] or '')})"
             for w in report.windows
             for m in w.not_sent
             if m["status"] != MessageStatus.SUPPRESSED

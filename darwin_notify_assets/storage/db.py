@@ -1,7 +1,8 @@
 """DB-API connections for the three dialects, chosen by a URL.
 
 One code path speaks DB-API with ``?`` parameters to sqlite3 (the embedded default) and to
-pyodbc (SQL Server in production, PostgreSQL through psqlODBC in the integration tier).
+pyodbc (SQL Server in production, PostgreSQL through psqlODBC in the integration tier); what
+each database needs said differently is its dialect object (``storage/dialects.py``).
 
 URLs:
     ``sqlite:///path/to/file.db``
@@ -12,27 +13,24 @@ A password never sits in a URL: it is read from the environment variable the cal
 so that it never reaches logs, metadata or error messages.
 """
 
+import logging
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from darwin_notify_assets.errors import ConfigurationError, ReadOnlyViolation
+from darwin_notify_assets.storage.dialects import Dialect, dialect_for, odbc_value
+from darwin_notify_assets.storage.sqlfiles import read_queries, split_script
 
-# Bound parameters per statement, kept well under each driver's limit
-# (SQL Server 2,100; psqlODBC lost synchronization above ~7,200).
-MAX_PARAMS = {"sqlite": 30000, "postgresql": 6000, "mssql": 2000}
-
-# SQLite keeps timestamps as text of one fixed width, so they compare in time order.
-SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-
-# Debian registers the driver with CommLog=1, which logs every connection under /tmp.
-_PG_ODBC_OPTIONS = "Protocol=7.4-1;BoolsAsChar=0;UseDeclareFetch=1;Fetch=5000;CommLog=0;Debug=0"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,104 +80,32 @@ class DatabaseUrl:
         return f"{self.dialect}://{self.user}@{self.host}{port}/{self.database}"
 
 
-def odbc_connection_string(url: DatabaseUrl, password: str | None, read_only: bool) -> str:
-    opts = dict(url.options)
-    if url.dialect == "postgresql":
-        parts = [
-            "DRIVER={" + opts.get("driver", "PostgreSQL Unicode") + "}",
-            f"SERVER={url.host}",
-            f"PORT={url.port or 5432}",
-            f"DATABASE={url.database}",
-            f"UID={url.user}",
-            _PG_ODBC_OPTIONS,
-        ]
-        if password:
-            parts.append("PWD={" + password + "}")
-        # Results stream through cursors (UseDeclareFetch), and the planner would plan a
-        # cursor for its first 10% of rows, preferring sequential scans over index ranges.
-        settings = ["SET cursor_tuple_fraction TO 1"]
-        if read_only:
-            # psqlODBC ignores pyodbc's readonly flag; a session default is what holds.
-            settings.append("SET default_transaction_read_only TO on")
-        parts.append("ConnSettings={" + ";".join(settings) + "}")
-        return ";".join(parts)
-    parts = [
-        "DRIVER={" + opts.get("driver", "ODBC Driver 18 for SQL Server") + "}",
-        f"SERVER={url.host},{url.port or 1433}",
-        f"DATABASE={url.database}",
-        f"UID={url.user}",
-        f"Encrypt={opts.get('encrypt', 'yes')}",
-        f"TrustServerCertificate={opts.get('trustservercertificate', 'no')}",
-    ]
-    if password:
-        parts.append("PWD={" + password + "}")
-    if read_only:
-        # Routes to a readable secondary of an availability group and refuses writes there.
-        parts.append("ApplicationIntent=ReadOnly")
-    return ";".join(parts)
+_PWD = re.compile(r"PWD=\{(?:[^}]|\}\})*\}")
 
 
-# Rows per statement when PostgreSQL rows travel as one array parameter per column.
-PG_ARRAY_ROWS = 5000
-
-
-def _pg_name(identifier: str) -> str:
-    """A column's name in the catalog, from the identifier as written in SQL."""
-    if identifier.startswith('"') and identifier.endswith('"'):
-        return identifier[1:-1].replace('""', '"')
-    return identifier.lower()
-
-
-def pg_array(values: Sequence[Any]) -> str:
-    """A PostgreSQL array literal of ``values`` (its element type comes from the cast)."""
-    out = []
-    append = out.append
-    for v in values:
-        kind = type(v)
-        if kind is str:  # the common cases first: this runs for every value of every row
-            append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
-        elif v is None:
-            append("NULL")
-        elif kind is int:
-            append(str(v))
-        else:
-            append(_pg_element(v))
-    return "{" + ",".join(out) + "}"
-
-
-def _pg_element(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, int | Decimal):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return f'"{value.isoformat(sep=" ")}"'
-    if isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError("binary values are not sent as array elements")
-    text = str(value)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def masked(connection_string: str) -> str:
+    """A connection string as it may be logged: the password replaced by ``***``."""
+    return _PWD.sub("PWD=***", connection_string)
 
 
 class Database:
-    """A DB-API connection plus the little each dialect needs said differently."""
+    """A DB-API connection and its dialect object."""
 
     def __init__(self, conn: Any, dialect: str, url: DatabaseUrl, read_only: bool):
         self.conn = conn
         self.dialect = dialect
+        self.sql_dialect: Dialect = dialect_for(dialect)
         self.url = url
         self.read_only = read_only
-        self.max_params = MAX_PARAMS[dialect]
-        self._column_types: dict[str, dict[str, str]] = {}
+        self._depth = 0
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
         return f"Database({self.url}, {mode})"
+
+    @property
+    def max_params(self) -> int:
+        return self.sql_dialect.max_params
 
     # -- statements ---------------------------------------------------------------------------
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -187,22 +113,25 @@ class Database:
         cur.execute(sql, tuple(params))
         return cur
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self.execute(sql, params)
-        rows = cur.fetchall()
-        cur.close()
+        try:
+            _, rows = self.sql_dialect.result(cur)
+        finally:
+            cur.close()
         return [tuple(r) for r in rows]
 
     def query_dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cur = self.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-        cur.close()
-        return rows
+        try:
+            names, rows = self.sql_dialect.result(cur)
+        finally:
+            cur.close()
+        return [dict(zip(names, r, strict=True)) for r in rows]
 
     def stream(
         self, sql: str, params: Sequence[Any] = (), batch_size: int = 5000
-    ) -> Iterator[tuple[list[str], list[tuple]]]:
+    ) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
         """Yield ``(column_names, rows)`` in batches without buffering the whole result."""
         cur = self.execute(sql, params)
         names = [d[0] for d in cur.description]
@@ -225,6 +154,22 @@ class Database:
     def rollback(self) -> None:
         self.conn.rollback()
 
+    @contextmanager
+    def transaction(self) -> Iterator["Database"]:
+        """Commit what the block did, or roll it back if it raised. A block inside another
+        joins the outer one: only the outermost commits."""
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self.rollback()
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self.commit()
+
     def close(self) -> None:
         try:
             self.conn.close()
@@ -232,180 +177,63 @@ class Database:
             pass
 
     def run_script(self, text: str) -> None:
-        from darwin_notify_assets.storage.sqlfiles import split_script
+        with self.transaction():
+            for stmt in split_script(self.dialect, text):
+                self.execute(stmt).close()
 
-        for stmt in split_script(self.dialect, text):
-            self.execute(stmt).close()
-        self.commit()
-
-    # -- batching helpers -------------------------------------------------------------------
-    def insert_rows(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Iterable[Sequence[Any]],
-        *,
-        conflict: Sequence[str] | None = None,
+    # -- bulk statements ----------------------------------------------------------------------
+    def bulk_execute(
+        self, sql: str, rows: Iterable[Sequence[Any]], trailing: Sequence[Any] = ()
     ) -> int:
-        """Insert rows with multi-row ``VALUES`` statements; with ``conflict``, skip rows whose
-        key already exists (insert-if-absent). Returns the number of rows actually inserted.
-        """
-        rows = list(rows)
+        """Run a bulk statement (see ``storage/dialects.py``) over ``rows`` in as few
+        statements as the dialect allows; returns the rows it affected (as the driver counts
+        them: for a multi-statement T-SQL batch, its first statement's)."""
+        rows = rows if isinstance(rows, list) else list(rows)
         if not rows:
             return 0
-        if self.dialect == "postgresql":
-            keys = ", ".join(conflict) if conflict else None
-            return self._pg_insert_arrays(
-                table, columns, rows, f"ON CONFLICT ({keys}) DO NOTHING" if keys else ""
-            )
-        width = len(columns)
-        per_stmt = max(1, min(1000, self.max_params // width))
-        collist = ", ".join(columns)
-        inserted = 0
-        for start in range(0, len(rows), per_stmt):
-            chunk = rows[start : start + per_stmt]
-            values = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * len(chunk))
-            params = [v for row in chunk for v in row]
-            sql = self._insert_sql(table, collist, values, columns, conflict)
-            cur = self.execute(sql, params)
-            count = cur.rowcount
-            cur.close()
-            inserted += count if count is not None and count >= 0 else len(chunk)
-        return inserted
+        affected = 0
+        for text, params, n in self.sql_dialect.bulk_statements(sql, rows, trailing):
+            cur = self.execute(text, params)
+            try:
+                count = cur.rowcount
+                self.sql_dialect.finish(cur)
+            finally:
+                cur.close()
+            affected += count if count is not None and count >= 0 else n
+        return affected
 
-    def upsert_rows(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Iterable[Sequence[Any]],
-        *,
-        key: Sequence[str],
-    ) -> int:
-        """Insert rows, replacing the non-key columns of rows whose key already exists."""
-        rows = list(rows)
+    def bulk_query(
+        self, sql: str, rows: Iterable[Sequence[Any]], trailing: Sequence[Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Like ``bulk_execute``, for a statement that returns rows; returns all of them."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        out: list[tuple[Any, ...]] = []
+        if not rows:
+            return out
+        for text, params, _ in self.sql_dialect.bulk_statements(sql, rows, trailing):
+            out += self.query(text, params)
+        return out
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Insert rows into ``table`` (identifiers as written in SQL) in bulk statements."""
+        rows = rows if isinstance(rows, list) else list(rows)
         if not rows:
             return 0
-        rest = [c for c in columns if c not in key]
-        if self.dialect == "postgresql":
-            sets = ", ".join(f"{c} = excluded.{c}" for c in rest)
-            self._pg_insert_arrays(
-                table, columns, rows, f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
-            )
-            return len(rows)
-        width = len(columns)
-        per_stmt = max(1, min(1000, self.max_params // width))
-        collist = ", ".join(columns)
-        for start in range(0, len(rows), per_stmt):
-            chunk = rows[start : start + per_stmt]
-            values = ", ".join(["(" + ", ".join(["?"] * width) + ")"] * len(chunk))
-            params = [v for row in chunk for v in row]
-            if self.dialect in ("sqlite", "postgresql"):
-                sets = ", ".join(f"{c} = excluded.{c}" for c in rest)
-                sql = (
-                    f"INSERT INTO {table} ({collist}) VALUES {values} "
-                    f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
-                )
-            else:
-                on = " AND ".join(f"t.{k} = s.{k}" for k in key)
-                sets = ", ".join(f"t.{c} = s.{c}" for c in rest)
-                sql = (
-                    f"MERGE {table} WITH (HOLDLOCK) AS t USING (VALUES {values}) AS s ({collist}) "
-                    f"ON {on} WHEN MATCHED THEN UPDATE SET {sets} "
-                    f"WHEN NOT MATCHED THEN INSERT ({collist}) VALUES "
-                    f"({', '.join('s.' + c for c in columns)});"
-                )
-            self.execute(sql, params).close()
-        return len(rows)
+        sql = self.sql_dialect.insert_statement(self, table, columns)
+        return self.bulk_execute(sql, rows)
 
-    def _pg_insert_arrays(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str
-    ) -> int:
-        """PostgreSQL: one array parameter per column, ``INSERT ... SELECT FROM unnest(...)``.
-
-        Through psqlODBC this takes about half the time of multi-row ``VALUES`` (every bound
-        parameter is a round of driver and parser work) and has no parameter limit.
-        """
-        types = self.column_types(table)
-        names = [_pg_name(c) for c in columns]
-        missing = [c for c, name in zip(columns, names, strict=True) if name not in types]
-        if missing:
-            raise ConfigurationError(f"table {table} has no column(s) {', '.join(missing)}")
-        casts = ", ".join(f"?::{types[name]}[]" for name in names)
-        collist = ", ".join(columns)
-        sql = f"INSERT INTO {table} ({collist}) SELECT * FROM unnest({casts}) {conflict}".rstrip()
-        inserted = 0
-        for start in range(0, len(rows), PG_ARRAY_ROWS):
-            chunk = rows[start : start + PG_ARRAY_ROWS]
-            params = [pg_array([row[i] for row in chunk]) for i in range(len(columns))]
-            cur = self.execute(sql, params)
-            count = cur.rowcount
-            cur.close()
-            inserted += count if count is not None and count >= 0 else len(chunk)
-        return inserted
-
-    def column_types(self, table: str) -> dict[str, str]:
-        """PostgreSQL: each column's type as SQL spells it (``character varying(64)``), by
-        column name; ``table`` as it is written in SQL (quoted or not)."""
-        if table not in self._column_types:
-            rows = self.query(
-                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-                "WHERE a.attrelid = CAST(? AS regclass) AND a.attnum > 0 AND NOT a.attisdropped",
-                [table],
-            )
-            self._column_types[table] = {name: kind for name, kind in rows}
-        return self._column_types[table]
-
-    def _insert_sql(
-        self,
-        table: str,
-        collist: str,
-        values: str,
-        columns: Sequence[str],
-        conflict: Sequence[str] | None,
-    ) -> str:
-        if not conflict:
-            return f"INSERT INTO {table} ({collist}) VALUES {values}"
-        keys = ", ".join(conflict)
-        if self.dialect in ("sqlite", "postgresql"):
-            return (
-                f"INSERT INTO {table} ({collist}) VALUES {values} ON CONFLICT ({keys}) DO NOTHING"
-            )
-        # SQL Server: MERGE with HOLDLOCK makes the existence test and the insert one step.
-        src = ", ".join(columns)
-        on = " AND ".join(f"t.{k} = s.{k}" for k in conflict)
-        return (
-            f"MERGE {table} WITH (HOLDLOCK) AS t USING (VALUES {values}) AS s ({src}) "
-            f"ON {on} WHEN NOT MATCHED THEN INSERT ({collist}) VALUES "
-            f"({', '.join('s.' + c for c in columns)});"
-        )
-
+    # -- what the dialect says ----------------------------------------------------------------
     def in_batches(self, ids: Sequence[Any], extra_params: int = 0) -> Iterator[Sequence[Any]]:
         """Chunks of ``ids`` small enough for an ``IN (?, ...)`` list."""
-        size = max(1, min(2000, self.max_params - extra_params - 10))
-        for start in range(0, len(ids), size):
-            yield ids[start : start + size]
-
-    def limit(self, sql: str, n: int) -> str:
-        """``sql`` (a SELECT with ORDER BY) returning at most ``n`` rows."""
-        if self.dialect == "mssql":
-            return sql.replace("SELECT ", f"SELECT TOP ({int(n)}) ", 1)
-        return f"{sql} LIMIT {int(n)}"
+        return self.sql_dialect.in_batches(ids, extra_params)
 
     def ts(self, value: datetime | None) -> Any:
         """A timestamp parameter: naive UTC; SQLite stores it as fixed-width ISO text."""
-        if value is None:
-            return None
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        if self.dialect == "sqlite":
-            return value.strftime(SQLITE_TS_FORMAT)
-        return value
+        return self.sql_dialect.ts(value)
 
     def quote(self, identifier: str) -> str:
         """Quote an identifier that was already checked against the catalog."""
-        if self.dialect == "mssql":
-            return "[" + identifier.replace("]", "]]") + "]"
-        return '"' + identifier.replace('"', '""') + '"'
+        return self.sql_dialect.quote(identifier)
 
 
 def as_datetime(value: Any) -> datetime | None:
@@ -417,10 +245,6 @@ def as_datetime(value: Any) -> datetime | None:
     raise TypeError(f"not a timestamp: {value!r}")
 
 
-def placeholders(n: int) -> str:
-    return ", ".join(["?"] * n)
-
-
 def connect(
     url: str,
     *,
@@ -428,42 +252,70 @@ def connect(
     password_env: str | None = None,
     password: str | None = None,
 ) -> Database:
-    """Open a connection. ``read_only`` is enforced by the database, not assumed.
+    """Open a connection. ``read_only`` is enforced by the database and verified here.
 
     The password is ``password``, or else read from the environment variable ``password_env``.
     """
     parsed = DatabaseUrl.parse(url)
     if parsed.dialect == "sqlite":
-        return _connect_sqlite(parsed, read_only)
+        db = _connect_sqlite(parsed, read_only)
+    else:
+        if password is None and password_env:
+            password = os.environ.get(password_env)
+        db = _connect_odbc(parsed, read_only, password)
+    if read_only:
+        try:
+            verify_read_only(db)
+        except ReadOnlyViolation:
+            db.close()
+            raise
+    return db
+
+
+def _connect_odbc(parsed: DatabaseUrl, read_only: bool, password: str | None) -> Database:
+    from darwin_notify_assets.storage.odbc_driver import DRIVER_NAME, register_sql_server_driver
+
+    # unixODBC reads its driver list once per process: Microsoft's driver from PyPI is
+    # registered before the first ODBC connection of any kind.
+    wants = dict(parsed.options).get("driver", DRIVER_NAME) == DRIVER_NAME
+    register_sql_server_driver(required=parsed.dialect == "mssql" and wants)
     try:
         import pyodbc
     except ImportError as exc:  # libodbc.so.2 missing: unixODBC is not installed
         raise ConfigurationError(
             f"cannot load pyodbc for {parsed} ({exc}); install unixODBC and the ODBC driver"
         ) from exc
-    if password is None and password_env:
-        password = os.environ.get(password_env)
-    conn_str = odbc_connection_string(parsed, password, read_only)
+    dialect = dialect_for(parsed.dialect)
+    conn_str = dialect.connection_string(parsed, password, read_only)
+    log.debug("opening %s", masked(conn_str))
+    failure = None
     try:
         conn = pyodbc.connect(conn_str, autocommit=False, readonly=read_only)
     except pyodbc.Error as exc:
-        message = str(exc)
+        failure = str(exc)
+    if failure is not None:
+        # Raised outside the except block, so the driver's error (which may echo the
+        # connection string) is not kept as this one's context.
         if password:
-            message = message.replace(password, "***")
-        raise ConfigurationError(f"cannot connect to {parsed}: {message}") from None
-    if parsed.dialect == "postgresql":
-        # Session time zone UTC: timestamps are bound and returned as naive UTC.
+            for form in (odbc_value(password), password):
+                failure = failure.replace(form, "***")
+        raise ConfigurationError(f"cannot connect to {parsed}: {failure}")
+    statements = dialect.session_statements()
+    if statements:
         cur = conn.cursor()
-        cur.execute("SET TIME ZONE 'UTC'")
+        for stmt in statements:
+            cur.execute(stmt)
         cur.close()
         conn.commit()
-    db = Database(conn, parsed.dialect, parsed, read_only)
-    if read_only:
-        _verify_read_only(db)
-    return db
+    return Database(conn, parsed.dialect, parsed, read_only)
 
 
 sqlite3.register_adapter(Decimal, str)
+
+
+def sqlite_uri(path: Path) -> str:
+    """The URI that opens a SQLite file read-only: the file itself refuses writes."""
+    return f"file:{path.resolve()}?mode=ro"
 
 
 def _connect_sqlite(parsed: DatabaseUrl, read_only: bool) -> Database:
@@ -471,9 +323,9 @@ def _connect_sqlite(parsed: DatabaseUrl, read_only: bool) -> Database:
         path = Path(parsed.path)
         if not path.exists():
             raise ConfigurationError(f"replica database {parsed} does not exist")
-        conn = sqlite3.connect(
-            f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False, timeout=30
-        )
+        conn = sqlite3.connect(sqlite_uri(path), uri=True, check_same_thread=False, timeout=30)
+        # A second lock: the connection itself refuses writes even to a writable file.
+        conn.execute("PRAGMA query_only = ON")
     else:
         if parsed.path != ":memory:":
             Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
@@ -484,9 +336,10 @@ def _connect_sqlite(parsed: DatabaseUrl, read_only: bool) -> Database:
     return Database(conn, "sqlite", parsed, read_only)
 
 
-def _verify_read_only(db: Database) -> None:
-    if db.dialect == "postgresql":
-        value = db.scalar("SHOW transaction_read_only")
-        db.rollback()
-        if str(value).lower() != "on":
-            raise ReadOnlyViolation(f"{db.url} accepted a read-write session")
+def verify_read_only(db: Database) -> None:
+    """Ask the database whether this session could write; raise ReadOnlyViolation if so."""
+    rows = db.query(read_queries(db.dialect, "replica_queries.sql")["write_access"])
+    db.rollback()
+    problem = db.sql_dialect.read_only_problem(rows)
+    if problem:
+        raise ReadOnlyViolation(f"{db.url} {problem}; it must be read-only to serve as the replica")

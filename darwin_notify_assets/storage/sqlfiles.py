@@ -46,7 +46,12 @@ def read_queries(dialect: str, filename: str) -> dict[str, str]:
     queries: dict[str, str] = {}
     for i, match in enumerate(names):
         end = names[i + 1].start() if i + 1 < len(names) else len(text)
-        body = text[match.end() : end].strip()
+        # Comment lines stay in the file: a driver that looks at a statement's first word
+        # (psqlODBC, to choose a cursor for a SELECT) must see the statement.
+        lines = [
+            ln for ln in text[match.end() : end].splitlines() if not ln.strip().startswith("--")
+        ]
+        body = "\n".join(lines).strip()
         queries[match.group(1)] = body.rstrip(";").strip() if dialect != "mssql" else body
     return queries
 

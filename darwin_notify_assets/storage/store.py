@@ -12,38 +12,21 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
+from darwin_notify_assets.domain.delivery import RANK, SUPPRESSING, DeliveryEvent
+from darwin_notify_assets.domain.messages import (
+    FINAL_STATUSES,
+    MessageStatus,
+    check_initial,
+    check_transition,
+)
 from darwin_notify_assets.errors import InvalidTransition
-from darwin_notify_assets.storage.db import Database, as_datetime, connect, placeholders
+from darwin_notify_assets.storage.db import Database, as_datetime, connect
+from darwin_notify_assets.storage.dialects import placeholders
 from darwin_notify_assets.storage.sqlfiles import read_queries, read_script
 
 log = logging.getLogger(__name__)
-
-
-class MessageStatus(StrEnum):
-    """Mirror of the ``message.status`` column."""
-
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    SUPPRESSED = "suppressed"
-    DEFERRED = "deferred"
-    RENDER_FAILED = "render_failed"
-
-
-FINAL_STATUSES = frozenset(
-    {
-        MessageStatus.SENT,
-        MessageStatus.FAILED,
-        MessageStatus.UNKNOWN,
-        MessageStatus.SUPPRESSED,
-        MessageStatus.RENDER_FAILED,
-    }
-)
 
 
 def utcnow() -> datetime:
@@ -146,6 +129,8 @@ class OutboundMessage:
     sms_encoding: str | None = None
     sms_segments: int | None = None
     message_id: int | None = None
+    # The schedule snapshot it was rendered from (see ``save_snapshot``).
+    schedule_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,9 +162,19 @@ MESSAGE_COLUMNS = (
 )
 
 
+LIST_MARK = "{list}"
+
+_ALL_STATUSES = tuple(str(s) for s in MessageStatus)
+_OPEN_STATUSES = tuple(str(s) for s in MessageStatus if s not in FINAL_STATUSES)
+
+
 class NotificationStore:
+    """The store's operations; every statement is a named query of
+    ``sql/<dialect>/store_queries.sql`` and every method one transaction."""
+
     def __init__(self, db: Database):
         self.db = db
+        self._queries = read_queries(db.dialect, "store_queries.sql")
 
     @classmethod
     def open(
@@ -191,7 +186,107 @@ class NotificationStore:
         self.db.close()
 
     def ensure_schema(self) -> None:
+        """Create what is missing: the schema, then the upgrades of ``store_upgrades.sql``
+        (forward only) whose column an older store lacks."""
         self.db.run_script(read_script(self.db.dialect, "store_schema.sql"))
+        for name, statement in read_queries(self.db.dialect, "store_upgrades.sql").items():
+            table, column = name.split("__")
+            if not self._has_column(table, column):
+                with self.db.transaction():
+                    self.db.execute(statement).close()
+
+    def _has_column(self, table: str, column: str) -> bool:
+        qualified = f"dbo.{table}" if self.db.dialect == "mssql" else table
+        try:
+            with self.db.transaction():
+                self.db.query(f"SELECT {column} FROM {qualified} WHERE 1 = 0")
+        except Exception:  # noqa: BLE001 - the driver's error class differs per database
+            return False
+        return True
+
+    # -- schedule snapshots ---------------------------------------------------------------------
+    def save_snapshot(self, version: str, body: str) -> None:
+        """Keep the schedules and templates of ``version`` (once: a version never changes)."""
+        with self.db.transaction():
+            self.db.execute(
+                self._sql("insert_schedule_snapshot"), [version, body, self.db.ts(utcnow())]
+            ).close()
+
+    def snapshot(self, version: str) -> str | None:
+        with self.db.transaction():
+            rows = self._rows("select_schedule_snapshot", [version])
+        return str(rows[0][0]) if rows else None
+
+    def bind_run(self, run_id: str, version: str) -> str:
+        """The version a run uses: the first one bound to it stays; returns it."""
+        with self.db.transaction():
+            self.db.execute(
+                self._sql("insert_run_schedule"), [run_id, version, self.db.ts(utcnow())]
+            ).close()
+            rows = self._rows("select_run_schedule", [run_id])
+        return str(rows[0][0])
+
+    def run_version(self, run_id: str) -> str | None:
+        with self.db.transaction():
+            rows = self._rows("select_run_schedule", [run_id])
+        return str(rows[0][0]) if rows else None
+
+    def queue_health(self, stuck_before: datetime) -> tuple[int, datetime | None, int]:
+        """Queued messages, the oldest one's creation time, and claims stuck since before
+        ``stuck_before``."""
+        with self.db.transaction():
+            queued, oldest = self._rows("select_queue_health", [str(MessageStatus.QUEUED)])[0]
+            stuck = self._rows(
+                "count_stuck_claims", [str(MessageStatus.SENDING), self.db.ts(stuck_before)]
+            )[0][0]
+        return int(queued or 0), as_datetime(oldest), int(stuck or 0)
+
+    def set_window_version(self, partition_key: str, version: str) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                self._sql("update_window_schedule_version"), [version, partition_key]
+            ).close()
+
+    def _sql(self, name: str, listed: int | None = None) -> str:
+        """The named statement; ``listed`` fills its ``{list}`` with that many ``?``."""
+        try:
+            sql = self._queries[name]
+        except KeyError:
+            raise KeyError(
+                f"sql/{self.db.dialect}/store_queries.sql has no query {name!r}"
+            ) from None
+        if listed is not None:
+            return sql.replace(LIST_MARK, placeholders(listed))
+        return sql
+
+    def _rows(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.db.query(self._sql(name), params)
+
+    def _listed(
+        self,
+        name: str,
+        values: Sequence[Any],
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Run a statement with an IN list once per batch of ``values``; yields each result."""
+        for chunk in self.db.in_batches(list(values), extra_params=len(before) + len(after)):
+            yield self.db.query(self._sql(name, len(chunk)), [*before, *chunk, *after])
+
+    def _execute_listed(
+        self,
+        name: str,
+        values: Sequence[Any],
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+    ) -> None:
+        for chunk in self.db.in_batches(list(values), extra_params=len(before) + len(after)):
+            self.db.execute(self._sql(name, len(chunk)), [*before, *chunk, *after]).close()
+
+    def _count(self, name: str, params: Sequence[Any]) -> int:
+        with self.db.transaction():
+            rows = self._rows(name, params)
+        return int(rows[0][0] or 0) if rows else 0
 
     # -- windows --------------------------------------------------------------------------------
     def record_window(
@@ -204,20 +299,11 @@ class NotificationStore:
         rows_read: int,
     ) -> None:
         db = self.db
-        db.execute("DELETE FROM window_run WHERE partition_key = ?", [partition_key])
-        db.insert_rows(
-            "window_run",
-            (
-                "partition_key",
-                "window_start",
-                "window_end",
-                "replica_applied_through",
-                "replica_state",
-                "rows_read",
-                "detected_at",
-            ),
-            [
-                (
+        with db.transaction():
+            db.execute(self._sql("delete_window_run"), [partition_key]).close()
+            db.execute(
+                self._sql("insert_window_run"),
+                [
                     partition_key,
                     db.ts(start),
                     db.ts(end),
@@ -225,56 +311,36 @@ class NotificationStore:
                     replica_state,
                     rows_read,
                     db.ts(utcnow()),
-                )
-            ],
-        )
-        db.commit()
+                ],
+            ).close()
 
     def known_event_keys(self, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for chunk in self.db.in_batches(list(keys)):
-            found.update(
-                r[0]
-                for r in self.db.query(
-                    f"SELECT event_key FROM change_event WHERE event_key IN ({placeholders(len(chunk))})",
-                    chunk,
-                )
-            )
-        self.db.commit()
-        return found
+        with self.db.transaction():
+            return {r[0] for rows in self._listed("select_known_event_keys", keys) for r in rows}
 
     def windows_between(self, start: datetime, end: datetime) -> set[str]:
-        rows = self.db.query(
-            "SELECT partition_key FROM window_run WHERE window_start >= ? AND window_end <= ?",
-            [self.db.ts(start), self.db.ts(end)],
-        )
-        self.db.commit()
+        with self.db.transaction():
+            rows = self._rows("select_windows_between", [self.db.ts(start), self.db.ts(end)])
         return {r[0] for r in rows}
 
     def last_window(self) -> str | None:
         """The newest window whose changes were read."""
-        value = self.db.scalar("SELECT MAX(partition_key) FROM window_run")
-        self.db.commit()
-        return value
+        with self.db.transaction():
+            rows = self._rows("select_last_window")
+        return rows[0][0] if rows else None
 
     def window_info(self, partition_key: str) -> dict[str, Any] | None:
-        rows = self.db.query_dicts(
-            "SELECT * FROM window_run WHERE partition_key = ?", [partition_key]
-        )
-        self.db.commit()
+        with self.db.transaction():
+            rows = self.db.query_dicts(self._sql("select_window_run"), [partition_key])
         return rows[0] if rows else None
 
     # -- last-seen values and ledgers -----------------------------------------------------------
     def snapshots(self, table: str, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
-        for chunk in self.db.in_batches(list(ids), extra_params=1):
-            rows = self.db.query(
-                "SELECT record_id, row_values FROM record_snapshot "
-                f"WHERE source_table = ? AND record_id IN ({placeholders(len(chunk))})",
-                [table, *chunk],
-            )
-            for rid, text in rows:
-                out[int(rid)] = json.loads(text)
+        with self.db.transaction():
+            for rows in self._listed("select_snapshots", ids, before=[table]):
+                for rid, text in rows:
+                    out[int(rid)] = json.loads(text)
         return out
 
     def save_detection(
@@ -285,27 +351,19 @@ class NotificationStore:
         listings: Sequence[tuple[int, int, str | None]],
         removed: Sequence[tuple[str, int]],
         window_agents: Iterable[tuple[str, int]],
+        skipped: Sequence[ChangeEvent] = (),
     ) -> int:
-        """Write one batch of detection results in one transaction; returns new events."""
+        """Write one batch of detection results in one transaction; returns new events.
+
+        ``events`` fire and ``skipped`` do not; see ``record_decisions``. ``removed`` names
+        deleted ledger rows as ``("deal" | "listing", key)``.
+        """
         db = self.db
         now = db.ts(utcnow())
-        try:
-            inserted = db.insert_rows(
-                "change_event",
-                (
-                    "event_key",
-                    "partition_key",
-                    "schedule_id",
-                    "source_table",
-                    "record_id",
-                    "event_type",
-                    "version",
-                    "agent_id",
-                    "contact_id",
-                    "old_values",
-                    "row_values",
-                    "detected_at",
-                ),
+        with db.transaction():
+            events = self.record_decisions(events, skipped, now)
+            inserted = db.bulk_execute(
+                self._sql("insert_change_events"),
                 [
                     (
                         e.event_key,
@@ -323,88 +381,85 @@ class NotificationStore:
                     )
                     for e in events
                 ],
-                conflict=("event_key",),
             )
-            db.upsert_rows(
-                "record_snapshot",
-                ("source_table", "record_id", "row_values", "seen_at"),
+            db.bulk_execute(
+                self._sql("upsert_record_snapshots"),
                 [(t, rid, dumps(v), now) for (t, rid), v in snapshots.items()],
-                key=("source_table", "record_id"),
             )
-            db.upsert_rows(
-                "deal_ledger",
-                ("deal_id", "agent_id", "post_date", "sale_price", "gross_commission"),
+            db.bulk_execute(
+                self._sql("upsert_deal_ledger"),
                 [(d, a, db.ts(p), _money(s), _money(c)) for d, a, p, s, c in deals],
-                key=("deal_id",),
             )
-            db.upsert_rows(
-                "listing_ledger",
-                ("property_id", "agent_id", "status"),
-                list(listings),
-                key=("property_id",),
+            db.bulk_execute(self._sql("upsert_listing_ledger"), list(listings))
+            self._execute_listed("delete_deal_ledger_rows", [r for k, r in removed if k == "deal"])
+            self._execute_listed(
+                "delete_listing_ledger_rows", [r for k, r in removed if k == "listing"]
             )
-            for table, ledger, key in (
-                ("Deal", "deal_ledger", "deal_id"),
-                ("Property", "listing_ledger", "property_id"),
-            ):
-                ids = [rid for t, rid in removed if t == table]
-                for chunk in db.in_batches(ids):
-                    db.execute(
-                        f"DELETE FROM {ledger} WHERE {key} IN ({placeholders(len(chunk))})", chunk
-                    )
-            db.insert_rows(
-                "window_agent",
-                ("partition_key", "agent_id"),
-                sorted(set(window_agents)),
-                conflict=("partition_key", "agent_id"),
-            )
-            db.commit()
-        except Exception:
-            db.rollback()
-            raise
+            db.bulk_execute(self._sql("insert_window_agents"), sorted(set(window_agents)))
         return inserted
+
+    def record_decisions(
+        self, fired: Sequence[ChangeEvent], skipped: Sequence[ChangeEvent], now: Any
+    ) -> list[ChangeEvent]:
+        """Record each change's decision (fires or not) unless it already has one; return
+        the events of ``fired`` that were not decided against before. Part of the caller's
+        transaction: the unique key on ``change_decision`` keeps the first decision, also
+        when two runs read the same change at once."""
+        rows = [(e.event_key, e.partition_key, True, now) for e in fired]
+        rows += [(e.event_key, e.partition_key, False, now) for e in skipped]
+        if not rows:
+            return list(fired)
+        new = self.db.bulk_execute(self._sql("insert_change_decisions"), rows)
+        if new == len(rows) or not fired:
+            return list(fired)
+        against = {
+            r[0]
+            for rows_ in self._listed(
+                "skipped_event_keys", [e.event_key for e in fired], before=[False]
+            )
+            for r in rows_
+        }
+        return [e for e in fired if e.event_key not in against]
+
+    def decided_event_keys(self, keys: Sequence[str]) -> set[str]:
+        """The keys of ``keys`` whose change has a recorded decision, fired or not."""
+        with self.db.transaction():
+            return {r[0] for rows in self._listed("decided_event_keys", keys) for r in rows}
 
     # -- agent totals ---------------------------------------------------------------------------
     def window_agents(self, partition_key: str) -> list[int]:
-        rows = self.db.query(
-            "SELECT agent_id FROM window_agent WHERE partition_key = ? "
-            "UNION SELECT agent_id FROM candidate WHERE partition_key = ? "
-            "AND uses_totals = ? AND agent_id IS NOT NULL",
-            [partition_key, partition_key, True],
-        )
-        self.db.commit()
+        with self.db.transaction():
+            rows = self._rows("select_window_agents", [partition_key, partition_key, True])
         return sorted(int(r[0]) for r in rows)
 
-    def recompute_totals(self, agent_ids: Sequence[int], through: datetime) -> int:
+    def recompute_totals(
+        self, agent_ids: Sequence[int], through: datetime, active_status: str
+    ) -> int:
         """Recompute these agents' year-to-date production from the ledgers.
+
+        A listing counts as active when its status is ``active_status`` (the source model's).
 
         The ledgers hold the replica's rows as last read, so the totals include every change
         read so far; ``computed_through`` never moves backwards when an older window reruns.
         """
         db = self.db
         year = through.year
-        year_start = datetime(year, 1, 1)
+        year_start = db.ts(datetime(year, 1, 1))
         now = db.ts(utcnow())
         existing = self.totals(agent_ids)
         written = 0
-        try:
+        with db.transaction():
             for chunk in db.in_batches(sorted(set(agent_ids)), extra_params=2):
-                marks = placeholders(len(chunk))
                 deals = {
                     int(a): (int(n), v, c)
                     for a, n, v, c in db.query(
-                        "SELECT agent_id, COUNT(*), COALESCE(SUM(sale_price), 0), "
-                        "COALESCE(SUM(gross_commission), 0) FROM deal_ledger "
-                        f"WHERE agent_id IN ({marks}) AND post_date >= ? GROUP BY agent_id",
-                        [*chunk, db.ts(year_start)],
+                        self._sql("select_deal_totals", len(chunk)), [*chunk, year_start]
                     )
                 }
                 active = {
                     int(a): int(n)
                     for a, n in db.query(
-                        "SELECT agent_id, COUNT(*) FROM listing_ledger "
-                        f"WHERE agent_id IN ({marks}) AND status = ? GROUP BY agent_id",
-                        [*chunk, "Active"],
+                        self._sql("select_listing_counts", len(chunk)), [*chunk, active_status]
                     )
                 }
                 rows = []
@@ -424,45 +479,24 @@ class NotificationStore:
                             now,
                         )
                     )
-                written += db.upsert_rows(
-                    "agent_totals",
-                    (
-                        "agent_id",
-                        "year",
-                        "units_ytd",
-                        "volume_ytd",
-                        "commission_ytd",
-                        "active_listings",
-                        "computed_through",
-                        "computed_at",
-                    ),
-                    rows,
-                    key=("agent_id",),
-                )
-            db.commit()
-        except Exception:
-            db.rollback()
-            raise
+                db.bulk_execute(self._sql("upsert_agent_totals"), rows)
+                written += len(rows)
         return written
 
     def totals(self, agent_ids: Sequence[int]) -> dict[int, AgentTotals]:
         out = {}
-        for chunk in self.db.in_batches(sorted(set(agent_ids))):
-            for r in self.db.query_dicts(
-                "SELECT agent_id, year, units_ytd, volume_ytd, commission_ytd, active_listings, "
-                f"computed_through FROM agent_totals WHERE agent_id IN ({placeholders(len(chunk))})",
-                chunk,
-            ):
-                out[int(r["agent_id"])] = AgentTotals(
-                    agent_id=int(r["agent_id"]),
-                    year=int(r["year"]),
-                    units_ytd=int(r["units_ytd"]),
-                    volume_ytd=Decimal(str(r["volume_ytd"])),
-                    commission_ytd=Decimal(str(r["commission_ytd"])),
-                    active_listings=int(r["active_listings"]),
-                    computed_through=as_datetime(r["computed_through"]),
-                )
-        self.db.commit()
+        with self.db.transaction():
+            for rows in self._listed("select_agent_totals", sorted(set(agent_ids))):
+                for agent_id, year, units, volume, commission, active, through in rows:
+                    out[int(agent_id)] = AgentTotals(
+                        agent_id=int(agent_id),
+                        year=int(year),
+                        units_ytd=int(units),
+                        volume_ytd=Decimal(str(volume)),
+                        commission_ytd=Decimal(str(commission)),
+                        active_listings=int(active),
+                        computed_through=as_datetime(through) or datetime.min,
+                    )
         return out
 
     # -- events and candidates ------------------------------------------------------------------
@@ -471,17 +505,12 @@ class NotificationStore:
     ) -> Iterator[list[ChangeEvent]]:
         """The window's events whose candidates are not yet inserted, in pages (keyset on
         event_id), so callers may write between pages."""
-        sql = self.db.limit(
-            "SELECT event_id, event_key, partition_key, schedule_id, source_table, record_id, "
-            "event_type, version, agent_id, contact_id, old_values, row_values "
-            "FROM change_event WHERE partition_key = ? AND event_id > ? AND expanded = ? "
-            "ORDER BY event_id",
-            batch_size,
-        )
         last = 0
         while True:
-            rows = self.db.query(sql, [partition_key, last, False])
-            self.db.commit()
+            with self.db.transaction():
+                rows = self._rows(
+                    "select_unexpanded_events", [partition_key, last, False, int(batch_size)]
+                )
             if not rows:
                 return
             last = int(rows[-1][0])
@@ -489,13 +518,8 @@ class NotificationStore:
 
     def schedule_events(self, partition_key: str, schedule_id: int) -> list[ChangeEvent]:
         """Every event of one schedule in one window, for a window digest."""
-        rows = self.db.query(
-            "SELECT event_id, event_key, partition_key, schedule_id, source_table, record_id, "
-            "event_type, version, agent_id, contact_id, old_values, row_values "
-            "FROM change_event WHERE partition_key = ? AND schedule_id = ? ORDER BY event_id",
-            [partition_key, schedule_id],
-        )
-        self.db.commit()
+        with self.db.transaction():
+            rows = self._rows("select_schedule_events", [partition_key, schedule_id])
         return [_event(r) for r in rows]
 
     def insert_candidates(
@@ -508,29 +532,12 @@ class NotificationStore:
         transaction, so a rerun resolves no audience twice (a contact added since would
         otherwise receive an old listing). Once committed, ``on_inserted`` is given the ids
         of the candidates this call created."""
-        now = self.db.ts(utcnow())
-        try:
-            for chunk in self.db.in_batches(list(expanded), extra_params=1):
-                self.db.execute(
-                    f"UPDATE change_event SET expanded = ? WHERE event_id IN ({placeholders(len(chunk))})",
-                    [True, *chunk],
-                ).close()
-            n = self.db.insert_rows(
-                "candidate",
-                (
-                    "candidate_key",
-                    "partition_key",
-                    "schedule_id",
-                    "channel",
-                    "event_id",
-                    "source_table",
-                    "record_id",
-                    "agent_id",
-                    "recipient_kind",
-                    "recipient_id",
-                    "uses_totals",
-                    "created_at",
-                ),
+        db = self.db
+        now = db.ts(utcnow())
+        with db.transaction():
+            self._execute_listed("mark_events_expanded", expanded, before=[True])
+            n = db.bulk_execute(
+                self._sql("insert_candidates"),
                 [
                     (
                         c.candidate_key,
@@ -548,123 +555,75 @@ class NotificationStore:
                     )
                     for c in rows
                 ],
-                conflict=("candidate_key",),
             )
-            self.db.commit()
-        except Exception:
-            self.db.rollback()
-            raise
         if on_inserted is not None and n:
             ids: list[int] = []
-            for partition_key in sorted({c.partition_key for c in rows}):
-                ids += [
-                    int(r[0])
-                    for r in self.db.query(
-                        "SELECT candidate_id FROM candidate WHERE partition_key = ? "
-                        "AND created_at = ? ORDER BY candidate_id",
-                        [partition_key, now],
-                    )
-                ]
-            self.db.commit()
+            with db.transaction():
+                for partition_key in sorted({c.partition_key for c in rows}):
+                    ids += [
+                        int(r[0])
+                        for r in self._rows("select_new_candidate_ids", [partition_key, now])
+                    ]
             on_inserted(ids)
         return n
 
-    def count(self, sql: str, params: Sequence[Any]) -> int:
-        value = self.db.scalar(sql, params)
-        self.db.commit()
-        return int(value or 0)
-
     def candidate_count(self, partition_key: str) -> int:
-        return self.count("SELECT COUNT(*) FROM candidate WHERE partition_key = ?", [partition_key])
+        return self._count("count_window_candidates", [partition_key])
 
     def event_count(self, partition_key: str) -> int:
-        return self.count(
-            "SELECT COUNT(*) FROM change_event WHERE partition_key = ?", [partition_key]
-        )
+        return self._count("count_window_events", [partition_key])
 
     # -- rendering ------------------------------------------------------------------------------
     def stream_unrendered(self, partition_key: str, batch_size: int) -> Iterator[list[int]]:
-        sql = (
-            "SELECT c.candidate_id FROM candidate c WHERE c.partition_key = ? AND NOT EXISTS "
-            "(SELECT 1 FROM message m WHERE m.candidate_id = c.candidate_id) "
-            "ORDER BY c.candidate_id"
-        )
-        ids = [int(r[0]) for r in self.db.query(sql, [partition_key])]
-        self.db.commit()
+        with self.db.transaction():
+            ids = [
+                int(r[0]) for r in self._rows("select_unrendered_candidate_ids", [partition_key])
+            ]
         for start in range(0, len(ids), batch_size):
             yield ids[start : start + batch_size]
 
     def unrendered_count(self, partition_key: str) -> int:
-        # Each message has exactly one candidate (unique candidate_id) of its window: two
-        # counts over the partition indexes instead of an anti-join over every candidate.
-        return self.count(
-            "SELECT (SELECT COUNT(*) FROM candidate WHERE partition_key = ?) - "
-            "(SELECT COUNT(*) FROM message WHERE partition_key = ?)",
-            [partition_key, partition_key],
-        )
+        return self._count("count_unrendered_candidates", [partition_key, partition_key])
 
     def load_render_items(self, candidate_ids: Sequence[int]) -> list[RenderItem]:
         out = []
-        for chunk in self.db.in_batches(list(candidate_ids)):
-            rows = self.db.query(
-                "SELECT c.candidate_id, c.candidate_key, c.partition_key, c.schedule_id, "
-                "c.channel, c.source_table, c.record_id, c.agent_id, c.recipient_kind, "
-                "c.recipient_id, c.uses_totals, e.event_type, e.old_values, e.row_values "
-                "FROM candidate c JOIN change_event e ON e.event_id = c.event_id "
-                f"WHERE c.candidate_id IN ({placeholders(len(chunk))}) AND NOT EXISTS "
-                "(SELECT 1 FROM message m WHERE m.candidate_id = c.candidate_id) "
-                "ORDER BY c.candidate_id",
-                chunk,
-            )
-            out += [
-                RenderItem(
-                    candidate_id=int(r[0]),
-                    candidate_key=r[1],
-                    partition_key=r[2],
-                    schedule_id=int(r[3]),
-                    channel=r[4],
-                    source_table=r[5],
-                    record_id=int(r[6]),
-                    agent_id=_int(r[7]),
-                    recipient_kind=r[8],
-                    recipient_id=_int(r[9]),
-                    uses_totals=bool(r[10]),
-                    event_type=r[11],
-                    old_values=json.loads(r[12]) if r[12] else None,
-                    row_values=json.loads(r[13]) if r[13] else None,
-                )
-                for r in rows
-            ]
-        self.db.commit()
+        with self.db.transaction():
+            for rows in self._listed("select_render_items", candidate_ids):
+                out += [
+                    RenderItem(
+                        candidate_id=int(r[0]),
+                        candidate_key=r[1],
+                        partition_key=r[2],
+                        schedule_id=int(r[3]),
+                        channel=r[4],
+                        source_table=r[5],
+                        record_id=int(r[6]),
+                        agent_id=_int(r[7]),
+                        recipient_kind=r[8],
+                        recipient_id=_int(r[9]),
+                        uses_totals=bool(r[10]),
+                        event_type=r[11],
+                        old_values=json.loads(r[12]) if r[12] else None,
+                        row_values=json.loads(r[13]) if r[13] else None,
+                    )
+                    for r in rows
+                ]
         return out
 
     def insert_messages(self, messages: Sequence[OutboundMessage]) -> int:
-        """Insert rendered (or suppressed, or failed) messages if absent, with history."""
+        """Insert rendered (or suppressed, or failed) messages if absent, with history.
+
+        Raises InvalidTransition, writing nothing, if any is in a status a message cannot be
+        created in."""
         if not messages:
             return 0
+        for m in messages:
+            check_initial(m.status)
         db = self.db
         now = db.ts(utcnow())
-        try:
-            n = db.insert_rows(
-                "message",
-                (
-                    "candidate_id",
-                    "candidate_key",
-                    "partition_key",
-                    "channel",
-                    "to_address",
-                    "subject",
-                    "html_body",
-                    "text_body",
-                    "sms_body",
-                    "sms_encoding",
-                    "sms_segments",
-                    "status",
-                    "reason",
-                    "attempts",
-                    "created_at",
-                    "updated_at",
-                ),
+        with db.transaction():
+            n = db.bulk_execute(
+                self._sql("insert_messages"),
                 [
                     (
                         m.candidate_id,
@@ -683,110 +642,100 @@ class NotificationStore:
                         0,
                         now,
                         now,
+                        m.schedule_version,
                     )
                     for m in messages
                 ],
-                conflict=("candidate_id",),
             )
-            # History rows for the messages this call created (not those already present).
-            ids = [m.candidate_id for m in messages]
-            for chunk in db.in_batches(ids, extra_params=1):
-                db.execute(
-                    "INSERT INTO message_event (message_id, from_status, to_status, reason, at) "
-                    "SELECT m.message_id, NULL, m.status, m.reason, m.created_at FROM message m "
-                    f"WHERE m.candidate_id IN ({placeholders(len(chunk))}) AND m.created_at = ? "
-                    "AND NOT EXISTS (SELECT 1 FROM message_event e WHERE e.message_id = m.message_id)",
-                    [*chunk, now],
-                ).close()
-            db.commit()
-        except Exception:
-            db.rollback()
-            raise
+            self._execute_listed(
+                "insert_first_message_events", [m.candidate_id for m in messages], after=[now]
+            )
         return n
 
     # -- sending --------------------------------------------------------------------------------
     def queued_ids(self, partition_key: str) -> list[int]:
-        rows = self.db.query(
-            "SELECT message_id FROM message WHERE partition_key = ? AND status = ? "
-            "ORDER BY message_id",
-            [partition_key, str(MessageStatus.QUEUED)],
-        )
-        self.db.commit()
+        with self.db.transaction():
+            rows = self._rows(
+                "select_window_message_ids", [partition_key, str(MessageStatus.QUEUED)]
+            )
         return [int(r[0]) for r in rows]
 
     def claim(self, message_ids: Sequence[int]) -> list[OutboundMessage]:
         """Move ``queued -> sending`` for the given ids; return only the ones this call won.
 
-        The claim is committed before any provider is called: a crash after it leaves the
+        First, in the same transaction, every one whose address or recipient has an active
+        opt-out (``suppression``) becomes ``suppressed`` with that reason: an unsubscribe that
+        arrived after rendering stops the send. The claim is committed before any provider is called: a crash after it leaves the
         message in ``sending``, which is never resent automatically.
         """
+        expected, new = MessageStatus.QUEUED, MessageStatus.SENDING
+        check_transition(expected, new)
         db = self.db
         token = uuid.uuid4().hex
         now = db.ts(utcnow())
-        claimed: list[OutboundMessage] = []
-        try:
-            for chunk in db.in_batches(list(message_ids), extra_params=4):
-                db.execute(
-                    "UPDATE message SET status = ?, claim_token = ?, attempts = attempts + 1, "
-                    f"updated_at = ? WHERE message_id IN ({placeholders(len(chunk))}) "
-                    "AND status = ?",
-                    [str(MessageStatus.SENDING), token, now, *chunk, str(MessageStatus.QUEUED)],
-                ).close()
-            cols = ", ".join(MESSAGE_COLUMNS)
-            for r in db.query_dicts(
-                f"SELECT {cols} FROM message WHERE claim_token = ? AND status = ? "
-                "ORDER BY message_id",
-                [token, str(MessageStatus.SENDING)],
-            ):
-                claimed.append(_message(r))
-            db.insert_rows(
-                "message_event",
-                ("message_id", "from_status", "to_status", "reason", "at"),
-                [
-                    (m.message_id, str(MessageStatus.QUEUED), str(MessageStatus.SENDING), None, now)
-                    for m in claimed
-                ],
+        with db.transaction():
+            self._suppress_opted_out(message_ids, token, now)
+            self._execute_listed(
+                "claim_messages",
+                message_ids,
+                before=[str(new), token, now],
+                after=[str(expected)],
             )
-            db.commit()
-        except Exception:
-            db.rollback()
-            raise
+            claimed = [
+                _message(r)
+                for r in db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
+            ]
+            self._history([(int(m.message_id or 0), expected, new, None) for m in claimed], now)
         return claimed
+
+    def _suppress_opted_out(self, message_ids: Sequence[int], token: str, now: Any) -> None:
+        """``queued -> suppressed`` for the listed messages with an active opt-out: one
+        statement per batch of ids, then their history rows. Part of the caller's
+        transaction."""
+        expected, new = MessageStatus.QUEUED, MessageStatus.SUPPRESSED
+        check_transition(expected, new)
+        self._execute_listed(
+            "suppress_claimable",
+            message_ids,
+            before=[str(new), token, now, True],
+            after=[str(expected), True],
+        )
+        suppressed = self.db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
+        if suppressed:
+            self._history(
+                [(int(r["message_id"]), expected, new, r["reason"]) for r in suppressed], now
+            )
+            log.info("%d messages suppressed at the claim (opted out)", len(suppressed))
 
     def finish(
         self, outcomes: Sequence[tuple[int, MessageStatus, str | None, str | None]]
     ) -> list[int]:
         """Record ``sending -> sent | failed | unknown`` outcomes: ``(id, status, reason,
         provider_message_id)``. Returns the ids that were not in ``sending`` (not changed).
-        """
+
+        Raises InvalidTransition, writing nothing, if an outcome is not a status ``sending``
+        may become."""
+        expected = MessageStatus.SENDING
+        for _, status, _, _ in outcomes:
+            check_transition(expected, status)
+        if not outcomes:
+            return []
         db = self.db
         now = db.ts(utcnow())
-        template = read_queries(db.dialect, "store_queries.sql")["finish_outcomes"]
-        changed: set[int] = set()
-        try:
-            per_stmt = max(1, (db.max_params - 2) // 4)
-            for start in range(0, len(outcomes), per_stmt):
-                chunk = outcomes[start : start + per_stmt]
-                sql = template.replace("{values}", ", ".join(["(?, ?, ?, ?)"] * len(chunk)))
-                params = [now]
-                for message_id, status, reason, provider_id in chunk:
-                    params += [message_id, str(status), reason, provider_id]
-                params.append(str(MessageStatus.SENDING))
-                changed.update(int(r[0]) for r in db.query(sql, params))
-            not_changed = [mid for mid, _, _, _ in outcomes if mid not in changed]
-            db.insert_rows(
-                "message_event",
-                ("message_id", "from_status", "to_status", "reason", "at"),
-                [
-                    (mid, str(MessageStatus.SENDING), str(st), reason, now)
-                    for mid, st, reason, _ in outcomes
-                    if mid not in not_changed
-                ],
+        with db.transaction():
+            changed = {
+                int(r[0])
+                for r in db.bulk_query(
+                    self._sql("finish_messages"),
+                    [(mid, str(st), reason, pid, now) for mid, st, reason, pid in outcomes],
+                    trailing=[str(expected)],
+                )
+            }
+            self._history(
+                [(mid, expected, st, reason) for mid, st, reason, _ in outcomes if mid in changed],
+                now,
             )
-            db.commit()
-        except Exception:
-            db.rollback()
-            raise
+        not_changed = [mid for mid, _, _, _ in outcomes if mid not in changed]
         if not_changed:
             log.error("messages %s were not in 'sending' when their outcome arrived", not_changed)
         return not_changed
@@ -794,92 +743,329 @@ class NotificationStore:
     def transition(
         self, message_id: int, expected: MessageStatus, new: MessageStatus, reason: str | None
     ) -> None:
-        """One conditional transition; raises InvalidTransition if the state was not expected."""
+        """One conditional transition. Raises InvalidTransition if the table of allowed
+        transitions forbids it, or if the message was not in ``expected``."""
+        check_transition(expected, new)
         db = self.db
         now = db.ts(utcnow())
-        cur = db.execute(
-            "UPDATE message SET status = ?, reason = ?, updated_at = ? "
-            "WHERE message_id = ? AND status = ?",
-            [str(new), reason, now, message_id, str(expected)],
+        with db.transaction():
+            cur = db.execute(
+                self._sql("update_message_status"),
+                [str(new), reason, now, message_id, str(expected)],
+            )
+            changed = cur.rowcount
+            cur.close()
+            if changed != 1:
+                raise InvalidTransition(
+                    f"message {message_id} is not {expected}; cannot become {new}"
+                )
+            self._history([(message_id, expected, new, reason)], now)
+
+    def _history(
+        self,
+        changes: Sequence[tuple[int, MessageStatus, MessageStatus, str | None]],
+        at: Any,
+    ) -> None:
+        self.db.bulk_execute(
+            self._sql("insert_message_events"),
+            [(mid, str(old), str(new), reason, at) for mid, old, new, reason in changes],
         )
-        if cur.rowcount != 1:
-            db.rollback()
-            raise InvalidTransition(f"message {message_id} is not {expected}; cannot become {new}")
-        db.insert_rows(
-            "message_event",
-            ("message_id", "from_status", "to_status", "reason", "at"),
-            [(message_id, str(expected), str(new), reason, now)],
-        )
-        db.commit()
 
     def expire_sending(self, older_than: datetime, partition_key: str | None = None) -> list[int]:
         """Claims that never finished become ``unknown``: never resent, listed by the audit."""
-        db = self.db
-        where = "status = ? AND updated_at < ?"
-        params: list[Any] = [str(MessageStatus.SENDING), db.ts(older_than)]
-        if partition_key:
-            where += " AND partition_key = ?"
-            params.append(partition_key)
-        ids = [int(r[0]) for r in db.query(f"SELECT message_id FROM message WHERE {where}", params)]
+        params: list[Any] = [str(MessageStatus.SENDING), self.db.ts(older_than)]
+        with self.db.transaction():
+            if partition_key:
+                rows = self._rows("select_window_stale_claims", [*params, partition_key])
+            else:
+                rows = self._rows("select_stale_claims", params)
+        ids = [int(r[0]) for r in rows]
         reason = "claimed for sending but no outcome was recorded; the provider may have it"
         for mid in ids:
             try:
                 self.transition(mid, MessageStatus.SENDING, MessageStatus.UNKNOWN, reason)
             except InvalidTransition:
-                pass
-        db.commit()
+                pass  # its outcome arrived meanwhile
         return ids
+
+    # -- provider events, opt-outs and suppressions -------------------------------------------
+    def ping(self) -> None:
+        """One round trip to the store; raises if it cannot be reached."""
+        with self.db.transaction():
+            self._rows("ping")
+
+    def record_delivery_events(self, events: Sequence[DeliveryEvent]) -> dict[str, int]:
+        """Store provider events in one transaction: each once per dedup key, folded into its
+        message's delivery state (highest rank wins), ``unknown -> sent`` on the provider's
+        evidence, and a bounce, drop, spam report or unsubscribe of an email address put on
+        the suppression list. Returns counts: new, duplicate, unmatched (no message of ours)."""
+        db = self.db
+        now = db.ts(utcnow())
+        counts = {"new": 0, "duplicate": 0, "unmatched": 0, "resolved_unknown": 0}
+        with db.transaction():
+            for e in events:
+                found = self._event_message(e)
+                message_id = found[0] if found else None
+                cur = db.execute(
+                    self._sql("insert_delivery_event"),
+                    [
+                        e.dedup_key,
+                        e.provider,
+                        e.channel,
+                        message_id,
+                        e.provider_message_id,
+                        e.event_type,
+                        str(e.delivery_status),
+                        e.occurred_at,
+                        e.detail,
+                        now,
+                    ],
+                )
+                inserted = cur.rowcount
+                cur.close()
+                if inserted != 1:
+                    counts["duplicate"] += 1
+                    continue
+                counts["new"] += 1
+                if e.channel == "email" and e.address and e.delivery_status in SUPPRESSING:
+                    self._upsert_suppression(
+                        "address",
+                        True,
+                        SUPPRESSING[e.delivery_status],
+                        now,
+                        channel="email",
+                        address=e.address,
+                    )
+                if found is None:
+                    counts["unmatched"] += 1
+                    continue
+                mid, status = found
+                db.execute(
+                    self._sql("upsert_message_delivery"),
+                    [mid, str(e.delivery_status), RANK[e.delivery_status], now, now],
+                ).close()
+                if status == MessageStatus.UNKNOWN:
+                    reason = f"the provider reported {e.event_type} for it ({e.provider})"
+                    check_transition(MessageStatus.UNKNOWN, MessageStatus.SENT)
+                    cur = db.execute(
+                        self._sql("update_message_status"),
+                        [str(MessageStatus.SENT), reason, now, mid, str(MessageStatus.UNKNOWN)],
+                    )
+                    changed = cur.rowcount
+                    cur.close()
+                    if changed == 1:
+                        self._history(
+                            [(mid, MessageStatus.UNKNOWN, MessageStatus.SENT, reason)], now
+                        )
+                        counts["resolved_unknown"] += 1
+        return counts
+
+    def _event_message(self, e: DeliveryEvent) -> tuple[int, MessageStatus] | None:
+        rows: list[tuple[Any, ...]] = []
+        if e.message_id is not None:
+            rows = self._rows("select_message_for_event", [e.message_id])
+        if not rows and e.provider_message_id:
+            rows = self._rows("select_message_by_provider_id", [e.provider_message_id, e.channel])
+        return (int(rows[0][0]), MessageStatus(rows[0][1])) if rows else None
+
+    def delivery_state(self, message_id: int) -> tuple[str, int] | None:
+        """``(delivery_status, events folded in)`` of a message, or None before any event."""
+        with self.db.transaction():
+            rows = self._rows("select_message_delivery", [message_id])
+        return (rows[0][0], int(rows[0][2])) if rows else None
+
+    def message_recipient(self, message_id: int) -> dict[str, Any] | None:
+        """Channel, address, recipient and schedule of a message (for an unsubscribe)."""
+        with self.db.transaction():
+            rows = self.db.query_dicts(self._sql("select_message_recipient"), [message_id])
+        return rows[0] if rows else None
+
+    def set_preference(
+        self,
+        scope: str,
+        opted_out: bool,
+        reason: str,
+        *,
+        channel: str | None = None,
+        address: str | None = None,
+        recipient_kind: str | None = None,
+        recipient_id: int | None = None,
+        schedule_id: int | None = None,
+    ) -> None:
+        """Opt out (or back in) an address of a channel (``scope='address'``) or a recipient
+        for one schedule, one channel or everything; the next claim checks it."""
+        with self.db.transaction():
+            self._upsert_suppression(
+                scope,
+                opted_out,
+                reason,
+                self.db.ts(utcnow()),
+                channel=channel,
+                address=address,
+                recipient_kind=recipient_kind,
+                recipient_id=recipient_id,
+                schedule_id=schedule_id,
+            )
+
+    def _upsert_suppression(
+        self,
+        scope: str,
+        active: bool,
+        reason: str,
+        now: Any,
+        *,
+        channel: str | None = None,
+        address: str | None = None,
+        recipient_kind: str | None = None,
+        recipient_id: int | None = None,
+        schedule_id: int | None = None,
+    ) -> None:
+        if scope == "address":
+            if not channel or not address:
+                raise ValueError("an address opt-out needs a channel and an address")
+            address = address.strip().lower()
+            key = f"address:{channel}:{address}"
+        elif scope in ("schedule", "channel", "all"):
+            if not recipient_kind or recipient_id is None:
+                raise ValueError(f"a {scope} opt-out needs a recipient")
+            if scope == "schedule" and schedule_id is None:
+                raise ValueError("a schedule opt-out needs a schedule")
+            if scope == "channel" and not channel:
+                raise ValueError("a channel opt-out needs a channel")
+            target = {"schedule": schedule_id, "channel": channel, "all": "*"}[scope]
+            key = f"{scope}:{recipient_kind}:{recipient_id}:{target}"
+            if scope != "channel":
+                channel = None
+            if scope != "schedule":
+                schedule_id = None
+        else:
+            raise ValueError(f"unknown opt-out scope {scope!r}")
+        self.db.execute(
+            self._sql("upsert_suppression"),
+            [
+                key,
+                scope,
+                channel,
+                address,
+                recipient_kind,
+                recipient_id,
+                schedule_id,
+                active,
+                reason,
+                now,
+            ],
+        ).close()
+
+    def suppressions(self) -> list[dict[str, Any]]:
+        with self.db.transaction():
+            return self.db.query_dicts(self._sql("select_suppressions"))
+
+    def delivery_counts(self, partition_key: str) -> dict[str, int]:
+        """Sent messages of a window by delivery status (their highest-ranked event)."""
+        with self.db.transaction():
+            rows = self._rows("count_window_deliveries", [partition_key])
+        return {str(s): int(n) for s, n in rows}
+
+    def sent_without_delivery(self, partition_key: str, sent_before: datetime) -> int:
+        """Sent messages of a window, sent before ``sent_before``, that no event reached."""
+        return self._count(
+            "count_window_sent_without_delivery",
+            [partition_key, str(MessageStatus.SENT), self.db.ts(sent_before)],
+        )
+
+    def webhook_backlog(self, since: datetime, sent_before: datetime) -> dict[str, Any]:
+        """What a sensor observes of the webhook service: events stored since ``since``, the
+        newest one's arrival, and sent messages older than ``sent_before`` with no event."""
+        with self.db.transaction():
+            rows = self._rows(
+                "webhook_backlog",
+                [self.db.ts(since), str(MessageStatus.SENT), self.db.ts(sent_before)],
+            )
+        received, newest, waiting = rows[0]
+        return {
+            "events_received": int(received or 0),
+            "newest_event_at": as_datetime(newest),
+            "sent_without_event": int(waiting or 0),
+        }
 
     # -- audit ----------------------------------------------------------------------------------
     def status_counts(self, partition_key: str | None = None) -> dict[str, int]:
-        if partition_key is None:
-            rows = self.db.query("SELECT status, COUNT(*) FROM message GROUP BY status")
-        else:
-            rows = self.db.query(
-                "SELECT status, COUNT(*) FROM message WHERE partition_key = ? GROUP BY status",
-                [partition_key],
-            )
-        self.db.commit()
+        with self.db.transaction():
+            if partition_key is None:
+                rows = self._rows("count_messages_by_status")
+            else:
+                rows = self._rows("count_window_messages_by_status", [partition_key])
         return {str(s): int(n) for s, n in rows}
+
+    def open_message_count(self, partition_key: str) -> int:
+        """Messages of the window not yet in a final status (queued or being sent)."""
+        with self.db.transaction():
+            rows = self.db.query(
+                self._sql("count_window_messages_in_statuses", len(_OPEN_STATUSES)),
+                [partition_key, *_OPEN_STATUSES],
+            )
+        return int(rows[0][0] or 0) if rows else 0
 
     def messages(
         self, partition_key: str | None = None, statuses: Sequence[str] = ()
     ) -> list[dict[str, Any]]:
-        where, params = [], []
-        if partition_key is not None:
-            where.append("partition_key = ?")
-            params.append(partition_key)
-        if statuses:
-            where.append(f"status IN ({placeholders(len(statuses))})")
-            params += list(statuses)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.db.query_dicts(
-            "SELECT message_id, candidate_key, partition_key, channel, to_address, status, "
-            f"reason, provider_message_id, attempts FROM message {clause} ORDER BY message_id",
-            params,
-        )
-        self.db.commit()
-        return rows
+        wanted = [str(s) for s in statuses] or list(_ALL_STATUSES)
+        if partition_key is None:
+            sql, params = self._sql("select_messages", len(wanted)), wanted
+        else:
+            sql = self._sql("select_window_messages", len(wanted))
+            params = [partition_key, *wanted]
+        with self.db.transaction():
+            return self.db.query_dicts(sql, params)
 
     def missing_messages(self, partition_key: str) -> list[str]:
-        rows = self.db.query(
-            "SELECT c.candidate_key FROM candidate c WHERE c.partition_key = ? AND NOT EXISTS "
-            "(SELECT 1 FROM message m WHERE m.candidate_id = c.candidate_id) ORDER BY 1",
-            [partition_key],
-        )
-        self.db.commit()
+        with self.db.transaction():
+            rows = self._rows("select_missing_messages", [partition_key])
         return [r[0] for r in rows]
 
     def duplicate_sends(self, partition_key: str | None = None) -> list[str]:
         """Candidate keys with more than one send transition in their history."""
-        clause = "AND m.partition_key = ?" if partition_key else ""
-        rows = self.db.query(
-            "SELECT m.candidate_key FROM message_event e JOIN message m ON m.message_id = e.message_id "
-            f"WHERE e.to_status = ? {clause} GROUP BY m.candidate_key HAVING COUNT(*) > 1",
-            [str(MessageStatus.SENT), *([partition_key] if partition_key else [])],
-        )
-        self.db.commit()
+        sent = str(MessageStatus.SENT)
+        with self.db.transaction():
+            if partition_key:
+                rows = self._rows("select_window_duplicate_sends", [sent, partition_key])
+            else:
+                rows = self._rows("select_duplicate_sends", [sent])
         return [r[0] for r in rows]
+
+    def candidate_windows(self, since: str | None = None, until: str | None = None) -> list[str]:
+        """Partition keys of the windows that have candidates, from ``since`` through
+        ``until`` (either may be None: unbounded), in order."""
+        with self.db.transaction():
+            rows = self._rows("select_candidate_windows", [since, until])
+        return [r[0] for r in rows]
+
+    # -- metadata and audit export --------------------------------------------------------------
+    def window_previews(self, partition_key: str) -> list[dict[str, Any]]:
+        """The first rendered message of each schedule in the window (subject and text part,
+        or SMS body) with its event's old and new values."""
+        with self.db.transaction():
+            rows = self._rows("select_window_previews", [partition_key])
+        return [
+            {
+                "schedule_id": int(r[0]),
+                "channel": r[1],
+                "status": r[2],
+                "subject": r[3],
+                "text": r[4] if r[4] is not None else r[5],
+                "values": [json.loads(v) for v in (r[6], r[7]) if v],
+            }
+            for r in rows
+        ]
+
+    def status_counts_by_window(self, since: str, until: str) -> dict[str, dict[str, int]]:
+        """Messages per status of each window from ``since`` through ``until`` (partition
+        keys), by window."""
+        out: dict[str, dict[str, int]] = {}
+        with self.db.transaction():
+            for key, status, n in self._rows("count_messages_by_window_status", [since, until]):
+                out.setdefault(str(key), {})[str(status)] = int(n)
+        return out
 
 
 def _event(r: Sequence[Any]) -> ChangeEvent:

@@ -4,13 +4,14 @@ import pytest
 
 from darwin_notify_assets.bus.base import Job, JobKind
 from darwin_notify_assets.delivery.workers import RenderWorker, RetryPolicy, SendWorker
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.errors import (
     ProviderError,
     ProviderOutcomeUnknown,
     ProviderRejected,
     ProviderUnavailable,
 )
-from darwin_notify_assets.storage.store import MessageStatus, NotificationStore
+from darwin_notify_assets.storage.store import NotificationStore
 from darwin_notify_assets.testing.senders import RecordingSender
 from darwin_notify_tests.conftest import PARTITION, make_messages
 
@@ -67,7 +68,7 @@ def test_a_sent_message_records_the_provider_id(store):
 @pytest.mark.parametrize("attempts", [1, 3, 5])
 def test_provider_unavailable_is_retried_up_to_the_policy_then_failed(store, attempts):
     [mid] = make_messages(store, 1)
-    sender = RecordingSender("email", script=[ProviderUnavailable("SendGrid answered 503")] * 10)
+    sender = RecordingSender("email", script=[ProviderUnavailable("SendGrid answered 429")] * 10)
     sleeps = Sleeps()
     w = worker(store, sender, attempts=attempts, sleeps=sleeps)
     try:
@@ -79,7 +80,7 @@ def test_provider_unavailable_is_retried_up_to_the_policy_then_failed(store, att
     assert sleeps.calls == [policy.delay(n) for n in range(1, attempts)]
     r = row(store, mid)
     assert r["status"] == "failed"
-    assert "503" in r["reason"] and f"{attempts} attempts" in r["reason"]
+    assert "429" in r["reason"] and f"{attempts} attempts" in r["reason"]
 
 
 def test_the_retry_delays_back_off_and_are_capped():
@@ -88,6 +89,41 @@ def test_the_retry_delays_back_off_and_are_capped():
     assert delays == sorted(delays)
     assert delays[0] == 0.5
     assert max(delays) == 3.0
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [(None, [0.5, 1.0]), (0.2, [0.5, 1.0]), (2.0, [2.0, 2.0]), (30.0, [30.0, 30.0])],
+)
+def test_a_retry_waits_at_least_what_the_provider_asked(store, retry_after, expected):
+    [mid] = make_messages(store, 1)
+    unavailable = ProviderUnavailable("SendGrid answered 429", retry_after=retry_after)
+    sender = RecordingSender("email", script=[unavailable, unavailable, None])
+    sleeps = Sleeps()
+    w = worker(store, sender, attempts=3, sleeps=sleeps)
+    try:
+        w.handle(send_job([mid]))
+    finally:
+        w.close()
+    assert sleeps.calls == expected
+    assert row(store, mid)["status"] == "sent"
+
+
+def test_a_provider_asking_for_a_longer_wait_than_a_worker_holds_is_failed(store):
+    [mid] = make_messages(store, 1)
+    sender = RecordingSender(
+        "email", script=[ProviderUnavailable("SendGrid answered 429", retry_after=30.5)]
+    )
+    sleeps = Sleeps()
+    w = worker(store, sender, attempts=3, sleeps=sleeps)
+    try:
+        w.handle(send_job([mid]))
+    finally:
+        w.close()
+    assert len(sender.calls) == 1 and sleeps.calls == []
+    r = row(store, mid)
+    assert r["status"] == "failed"
+    assert "retry after 30.5 s" in r["reason"] and "never accepted" in r["reason"]
 
 
 def test_provider_unavailable_then_accepted_is_sent(store):

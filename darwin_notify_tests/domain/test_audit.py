@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 
 from darwin_notify_assets.domain.audit import audit_report
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.storage.store import (
     CandidateRow,
-    MessageStatus,
     NotificationStore,
     OutboundMessage,
     utcnow,

@@ -390,3 +390,150 @@ def test_detected_events_agree_with_the_seeded_change_stream(embedded_env):
         assert set(got) == want, f"schedule {sid}"
     assert all(r.no_baseline == 0 for r in results)
     assert sum(r.events_new for r in results) == len(events(env))
+
+
+# -- a change is decided once ----------------------------------------------------------------
+W2 = Window.from_key((W1.start + timedelta(minutes=5)).strftime("%Y-%m-%d-%H:%M"), 5)
+
+
+def add_schedule(env: EmbeddedEnv, schedule_id: int, **values: Any) -> None:
+    """A NotificationSchedule row of the customer's own (template of a sample schedule)."""
+    row = {
+        "ScheduleID": schedule_id,
+        "Name": f"test schedule {schedule_id}",
+        "ChangedColumns": None,
+        "Channel": "email",
+        "Audience": "agent",
+        "DedupeScope": "change",
+        "UsesAgentTotals": 0,
+        "IsActive": 1,
+        "ModifiedDate": W0.start - timedelta(days=1),
+        **values,
+    }
+    row["Criteria"] = json.dumps(row.get("Criteria") or [])
+    env.insert_row("NotificationSchedule", row)
+
+
+def new_contact(env: EmbeddedEnv, at, opted_in: bool, agent_id: int = 1) -> int:
+    pid = next_id(env, "People", "PeopleID")
+    env.insert_row(
+        "People",
+        {
+            "PeopleID": pid,
+            "AgentID": agent_id,
+            "FirstName": "Test",
+            "LastName": f"Contact {pid}",
+            "Email": f"contact{pid}@example.com",
+            "MobilePhone": "+13125550100",
+            "EmailOptIn": int(opted_in),
+            "SmsOptIn": 0,
+            "CreateDate": at,
+            "ModifiedDate": at,
+        },
+    )
+    return pid
+
+
+def unposted_deals(env: EmbeddedEnv, n: int) -> list[dict[str, Any]]:
+    return env.source_rows(
+        'SELECT * FROM "Deal" WHERE "PostDate" IS NULL ORDER BY "DealID" LIMIT ?', [n]
+    )
+
+
+def test_an_insert_decided_against_is_not_decided_again_when_a_later_read_sees_new_values(
+    embedded_env,
+):
+    """The welcome schedule (insert, EmailOptIn eq true): a contact created opted out in one
+    window and opting in two windows later, while its CreateDate is still in the lookback,
+    gets no welcome; the first read decided."""
+    env = embedded_env
+    declined = new_contact(env, W0.start + timedelta(minutes=1, seconds=43), opted_in=False)
+    welcomed = new_contact(env, W0.start + timedelta(minutes=2), opted_in=True)
+    detect(env, W0)
+    detect(env, W1)
+    env.set_row(
+        "People",
+        declined,
+        {"EmailOptIn": 1, "ModifiedDate": W2.start + timedelta(minutes=1, seconds=51)},
+    )
+    third = detect(env, W2)  # reads from W0.start: sees the contact and its CreateDate again
+    assert third.rows_read["People"] >= 2
+    assert [(e["record_id"], e["partition_key"]) for e in events(env, 4)] == [
+        (welcomed, W0.partition_key)
+    ]
+    detect(env, W0)  # nor does a rerun of the first window decide again
+    assert [e["record_id"] for e in events(env, 4)] == [welcomed]
+
+
+def test_an_update_decided_against_is_not_decided_again_when_a_later_read_sees_new_values(
+    embedded_env,
+):
+    """An update schedule watching PostDate (no ChangedColumns) with a criterion on the sale
+    price: a deal posted below the threshold whose price is corrected two windows later, its
+    PostDate still in the lookback, does not fire on the corrected price."""
+    env = embedded_env
+    add_schedule(
+        env,
+        90,
+        SourceTable="Deal",
+        EventType="update",
+        WatchColumn="PostDate",
+        Criteria=[{"column": "SalePrice", "op": "ge", "value": 1000000}],
+        TemplateID=3,
+    )
+    low, high = unposted_deals(env, 2)
+    posted = W0.start + timedelta(minutes=1)
+    env.set_row(
+        "Deal", low["DealID"], {"SalePrice": 400000, "PostDate": posted, "ModifiedDate": posted}
+    )
+    env.set_row(
+        "Deal", high["DealID"], {"SalePrice": 1500000, "PostDate": posted, "ModifiedDate": posted}
+    )
+    detect(env, W0)
+    detect(env, W1)
+    env.set_row(
+        "Deal",
+        low["DealID"],
+        {"SalePrice": 1400000, "ModifiedDate": W2.start + timedelta(minutes=1)},
+    )
+    detect(env, W2)
+    assert [(e["record_id"], e["partition_key"]) for e in events(env, 90)] == [
+        (high["DealID"], W0.partition_key)
+    ]
+
+
+def test_a_deletion_decided_against_is_not_decided_again_when_its_last_seen_values_change(
+    embedded_env,
+):
+    """A delete schedule with ``Status eq Active``: a listing last seen pending and deleted is
+    decided against; restored as active in the next window (so its last-seen values say
+    Active) while the deletion is still in the lookback, the old deletion does not fire."""
+    env = embedded_env
+    add_schedule(
+        env,
+        91,
+        SourceTable="Property",
+        EventType="delete",
+        WatchColumn="DeletedDate",
+        Criteria=[{"column": "Status", "op": "eq", "value": "Active"}],
+        TemplateID=5,
+    )
+    pending, active = properties(env, 2)
+    env.set_row(
+        "Property",
+        pending["PropertyID"],
+        {"Status": "Pending", "ModifiedDate": W0.start + timedelta(minutes=1)},
+    )
+    detect(env, W0)
+    delete_property(env, pending["PropertyID"], W1.start + timedelta(minutes=2))
+    delete_property(env, active["PropertyID"], W1.start + timedelta(minutes=2))
+    detect(env, W1)
+    restored = W2.start + timedelta(minutes=1)
+    env.insert_row(
+        "Property",
+        {**pending, "Status": "Active", "CreateDate": restored, "ModifiedDate": restored},
+    )
+    detect(env, W2)  # reads the restored row first, then the deletion again (lookback)
+    assert [(e["record_id"], e["partition_key"]) for e in events(env, 91)] == [
+        (active["PropertyID"], W1.partition_key)
+    ]

@@ -19,6 +19,7 @@ from darwin_notify_assets.bus.base import InProcessBus, Job, JobKind, make_jobs,
 from darwin_notify_assets.delivery.senders import FileOutboxEmailSender, FileOutboxSmsSender
 from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import build_candidates
+from darwin_notify_assets.domain.messages import FINAL_STATUSES
 from darwin_notify_assets.domain.pipeline import (
     Runtime,
     load_schedules,
@@ -30,7 +31,6 @@ from darwin_notify_assets.domain.pipeline import (
 )
 from darwin_notify_assets.errors import ProviderOutcomeUnknown
 from darwin_notify_assets.sample import seed
-from darwin_notify_assets.storage.store import FINAL_STATUSES
 from darwin_notify_tests.conftest import (
     ASSET_CHAIN,
     EmbeddedEnv,
@@ -175,6 +175,8 @@ def test_materializations_carry_their_counts(processed):
         delivery = node_metadata(result, "delivery_log")
         sent = len(messages(env, "m.partition_key = ? AND m.status = 'sent'", [key]))
         assert delivery["sent"] == sent > 0
+        # no provider has called back in the embedded tier: nothing folded yet
+        assert delivery["delivery_outcomes"] == {key: {}}
         schedules = node_metadata(result, "notification_schedules")
         assert schedules["active_schedules"] == len(seed.SAMPLE_SCHEDULES)
         assert schedules["rejected_schedules"] == 0

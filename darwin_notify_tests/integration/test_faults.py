@@ -32,10 +32,11 @@ import pytest
 
 from darwin_notify_assets.bus.base import JobKind
 from darwin_notify_assets.domain.audit import audit_report
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.sample import seed
 from darwin_notify_assets.sample.demo import DEMO_START
-from darwin_notify_assets.storage.store import MessageStatus, NotificationStore, utcnow
+from darwin_notify_assets.storage.store import NotificationStore, utcnow
 from darwin_notify_tests.integration.conftest import (
     SERVICES_SH,
     Stack,
@@ -420,6 +421,14 @@ def test_paused_replay_holds_the_window_back_until_resumed(
         assert b.partition_key not in _requested(refused)
         message = getattr(refused, "skip_message", None) or ""
         assert "behind" in message and "paused" in message, refused
+        # A run started by hand is held to the same rule: it fails and reads nothing.
+        manual = s.run_key(b.partition_key)
+        assert not manual.success
+        [failure] = [e for e in manual.all_events if e.is_step_failure]
+        assert failure.step_key == "change_window"
+        assert "replay paused" in failure.step_failure_data.error.message
+        with s.store() as store:
+            assert store.window_info(b.partition_key) is None
     finally:
         replica.execute("SELECT pg_wal_replay_resume()").close()
         replica.commit()
@@ -704,9 +713,10 @@ def test_replayed_kafka_jobs_change_nothing(scenario) -> None:
 
 # -- 9. provider faults ----------------------------------------------------------------------------------------------
 def test_provider_errors_and_timeouts(scenario, monkeypatch: pytest.MonkeyPatch) -> None:
-    """429 and 500 are retried and delivered once; a timeout after the provider accepted is
-    ``unknown`` with exactly one accepted request, not retried; a timeout before it refused is
-    ``unknown`` with none (nobody could know)."""
+    """429 (documented as not processed) is retried and delivered once; a 500 (which may
+    follow an accepted request) is ``unknown`` and not retried; a timeout after the provider
+    accepted is ``unknown`` with exactly one accepted request, not retried; a timeout before
+    it refused is ``unknown`` with none (nobody could know)."""
     monkeypatch.setenv("DARWIN_NOTIFY_PROVIDER_TIMEOUT_SECONDS", "1")
     s = scenario(windows=3)
     s.workers(render=1, send=1)
@@ -742,18 +752,21 @@ def test_provider_errors_and_timeouts(scenario, monkeypatch: pytest.MonkeyPatch)
         by_fault.setdefault(kind, []).append(key)
     for kind in ("reject-429", "reject-500", "reject-503", "accept_then_delay"):
         assert kind in by_fault, f"no {kind} fault reached the sinks: {sorted(by_fault)}"
-    retried = by_fault["reject-429"] + by_fault["reject-500"]
+    retried = by_fault["reject-429"]
+    server_error = by_fault["reject-500"]
     late_accept = by_fault["accept_then_delay"]
     late_reject = by_fault["reject-503"]
-    assert len(retried) == 4 and len(late_accept) == 2 and len(late_reject) == 2, by_fault
+    groups = (retried, server_error, late_accept, late_reject)
+    assert [len(g) for g in groups] == [2, 2, 2, 2], by_fault
     # Retried and delivered once.
     assert not set(retried) & unknown
     assert all(view.accepted[k] == 1 for k in retried)
-    # Timeouts: unknown, never retried; accepted once when the provider took it, else never.
-    assert unknown == set(late_accept) | set(late_reject)
+    # A 500, and timeouts: unknown, never retried; accepted once when the provider took it,
+    # else never.
+    assert unknown == set(server_error) | set(late_accept) | set(late_reject)
     for k in late_accept:
         assert (view.accepted[k], view.requests[k]) == (1, 1), k
-    for k in late_reject:
+    for k in server_error + late_reject:
         assert (view.accepted[k], view.requests[k]) == (0, 1), k
     messages = s.messages()
     assert all(messages[k]["reason"] for k in unknown), "an unknown message without a reason"

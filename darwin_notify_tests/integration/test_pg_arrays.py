@@ -67,24 +67,43 @@ def _read(conn: Database, table: str) -> list[tuple]:
     return rows
 
 
+COLUMNS = ("id", '"Label"', "body", "flag", "amount", "at", "score")
+ARRAYS = "?::bigint[], ?::varchar(80)[], ?::text[], ?::boolean[], ?::numeric(14,2)[], " + (
+    "?::timestamp[], ?::double precision[]"
+)
+
+
 def test_insert_rows_round_trips_every_kind_of_value(db) -> None:
     conn, table = db
-    columns = ("id", '"Label"', "body", "flag", "amount", "at", "score")
-    assert conn.insert_rows(table, columns, _rows(), conflict=("id",)) == len(TRICKY_TEXT)
+    assert conn.insert_rows(table, COLUMNS, _rows()) == len(TRICKY_TEXT)
     conn.commit()
     assert _read(conn, table) == _rows()
-    # Insert-if-absent: present keys are skipped and not counted.
-    assert conn.insert_rows(table, columns, _rows()[:3] + _rows(100)[:2], conflict=("id",)) == 2
+
+
+def test_a_bulk_insert_if_absent_skips_present_keys_and_counts_the_rest(db) -> None:
+    conn, table = db
+    sql = (
+        f"INSERT INTO {table} ({', '.join(COLUMNS)}) SELECT * FROM unnest({ARRAYS}) "
+        "ON CONFLICT (id) DO NOTHING"
+    )
+    assert conn.bulk_execute(sql, _rows()) == len(TRICKY_TEXT)
+    conn.commit()
+    assert _read(conn, table) == _rows()
+    assert conn.bulk_execute(sql, _rows()[:3] + _rows(100)[:2]) == 2
     conn.commit()
     assert len(_read(conn, table)) == len(TRICKY_TEXT) + 2
 
 
-def test_upsert_rows_replaces_the_other_columns(db) -> None:
+def test_a_bulk_upsert_replaces_the_other_columns(db) -> None:
     conn, table = db
-    columns = ("id", '"Label"', "body", "flag", "amount", "at", "score")
-    conn.insert_rows(table, columns, _rows())
+    conn.insert_rows(table, COLUMNS, _rows())
     changed = [(r[0], "new", r[2][::-1] if r[2] else r[2], *r[3:]) for r in _rows()]
-    assert conn.upsert_rows(table, columns, changed, key=("id",)) == len(changed)
+    sets = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+    sql = (
+        f"INSERT INTO {table} ({', '.join(COLUMNS)}) SELECT * FROM unnest({ARRAYS}) "
+        f"ON CONFLICT (id) DO UPDATE SET {sets}"
+    )
+    conn.bulk_execute(sql, changed)
     conn.commit()
     assert _read(conn, table) == changed
 

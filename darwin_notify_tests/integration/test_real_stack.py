@@ -4,12 +4,12 @@ Dagster's runs in PostgreSQL."""
 
 import pytest
 
+from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.pipeline import Runtime
 from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_assets.sample import seed
 from darwin_notify_assets.sample.demo import DEMO_START
 from darwin_notify_assets.storage.db import connect
-from darwin_notify_assets.storage.store import MessageStatus
 from darwin_notify_tests.integration.conftest import (
     PIPELINE_ROLE,
     Stack,

@@ -24,8 +24,9 @@ URL = "mssql://user@127.0.0.1:1/db?driver=ODBC+Driver+18+for+SQL+Server"
 
 CONNECT = """
 import json, time, pyodbc
-from darwin_notify_assets.storage.db import DatabaseUrl, odbc_connection_string
-text = odbc_connection_string(DatabaseUrl.parse({url!r}), None, read_only=True)
+from darwin_notify_assets.storage.db import DatabaseUrl
+from darwin_notify_assets.storage.dialects import dialect_for
+text = dialect_for("mssql").connection_string(DatabaseUrl.parse({url!r}), None, True)
 started = time.monotonic()
 try:
     pyodbc.connect(text, timeout=2)

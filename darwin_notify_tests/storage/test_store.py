@@ -1,18 +1,41 @@
-"""The store's message state machine: conditional transitions and an append-only history."""
+"""The store's message state machine (conditional transitions, an append-only history), and
+change decisions that are made once."""
 
+import sqlite3
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
+import pyodbc
 import pytest
 
+from darwin_notify_assets.domain.messages import INITIAL_STATUSES, MessageStatus, is_allowed
 from darwin_notify_assets.errors import InvalidTransition
 from darwin_notify_assets.storage.store import (
     CandidateRow,
-    MessageStatus,
+    ChangeEvent,
     NotificationStore,
     OutboundMessage,
     utcnow,
 )
 from darwin_notify_tests.conftest import PARTITION, make_messages
+from darwin_notify_tests.mssql.server import mssql_store
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mssql", marks=pytest.mark.mssql)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotificationStore]:
+    """An empty store: a SQLite file, and the SQL Server of the executed tier when one is
+    named (``make test-mssql``); every test of this module runs on each."""
+    if request.param == "mssql":
+        with mssql_store() as s:
+            yield s
+        return
+    s = NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
+    s.ensure_schema()
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def status_of(store: NotificationStore, message_id: int) -> str:
@@ -59,7 +82,7 @@ def test_inserting_the_same_messages_again_changes_nothing(store):
 def test_claim_moves_queued_to_sending_and_a_second_claim_gets_nothing(store):
     ids = make_messages(store, 4)
     first = store.claim(ids)
-    assert sorted(m.message_id for m in first) == ids
+    assert sorted(m.message_id for m in first) == sorted(ids)
     assert all(m.status == MessageStatus.SENDING for m in first)
     assert store.claim(ids) == []
     assert [status_of(store, m) for m in ids] == ["sending"] * 4
@@ -77,7 +100,7 @@ def test_claim_takes_only_queued_messages(store, status):
     queued = make_messages(store, 2, prefix="q")
     other = make_messages(store, 2, status=status, prefix="o")
     claimed = store.claim(queued + other)
-    assert sorted(m.message_id for m in claimed) == queued
+    assert sorted(m.message_id for m in claimed) == sorted(queued)
     assert [status_of(store, m) for m in other] == [str(status)] * 2
 
 
@@ -125,13 +148,13 @@ def test_finish_changes_nothing_unless_the_message_is_sending(store):
     ("expected", "new"),
     [
         (MessageStatus.SENDING, MessageStatus.SENT),
-        (MessageStatus.SENT, MessageStatus.QUEUED),
-        (MessageStatus.DEFERRED, MessageStatus.QUEUED),
+        (MessageStatus.SENDING, MessageStatus.FAILED),
+        (MessageStatus.SENDING, MessageStatus.UNKNOWN),
     ],
 )
 def test_transition_from_a_wrong_state_raises(store, expected, new):
     [mid] = make_messages(store, 1)
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidTransition, match="is not sending"):
         store.transition(mid, expected, new, "nope")
     assert status_of(store, mid) == "queued"
     assert history(store, mid) == [(None, "queued", None)]
@@ -139,14 +162,110 @@ def test_transition_from_a_wrong_state_raises(store, expected, new):
 
 def test_transition_appends_history(store):
     [mid] = make_messages(store, 1)
-    store.transition(mid, MessageStatus.QUEUED, MessageStatus.DEFERRED, "quiet hours")
-    store.transition(mid, MessageStatus.DEFERRED, MessageStatus.QUEUED, None)
-    assert status_of(store, mid) == "queued"
+    store.claim([mid])
+    store.transition(mid, MessageStatus.SENDING, MessageStatus.UNKNOWN, "no answer")
+    assert status_of(store, mid) == "unknown"
     assert history(store, mid) == [
         (None, "queued", None),
-        ("queued", "deferred", "quiet hours"),
-        ("deferred", "queued", None),
+        ("queued", "sending", None),
+        ("sending", "unknown", "no answer"),
     ]
+
+
+def message_in(store: NotificationStore, status: MessageStatus) -> int:
+    """One message brought into ``status`` the way the pipeline brings it there."""
+    if status in INITIAL_STATUSES:
+        [mid] = make_messages(store, 1, status=status, prefix=f"{status}-")
+        return mid
+    [mid] = make_messages(store, 1, prefix=f"{status}-")
+    store.claim([mid])
+    if status != MessageStatus.SENDING:
+        assert store.finish([(mid, status, None, None)]) == []
+    assert status_of(store, mid) == str(status)
+    return mid
+
+
+ALLOWED = [(a, b) for a in MessageStatus for b in MessageStatus if is_allowed(a, b)]
+FORBIDDEN = [(a, b) for a in MessageStatus for b in MessageStatus if not is_allowed(a, b)]
+
+
+def test_the_table_allows_exactly_the_send_path():
+    assert sorted(ALLOWED) == sorted(
+        [
+            (MessageStatus.QUEUED, MessageStatus.SENDING),
+            (MessageStatus.QUEUED, MessageStatus.SUPPRESSED),
+            (MessageStatus.SENDING, MessageStatus.SENT),
+            (MessageStatus.SENDING, MessageStatus.FAILED),
+            (MessageStatus.SENDING, MessageStatus.UNKNOWN),
+            (MessageStatus.UNKNOWN, MessageStatus.SENT),
+        ]
+    )
+    assert len(FORBIDDEN) == len(MessageStatus) ** 2 - len(ALLOWED)
+
+
+@pytest.mark.parametrize(("current", "new"), ALLOWED, ids=lambda s: str(s))
+def test_every_allowed_transition_is_made(store, current, new):
+    mid = message_in(store, current)
+    before = history(store, mid)
+    store.transition(mid, current, new, "why")
+    assert status_of(store, mid) == str(new)
+    assert history(store, mid) == [*before, (str(current), str(new), "why")]
+
+
+@pytest.mark.parametrize(("current", "new"), FORBIDDEN, ids=lambda s: str(s))
+def test_every_forbidden_transition_raises_and_changes_nothing(store, current, new):
+    mid = message_in(store, current)
+    before = history(store, mid)
+    with pytest.raises(InvalidTransition, match="not an allowed transition"):
+        store.transition(mid, current, new, "forbidden")
+    assert status_of(store, mid) == str(current)
+    assert history(store, mid) == before
+
+
+def test_a_sent_message_cannot_be_queued_and_sent_again(store):
+    mid = message_in(store, MessageStatus.SENT)
+    with pytest.raises(InvalidTransition):
+        store.transition(mid, MessageStatus.SENT, MessageStatus.QUEUED, "again")
+    assert store.claim([mid]) == []
+    assert status_of(store, mid) == "sent"
+
+
+@pytest.mark.parametrize(
+    "status", [s for s in MessageStatus if not is_allowed(MessageStatus.SENDING, s)]
+)
+def test_finish_refuses_an_outcome_sending_cannot_become(store, status):
+    ids = make_messages(store, 2)
+    store.claim(ids)
+    with pytest.raises(InvalidTransition, match="not an allowed transition"):
+        store.finish([(ids[0], MessageStatus.SENT, None, "p"), (ids[1], status, None, None)])
+    # nothing of the batch was written, not even its allowed outcome
+    assert [status_of(store, m) for m in ids] == ["sending", "sending"]
+    assert all(len(history(store, m)) == 2 for m in ids)
+
+
+@pytest.mark.parametrize("status", [s for s in MessageStatus if s not in INITIAL_STATUSES])
+def test_insert_refuses_a_status_no_message_is_created_in(store, status):
+    with pytest.raises(InvalidTransition, match="cannot be created as"):
+        make_messages(store, 1, status=status)
+    assert store.db.scalar("SELECT COUNT(*) FROM message") == 0
+    assert store.db.scalar("SELECT COUNT(*) FROM message_event") == 0
+
+
+def test_the_schema_rejects_a_status_outside_the_enum(store):
+    [mid] = make_messages(store, 1)
+    with pytest.raises((sqlite3.IntegrityError, pyodbc.IntegrityError), match="(?i)check"):
+        store.db.execute("UPDATE message SET status = 'bogus' WHERE message_id = ?", [mid])
+    store.db.rollback()
+    row = store.db.query("SELECT candidate_id, candidate_key FROM message")[0]
+    now = store.db.ts(utcnow())
+    with pytest.raises((sqlite3.IntegrityError, pyodbc.IntegrityError), match="(?i)check"):
+        store.db.execute(
+            "INSERT INTO message (candidate_id, candidate_key, partition_key, channel, status, "
+            "attempts, created_at, updated_at) VALUES (?, ?, ?, 'email', 'bogus', 0, ?, ?)",
+            [row[0] + 1, row[1] + "-other", PARTITION, now, now],
+        )
+    store.db.rollback()
+    assert status_of(store, mid) == "queued"
 
 
 def test_expire_sending_turns_stale_claims_into_unknown_never_queued(store):
@@ -213,3 +332,50 @@ def test_candidates_are_inserted_if_absent(store):
     assert store.insert_candidates([row]) == 0
     assert store.insert_candidates([row.__class__(**{**row.__dict__, "partition_key": "x"})]) == 0
     assert store.candidate_count(PARTITION) == 1
+
+
+def _change(key: str, partition: str = PARTITION) -> ChangeEvent:
+    return ChangeEvent(
+        event_key=key,
+        partition_key=partition,
+        schedule_id=4,
+        source_table="People",
+        record_id=138,
+        event_type="insert",
+        version="2026-03-02 14:25:43.000000",
+        agent_id=1,
+        contact_id=138,
+        old_values=None,
+        row_values=None,
+    )
+
+
+def _save(store: NotificationStore, fired=(), skipped=()) -> int:
+    return store.save_detection(list(fired), {}, (), (), (), (), skipped=list(skipped))
+
+
+def test_a_change_decided_against_is_not_recorded_as_an_event_later(store):
+    decided, other = _change("People:138:s4:insert:v"), _change("People:139:s4:insert:v")
+    assert _save(store, skipped=[decided]) == 0
+    assert _save(store, fired=[_change(decided.event_key, "later"), other]) == 1
+    rows = store.db.query("SELECT event_key FROM change_event")
+    assert rows == [(other.event_key,)]
+    assert store.decided_event_keys([decided.event_key, other.event_key, "unseen"]) == {
+        decided.event_key,
+        other.event_key,
+    }
+    decisions = store.db.query(
+        "SELECT event_key, partition_key, fired FROM change_decision ORDER BY event_key"
+    )
+    assert decisions == [(decided.event_key, PARTITION, 0), (other.event_key, PARTITION, 1)]
+
+
+def test_a_change_that_fired_keeps_its_event_when_a_later_read_decides_against(store):
+    fired = _change("People:138:s4:insert:v")
+    assert _save(store, fired=[fired]) == 1
+    assert _save(store, skipped=[_change(fired.event_key, "later")]) == 0
+    assert _save(store, fired=[_change(fired.event_key, "later")]) == 0
+    assert store.db.query("SELECT event_key, partition_key FROM change_event") == [
+        (fired.event_key, PARTITION)
+    ]
+    assert store.db.query("SELECT fired FROM change_decision") == [(1,)]

@@ -4,12 +4,6 @@
 SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS
 WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION;
 
--- name: active_schedules
-SELECT * FROM [NotificationSchedule] WHERE [IsActive] = 1 ORDER BY [ScheduleID];
-
--- name: templates
-SELECT [TemplateID], [Name], [Subject], [HtmlBody], [TextBody], [SmsBody] FROM [NotificationTemplate];
-
 -- name: watermark
 -- The raw state of this database's replica here; storage/mssql_watermark.py decides from it
 -- how far the primary's commits are applied. One row always: for a database in no
@@ -37,3 +31,13 @@ FROM sys.databases AS d
 LEFT JOIN sys.dm_hadr_database_replica_states AS rs
        ON rs.database_id = d.database_id AND rs.is_local = 1
 WHERE d.database_id = DB_ID();
+
+-- name: write_access
+-- What this login may do in the database: CREATE TABLE as HAS_PERMS_BY_NAME answers it
+-- (1, 0, or NULL when it cannot tell), then every database permission it holds. Any of
+-- INSERT, UPDATE, DELETE, ALTER or CONTROL, or CREATE TABLE, refuses the connection.
+SELECT CAST(N'CREATE TABLE' AS nvarchar(128)) AS permission_name,
+       HAS_PERMS_BY_NAME(NULL, N'DATABASE', N'CREATE TABLE') AS granted
+UNION ALL
+SELECT CAST(p.permission_name AS nvarchar(128)), 1
+FROM fn_my_permissions(NULL, N'DATABASE') AS p;

@@ -29,6 +29,15 @@ CREATE TABLE IF NOT EXISTS change_event (
 );
 CREATE INDEX IF NOT EXISTS change_event_partition ON change_event (partition_key, schedule_id);
 
+-- Every change read once decided, fired or not, by its event key: a later read of the same
+-- version (the lookback, a rerun) keeps the first decision.
+CREATE TABLE IF NOT EXISTS change_decision (
+    event_key TEXT PRIMARY KEY,
+    partition_key TEXT NOT NULL,
+    fired BOOLEAN NOT NULL,
+    decided_at TIMESTAMP NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS record_snapshot (
     source_table TEXT NOT NULL,
     record_id BIGINT NOT NULL,
@@ -100,7 +109,8 @@ CREATE TABLE IF NOT EXISTS message (
     sms_body TEXT,
     sms_encoding TEXT,
     sms_segments INTEGER,
-    status TEXT NOT NULL,
+    -- the statuses of domain/messages.py MessageStatus
+    status TEXT NOT NULL CONSTRAINT message_status_known CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed')),
     reason TEXT,
     claim_token TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -110,6 +120,13 @@ CREATE TABLE IF NOT EXISTS message (
 );
 CREATE INDEX IF NOT EXISTS message_partition_status ON message (partition_key, status);
 CREATE INDEX IF NOT EXISTS message_claim ON message (claim_token);
+-- A store created before the constraint existed gets it here (one statement: the loader
+-- splits on a semicolon at the end of a line).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'message_status_known'
+                   AND conrelid = 'message'::regclass) THEN
+        ALTER TABLE message ADD CONSTRAINT message_status_known
+            CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed')); END IF; END $$;
 
 CREATE TABLE IF NOT EXISTS message_event (
     message_event_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -120,3 +137,61 @@ CREATE TABLE IF NOT EXISTS message_event (
     at TIMESTAMP NOT NULL
 );
 CREATE INDEX IF NOT EXISTS message_event_message ON message_event (message_id);
+
+-- The schedules and templates one run used, by version (a hash of what was read): every
+-- later step of the run, and every message it rendered, refers to the same snapshot.
+CREATE TABLE IF NOT EXISTS schedule_snapshot (
+    version VARCHAR(64) PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS run_schedule (
+    run_id VARCHAR(64) PRIMARY KEY,
+    version VARCHAR(64) NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+
+-- Provider events, stored before they are acknowledged, once per dedup_key.
+CREATE TABLE IF NOT EXISTS delivery_event (
+    delivery_event_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    dedup_key TEXT NOT NULL UNIQUE,
+    provider TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    message_id BIGINT,
+    provider_message_id TEXT,
+    event_type TEXT NOT NULL,
+    delivery_status TEXT NOT NULL,
+    occurred_at BIGINT,
+    detail TEXT,
+    received_at TIMESTAMP NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delivery_event_message ON delivery_event (message_id);
+
+-- Opt-outs and suppressions: an address of a channel, or a recipient for one schedule, one
+-- channel or everything. subject_key names the row; active = false is an opt-in again.
+CREATE TABLE IF NOT EXISTS suppression (
+    subject_key TEXT PRIMARY KEY,
+    scope TEXT NOT NULL CHECK (scope IN ('address', 'schedule', 'channel', 'all')),
+    channel TEXT,
+    address TEXT,
+    recipient_kind TEXT,
+    recipient_id BIGINT,
+    schedule_id BIGINT,
+    active BOOLEAN NOT NULL,
+    reason TEXT NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE INDEX IF NOT EXISTS suppression_address ON suppression (channel, address);
+CREATE INDEX IF NOT EXISTS suppression_recipient ON suppression (recipient_kind, recipient_id);
+
+-- A sent message's delivery state (domain/delivery.py): the highest-ranked provider event so
+-- far. A table of its own beside message, so that stores created before it need no ALTER.
+CREATE TABLE IF NOT EXISTS message_delivery (
+    message_id BIGINT PRIMARY KEY,
+    delivery_status TEXT NOT NULL,
+    delivery_rank INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    first_event_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);

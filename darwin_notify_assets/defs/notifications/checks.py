@@ -9,9 +9,10 @@ from datetime import timedelta
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
+from darwin_notify_assets.domain.messages import FINAL_STATUSES, MessageStatus
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.replica import ReplicaWatermark
-from darwin_notify_assets.storage.store import FINAL_STATUSES, MessageStatus, NotificationStore
+from darwin_notify_assets.storage.store import NotificationStore
 
 REPLICA_CAUGHT_UP = AssetCheckSpec(
     "replica_caught_up",
