@@ -218,6 +218,8 @@ class UIPage:
         self.shots.mkdir(parents=True, exist_ok=True)
         self.on_shot = on_shot
         self.saved: list[Path] = []
+        # Every text read from a page, so a test can search all it was shown.
+        self.shown: list[str] = []
         self.page = browser.new_page(viewport=VIEWPORT)
         self.page.set_default_timeout(timeout_ms)
         # The first visit shows "Join the Dagster community"; it would cover what we click.
@@ -263,7 +265,24 @@ class UIPage:
         return path
 
     def text(self, selector: str = "body") -> str:
-        return str(self.page.locator(selector).first.inner_text())
+        text = str(self.page.locator(selector).first.inner_text())
+        self.shown.append(text)
+        return text
+
+    def markdown(self, key: str, shot: str | None = None) -> str:
+        """The text of the markdown metadata entry ``key``: the UI shows it in a dialog,
+        opened from the entry's "[Show Markdown]" and closed again after reading."""
+        row = self.page.locator("tr").filter(has=self.page.get_by_text(key, exact=True)).last
+        row.get_by_text("[Show Markdown]").click()
+        dialog = self.page.get_by_role("dialog").filter(has_text=key)
+        dialog.get_by_role("button", name="Close").wait_for()
+        text = str(dialog.inner_text())
+        self.shown.append(text)
+        if shot:
+            self.shot(shot)
+        dialog.get_by_role("button", name="Close").click()
+        dialog.wait_for(state="hidden")
+        return text
 
     # -- DOM readings ------------------------------------------------------------------------
     def metadata(self) -> dict[str, str]:

@@ -54,7 +54,9 @@ NOTIFICATION_ASSETS = [
     "rendered_messages",
     "delivery_log",
 ]
-AUDIT_ASSETS = ["reconciliation_report"]
+AUDIT_ASSETS = ["reconciliation_report", "send_audit"]
+OPERATIONS_ASSETS = ["render_workers", "send_workers"]
+ALL_ASSETS = sorted(NOTIFICATION_ASSETS + AUDIT_ASSETS + OPERATIONS_ASSETS)
 DELIVERY_CHECKS = ["no_duplicate_sends", "no_missed_notifications"]
 DAY = DEMO_START.strftime("%Y-%m-%d")
 NEXT_DAY = (DEMO_START + timedelta(days=1)).strftime("%Y-%m-%d")
@@ -233,6 +235,56 @@ def _delivery_metadata(instance, run_id: str) -> dict[str, Any]:
     pytest.fail(f"run {run_id} recorded no delivery_log materialization")
 
 
+def _materialization_metadata(instance, asset: str, run_id: str) -> dict[str, Any]:
+    from dagster import AssetKey
+
+    records = instance.fetch_materializations(AssetKey(asset), limit=1000).records
+    for record in records:
+        if record.run_id == run_id:
+            return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    pytest.fail(f"run {run_id} recorded no {asset} materialization")
+
+
+def _personal_data(primary) -> list[str]:
+    """Every address and number of the source's people and agents, as written there and,
+    for numbers, without their country code: none of them may appear in the UI."""
+    values: set[str] = set()
+    for table in ("People", "Agent"):
+        for email, phone in primary.query(f'SELECT "Email", "MobilePhone" FROM "{table}"'):
+            if email and "@" in email:
+                values.add(email)
+            if phone:
+                values.add(phone)
+                digits = re.sub(r"\D", "", phone)
+                if len(digits) >= 10:
+                    values.add(digits[-10:])
+    primary.commit()
+    assert len(values) > 100, "the source must have people to look for"
+    return sorted(values)
+
+
+def _nothing_personal(shown: list[str], personal: list[str]) -> None:
+    """No address or number of the source in any text the browser was shown, and every
+    address-like word masked."""
+    text = "\n".join(shown)
+    assert "***" in text, "the pages read must have shown masked values"
+    leaked = [value for value in personal if value in text]
+    assert leaked == [], f"personal data shown in the UI: {leaked[:5]}"
+    addresses = re.findall(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", text)
+    assert [a for a in addresses if "***" not in a] == [], addresses
+
+
+def _one_chain_run_at_a_time(instance) -> None:
+    """The runs of the chain (``darwin_notify/chain``) never overlapped in time."""
+    from dagster import RunsFilter
+
+    records = instance.get_run_records(filters=RunsFilter(tags={"darwin_notify/chain": "notify"}))
+    spans = sorted((r.start_time, r.end_time, r.dagster_run.run_id) for r in records)
+    assert len(spans) >= 2 and all(start and end for start, end, _ in spans), spans
+    for (_, end, before), (start, _, after) in zip(spans, spans[1:], strict=False):
+        assert start >= end, f"chain runs {before[:8]} and {after[:8]} were in flight together"
+
+
 def _latest_delivery(instance, day: str) -> tuple[str, dict[str, Any]]:
     return next((rid, md) for rid, md in _deliveries(instance) if md["partition"] == day)
 
@@ -261,6 +313,7 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
         assert stack.run_window(instance, window.partition_key).success
     seed.apply_window(primary, changes[2])
     stack.wait_replayed(primary)
+    personal = _personal_data(primary)
     primary.close()
     email_before_ui, sms_before_ui = (len(r) for r in _sent_records(stack))
     assert email_before_ui > email_start, "the first windows must have sent email"
@@ -304,6 +357,11 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
                 _lineage(ui)
             with ui.step("partition"):
                 _partition(ui, sensor.run_id, sensor_md, settings)
+            with ui.step("rendered"):
+                rendered_md = _materialization_metadata(
+                    instance, "rendered_messages", sensor.run_id
+                )
+                _rendered(ui, sensor.run_id, rendered_md)
             with ui.step("checks"):
                 _checks(ui)
             with ui.step("rerun"):
@@ -342,13 +400,23 @@ def test_the_ui_reruns_a_window_and_backfills_days_without_sending_twice(
                 assert run_id in {rerun_id, *(r.run_id for r in backfill_runs)}
                 with ui.step(f"partition-{day}"):
                     _reran_partition(ui, day, run_id, md)
+            _nothing_personal(ui.shown, personal)
 
         # Whatever the daemon started by itself (the sensor, the hourly reconciliation)
         # finishes before the server stops, so no run is cut off half way.
         _wait(lambda: not _in_flight(instance), RUN_TIMEOUT, "the runs in flight")
     finally:
         server.stop()
-        instance.dispose()
+
+    # The sensor did not flood: its one run caught up the third window and the empty
+    # windows after it, and no two runs of the chain (the sensor's, the launchpad's rerun)
+    # were ever in flight together.
+    sensor_runs = instance.get_runs(
+        filters=RunsFilter(tags={"dagster/sensor_name": "replica_lag_sensor"})
+    )
+    assert [r.run_id for r in sensor_runs] == [sensor.run_id]
+    _one_chain_run_at_a_time(instance)
+    instance.dispose()
 
     # The provider sinks: the rerun and the backfill sent nothing; no key was sent twice.
     email, sms = _sent_records(stack)
@@ -377,11 +445,11 @@ def _lineage(ui: UIPage) -> None:
             "[class*=collapsedGroupNodeBox], [class*=assetName]"
         ).first.wait_for(),
     )
-    if len(ui.asset_node_names()) < len(NOTIFICATION_ASSETS + AUDIT_ASSETS):
+    if len(ui.asset_node_names()) < len(ALL_ASSETS):
         page.locator("button:has([aria-label=settings])").last.click()
         page.get_by_text("Expand all groups").last.click()
         page.keyboard.press("Escape")
-    expected = sorted(NOTIFICATION_ASSETS + AUDIT_ASSETS)
+    expected = ALL_ASSETS
     _wait(lambda: ui.asset_node_names() == expected, 60, f"asset nodes {expected}", 0.5)
     ui.shot("lineage")
     assert ui.asset_node_names() == expected
@@ -389,7 +457,7 @@ def _lineage(ui: UIPage) -> None:
         node = _asset_node(ui, name)
         assert re.search(rf"Asset checks\s*{checks}\s*/\s*{checks}\s+Passed", node), (name, node)
     body = ui.text()
-    assert "notifications" in body and "audit" in body
+    assert all(group in body for group in ("notifications", "audit", "operations")), body[:400]
 
 
 def _asset_node(ui: UIPage, name: str) -> str:
@@ -423,6 +491,34 @@ def _partition(ui: UIPage, run_id: str, expected: dict[str, Any], settings) -> N
     assert len(rows) == expected["windows"] == 24
     assert [r["window"] for r in rows] == [r.data["window"] for r in expected["per_window"].records]
     assert sum(int(r["sent"]) for r in rows) == expected["sent"] > 0
+
+
+def _rendered(ui: UIPage, run_id: str, expected: dict[str, Any]) -> None:
+    """rendered_messages' day: its counts, the failures by reason and the masked preview of
+    one message per schedule."""
+    page = ui.page
+    ui.goto(
+        f"/assets/rendered_messages?view=partitions&partition={DAY}",
+        ready=lambda: page.get_by_text("message_preview", exact=True).first.wait_for(),
+    )
+    page.get_by_text("failures_by_reason", exact=True).first.scroll_into_view_if_needed()
+    ui.shot(f"rendered_messages-{DAY}")
+    assert run_id[:8] in ui.text(), "the partition's latest run is the sensor's"
+    md = ui.metadata()
+    for key in ("rendered", "suppressed", "render_failed", "windows"):
+        assert md.get(key) == str(expected[key]), (key, md.get(key), expected[key])
+    rows = ui.table_with_header("reason_class")
+    assert rows == [
+        {k: str(v) for k, v in r.data.items()} for r in expected["failures_by_reason"].records
+    ]
+    failures = expected["suppressed"] + expected["render_failed"]
+    assert sum(int(r["count"]) for r in rows) == failures > 0, rows
+    preview = ui.markdown("message_preview", shot="rendered_messages-preview")
+    headers = re.findall(r"\((email|sms), (\w+), (\d{4}-\d{2}-\d{2}-\d{2}:\d{2})\)", preview)
+    assert headers and {h[2] for h in headers} == {expected["first_window"]}, preview[:600]
+    assert "***" in preview, preview[:600]
+    not_sendable = ui.markdown("not_sendable")
+    assert "suppressed: " in not_sendable, not_sendable[:600]
 
 
 def _checks(ui: UIPage) -> None:
