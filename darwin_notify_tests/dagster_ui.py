@@ -270,10 +270,16 @@ class UIPage:
         return text
 
     def markdown(self, key: str, shot: str | None = None) -> str:
-        """The text of the markdown metadata entry ``key``: the UI shows it in a dialog,
-        opened from the entry's "[Show Markdown]" and closed again after reading."""
+        """The text of the markdown metadata entry ``key``: a short one is shown in its row,
+        a long one in a dialog, opened from the row's "[Show Markdown]" and closed again
+        after reading."""
         row = self.page.locator("tr").filter(has=self.page.get_by_text(key, exact=True)).last
-        row.get_by_text("[Show Markdown]").click()
+        button = row.get_by_text("[Show Markdown]")
+        if not button.count():
+            text = str(row.locator(":scope > td").nth(1).inner_text())
+            self.shown.append(text)
+            return text
+        button.click()
         dialog = self.page.get_by_role("dialog").filter(has_text=key)
         dialog.get_by_role("button", name="Close").wait_for()
         text = str(dialog.inner_text())
