@@ -34,6 +34,7 @@ class Settings:
     kafka_bootstrap: str = ""
     kafka_topic_prefix: str = "darwin-notify"
     kafka_partitions: int = 6
+    kafka_connect_timeout_seconds: int = 300
     sendgrid_host: str = ""
     sms_base_url: str = ""
     twilio_account_sid: str = ""
