@@ -131,3 +131,50 @@ def stop_processes(procs: list[subprocess.Popen], timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+# -- provider sinks of one's own -----------------------------------------------------------------
+def start_sinks(
+    run_dir: Path, timeout: float = 30
+) -> tuple[list[subprocess.Popen], dict[str, str]]:
+    """A SendGrid and an SMS sink of the caller's own (child processes on free ports), and the
+    settings that point darwin-notify and ``sink_records`` at them. The shared sinks of
+    ``make services-up`` also count whatever anybody else sends."""
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+    urls: dict[str, str] = {}
+    records: dict[str, Path] = {}
+    for kind in ("sendgrid", "sms"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        records[kind] = run_dir / f"{kind}.jsonl"
+        urls[kind] = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "darwin_notify_assets.testing.sinks", kind]
+        argv += ["--port", str(port), "--record", str(records[kind]), "--log-level", "WARNING"]
+        procs.append(start_worker(kind, run_dir / f"{kind}.log", argv=argv))
+    deadline = time.monotonic() + timeout
+    for kind, url in urls.items():
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_health", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                stop_processes(procs)
+                raise ServicesUnavailable(f"the {kind} sink on {url} did not start; see {run_dir}")
+            time.sleep(0.1)
+    env = {
+        "DARWIN_NOTIFY_SENDGRID_HOST": urls["sendgrid"],
+        "DARWIN_NOTIFY_SMS_BASE_URL": urls["sms"],
+        "DARWIN_NOTIFY_SENDGRID_SINK_RECORD": str(records["sendgrid"]),
+        "DARWIN_NOTIFY_SMS_SINK_RECORD": str(records["sms"]),
+    }
+    return procs, env

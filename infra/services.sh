@@ -36,8 +36,9 @@ TIMEOUT=${DARWIN_NOTIFY_SERVICES_TIMEOUT:-90}
 PIPELINE_ROLE=darwin_notify
 SLOT=replica1
 # libgssapi-krb5-2, libkrb5-3 and libltdl7: what Microsoft's ODBC Driver 18 (PyPI
-# mssql-python-odbc, registered by storage/odbc_driver.py) links besides unixODBC.
-APT_PACKAGES=(postgresql postgresql-contrib unixodbc odbc-postgresql libgssapi-krb5-2 libkrb5-3 libltdl7)
+# mssql-python-odbc, registered by storage/odbc_driver.py) links besides unixODBC. chromium:
+# the headless browser the UI test drives through Playwright (darwin_notify_tests/dagster_ui.py).
+APT_PACKAGES=(postgresql postgresql-contrib unixodbc odbc-postgresql libgssapi-krb5-2 libkrb5-3 libltdl7 chromium)
 
 KAFKA_POM=$SCRIPT_DIR/kafka/pom.xml
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")

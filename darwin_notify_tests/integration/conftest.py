@@ -174,6 +174,12 @@ def services_environment(services: dict[str, str], monkeypatch: pytest.MonkeyPat
 
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    yield make_stack(tmp_path, monkeypatch)
+
+
+def make_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """A ``Stack`` on ``tmp_path`` with an empty store, its settings in the environment
+    (through ``monkeypatch``, of whichever scope the caller has)."""
     env = services_env()
     missing = [
         k
@@ -195,7 +201,7 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     s = Stack(env=env, tmp=tmp_path, topic_prefix=prefix)
     s.reset_store()
-    yield s
+    return s
 
 
 def windows_of(changes: list[seed.WindowChanges], minutes: int = 5) -> list[Window]:
