@@ -7,7 +7,12 @@
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import ConfigurableResource, Definitions, load_assets_from_modules
+from dagster import (
+    ConfigurableResource,
+    Definitions,
+    in_process_executor,
+    load_assets_from_modules,
+)
 
 from darwin_notify_assets.defs.audit import assets as audit_assets
 from darwin_notify_assets.defs.audit.jobs import reconcile_job, reconcile_schedule
@@ -36,7 +41,11 @@ def build_defs(resources: Mapping[str, ConfigurableResource[Any]] | None = None)
             asset_checks=health.health_checks,
             sensors=[health.worker_health_sensor],
         ),
-        Definitions(resources=dict(resources or resources_from_env())),
+        # A window's steps run one after the other and share the resources' connections: in
+        # one process, a run starts no process per step (seconds each on a busy machine).
+        Definitions(
+            resources=dict(resources or resources_from_env()), executor=in_process_executor
+        ),
     )
 
 
