@@ -325,9 +325,9 @@ def detect_changes(
             snapshots = (
                 {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
             )
-            deals, listings, agents = _ledger_rows(schedules.model, plan, rows, window)
+            deals, listings, removed, agents = _ledger_rows(schedules.model, plan, rows, window)
             result.events_new += store.save_detection(
-                decided.fired, snapshots, deals, listings, (), agents, skipped=decided.skipped
+                decided.fired, snapshots, deals, listings, removed, agents, skipped=decided.skipped
             )
     _detect_deletions(replica, store, schedules, plans, window, read_from, result)
     return result
@@ -335,19 +335,26 @@ def detect_changes(
 
 def _ledger_rows(
     model: SourceModel, plan: TablePlan, rows: list[dict[str, Any]], window: Window
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, int]]]:
+) -> tuple[
+    list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, int]], list[tuple[str, int]]
+]:
+    """The ledger rows of a batch, the ledger rows it removes (a deal that no longer meets
+    the model's condition), and the agents it touches."""
     deals: list[tuple[Any, ...]] = []
     listings: list[tuple[Any, ...]] = []
     agents: list[tuple[str, int]] = []
+    removed: list[tuple[str, int]] = []
     if not plan.ledger or model.totals is None:
-        return deals, listings, agents
+        return deals, listings, removed, agents
     d, li = model.totals.deals, model.totals.listings
     for r in rows:
         agent = r.get(d.agent if plan.ledger_kind == "deal" else li.agent)
         if agent is None:
             continue
         agents.append((window.partition_key, int(agent)))
-        if plan.ledger_kind == "deal":
+        if plan.ledger_kind == "deal" and d.counts_when and not d.counts_when.holds(r):
+            removed.append(("deal", int(r[d.key])))
+        elif plan.ledger_kind == "deal":
             post = r.get(d.posted)
             deals.append(
                 (
@@ -360,7 +367,7 @@ def _ledger_rows(
             )
         else:
             listings.append((int(r[li.key]), int(agent), r.get(li.status)))
-    return deals, listings, agents
+    return deals, listings, removed, agents
 
 
 def _detect_deletions(
@@ -427,8 +434,8 @@ def baseline(
             snapshots = (
                 {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
             )
-            deals, listings, _ = _ledger_rows(schedules.model, plan, rows, window)
-            store.save_detection((), snapshots, deals, listings, (), ())
+            deals, listings, removed, _ = _ledger_rows(schedules.model, plan, rows, window)
+            store.save_detection((), snapshots, deals, listings, removed, ())
             counts[plan.table] = counts.get(plan.table, 0) + len(rows)
     return counts
 

@@ -95,6 +95,17 @@ class Relations(_Strict):
     agent_contacts: OneToMany | None = None
 
 
+class Condition(_Strict):
+    """A row counts when ``column`` equals ``equals``."""
+
+    column: str
+    equals: str | int
+
+    def holds(self, row: Mapping[str, Any]) -> bool:
+        value = row.get(self.column)
+        return value is not None and str(value) == str(self.equals)
+
+
 class DealLedger(_Strict):
     table: str
     key: str
@@ -103,6 +114,8 @@ class DealLedger(_Strict):
     volume: str
     commission: str
     watch: str
+    # Beside a posted date in the year, a further condition a deal must meet to count.
+    counts_when: Condition | None = None
 
 
 class ListingLedger(_Strict):
@@ -162,6 +175,10 @@ class SourceModel(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "SourceModel":
+        for name in self._table_names():
+            parts = name.split(".")
+            if len(parts) > 2 or not all(p.strip() for p in parts):
+                raise ValueError(f"table name {name!r} must be 'table' or 'schema.table'")
         for field_name, cfg, needed in (
             ("schedules", self.schedules, SCHEDULE_FIELDS),
             ("templates", self.templates, TEMPLATE_FIELDS),
@@ -184,11 +201,26 @@ class SourceModel(_Strict):
             for table in rel:
                 if table not in self.tables:
                     raise ValueError(f"relations.{name} names {table}, which tables lacks")
+        office = self.relations.agent_office
+        described = set(self.tables) | {r.table for r in self.recipients.values()}
+        if office and office.to not in described:
+            raise ValueError(f"relations.agent_office names {office.to}, which tables lacks")
         if self.totals:
             for ledger in (self.totals.deals, self.totals.listings):
                 if ledger.table not in self.tables:
                     raise ValueError(f"totals names {ledger.table}, which tables lacks")
         return self
+
+    def _table_names(self) -> list[str]:
+        names = [*self.tables, self.schedules.table, self.templates.table]
+        names += [r.table for r in self.recipients.values()]
+        if self.tombstone:
+            names.append(self.tombstone.table)
+        if self.relations.agent_office:
+            names += [self.relations.agent_office.from_, self.relations.agent_office.to]
+        if self.relations.agent_contacts:
+            names.append(self.relations.agent_contacts.table)
+        return names
 
     # -- lookups the stages make -----------------------------------------------------------
     def key_of(self, table: str) -> str:
@@ -339,6 +371,8 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
     if model.totals:
         d, li = model.totals.deals, model.totals.listings
         has("totals.deals", d.table, d.key, d.agent, d.posted, d.volume, d.commission, d.watch)
+        if d.counts_when:
+            has("totals.deals.counts_when", d.table, d.counts_when.column)
         has("totals.listings", li.table, li.key, li.agent, li.status, li.watch)
     for name, cfg in (("schedules", model.schedules), ("templates", model.templates)):
         has(name, cfg.table, *cfg.columns.values())
