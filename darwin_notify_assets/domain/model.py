@@ -36,6 +36,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class SoftDelete(_Strict):
+    """Deletion by an UPDATE: a timestamp column set when the row is deleted
+    (``{soft_delete: DeletedAt}``), or a flag with the column the same update dates the
+    deletion by (``{soft_delete: IsDeleted, at: ChangedAt}``)."""
+
+    soft_delete: str
+    at: str | None = None
+
+    @property
+    def time_column(self) -> str:
+        return self.at or self.soft_delete
+
+    def deleted(self, row: Mapping[str, Any]) -> bool:
+        value = row.get(self.soft_delete)
+        if self.at is None:
+            return value is not None
+        return value not in (None, False, 0, "0", "")
+
+
 class SourceTable(_Strict):
     """One table darwin-notify may read."""
 
@@ -44,7 +63,11 @@ class SourceTable(_Strict):
     # The column that dates a record's creation: an update read inside the window that
     # created the record has no earlier version to compare with.
     created: str | None = None
-    deletions: Literal["tombstone"] | None = None
+    deletions: Literal["tombstone"] | SoftDelete | None = None
+
+    @property
+    def soft_delete(self) -> SoftDelete | None:
+        return self.deletions if isinstance(self.deletions, SoftDelete) else None
 
 
 class Tombstone(_Strict):
@@ -248,6 +271,13 @@ class SourceModel(_Strict):
     def contact_column(self, table: str) -> str | None:
         return self.relations.record_contact.get(table)
 
+    def soft_delete_of(self, table: str) -> SoftDelete | None:
+        return self.tables[table].soft_delete if table in self.tables else None
+
+    def tombstoned(self, tables: Sequence[str]) -> list[str]:
+        """Those of ``tables`` whose deletions the tombstone records."""
+        return [t for t in tables if t in self.tables and self.tables[t].deletions == "tombstone"]
+
     def watch_of(self, table: str) -> tuple[str, ...]:
         return self.tables[table].watch if table in self.tables else ()
 
@@ -349,6 +379,9 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
 
     for name, table in model.tables.items():
         has(f"tables.{name}", name, table.key, *table.watch, table.created)
+        if table.soft_delete:
+            soft = table.soft_delete
+            has(f"tables.{name}.deletions", name, soft.soft_delete, soft.at)
     if model.tombstone:
         t = model.tombstone
         has("tombstone", t.table, t.table_column, t.key_column, t.time_column)

@@ -151,7 +151,7 @@ def loaded_from(snapshot: ScheduleSnapshot, replica: ReplicaReader) -> LoadedSch
 def _tables_needed(model: SourceModel, s: Schedule) -> set[str]:
     """The tables a schedule reads through the model: a broken one stops only its schedules."""
     tables = {s.source_table}
-    if s.event_type == EventType.DELETE and model.tombstone:
+    if s.event_type == EventType.DELETE and model.tombstone and model.tombstoned([s.source_table]):
         tables.add(model.tombstone.table)
     if s.audience in (Audience.AGENT, Audience.AGENT_CONTACTS):
         tables.add(model.agent.table)

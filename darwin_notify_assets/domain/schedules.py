@@ -221,12 +221,19 @@ def parse_schedule(
         raise fail(str(exc)) from None
     watch = row.get(c["watch_column"]) or ""
     if event_type == EventType.DELETE:
-        tomb = model.tombstone
-        if tomb is None or model.tables.get(table) is None or not model.tables[table].deletions:
-            raise fail(f"the source model says nothing of how deletions on {table} are found")
-        if watch not in ("", tomb.time_column):
-            raise fail(f"delete schedules watch {tomb.table}.{tomb.time_column}, not {watch!r}")
-        watch = tomb.time_column
+        tomb, soft = model.tombstone, model.soft_delete_of(table)
+        if soft is not None:
+            if watch not in ("", soft.time_column):
+                raise fail(f"delete schedules watch {table}.{soft.time_column}, not {watch!r}")
+            if soft.time_column not in columns:
+                raise fail(f"unknown deletion column {table}.{soft.time_column}")
+            watch = soft.time_column
+        else:
+            if tomb is None or not model.tombstoned([table]):
+                raise fail(f"the source model says nothing of how deletions on {table} are found")
+            if watch not in ("", tomb.time_column):
+                raise fail(f"delete schedules watch {tomb.table}.{tomb.time_column}, not {watch!r}")
+            watch = tomb.time_column
     elif watch not in columns:
         raise fail(f"unknown watch column {table}.{watch}")
     changed = tuple(

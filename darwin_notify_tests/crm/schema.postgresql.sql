@@ -19,16 +19,14 @@ CREATE TABLE crm."Client" (
 CREATE TABLE crm."Listing" (
     "ListingNo" integer PRIMARY KEY, "BrokerNo" integer NOT NULL, "Street" varchar(200) NOT NULL,
     "Town" varchar(100) NOT NULL, "AskingPrice" numeric(14, 2) NOT NULL,
-    "State" varchar(20) NOT NULL, "CreatedAt" timestamp NOT NULL, "ChangedAt" timestamp NOT NULL
+    "State" varchar(20) NOT NULL, "CreatedAt" timestamp NOT NULL, "ChangedAt" timestamp NOT NULL,
+    "DeletedAt" timestamp
 );
 CREATE TABLE crm."Sale" (
     "SaleNo" integer PRIMARY KEY, "BrokerNo" integer NOT NULL, "ListingNo" integer NOT NULL,
     "BuyerClientNo" integer, "Price" numeric(14, 2) NOT NULL, "Fee" numeric(14, 2) NOT NULL,
     "Stage" varchar(20) NOT NULL, "CloseDate" timestamp, "CreatedAt" timestamp NOT NULL,
     "ChangedAt" timestamp NOT NULL
-);
-CREATE TABLE crm."Removed" (
-    "Entity" varchar(64) NOT NULL, "EntityNo" integer NOT NULL, "RemovedAt" timestamp NOT NULL
 );
 CREATE TABLE crm."Alert" (
     "AlertNo" integer PRIMARY KEY, "Title" varchar(100) NOT NULL, "OnTable" varchar(64) NOT NULL,
@@ -49,7 +47,7 @@ CREATE INDEX ix_crm_sale_createdat ON crm."Sale" ("CreatedAt");
 CREATE INDEX ix_crm_sale_changedat ON crm."Sale" ("ChangedAt");
 CREATE INDEX ix_crm_broker_createdat ON crm."Broker" ("CreatedAt");
 CREATE INDEX ix_crm_broker_changedat ON crm."Broker" ("ChangedAt");
-CREATE INDEX ix_crm_removed_removedat ON crm."Removed" ("RemovedAt", "Entity");
 CREATE INDEX ix_crm_client_brokerno ON crm."Client" ("BrokerNo");
+CREATE INDEX ix_crm_listing_deletedat ON crm."Listing" ("DeletedAt");
 GRANT USAGE ON SCHEMA crm TO darwin_notify;
 GRANT SELECT ON ALL TABLES IN SCHEMA crm TO darwin_notify;

@@ -16,15 +16,12 @@ CREATE TABLE "crm.Client" (
 CREATE TABLE "crm.Listing" (
     ListingNo INTEGER PRIMARY KEY, BrokerNo INTEGER NOT NULL, Street TEXT NOT NULL,
     Town TEXT NOT NULL, AskingPrice NUMERIC NOT NULL, State TEXT NOT NULL,
-    CreatedAt TEXT NOT NULL, ChangedAt TEXT NOT NULL
+    CreatedAt TEXT NOT NULL, ChangedAt TEXT NOT NULL, DeletedAt TEXT
 );
 CREATE TABLE "crm.Sale" (
     SaleNo INTEGER PRIMARY KEY, BrokerNo INTEGER NOT NULL, ListingNo INTEGER NOT NULL,
     BuyerClientNo INTEGER, Price NUMERIC NOT NULL, Fee NUMERIC NOT NULL, Stage TEXT NOT NULL,
     CloseDate TEXT, CreatedAt TEXT NOT NULL, ChangedAt TEXT NOT NULL
-);
-CREATE TABLE "crm.Removed" (
-    Entity TEXT NOT NULL, EntityNo INTEGER NOT NULL, RemovedAt TEXT NOT NULL
 );
 CREATE TABLE "crm.Alert" (
     AlertNo INTEGER PRIMARY KEY, Title TEXT NOT NULL, OnTable TEXT NOT NULL,
@@ -44,5 +41,5 @@ CREATE INDEX "ix_crm_Sale_CreatedAt" ON "crm.Sale" (CreatedAt);
 CREATE INDEX "ix_crm_Sale_ChangedAt" ON "crm.Sale" (ChangedAt);
 CREATE INDEX "ix_crm_Broker_CreatedAt" ON "crm.Broker" (CreatedAt);
 CREATE INDEX "ix_crm_Broker_ChangedAt" ON "crm.Broker" (ChangedAt);
-CREATE INDEX "ix_crm_Removed_RemovedAt" ON "crm.Removed" (RemovedAt, Entity);
 CREATE INDEX "ix_crm_Client_BrokerNo" ON "crm.Client" (BrokerNo);
+CREATE INDEX "ix_crm_Listing_DeletedAt" ON "crm.Listing" (DeletedAt);

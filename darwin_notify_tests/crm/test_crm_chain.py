@@ -129,11 +129,11 @@ def _tables_in(statements: list[str]) -> set[str]:
         (
             (21, 22, 23, 24, 25),
             ["crm.Client", "crm.Listing", "crm.Sale"],
-            {"crm.Client", "crm.Listing", "crm.Sale", "crm.Removed"},
+            {"crm.Client", "crm.Listing", "crm.Sale"},
         ),
         ((22,), ["crm.Listing"], {"crm.Listing"}),
         ((24,), ["crm.Client"], {"crm.Client"}),
-        ((23,), ["crm.Listing", "crm.Sale"], {"crm.Listing", "crm.Sale", "crm.Removed"}),
+        ((23,), ["crm.Listing", "crm.Sale"], {"crm.Listing", "crm.Sale"}),
         ((), [], set()),
     ],
     ids=["all", "price-cut-only", "welcome-only", "totals", "none"],

@@ -1,12 +1,12 @@
 """A second source schema for the tests: a brokerage CRM shaped unlike the sample darwin.Cloud.
 
 Schema-qualified tables (``crm.Listing``, ``crm.Client``, ``crm.Broker``, ``crm.Sale``), other
-keys (``ListingNo``), other watch columns (``CreatedAt``, ``ChangedAt``), a tombstone of its own
-(``crm.Removed``), schedules and templates in ``crm.Alert`` and ``crm.AlertLayout`` with other
+keys (``ListingNo``), other watch columns (``CreatedAt``, ``ChangedAt``), deletions by a soft-delete
+column (``crm.Listing.DeletedAt``), schedules and templates in ``crm.Alert`` and ``crm.AlertLayout`` with other
 column names, and a sales ledger that counts a sale only once its ``Stage`` is ``Closed``.
 
 Everything here is deterministic for a seed: a base state and, per window, a list of
-operations (insert, update, delete) with their timestamps, which ``apply_window`` writes to a
+operations (insert, update, soft delete) with their timestamps, which ``apply_window`` writes to a
 SQLite file or the PostgreSQL primary, and which the oracle replays on dictionaries.
 """
 
@@ -182,7 +182,7 @@ ALERTS: tuple[dict[str, Any], ...] = (
 @dataclass(frozen=True)
 class Op:
     """One write: ``insert`` (``values`` is the whole row), ``update`` (the columns it sets),
-    or ``delete`` (with a tombstone row at ``at``)."""
+    or ``delete`` (``DeletedAt`` set to ``at``)."""
 
     kind: str
     table: str
@@ -434,10 +434,12 @@ def apply_window(db: Database, window: WindowOps) -> None:
                 params = [_bind(db, op.values[c]) for c in cols]
                 db.execute(f"UPDATE {table} SET {sets} WHERE {key} = ?", [*params, op.key]).close()
             else:
-                db.execute(f"DELETE FROM {table} WHERE {key} = ?", [op.key]).close()
-                _insert(
-                    db, "crm.Removed", {"Entity": op.table, "EntityNo": op.key, "RemovedAt": op.at}
-                )
+                # The CRM deletes by setting DeletedAt (the model's soft_delete).
+                at = _bind(db, op.at)
+                db.execute(
+                    f'UPDATE {table} SET "DeletedAt" = ?, "ChangedAt" = ? WHERE {key} = ?',
+                    [at, at, op.key],
+                ).close()
 
 
 def set_enabled(db: Database, alerts: Sequence[int]) -> None:
