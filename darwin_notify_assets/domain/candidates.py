@@ -87,6 +87,7 @@ def build_candidates(
             if fan_out_agents and fan_out is not None
             else {}
         )
+        interested = _record_contacts(replica, schedules, events)
         rows: list[CandidateRow] = []
         expanded: list[int] = []
         for e in events:
@@ -99,6 +100,9 @@ def build_candidates(
                 recipients = [("agent", e.agent_id)]
             elif s.audience == Audience.RECORD_CONTACT:
                 recipients = [("contact", e.contact_id)]
+            elif s.audience == Audience.RECORD_CONTACTS:
+                found = interested.get((e.source_table, e.record_id), [])
+                recipients = [("contact", c) for c in found]
             else:
                 people = contacts.get(e.agent_id, []) if e.agent_id is not None else []
                 recipients = [("contact", int(p[contact_key])) for p in people]
@@ -121,6 +125,25 @@ def build_candidates(
                 result.by_schedule[s.schedule_id] += 1
         result.inserted += store.insert_candidates(rows, expanded, on_inserted=inserted)
     return result
+
+
+def _record_contacts(
+    replica: ReplicaReader, schedules: ScheduleSet, events: list[ChangeEvent]
+) -> dict[tuple[str, int], list[int]]:
+    """The contacts each record of the batch reaches through its join table: one statement
+    per table per batch."""
+    by_table: dict[str, set[int]] = {}
+    for e in events:
+        if getattr(_schedule(schedules, e), "audience", None) == Audience.RECORD_CONTACTS:
+            by_table.setdefault(e.source_table, set()).add(e.record_id)
+    out: dict[tuple[str, int], list[int]] = {}
+    for table, ids in sorted(by_table.items()):
+        join = schedules.model.relations.record_contacts[table]
+        rows = replica.fetch_grouped(join.through, join.record, sorted(ids), [join.contact])
+        for record_id, pairs in rows.items():
+            contacts = {int(r[join.contact]) for r in pairs if r[join.contact] is not None}
+            out[(table, record_id)] = sorted(contacts)
+    return out
 
 
 def _schedule(schedules: ScheduleSet, event: ChangeEvent) -> Schedule | None:

@@ -111,11 +111,22 @@ class OneToMany(_Strict):
     column: str
 
 
+class JoinTable(_Strict):
+    """Many contacts per record: rows of ``through`` pairing ``record`` (the record's key)
+    with ``contact`` (a contact's key)."""
+
+    through: str
+    record: str
+    contact: str
+
+
 class Relations(_Strict):
     agent_office: ForeignKey | None = None
     record_agent: dict[str, str] = Field(default_factory=dict)
     record_contact: dict[str, str] = Field(default_factory=dict)
     agent_contacts: OneToMany | None = None
+    # Per table, the contacts a record reaches through a join table (audience record_contacts).
+    record_contacts: dict[str, JoinTable] = Field(default_factory=dict)
 
 
 class Condition(_Strict):
@@ -220,6 +231,7 @@ class SourceModel(_Strict):
         for name, rel in (
             ("record_agent", self.relations.record_agent),
             ("record_contact", self.relations.record_contact),
+            ("record_contacts", self.relations.record_contacts),
         ):
             for table in rel:
                 if table not in self.tables:
@@ -243,6 +255,7 @@ class SourceModel(_Strict):
             names += [self.relations.agent_office.from_, self.relations.agent_office.to]
         if self.relations.agent_contacts:
             names.append(self.relations.agent_contacts.table)
+        names += [j.through for j in self.relations.record_contacts.values()]
         return names
 
     # -- lookups the stages make -----------------------------------------------------------
@@ -401,6 +414,8 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
             has(f"relations.{name}.{table_name}", table_name, column)
     if rel.agent_contacts:
         has("relations.agent_contacts", rel.agent_contacts.table, rel.agent_contacts.column)
+    for table_name, join in rel.record_contacts.items():
+        has(f"relations.record_contacts.{table_name}", join.through, join.record, join.contact)
     if model.totals:
         d, li = model.totals.deals, model.totals.listings
         has("totals.deals", d.table, d.key, d.agent, d.posted, d.volume, d.commission, d.watch)

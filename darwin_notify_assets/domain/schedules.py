@@ -31,6 +31,8 @@ class Audience(StrEnum):
     AGENT = "agent"
     RECORD_CONTACT = "record_contact"
     AGENT_CONTACTS = "agent_contacts"
+    # The contacts a record reaches through the model's join table.
+    RECORD_CONTACTS = "record_contacts"
 
 
 class DedupeScope(StrEnum):
@@ -246,12 +248,16 @@ def parse_schedule(
         raise fail(f"{c['changed_columns']} only applies to update schedules")
     criteria = parse_criteria(row.get(c["criteria"]), table, columns, fail)
     agent_column = model.agent_column(table)
-    if audience != Audience.RECORD_CONTACT and (
+    if audience not in (Audience.RECORD_CONTACT, Audience.RECORD_CONTACTS) and (
         agent_column is None or (table != model.agent.table and agent_column not in columns)
     ):
         raise fail(f"audience {audience} needs {table}.{agent_column or 'an agent column'}")
     if audience == Audience.RECORD_CONTACT and model.contact_column(table) is None:
         raise fail(f"audience record_contact needs a contact on {table}")
+    if audience == Audience.RECORD_CONTACTS and table not in model.relations.record_contacts:
+        raise fail(f"audience record_contacts needs relations.record_contacts.{table}")
+    if audience == Audience.RECORD_CONTACTS and scope == DedupeScope.WINDOW:
+        raise fail("a window digest cannot go to record_contacts (one digest per record)")
     if audience == Audience.AGENT_CONTACTS and model.relations.agent_contacts is None:
         raise fail("audience agent_contacts needs relations.agent_contacts in the source model")
     template_id = row.get(c["template_id"])

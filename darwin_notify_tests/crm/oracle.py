@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from darwin_notify_assets.domain.render import check_email, check_phone
-from darwin_notify_tests.crm.world import KEYS, WindowOps, World
+from darwin_notify_tests.crm.world import INTEREST, WindowOps, World
 
 
 @dataclass
@@ -44,7 +44,7 @@ def expected_sends(world: World, windows: Iterable[WindowOps]) -> Expected:
     out = Expected()
     for w in windows:
         before = {t: {k: dict(v) for k, v in rows.items()} for t, rows in state.items()}
-        inserted: dict[str, set[int]] = {t: set() for t in KEYS}
+        inserted: dict[str, set[int]] = {t: set() for t in state}
         deleted: list[tuple[int, datetime]] = []
         for op in w.ops:
             if op.kind == "insert":
@@ -85,6 +85,20 @@ def expected_sends(world: World, windows: Iterable[WindowOps]) -> Expected:
                     f"s22|crm.Listing:{no}:update@{_ts(listing['ChangedAt'])}"
                     f"|agent:{listing['BrokerNo']}"
                 )
+        # 27: the same price cuts -> email to every client interested in the listing who
+        # takes email (the join table as it is at the end of the window).
+        interest = {(r["ListingNo"], r["ClientNo"]) for r in state[INTEREST].values()}
+        for no, listing in state["crm.Listing"].items():
+            old = before["crm.Listing"].get(no)
+            if old is None or listing["ChangedAt"] == old["ChangedAt"]:
+                continue
+            if listing["AskingPrice"] < old["AskingPrice"]:
+                for listing_no, client_no in interest:
+                    if listing_no == no and client_mail(client_no):
+                        out.email.add(
+                            f"s27|crm.Listing:{no}:update@{_ts(listing['ChangedAt'])}"
+                            f"|contact:{client_no}"
+                        )
         # 23: a sale closed -> email to its broker, once per sale, with this year's totals.
         for no, sale in state["crm.Sale"].items():
             old = before["crm.Sale"].get(no)

@@ -39,6 +39,10 @@ CREATE TABLE crm."AlertLayout" (
     "LayoutNo" integer PRIMARY KEY, "Title" varchar(100) NOT NULL, "MailSubject" varchar(200),
     "MailHtml" text, "MailText" text, "TextMessage" varchar(400)
 );
+CREATE TABLE crm."ListingInterest" (
+    "ListingNo" integer NOT NULL, "ClientNo" integer NOT NULL, "CreatedAt" timestamp NOT NULL,
+    PRIMARY KEY ("ListingNo", "ClientNo")
+);
 CREATE INDEX ix_crm_client_createdat ON crm."Client" ("CreatedAt");
 CREATE INDEX ix_crm_client_changedat ON crm."Client" ("ChangedAt");
 CREATE INDEX ix_crm_listing_createdat ON crm."Listing" ("CreatedAt");

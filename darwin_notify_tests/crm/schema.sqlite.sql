@@ -33,6 +33,10 @@ CREATE TABLE "crm.AlertLayout" (
     LayoutNo INTEGER PRIMARY KEY, Title TEXT NOT NULL, MailSubject TEXT, MailHtml TEXT,
     MailText TEXT, TextMessage TEXT
 );
+CREATE TABLE "crm.ListingInterest" (
+    ListingNo INTEGER NOT NULL, ClientNo INTEGER NOT NULL, CreatedAt TEXT NOT NULL,
+    PRIMARY KEY (ListingNo, ClientNo)
+);
 CREATE INDEX "ix_crm_Client_CreatedAt" ON "crm.Client" (CreatedAt);
 CREATE INDEX "ix_crm_Client_ChangedAt" ON "crm.Client" (ChangedAt);
 CREATE INDEX "ix_crm_Listing_CreatedAt" ON "crm.Listing" (CreatedAt);

@@ -75,7 +75,7 @@ def test_the_crm_model_loads_and_checks_clean(crm_env: CrmEnv) -> None:
         rt.close()
     assert loaded.model_problems == ()
     assert loaded.rejected == ()
-    assert [s.schedule_id for s in loaded.schedules.schedules] == [21, 22, 23, 24, 25]
+    assert [s.schedule_id for s in loaded.schedules.schedules] == [21, 22, 23, 24, 25, 27]
     assert loaded.schedules.source_tables == ("crm.Client", "crm.Listing", "crm.Sale")
 
 
@@ -90,7 +90,7 @@ def test_whole_windows_send_exactly_what_the_oracle_expects(
         assert result.success, f"window {env.key(index)} failed"
     expected = expected_sends(env.world, env.world.windows)
     assert expected.email and expected.sms and expected.totals
-    assert {k.split("|")[0] for k in expected.all} == {"s21", "s22", "s23", "s24", "s25"}
+    assert {k.split("|")[0] for k in expected.all} == {"s21", "s22", "s23", "s24", "s25", "s27"}
 
     calls = recorder.for_home(env.home)
     email_keys = [m.candidate_key for m in calls["email"]]
@@ -127,7 +127,7 @@ def _tables_in(statements: list[str]) -> set[str]:
     ("alerts", "tables_read", "statement_tables"),
     [
         (
-            (21, 22, 23, 24, 25),
+            (21, 22, 23, 24, 25, 27),
             ["crm.Client", "crm.Listing", "crm.Sale"],
             {"crm.Client", "crm.Listing", "crm.Sale"},
         ),

@@ -35,8 +35,10 @@ KEYS = {
     "crm.Alert": "AlertNo",
     "crm.AlertLayout": "LayoutNo",
 }
+# The join table of listings and the clients interested in them (no key of its own).
+INTEREST = "crm.ListingInterest"
 # Written in this order (a row's references first).
-TABLES = tuple(KEYS)
+TABLES = (*KEYS, INTEREST)
 
 LAYOUTS: tuple[dict[str, Any], ...] = (
     {
@@ -73,6 +75,14 @@ LAYOUTS: tuple[dict[str, Any], ...] = (
         "MailSubject": "Welcome, {{ GivenName }}",
         "MailHtml": "<p>Welcome, {{ GivenName }}. {{ agent.GivenName }} will be in touch.</p>",
         "MailText": "Welcome, {{ GivenName }}. {{ agent.GivenName }} will be in touch.",
+        "TextMessage": None,
+    },
+    {
+        "LayoutNo": 15,
+        "Title": "Price cut for you",
+        "MailSubject": "Price cut: {{ Street }}",
+        "MailHtml": "<p>{{ recipient.GivenName }}, {{ Street }} is now {{ AskingPrice|money }}.</p>",
+        "MailText": "{{ recipient.GivenName }}, {{ Street }} is now {{ AskingPrice|money }}.",
         "TextMessage": None,
     },
     {
@@ -157,6 +167,21 @@ ALERTS: tuple[dict[str, Any], ...] = (
         "Via": "email",
         "Who": "agent",
         "LayoutNo": 14,
+        "Once": "change",
+        "WithTotals": False,
+        "Enabled": True,
+    },
+    {
+        "AlertNo": 27,
+        "Title": "Price cut to the clients interested in the listing",
+        "OnTable": "crm.Listing",
+        "OnEvent": "update",
+        "WatchCol": "ChangedAt",
+        "ColsChanged": "AskingPrice",
+        "Filter": [{"column": "AskingPrice", "op": "decreased"}],
+        "Via": "email",
+        "Who": "record_contacts",
+        "LayoutNo": 15,
         "Once": "change",
         "WithTotals": False,
         "Enabled": True,
@@ -266,11 +291,17 @@ def generate(seed: int = 11, windows: int = 4) -> World:
             "CreatedAt": t0,
             "ChangedAt": t0,
         }
+    pairs: set[tuple[int, int]] = set()
+    for listing_no in range(1, 21):
+        for client_no in rng.sample(range(1, 41), rng.randrange(0, 4)):
+            pairs.add((listing_no, client_no))
+    for n, (listing_no, client_no) in enumerate(sorted(pairs), 1):
+        base[INTEREST][n] = {"ListingNo": listing_no, "ClientNo": client_no, "CreatedAt": t0}
     for layout in LAYOUTS:
         base["crm.AlertLayout"][layout["LayoutNo"]] = dict(layout)
     for alert in ALERTS:
         base["crm.Alert"][alert["AlertNo"]] = {**alert, "Filter": _json(alert["Filter"])}
-    return World(base, _changes(rng, base, windows))
+    return World(base, _changes(rng, base, windows, pairs))
 
 
 def _json(value: Any) -> str | None:
@@ -307,7 +338,10 @@ def _listing(rng: random.Random, no: int, at: datetime) -> dict[str, Any]:
 
 
 def _changes(
-    rng: random.Random, base: Mapping[str, Mapping[int, Mapping[str, Any]]], windows: int
+    rng: random.Random,
+    base: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    windows: int,
+    pairs: set[tuple[int, int]],
 ) -> list[WindowOps]:
     listings = {k: dict(v) for k, v in base["crm.Listing"].items()}
     sales = {k: dict(v) for k, v in base["crm.Sale"].items()}
@@ -351,6 +385,16 @@ def _changes(
         no = pick("crm.Listing", listings)
         t = at(rng.randrange(30, 250))
         ops.append(Op("update", "crm.Listing", no, t, {"Street": "1 Renamed Way", "ChangedAt": t}))
+        # New interest, some of it in listings whose price is cut in this window.
+        cut = sorted(op.key for op in ops if "AskingPrice" in op.values)
+        for listing_no in (cut[0], rng.choice(sorted(listings))):
+            client_no = rng.randrange(1, 41)
+            if (listing_no, client_no) in pairs:
+                continue
+            pairs.add((listing_no, client_no))
+            t = at(rng.randrange(5, 250))
+            row = {"ListingNo": listing_no, "ClientNo": client_no, "CreatedAt": t}
+            ops.append(Op("insert", INTEREST, len(pairs) + 10_000, t, row))
         for _ in range(2):
             no = next_no["crm.Client"] = next_no["crm.Client"] + 1
             row = _client(rng, no, at(rng.randrange(5, 250)))
@@ -425,7 +469,7 @@ def apply_window(db: Database, window: WindowOps) -> None:
     """One window's operations in one transaction, in time order."""
     with db.transaction():
         for op in window.ops:
-            table, key = db.quote_table(op.table), db.quote(KEYS[op.table])
+            table, key = db.quote_table(op.table), db.quote(KEYS.get(op.table, ""))
             if op.kind == "insert":
                 _insert(db, op.table, op.values)
             elif op.kind == "update":
