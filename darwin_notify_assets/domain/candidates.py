@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from darwin_notify_assets.domain.model import SourceModel
 from darwin_notify_assets.domain.schedules import Audience, DedupeScope, Schedule, ScheduleSet
 from darwin_notify_assets.storage.replica import ReplicaReader
 from darwin_notify_assets.storage.store import CandidateRow, ChangeEvent, NotificationStore
@@ -74,11 +75,11 @@ def build_candidates(
 
     for events in store.stream_events(partition_key, batch_size):
         result.events += len(events)
+        resolved = [(e, _schedule(schedules, e)) for e in events]
         fan_out_agents = [
             e.agent_id
-            for e in events
-            if e.agent_id is not None
-            and getattr(_schedule(schedules, e), "audience", None) == Audience.AGENT_CONTACTS
+            for e, s in resolved
+            if e.agent_id is not None and s is not None and s.audience == Audience.AGENT_CONTACTS
         ]
         fan_out = schedules.model.relations.agent_contacts
         contact_key = schedules.model.contact.key
@@ -87,11 +88,10 @@ def build_candidates(
             if fan_out_agents and fan_out is not None
             else {}
         )
-        interested = _record_contacts(replica, schedules, events)
+        interested = _record_contacts(replica, schedules.model, resolved)
         rows: list[CandidateRow] = []
         expanded: list[int] = []
-        for e in events:
-            s = _schedule(schedules, e)
+        for e, s in resolved:
             if s is None:
                 result.skipped_inactive += 1
                 continue
@@ -128,17 +128,19 @@ def build_candidates(
 
 
 def _record_contacts(
-    replica: ReplicaReader, schedules: ScheduleSet, events: list[ChangeEvent]
+    replica: ReplicaReader,
+    model: SourceModel,
+    resolved: list[tuple[ChangeEvent, Schedule | None]],
 ) -> dict[tuple[str, int], list[int]]:
     """The contacts each record of the batch reaches through its join table: one statement
     per table per batch."""
     by_table: dict[str, set[int]] = {}
-    for e in events:
-        if getattr(_schedule(schedules, e), "audience", None) == Audience.RECORD_CONTACTS:
+    for e, s in resolved:
+        if s is not None and s.audience == Audience.RECORD_CONTACTS:
             by_table.setdefault(e.source_table, set()).add(e.record_id)
     out: dict[tuple[str, int], list[int]] = {}
     for table, ids in sorted(by_table.items()):
-        join = schedules.model.relations.record_contacts[table]
+        join = model.relations.record_contacts[table]
         rows = replica.fetch_grouped(join.through, join.record, sorted(ids), [join.contact])
         for record_id, pairs in rows.items():
             contacts = {int(r[join.contact]) for r in pairs if r[join.contact] is not None}

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from darwin_notify_assets import cli
 from darwin_notify_assets.domain import detect
 from darwin_notify_assets.domain.candidates import build_candidates
 from darwin_notify_assets.domain.model import check_model, load_model
@@ -93,3 +94,37 @@ def test_a_schedule_for_record_contacts_needs_the_relation_and_no_window_digest(
     reasons = {r.schedule_id: r.reason for r in built.rejected}
     assert "needs relations.record_contacts.crm.Client" in reasons[90]
     assert "window digest cannot go to record_contacts" in reasons[91]
+
+
+def test_darwin_notify_check_on_the_crm_names_a_missing_join_table_and_soft_delete_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = build_crm_env(tmp_path / "home", monkeypatch)
+    try:
+        capsys.readouterr()
+        assert cli.main(["check"]) == 0
+        assert capsys.readouterr().out.strip() == "ok: 6 schedule(s) would run"
+        broken = tmp_path / "broken.model.yaml"
+        broken.write_text(
+            world.MODEL.read_text(encoding="utf-8")
+            .replace("through: crm.ListingInterest", "through: crm.ListingInterests")
+            .replace("soft_delete: DeletedAt", "soft_delete: DeletedOn"),
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("DARWIN_NOTIFY_SOURCE_MODEL", str(broken))
+        assert cli.main(["check"]) == 1
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert (
+            "model relations.record_contacts.crm.Listing: table crm.ListingInterests does not "
+            "exist on the replica" in lines
+        )
+        assert (
+            "model tables.crm.Listing.deletions: column crm.Listing.DeletedOn does not exist "
+            "on the replica" in lines
+        )
+        # Schedules on crm.Listing are skipped, and the sale's (its totals count listings);
+        # the welcome still runs.
+        assert lines[-1] == f"{len(lines) - 1} problem(s); 1 schedule(s) would run"
+    finally:
+        env.source.close()
+        env.instance.dispose()
