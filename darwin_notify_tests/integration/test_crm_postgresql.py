@@ -19,13 +19,17 @@ def _range_reads(stack: Stack, table: str) -> int:
     """Statements of the pipeline's role on the standby that read ``table`` by a range of a
     watch column (detection's reads; merge fields are read by key)."""
     schema, name = table.split(".")
+    return _statements(stack, f'%FROM "{schema}"."{name}" WHERE (%')
+
+
+def _statements(stack: Stack, pattern: str) -> int:
     replica = stack.admin("REPLICA")
     try:
         return int(
             replica.scalar(
                 "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
                 "WHERE userid = ?::regrole AND query LIKE ?",
-                [PIPELINE_ROLE, f'%FROM "{schema}"."{name}" WHERE (%'],
+                [PIPELINE_ROLE, pattern],
             )
         )
     finally:
@@ -84,6 +88,11 @@ def test_the_crm_schema_through_the_chain_on_the_replica(
         assert _range_reads(stack, table) > 0, f"{table} was not read"
     for table in ("crm.Broker", "crm.Branch"):
         assert _range_reads(stack, table) == 0, f"{table} was read by range"
+
+    # The join table is read once per batch of events (one batch a window here), not per row.
+    joins = _statements(stack, '%FROM "crm"."ListingInterest" WHERE%')
+    assert 0 < joins <= len(keys), joins
+    assert any(k.startswith("s27|") for k in expected.all)
 
     assert stack.primary_statements() == statements_before == 0
     primary.close()
