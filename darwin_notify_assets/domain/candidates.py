@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from darwin_notify_assets.domain.model import SourceModel
 from darwin_notify_assets.domain.schedules import Audience, DedupeScope, Schedule, ScheduleSet
 from darwin_notify_assets.storage.replica import ReplicaReader
 from darwin_notify_assets.storage.store import CandidateRow, ChangeEvent, NotificationStore
@@ -74,11 +75,11 @@ def build_candidates(
 
     for events in store.stream_events(partition_key, batch_size):
         result.events += len(events)
+        resolved = [(e, _schedule(schedules, e)) for e in events]
         fan_out_agents = [
             e.agent_id
-            for e in events
-            if e.agent_id is not None
-            and getattr(_schedule(schedules, e), "audience", None) == Audience.AGENT_CONTACTS
+            for e, s in resolved
+            if e.agent_id is not None and s is not None and s.audience == Audience.AGENT_CONTACTS
         ]
         fan_out = schedules.model.relations.agent_contacts
         contact_key = schedules.model.contact.key
@@ -87,10 +88,10 @@ def build_candidates(
             if fan_out_agents and fan_out is not None
             else {}
         )
+        interested = _record_contacts(replica, schedules.model, resolved)
         rows: list[CandidateRow] = []
         expanded: list[int] = []
-        for e in events:
-            s = _schedule(schedules, e)
+        for e, s in resolved:
             if s is None:
                 result.skipped_inactive += 1
                 continue
@@ -99,6 +100,9 @@ def build_candidates(
                 recipients = [("agent", e.agent_id)]
             elif s.audience == Audience.RECORD_CONTACT:
                 recipients = [("contact", e.contact_id)]
+            elif s.audience == Audience.RECORD_CONTACTS:
+                found = interested.get((e.source_table, e.record_id), [])
+                recipients = [("contact", c) for c in found]
             else:
                 people = contacts.get(e.agent_id, []) if e.agent_id is not None else []
                 recipients = [("contact", int(p[contact_key])) for p in people]
@@ -121,6 +125,27 @@ def build_candidates(
                 result.by_schedule[s.schedule_id] += 1
         result.inserted += store.insert_candidates(rows, expanded, on_inserted=inserted)
     return result
+
+
+def _record_contacts(
+    replica: ReplicaReader,
+    model: SourceModel,
+    resolved: list[tuple[ChangeEvent, Schedule | None]],
+) -> dict[tuple[str, int], list[int]]:
+    """The contacts each record of the batch reaches through its join table: one statement
+    per table per batch."""
+    by_table: dict[str, set[int]] = {}
+    for e, s in resolved:
+        if s is not None and s.audience == Audience.RECORD_CONTACTS:
+            by_table.setdefault(e.source_table, set()).add(e.record_id)
+    out: dict[tuple[str, int], list[int]] = {}
+    for table, ids in sorted(by_table.items()):
+        join = model.relations.record_contacts[table]
+        rows = replica.fetch_grouped(join.through, join.record, sorted(ids), [join.contact])
+        for record_id, pairs in rows.items():
+            contacts = {int(r[join.contact]) for r in pairs if r[join.contact] is not None}
+            out[(table, record_id)] = sorted(contacts)
+    return out
 
 
 def _schedule(schedules: ScheduleSet, event: ChangeEvent) -> Schedule | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from darwin_notify_assets.domain.model import SourceModel
+from darwin_notify_assets.domain.model import SoftDelete, SourceModel
 from darwin_notify_assets.domain.schedules import (
     EventType,
     Schedule,
@@ -103,6 +103,9 @@ class TablePlan:
     contact_column: str | None = None
     created_column: str | None = None
     ledger_kind: str | None = None
+    # Deletions by an UPDATE (the model's soft_delete) and the schedules they fire.
+    soft_delete: SoftDelete | None = None
+    delete_schedules: tuple[Schedule, ...] = ()
 
 
 def plan_reads(
@@ -128,6 +131,13 @@ def plan_reads(
             declared = model.watch_of(table)
             known = set(columns_of(table)) if columns_of else set(declared)
             watch.update(c for c in declared if c in known)
+        soft = model.soft_delete_of(table)
+        deleting: tuple[Schedule, ...] = ()
+        if soft is not None and table in schedules.delete_tables:
+            watch.add(soft.time_column)
+            deleting = tuple(
+                s for s in schedules.for_table(table) if s.event_type == EventType.DELETE
+            )
         keep = any(s.needs_previous_values for s in on_table) or table in schedules.delete_tables
         plans.append(
             TablePlan(
@@ -141,6 +151,8 @@ def plan_reads(
                 contact_column=model.contact_column(table),
                 created_column=model.created_of(table),
                 ledger_kind=kind,
+                soft_delete=soft,
+                delete_schedules=deleting,
             )
         )
     return plans
@@ -229,6 +241,9 @@ def decide_row(
     """Decide, for each schedule whose watch column this row's value falls in the read
     range, whether that version of the row fires; append the decision to ``out``."""
     record_id = int(row[plan.key])
+    if plan.soft_delete is not None and plan.soft_delete.deleted(row):
+        _decide_soft_deletion(plan, plan.soft_delete, row, previous, window, read_from, out)
+        return
     created_here = plan.created_column is not None and _in_range(
         row.get(plan.created_column), read_from, window.end
     )
@@ -244,6 +259,31 @@ def decide_row(
             fires, old, no_baseline = _update_fires(plan, s, row, previous, created_here, version)
             out.no_baseline += no_baseline
         event = _event(plan, s, window, record_id, row, version, old, None)
+        (out.fired if fires else out.skipped).append(event)
+
+
+def _decide_soft_deletion(
+    plan: TablePlan,
+    soft: SoftDelete,
+    row: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    window: Window,
+    read_from: datetime,
+    out: Decisions,
+) -> None:
+    """A row the model marks deleted is a deletion, never an insert or update: each delete
+    schedule decides once, on the version its deletion time names; a row last seen deleted
+    already was decided then."""
+    if previous is not None and soft.deleted(previous):
+        return
+    at = row.get(soft.time_column)
+    if not _in_range(at, read_from, window.end):
+        return
+    version = str(jsonable(at))
+    record_id = int(row[plan.key])
+    for s in plan.delete_schedules:
+        fires = all(c.matches(row, None) for c in s.criteria)
+        event = _event(plan, s, window, record_id, row, version, None, dict(row))
         (out.fired if fires else out.skipped).append(event)
 
 
@@ -325,9 +365,9 @@ def detect_changes(
             snapshots = (
                 {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
             )
-            deals, listings, agents = _ledger_rows(schedules.model, plan, rows, window)
+            deals, listings, removed, agents = _ledger_rows(schedules.model, plan, rows, window)
             result.events_new += store.save_detection(
-                decided.fired, snapshots, deals, listings, (), agents, skipped=decided.skipped
+                decided.fired, snapshots, deals, listings, removed, agents, skipped=decided.skipped
             )
     _detect_deletions(replica, store, schedules, plans, window, read_from, result)
     return result
@@ -335,19 +375,30 @@ def detect_changes(
 
 def _ledger_rows(
     model: SourceModel, plan: TablePlan, rows: list[dict[str, Any]], window: Window
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, int]]]:
+) -> tuple[
+    list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, int]], list[tuple[str, int]]
+]:
+    """The ledger rows of a batch, the ledger rows it removes (a deal that no longer meets
+    the model's condition), and the agents it touches."""
     deals: list[tuple[Any, ...]] = []
     listings: list[tuple[Any, ...]] = []
     agents: list[tuple[str, int]] = []
+    removed: list[tuple[str, int]] = []
     if not plan.ledger or model.totals is None:
-        return deals, listings, agents
+        return deals, listings, removed, agents
     d, li = model.totals.deals, model.totals.listings
     for r in rows:
         agent = r.get(d.agent if plan.ledger_kind == "deal" else li.agent)
         if agent is None:
             continue
+        if plan.soft_delete is not None and plan.soft_delete.deleted(r) and plan.ledger_kind:
+            agents.append((window.partition_key, int(agent)))
+            removed.append((plan.ledger_kind, int(r[plan.key])))
+            continue
         agents.append((window.partition_key, int(agent)))
-        if plan.ledger_kind == "deal":
+        if plan.ledger_kind == "deal" and d.counts_when and not d.counts_when.holds(r):
+            removed.append(("deal", int(r[d.key])))
+        elif plan.ledger_kind == "deal":
             post = r.get(d.posted)
             deals.append(
                 (
@@ -360,7 +411,7 @@ def _ledger_rows(
             )
         else:
             listings.append((int(r[li.key]), int(agent), r.get(li.status)))
-    return deals, listings, agents
+    return deals, listings, removed, agents
 
 
 def _detect_deletions(
@@ -373,7 +424,7 @@ def _detect_deletions(
     result: DetectionResult,
 ) -> None:
     tables = sorted(set(schedules.delete_tables) | {p.table for p in plans if p.ledger})
-    deletions = replica.read_deletions(tables, read_from, window.end)
+    deletions = replica.read_deletions(schedules.model.tombstoned(tables), read_from, window.end)
     result.deletions_read = len(deletions)
     if not deletions:
         return
@@ -427,8 +478,8 @@ def baseline(
             snapshots = (
                 {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
             )
-            deals, listings, _ = _ledger_rows(schedules.model, plan, rows, window)
-            store.save_detection((), snapshots, deals, listings, (), ())
+            deals, listings, removed, _ = _ledger_rows(schedules.model, plan, rows, window)
+            store.save_detection((), snapshots, deals, listings, removed, ())
             counts[plan.table] = counts.get(plan.table, 0) + len(rows)
     return counts
 
@@ -479,7 +530,7 @@ def reconcile(
 
     window = Window("reconcile", start, end)
     for plan in plan_reads(schedules, replica.columns):
-        if not plan.schedules:
+        if not plan.schedules and not plan.delete_schedules:
             continue
         for batch in replica.read_changes(plan.table, plan.watch_columns, start, end, batch_size):
             rows = [jsonable_row(r) for r in batch]
@@ -490,7 +541,9 @@ def reconcile(
                 for column in plan.watch_columns:
                     note(row.get(column))
             _report_missing(store, decide_rows(plan, rows, previous, window, start), result)
-    deletions = replica.read_deletions(schedules.delete_tables, start, end)
+    deletions = replica.read_deletions(
+        schedules.model.tombstoned(schedules.delete_tables), start, end
+    )
     result.rows_read += len(deletions)
     for _, _, deleted_at in deletions:
         note(deleted_at)
@@ -527,5 +580,5 @@ def first_change_since(
     plans = plan_reads(schedules, replica.columns)
     found = [replica.earliest_change(p.table, p.watch_columns, since) for p in plans]
     tables = sorted(set(schedules.delete_tables) | {p.table for p in plans if p.ledger})
-    found.append(replica.earliest_deletion(tables, since))
+    found.append(replica.earliest_deletion(schedules.model.tombstoned(tables), since))
     return min((f for f in found if f is not None), default=None)

@@ -36,6 +36,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class SoftDelete(_Strict):
+    """Deletion by an UPDATE: a timestamp column set when the row is deleted
+    (``{soft_delete: DeletedAt}``), or a flag with the column the same update dates the
+    deletion by (``{soft_delete: IsDeleted, at: ChangedAt}``)."""
+
+    soft_delete: str
+    at: str | None = None
+
+    @property
+    def time_column(self) -> str:
+        return self.at or self.soft_delete
+
+    def deleted(self, row: Mapping[str, Any]) -> bool:
+        value = row.get(self.soft_delete)
+        if self.at is None:
+            return value is not None
+        return value not in (None, False, 0, "0", "")
+
+
 class SourceTable(_Strict):
     """One table darwin-notify may read."""
 
@@ -44,7 +63,11 @@ class SourceTable(_Strict):
     # The column that dates a record's creation: an update read inside the window that
     # created the record has no earlier version to compare with.
     created: str | None = None
-    deletions: Literal["tombstone"] | None = None
+    deletions: Literal["tombstone"] | SoftDelete | None = None
+
+    @property
+    def soft_delete(self) -> SoftDelete | None:
+        return self.deletions if isinstance(self.deletions, SoftDelete) else None
 
 
 class Tombstone(_Strict):
@@ -88,11 +111,33 @@ class OneToMany(_Strict):
     column: str
 
 
+class JoinTable(_Strict):
+    """Many contacts per record: rows of ``through`` pairing ``record`` (the record's key)
+    with ``contact`` (a contact's key)."""
+
+    through: str
+    record: str
+    contact: str
+
+
 class Relations(_Strict):
     agent_office: ForeignKey | None = None
     record_agent: dict[str, str] = Field(default_factory=dict)
     record_contact: dict[str, str] = Field(default_factory=dict)
     agent_contacts: OneToMany | None = None
+    # Per table, the contacts a record reaches through a join table (audience record_contacts).
+    record_contacts: dict[str, JoinTable] = Field(default_factory=dict)
+
+
+class Condition(_Strict):
+    """A row counts when ``column`` equals ``equals``."""
+
+    column: str
+    equals: str | int
+
+    def holds(self, row: Mapping[str, Any]) -> bool:
+        value = row.get(self.column)
+        return value is not None and str(value) == str(self.equals)
 
 
 class DealLedger(_Strict):
@@ -103,6 +148,8 @@ class DealLedger(_Strict):
     volume: str
     commission: str
     watch: str
+    # Beside a posted date in the year, a further condition a deal must meet to count.
+    counts_when: Condition | None = None
 
 
 class ListingLedger(_Strict):
@@ -162,6 +209,10 @@ class SourceModel(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "SourceModel":
+        for name in self._table_names():
+            parts = name.split(".")
+            if len(parts) > 2 or not all(p.strip() for p in parts):
+                raise ValueError(f"table name {name!r} must be 'table' or 'schema.table'")
         for field_name, cfg, needed in (
             ("schedules", self.schedules, SCHEDULE_FIELDS),
             ("templates", self.templates, TEMPLATE_FIELDS),
@@ -180,15 +231,32 @@ class SourceModel(_Strict):
         for name, rel in (
             ("record_agent", self.relations.record_agent),
             ("record_contact", self.relations.record_contact),
+            ("record_contacts", self.relations.record_contacts),
         ):
             for table in rel:
                 if table not in self.tables:
                     raise ValueError(f"relations.{name} names {table}, which tables lacks")
+        office = self.relations.agent_office
+        described = set(self.tables) | {r.table for r in self.recipients.values()}
+        if office and office.to not in described:
+            raise ValueError(f"relations.agent_office names {office.to}, which tables lacks")
         if self.totals:
             for ledger in (self.totals.deals, self.totals.listings):
                 if ledger.table not in self.tables:
                     raise ValueError(f"totals names {ledger.table}, which tables lacks")
         return self
+
+    def _table_names(self) -> list[str]:
+        names = [*self.tables, self.schedules.table, self.templates.table]
+        names += [r.table for r in self.recipients.values()]
+        if self.tombstone:
+            names.append(self.tombstone.table)
+        if self.relations.agent_office:
+            names += [self.relations.agent_office.from_, self.relations.agent_office.to]
+        if self.relations.agent_contacts:
+            names.append(self.relations.agent_contacts.table)
+        names += [j.through for j in self.relations.record_contacts.values()]
+        return names
 
     # -- lookups the stages make -----------------------------------------------------------
     def key_of(self, table: str) -> str:
@@ -215,6 +283,13 @@ class SourceModel(_Strict):
 
     def contact_column(self, table: str) -> str | None:
         return self.relations.record_contact.get(table)
+
+    def soft_delete_of(self, table: str) -> SoftDelete | None:
+        return self.tables[table].soft_delete if table in self.tables else None
+
+    def tombstoned(self, tables: Sequence[str]) -> list[str]:
+        """Those of ``tables`` whose deletions the tombstone records."""
+        return [t for t in tables if t in self.tables and self.tables[t].deletions == "tombstone"]
 
     def watch_of(self, table: str) -> tuple[str, ...]:
         return self.tables[table].watch if table in self.tables else ()
@@ -317,6 +392,9 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
 
     for name, table in model.tables.items():
         has(f"tables.{name}", name, table.key, *table.watch, table.created)
+        if table.soft_delete:
+            soft = table.soft_delete
+            has(f"tables.{name}.deletions", name, soft.soft_delete, soft.at)
     if model.tombstone:
         t = model.tombstone
         has("tombstone", t.table, t.table_column, t.key_column, t.time_column)
@@ -336,9 +414,13 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
             has(f"relations.{name}.{table_name}", table_name, column)
     if rel.agent_contacts:
         has("relations.agent_contacts", rel.agent_contacts.table, rel.agent_contacts.column)
+    for table_name, join in rel.record_contacts.items():
+        has(f"relations.record_contacts.{table_name}", join.through, join.record, join.contact)
     if model.totals:
         d, li = model.totals.deals, model.totals.listings
         has("totals.deals", d.table, d.key, d.agent, d.posted, d.volume, d.commission, d.watch)
+        if d.counts_when:
+            has("totals.deals.counts_when", d.table, d.counts_when.column)
         has("totals.listings", li.table, li.key, li.agent, li.status, li.watch)
     for name, cfg in (("schedules", model.schedules), ("templates", model.templates)):
         has(name, cfg.table, *cfg.columns.values())

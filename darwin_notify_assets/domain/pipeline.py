@@ -153,14 +153,17 @@ def loaded_from(snapshot: ScheduleSnapshot, replica: ReplicaReader) -> LoadedSch
 def _tables_needed(model: SourceModel, s: Schedule) -> set[str]:
     """The tables a schedule reads through the model: a broken one stops only its schedules."""
     tables = {s.source_table}
-    if s.event_type == EventType.DELETE and model.tombstone:
+    if s.event_type == EventType.DELETE and model.tombstone and model.tombstoned([s.source_table]):
         tables.add(model.tombstone.table)
     if s.audience in (Audience.AGENT, Audience.AGENT_CONTACTS):
         tables.add(model.agent.table)
         if model.relations.agent_office:
             tables.add(model.relations.agent_office.to)
-    if s.audience in (Audience.RECORD_CONTACT, Audience.AGENT_CONTACTS):
+    if s.audience in (Audience.RECORD_CONTACT, Audience.AGENT_CONTACTS, Audience.RECORD_CONTACTS):
         tables.add(model.contact.table)
+    join = model.relations.record_contacts.get(s.source_table)
+    if s.audience == Audience.RECORD_CONTACTS and join:
+        tables.add(join.through)
     if s.audience == Audience.AGENT_CONTACTS and model.relations.agent_contacts:
         tables.add(model.relations.agent_contacts.table)
     if s.uses_agent_totals and model.totals:

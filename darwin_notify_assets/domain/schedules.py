@@ -31,6 +31,8 @@ class Audience(StrEnum):
     AGENT = "agent"
     RECORD_CONTACT = "record_contact"
     AGENT_CONTACTS = "agent_contacts"
+    # The contacts a record reaches through the model's join table.
+    RECORD_CONTACTS = "record_contacts"
 
 
 class DedupeScope(StrEnum):
@@ -221,12 +223,19 @@ def parse_schedule(
         raise fail(str(exc)) from None
     watch = row.get(c["watch_column"]) or ""
     if event_type == EventType.DELETE:
-        tomb = model.tombstone
-        if tomb is None or model.tables.get(table) is None or not model.tables[table].deletions:
-            raise fail(f"the source model says nothing of how deletions on {table} are found")
-        if watch not in ("", tomb.time_column):
-            raise fail(f"delete schedules watch {tomb.table}.{tomb.time_column}, not {watch!r}")
-        watch = tomb.time_column
+        tomb, soft = model.tombstone, model.soft_delete_of(table)
+        if soft is not None:
+            if watch not in ("", soft.time_column):
+                raise fail(f"delete schedules watch {table}.{soft.time_column}, not {watch!r}")
+            if soft.time_column not in columns:
+                raise fail(f"unknown deletion column {table}.{soft.time_column}")
+            watch = soft.time_column
+        else:
+            if tomb is None or not model.tombstoned([table]):
+                raise fail(f"the source model says nothing of how deletions on {table} are found")
+            if watch not in ("", tomb.time_column):
+                raise fail(f"delete schedules watch {tomb.table}.{tomb.time_column}, not {watch!r}")
+            watch = tomb.time_column
     elif watch not in columns:
         raise fail(f"unknown watch column {table}.{watch}")
     changed = tuple(
@@ -239,12 +248,16 @@ def parse_schedule(
         raise fail(f"{c['changed_columns']} only applies to update schedules")
     criteria = parse_criteria(row.get(c["criteria"]), table, columns, fail)
     agent_column = model.agent_column(table)
-    if audience != Audience.RECORD_CONTACT and (
+    if audience not in (Audience.RECORD_CONTACT, Audience.RECORD_CONTACTS) and (
         agent_column is None or (table != model.agent.table and agent_column not in columns)
     ):
         raise fail(f"audience {audience} needs {table}.{agent_column or 'an agent column'}")
     if audience == Audience.RECORD_CONTACT and model.contact_column(table) is None:
         raise fail(f"audience record_contact needs a contact on {table}")
+    if audience == Audience.RECORD_CONTACTS and table not in model.relations.record_contacts:
+        raise fail(f"audience record_contacts needs relations.record_contacts.{table}")
+    if audience == Audience.RECORD_CONTACTS and scope == DedupeScope.WINDOW:
+        raise fail("a window digest cannot go to record_contacts (one digest per record)")
     if audience == Audience.AGENT_CONTACTS and model.relations.agent_contacts is None:
         raise fail("audience agent_contacts needs relations.agent_contacts in the source model")
     template_id = row.get(c["template_id"])

@@ -235,6 +235,10 @@ class Database:
         """Quote an identifier that was already checked against the catalog."""
         return self.sql_dialect.quote(identifier)
 
+    def quote_table(self, name: str) -> str:
+        """Quote a table's name (``schema.table`` or ``table``) checked against the catalog."""
+        return self.sql_dialect.quote_table(name)
+
 
 def as_datetime(value: Any) -> datetime | None:
     """A timestamp read from any dialect, as a naive UTC datetime."""

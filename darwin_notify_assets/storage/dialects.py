@@ -75,6 +75,10 @@ class Dialect:
         """Quote an identifier that was already checked against the catalog."""
         return '"' + identifier.replace('"', '""') + '"'
 
+    def quote_table(self, name: str) -> str:
+        """Quote a table's name, schema-qualified (``crm.Listing``) or not."""
+        return ".".join(self.quote(part) for part in name.split(".", 1))
+
     # -- batching -----------------------------------------------------------------------------
     def in_batches(self, ids: Sequence[Any], extra_params: int = 0) -> Iterator[Sequence[Any]]:
         """Chunks of ``ids`` small enough for an ``IN (?, ...)`` list."""
@@ -146,6 +150,10 @@ class SQLite(Dialect):
         """SQLite stores a timestamp as fixed-width ISO text."""
         value = super().ts(value)
         return value.strftime(SQLITE_TS_FORMAT) if value is not None else None
+
+    def quote_table(self, name: str) -> str:
+        """SQLite has no schemas: a qualified name is one table whose name holds the dot."""
+        return self.quote(name)
 
     def read_only_problem(self, rows: Sequence[Sequence[Any]]) -> str | None:
         if rows and int(rows[0][0] or 0) == 1:

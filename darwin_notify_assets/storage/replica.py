@@ -110,18 +110,18 @@ class ReplicaReader:
         """What schedules are built from: the active schedules' and the templates' rows, and
         the columns of the tables they name (``build_schedule_set``'s arguments but the
         model)."""
-        q = self.db.quote
+        q, qt = self.db.quote, self.db.quote_table
         sched, tmpl = self.model.schedules, self.model.templates
         self.checked(sched.table, *sched.columns.values())
         self.checked(tmpl.table, *tmpl.columns.values())
         c = sched.columns
         schedule_rows = self.db.query_dicts(
-            f"SELECT * FROM {q(sched.table)} WHERE {q(c['is_active'])} = ? "
+            f"SELECT * FROM {qt(sched.table)} WHERE {q(c['is_active'])} = ? "
             f"ORDER BY {q(c['schedule_id'])}",
             [True],
         )
         template_cols = ", ".join(q(col) for col in tmpl.columns.values())
-        template_rows = self.db.query_dicts(f"SELECT {template_cols} FROM {q(tmpl.table)}")
+        template_rows = self.db.query_dicts(f"SELECT {template_cols} FROM {qt(tmpl.table)}")
         self._done()
         source = c["source_table"]
         tables = sorted({str(r.get(source) or "") for r in schedule_rows} - {""})
@@ -167,13 +167,13 @@ class ReplicaReader:
         row matching several ranges is read once.
         """
         self.checked(table, *watch_columns)
-        q = self.db.quote
+        q, qt = self.db.quote, self.db.quote_table
         cols = ", ".join(q(c) for c in self.columns(table))
         ranges = " OR ".join(f"({q(w)} >= ? AND {q(w)} < ?)" for w in watch_columns)
         params: list[Any] = []
         for _ in watch_columns:
             params += [self.db.ts(start), self.db.ts(end)]
-        sql = f"SELECT {cols} FROM {q(table)} WHERE {ranges}"
+        sql = f"SELECT {cols} FROM {qt(table)} WHERE {ranges}"
         try:
             for names, rows in self.db.stream(sql, params, batch_size):
                 yield [dict(zip(names, r, strict=True)) for r in rows]
@@ -187,10 +187,10 @@ class ReplicaReader:
         if not tables or tomb is None:
             return []
         self.checked(tomb.table, tomb.table_column, tomb.key_column, tomb.time_column)
-        q = self.db.quote
+        q, qt = self.db.quote, self.db.quote_table
         name, key, at = q(tomb.table_column), q(tomb.key_column), q(tomb.time_column)
         sql = (
-            f"SELECT {name}, {key}, {at} FROM {q(tomb.table)} "
+            f"SELECT {name}, {key}, {at} FROM {qt(tomb.table)} "
             f"WHERE {at} >= ? AND {at} < ? AND {name} IN ({placeholders(len(tables))})"
         )
         rows = self.db.query(sql, [self.db.ts(start), self.db.ts(end), *tables])
@@ -202,10 +202,10 @@ class ReplicaReader:
     ) -> datetime | None:
         """The earliest watch-column value at or after ``since``: one index seek per column."""
         self.checked(table, *watch_columns)
-        q = self.db.quote
+        q, qt = self.db.quote, self.db.quote_table
         found: list[datetime] = []
         for column in watch_columns:
-            sql = f"SELECT MIN({q(column)}) FROM {q(table)} WHERE {q(column)} >= ?"
+            sql = f"SELECT MIN({q(column)}) FROM {qt(table)} WHERE {q(column)} >= ?"
             value = self.db.scalar(sql, [self.db.ts(since)])
             if value is not None:
                 moment = as_datetime(value)
@@ -219,10 +219,10 @@ class ReplicaReader:
         if not tables or tomb is None:
             return None
         self.checked(tomb.table, tomb.table_column, tomb.time_column)
-        q = self.db.quote
+        q, qt = self.db.quote, self.db.quote_table
         at = q(tomb.time_column)
         sql = (
-            f"SELECT MIN({at}) FROM {q(tomb.table)} WHERE {at} >= ? "
+            f"SELECT MIN({at}) FROM {qt(tomb.table)} WHERE {at} >= ? "
             f"AND {q(tomb.table_column)} IN ({placeholders(len(tables))})"
         )
         value = self.db.scalar(sql, [self.db.ts(since), *tables])
@@ -232,10 +232,10 @@ class ReplicaReader:
     def read_all(self, table: str, batch_size: int = 5000) -> Iterator[list[dict[str, Any]]]:
         """Every row of a table: only for the one-time baseline of last-seen values."""
         self.checked(table)
-        q = self.db.quote
+        q, qt = self.db.quote, self.db.quote_table
         cols = ", ".join(q(c) for c in self.columns(table))
         try:
-            for names, rows in self.db.stream(f"SELECT {cols} FROM {q(table)}", (), batch_size):
+            for names, rows in self.db.stream(f"SELECT {cols} FROM {qt(table)}", (), batch_size):
                 yield [dict(zip(names, r, strict=True)) for r in rows]
         finally:
             self._done()
@@ -247,12 +247,12 @@ class ReplicaReader:
         """Rows by key, one statement per batch of ids."""
         key = key or self.model.key_of(table)
         self.checked(table, key)
-        q = self.db.quote
+        q, qt = self.db.quote, self.db.quote_table
         cols = ", ".join(q(c) for c in self.columns(table))
         out: dict[int, dict[str, Any]] = {}
         unique = sorted({int(i) for i in ids if i is not None})
         for chunk in self.db.in_batches(unique):
-            sql = f"SELECT {cols} FROM {q(table)} WHERE {q(key)} IN ({placeholders(len(chunk))})"
+            sql = f"SELECT {cols} FROM {qt(table)} WHERE {q(key)} IN ({placeholders(len(chunk))})"
             for row in self.db.query_dicts(sql, chunk):
                 out[int(row[key])] = row
         self._done()
@@ -263,12 +263,14 @@ class ReplicaReader:
     ) -> dict[int, list[dict[str, Any]]]:
         """Rows grouped by ``column`` (e.g. every contact of each agent), batched."""
         self.checked(table, column, *columns)
-        q = self.db.quote
+        q, qt = self.db.quote, self.db.quote_table
         cols = ", ".join(q(c) for c in dict.fromkeys([column, *columns]))
         out: dict[int, list[dict[str, Any]]] = {}
         unique = sorted({int(v) for v in values if v is not None})
         for chunk in self.db.in_batches(unique):
-            sql = f"SELECT {cols} FROM {q(table)} WHERE {q(column)} IN ({placeholders(len(chunk))})"
+            sql = (
+                f"SELECT {cols} FROM {qt(table)} WHERE {q(column)} IN ({placeholders(len(chunk))})"
+            )
             for row in self.db.query_dicts(sql, chunk):
                 out.setdefault(int(row[column]), []).append(row)
         self._done()

@@ -1,8 +1,12 @@
 -- Reads darwin-notify makes on the replica (SQL Server Always On readable secondary).
 
 -- name: table_columns
-SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS
-WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION;
+-- The one parameter is the source model's name: schema-qualified (crm.Listing) or not.
+WITH n AS (SELECT CAST(? AS nvarchar(256)) AS full_name)
+SELECT c.COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS AS c CROSS JOIN n
+WHERE c.TABLE_SCHEMA = COALESCE(PARSENAME(n.full_name, 2), SCHEMA_NAME())
+  AND c.TABLE_NAME = PARSENAME(n.full_name, 1)
+ORDER BY c.ORDINAL_POSITION;
 
 -- name: watermark
 -- The raw state of this database's replica here; storage/mssql_watermark.py decides from it

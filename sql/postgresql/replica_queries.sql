@@ -1,8 +1,14 @@
 -- Reads darwin-notify makes on the replica (PostgreSQL hot standby through psqlODBC).
 
 -- name: table_columns
-SELECT column_name FROM information_schema.columns
-WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position;
+-- The one parameter is the source model's name: schema-qualified (crm.Listing) or not.
+WITH n AS (SELECT CAST(? AS text) AS full_name)
+SELECT c.column_name FROM information_schema.columns AS c, n
+WHERE c.table_schema = CASE WHEN strpos(n.full_name, '.') > 0
+                            THEN split_part(n.full_name, '.', 1) ELSE current_schema() END
+  AND c.table_name = CASE WHEN strpos(n.full_name, '.') > 0
+                          THEN split_part(n.full_name, '.', 2) ELSE n.full_name END
+ORDER BY c.ordinal_position;
 
 -- name: watermark
 -- A standby whose received WAL is all replayed, not paused, is applied through about now;

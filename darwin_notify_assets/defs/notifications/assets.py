@@ -314,7 +314,8 @@ def candidate_notifications(
     bus: JobBusResource,
 ) -> MaterializeResult:
     """One candidate per (change event, recipient): the schedule's audience resolved with
-    set-based reads (``agent``, ``record_contact``, ``agent_contacts`` fan-out), each with a
+    set-based reads (``agent``, ``record_contact``, ``agent_contacts`` fan-out,
+    ``record_contacts`` through a join table), each with a
     deterministic idempotency key for its DedupeScope, inserted if absent."""
     rt = runtime(pipeline, replica, store, bus)
     loaded = schedules_for_run(rt.replica, rt.store, context.run_id)
