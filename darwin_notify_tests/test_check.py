@@ -91,7 +91,7 @@ def test_check_names_a_merge_field_query_whose_file_is_missing(
     queries = tmp_path / "queries"
     queries.mkdir()
     monkeypatch.setenv("DARWIN_NOTIFY_MERGE_FIELDS_DIR", str(queries))
-    name_queries(embedded_env, templates={1: "office_counts", 2: "office_counts"})
+    name_queries(embedded_env.source, templates={1: "office_counts", 2: "office_counts"})
     capsys.readouterr()
     assert cli.main(["check"]) == 1
     lines = capsys.readouterr().out.strip().splitlines()

@@ -33,9 +33,9 @@ def model_with_merge_fields(tmp_path: Path) -> Path:
     return path
 
 
-def name_queries(env, templates=None, schedules=None) -> None:
-    """Add the MergeFields columns to darwin.db; name queries per template and schedule."""
-    db = env.source
+def name_queries(db, templates=None, schedules=None) -> None:
+    """Add the MergeFields columns to darwin.Cloud (``db``, writable); name queries per
+    template and schedule, and show the sample query's field in templates 1 and 2."""
     for table in ("NotificationTemplate", "NotificationSchedule"):
         db.execute(f'ALTER TABLE "{table}" ADD COLUMN "MergeFields" TEXT').close()
     db.execute(
@@ -110,7 +110,7 @@ def model_path(tmp_path: Path) -> Path:
 
 def test_one_call_per_query_per_batch_and_its_fields_are_rendered(embedded_env, model_path):
     env = embedded_env
-    name_queries(env, templates={1: QUERY, 2: QUERY})
+    name_queries(env.source, templates={1: QUERY, 2: QUERY})
     statements = render(env, model_path, sample_merge_fields("sqlite"))
     calls = [s for s in statements if "json_each" in s]
     listings, drops = messages(env, 1), messages(env, 2)
@@ -136,7 +136,7 @@ def test_a_schedules_own_missing_query_fails_its_messages_and_the_rest_proceed(
 ):
     env = embedded_env
     # The schedule's column wins over its template's.
-    name_queries(env, templates={1: QUERY, 2: QUERY}, schedules={2: "nowhere"})
+    name_queries(env.source, templates={1: QUERY, 2: QUERY}, schedules={2: "nowhere"})
     statements = render(env, model_path, sample_merge_fields("sqlite"))
     assert len([s for s in statements if "json_each" in s]) == 1
     drops = messages(env, 2)
@@ -165,7 +165,7 @@ def test_a_failing_query_fails_its_messages_with_the_databases_message(
         "SELECT CAST(value AS INTEGER) AS record_id, NoSuchColumn FROM json_each(?)\n",
         encoding="utf-8",
     )
-    name_queries(env, templates={1: "broken", 2: QUERY})
+    name_queries(env.source, templates={1: "broken", 2: QUERY})
     statements = render(env, model_path, queries)
     assert len([s for s in statements if "NoSuchColumn" in s]) <= 1
     listings = messages(env, 1)
@@ -187,7 +187,7 @@ def test_a_record_the_query_returns_no_row_for_fails_by_the_missing_field(
         "WHERE value < 0\n",
         encoding="utf-8",
     )
-    name_queries(env, templates={1: "other"})
+    name_queries(env.source, templates={1: "other"})
     render(env, model_path, queries)
     # Those not suppressed first (opted out) are rendered, and fail by the field's name.
     rendered = [m for m in messages(env, 1) if m["status"] != "suppressed"]
