@@ -195,12 +195,10 @@ class RenderWorker:
     ) -> tuple[dict[tuple[str, str], dict[int, dict[str, Any]]], dict[tuple[str, str], str]]:
         """The rows of every merge-field query the batch's schedules name: one call per query
         (and source table) for all of the batch's records, never one per record."""
+        named = {s.schedule_id: s.merge_fields for s in self.schedules.schedules if s.merge_fields}
         wanted: dict[tuple[str, str], set[int]] = {}
-        for i in items:
-            try:
-                query = self.schedules.by_id(i.schedule_id).merge_fields
-            except KeyError:
-                continue
+        for i in items if named else ():
+            query = named.get(i.schedule_id)
             if query:
                 wanted.setdefault((query, i.source_table), set()).add(i.record_id)
         extras: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
