@@ -229,16 +229,33 @@ def cmd_check(_args: argparse.Namespace) -> int:
 
     settings = _settings()
     model = load_model(settings.source_model)
-    replica = ReplicaReader.open(settings.replica_url, REPLICA_PASSWORD_ENV, model=model)
+    replica = ReplicaReader.open(
+        settings.replica_url,
+        REPLICA_PASSWORD_ENV,
+        model=model,
+        merge_fields_dir=settings.merge_fields_dir or None,
+    )
     try:
         loaded = load_schedules(replica)
+        # A query named by several schedules is reported once, naming each of them.
+        users: dict[str, list[str]] = {}
+        for s in loaded.schedules.schedules:
+            if s.merge_fields:
+                users.setdefault(s.merge_fields, []).append(f"{s.schedule_id} ({s.name})")
+        query_problems = [
+            f"schedule {', '.join(names)}: {problem}"
+            for query, names in sorted(users.items())
+            if (problem := replica.merge_field_problem(query)) is not None
+        ]
     finally:
         replica.close()
     for p in loaded.model_problems:
         say(f"model {p}")
     for r in loaded.rejected:
         say(r.reason)
-    problems = len(loaded.model_problems) + len(loaded.rejected)
+    for line in query_problems:
+        say(line)
+    problems = len(loaded.model_problems) + len(loaded.rejected) + len(query_problems)
     say(
         f"{problems} problem(s); {len(loaded.schedules.schedules)} schedule(s) would run"
         if problems

@@ -69,3 +69,8 @@ class ReplicaBehind(DarwinNotifyError):
     def __init__(self, message: str, behind_seconds: float | None):
         super().__init__(message)
         self.behind_seconds = behind_seconds
+
+
+class MergeFieldError(DarwinNotifyError):
+    """A merge-field query is missing, invalid, or failed on the replica: the messages of the
+    schedules that name it end ``render_failed`` with this message."""

@@ -77,3 +77,28 @@ def test_a_bad_model_file_answers_in_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert err.startswith(f"darwin-notify check: {path}:") and "tables.Deal.kee" in err
+
+
+def test_check_names_a_merge_field_query_whose_file_is_missing(
+    embedded_env, tmp_path, monkeypatch, capsys
+):
+    from darwin_notify_tests.delivery.test_merge_fields import (
+        model_with_merge_fields,
+        name_queries,
+    )
+
+    monkeypatch.setenv("DARWIN_NOTIFY_SOURCE_MODEL", str(model_with_merge_fields(tmp_path)))
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    monkeypatch.setenv("DARWIN_NOTIFY_MERGE_FIELDS_DIR", str(queries))
+    name_queries(embedded_env.source, templates={1: "office_counts", 2: "office_counts"})
+    capsys.readouterr()
+    assert cli.main(["check"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [
+        "schedule 1 (New listing), 2 (Price drop): merge-field query 'office_counts' not found: "
+        f"no file {queries}/office_counts.sql",
+        f"1 problem(s); {len(seed.SAMPLE_SCHEDULES)} schedule(s) would run",
+    ]
+    (queries / "office_counts.sql").write_text("SELECT value AS record_id FROM json_each(?)")
+    assert cli.main(["check"]) == 0

@@ -69,13 +69,18 @@ class ReplicaResource(_Lifecycle, ConfigurableResource["ReplicaResource"]):
     password: str | None = None
     # The source model's path; empty selects the sample darwin.Cloud's.
     source_model: str = ""
+    # The folder of merge-field queries; empty selects the sample's.
+    merge_fields_dir: str = ""
 
     _reader: ReplicaReader | None = PrivateAttr(default=None)
 
     def open(self) -> ReplicaReader:
         """A new connection, for a worker thread of its own."""
         return ReplicaReader.open(
-            self.url, password=self.password, model=load_model(self.source_model)
+            self.url,
+            password=self.password,
+            model=load_model(self.source_model),
+            merge_fields_dir=self.merge_fields_dir or None,
         )
 
     @property
@@ -275,6 +280,7 @@ def resources_from_env(
             url=s.replica_url,
             password=_secret(REPLICA_PASSWORD_ENV, env),
             source_model=s.source_model,
+            merge_fields_dir=s.merge_fields_dir,
         ),
         "store": StoreResource(url=s.store_url, password=_secret(STORE_PASSWORD_ENV, env)),
         "bus": JobBusResource(

@@ -40,6 +40,7 @@ from darwin_notify_assets.domain.schedules import (
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import (
     DarwinNotifyError,
+    MergeFieldError,
     ProviderError,
     ProviderOutcomeUnknown,
     ProviderRejected,
@@ -71,6 +72,10 @@ class RenderContextData:
     totals: Mapping[int, AgentTotals]
     # For window digests: (partition, schedule) -> the window's events of that schedule.
     digests: Mapping[tuple[str, int], list[ChangeEvent]] = field(default_factory=dict)
+    # Merge-field queries' rows: (query, source table) -> record id -> fields.
+    extras: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any]]] = field(default_factory=dict)
+    # (query, source table) -> why that query gave nothing.
+    extra_failures: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 class RenderWorker:
@@ -180,7 +185,33 @@ class RenderWorker:
         }
         totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
         totals = self.store.totals(totals_ids) if totals_ids else {}
-        return RenderContextData(records, agents, offices, contacts, totals, digests)
+        extras, failures = self._merge_fields(items)
+        return RenderContextData(
+            records, agents, offices, contacts, totals, digests, extras, failures
+        )
+
+    def _merge_fields(
+        self, items: list[RenderItem]
+    ) -> tuple[dict[tuple[str, str], dict[int, dict[str, Any]]], dict[tuple[str, str], str]]:
+        """The rows of every merge-field query the batch's schedules name: one call per query
+        (and source table) for all of the batch's records, never one per record."""
+        named = {s.schedule_id: s.merge_fields for s in self.schedules.schedules if s.merge_fields}
+        wanted: dict[tuple[str, str], set[int]] = {}
+        for i in items if named else ():
+            query = named.get(i.schedule_id)
+            if query:
+                wanted.setdefault((query, i.source_table), set()).add(i.record_id)
+        extras: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        failures: dict[tuple[str, str], str] = {}
+        for key, ids in sorted(wanted.items()):
+            try:
+                rows = self.replica.merge_fields(key[0], sorted(ids))
+            except MergeFieldError as exc:
+                log.warning("%s", exc)
+                failures[key] = str(exc)
+                continue
+            extras[key] = {rid: jsonable_row(row) for rid, row in rows.items()}
+        return extras, failures
 
     def _digest_events(self, items: list[RenderItem]) -> dict[tuple[str, int], list[ChangeEvent]]:
         """The window's events of every window-scope schedule in the batch (one digest per
@@ -221,6 +252,12 @@ class RenderWorker:
         if template is None or isinstance(template, str):
             problem = template or f"template {schedule.template_id} not found"
             return outcome(MessageStatus.RENDER_FAILED, f"schedule {schedule.name!r}: {problem}")
+        if schedule.merge_fields:
+            failure = data.extra_failures.get((schedule.merge_fields, item.source_table))
+            if failure is not None:
+                return outcome(
+                    MessageStatus.RENDER_FAILED, f"schedule {schedule.name!r}: {failure}"
+                )
         if item.event_type == "delete":
             record = item.row_values
             if record is None:
@@ -313,6 +350,10 @@ class RenderWorker:
             change={"event": item.event_type, "old": item.old_values or {}},
             window={"start": window.start, "end": window.end, "key": item.partition_key},
         )
+        if schedule.merge_fields:
+            # No row for the record: a template that shows one of its fields fails by name.
+            rows = data.extras.get((schedule.merge_fields, item.source_table), {})
+            context["extra"] = rows.get(item.record_id, {})
         if schedule.uses_agent_totals:
             totals = data.totals.get(item.agent_id) if item.agent_id is not None else None
             if totals is None or totals.computed_through < window.end:

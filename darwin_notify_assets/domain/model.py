@@ -186,6 +186,8 @@ SCHEDULE_FIELDS = (
     "is_active",
 )
 TEMPLATE_FIELDS = ("template_id", "name", "subject", "html_body", "text_body", "sms_body")
+# Fields a schedule or template table may map, and need not (docs/source-model.md).
+OPTIONAL_FIELDS = ("merge_fields",)
 
 
 class ConfigTable(_Strict):
@@ -218,7 +220,7 @@ class SourceModel(_Strict):
             ("templates", self.templates, TEMPLATE_FIELDS),
         ):
             missing = [f for f in needed if f not in cfg.columns]
-            unknown = [f for f in cfg.columns if f not in needed]
+            unknown = [f for f in cfg.columns if f not in needed and f not in OPTIONAL_FIELDS]
             if missing:
                 raise ValueError(f"{field_name}.columns misses {', '.join(missing)}")
             if unknown:

@@ -224,7 +224,10 @@ class Runtime:
         return cls(
             settings=settings,
             replica_factory=lambda: ReplicaReader.open(
-                settings.replica_url, REPLICA_PASSWORD_ENV, model=load_model(settings.source_model)
+                settings.replica_url,
+                REPLICA_PASSWORD_ENV,
+                model=load_model(settings.source_model),
+                merge_fields_dir=settings.merge_fields_dir or None,
             ),
             store_factory=lambda: NotificationStore.open(settings.store_url, STORE_PASSWORD_ENV),
             bus=bus,

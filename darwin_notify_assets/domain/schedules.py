@@ -129,6 +129,8 @@ class Template:
     html_body: str | None
     text_body: str | None
     sms_body: str | None
+    # The merge-field query its messages need (``sql/<dialect>/merge_fields/NAME.sql``).
+    merge_fields: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ class Schedule:
     template_id: int
     dedupe_scope: DedupeScope
     uses_agent_totals: bool
+    # The schedule's own merge-field query, or else its template's.
+    merge_fields: str | None = None
 
     @property
     def needs_previous_values(self) -> bool:
@@ -283,7 +287,16 @@ def parse_schedule(
         template_id=int(str(template_id)),
         dedupe_scope=scope,
         uses_agent_totals=bool(row.get(c["uses_agent_totals"])),
+        merge_fields=(_text(row.get(c["merge_fields"])) if "merge_fields" in c else None)
+        or template.merge_fields,
     )
+
+
+def _text(value: Any) -> str | None:
+    """A configured name as text; empty and NULL are none."""
+    if value is None:
+        return None
+    return str(value).strip() or None
 
 
 def parse_criteria(
@@ -332,6 +345,7 @@ def build_schedule_set(
             html_body=r.get(t["html_body"]),
             text_body=r.get(t["text_body"]),
             sms_body=r.get(t["sms_body"]),
+            merge_fields=_text(r.get(t["merge_fields"])) if "merge_fields" in t else None,
         )
         for r in template_rows
     }

@@ -4,18 +4,21 @@ Identifiers formatted into SQL (configured tables and columns) are first checked
 replica's own catalog and then quoted; every value is a bound parameter.
 """
 
+import importlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from darwin_notify_assets.domain.model import SourceModel, load_model
 from darwin_notify_assets.domain.schedules import ScheduleSet, build_schedule_set
-from darwin_notify_assets.errors import ConfigurationError
+from darwin_notify_assets.errors import ConfigurationError, MergeFieldError
+from darwin_notify_assets.storage import merge_fields as merge_sql
 from darwin_notify_assets.storage.db import Database, as_datetime, connect
 from darwin_notify_assets.storage.dialects import placeholders
-from darwin_notify_assets.storage.sqlfiles import read_queries
+from darwin_notify_assets.storage.sqlfiles import read_queries, sample_merge_fields
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +56,22 @@ def _iso(value: datetime | None) -> str:
 class ReplicaReader:
     """Read-only access to darwin.Cloud's replica."""
 
-    def __init__(self, db: Database, model: SourceModel | None = None):
+    def __init__(
+        self,
+        db: Database,
+        model: SourceModel | None = None,
+        merge_fields_dir: str | Path | None = None,
+    ):
         if not db.read_only:
             raise ConfigurationError(f"{db} must be opened read-only to serve as the replica")
         self.db = db
         self.model = model or load_model()
         self.queries = read_queries(db.dialect, "replica_queries.sql")
         self._catalog: dict[str, tuple[str, ...]] = {}
+        # Where the merge-field queries are: a deployment's folder, or the sample's.
+        self.merge_fields_dir = (
+            Path(merge_fields_dir) if merge_fields_dir else sample_merge_fields(db.dialect)
+        )
 
     @classmethod
     def open(
@@ -68,9 +80,10 @@ class ReplicaReader:
         password_env: str | None = None,
         password: str | None = None,
         model: SourceModel | None = None,
+        merge_fields_dir: str | Path | None = None,
     ) -> "ReplicaReader":
         db = connect(url, read_only=True, password_env=password_env, password=password)
-        return cls(db, model)
+        return cls(db, model, merge_fields_dir)
 
     def close(self) -> None:
         self.db.close()
@@ -275,3 +288,39 @@ class ReplicaReader:
                 out.setdefault(int(row[column]), []).append(row)
         self._done()
         return out
+
+    def merge_field_query(self, name: str) -> str:
+        """The checked statement of merge-field query ``name``; MergeFieldError if there is
+        none or it is not one read-only statement with one parameter."""
+        return merge_sql.query_text(self.merge_fields_dir, self.db.dialect, name)
+
+    def merge_fields(self, name: str, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The rows of merge-field query ``name`` for ``ids``, by record id: one call for all.
+
+        A query the database refuses or fails raises MergeFieldError with the database's
+        message; when the replica itself cannot be reached, the driver's error goes up as it
+        is, so the job is retried rather than its messages failed.
+        """
+        sql = self.merge_field_query(name)
+        driver_error = getattr(
+            importlib.import_module(type(self.db.conn).__module__), "Error", Exception
+        )
+        try:
+            rows = self.db.query_dicts(sql, [merge_sql.ids_parameter(ids)])
+        except driver_error as exc:
+            self._done()
+            # Still reachable? Then the query is at fault, not the connection.
+            self.db.query(self.queries["table_columns"], [self.model.schedules.table])
+            message = merge_sql.database_message(exc, sql)
+            raise MergeFieldError(f"merge-field query {name!r} failed: {message}") from None
+        finally:
+            self._done()
+        return merge_sql.keyed(rows, name)
+
+    def merge_field_problem(self, name: str) -> str | None:
+        """What is wrong with merge-field query ``name`` without running it (``check``)."""
+        try:
+            self.merge_field_query(name)
+        except MergeFieldError as exc:
+            return str(exc)
+        return None

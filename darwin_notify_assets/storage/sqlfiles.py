@@ -32,6 +32,14 @@ def sql_path(dialect: str, filename: str) -> Path:
     return path
 
 
+def sample_merge_fields(dialect: str) -> Path:
+    """The sample's merge-field queries of a dialect (``DARWIN_NOTIFY_MERGE_FIELDS_DIR``
+    selects a deployment's own folder instead)."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
+    return sql_root() / dialect / "merge_fields"
+
+
 @functools.cache
 def read_script(dialect: str, filename: str) -> str:
     """The whole text of a script file."""

@@ -120,3 +120,17 @@ def test_the_store_resource_is_a_context_manager(tmp_path):
         first = store.store
         assert store.store is first
     assert store._store is None
+
+
+def test_the_replica_resource_reads_merge_field_queries_from_the_configured_folder(
+    embedded_env, tmp_path
+):
+    from darwin_notify_assets.storage.sqlfiles import sample_merge_fields
+
+    env = {"DARWIN_NOTIFY_REPLICA_URL": embedded_env.settings.replica_url}
+    with resources_from_env(env)["replica"] as default:
+        assert default.reader.merge_fields_dir == sample_merge_fields("sqlite")
+    env["DARWIN_NOTIFY_MERGE_FIELDS_DIR"] = str(tmp_path)
+    with resources_from_env(env)["replica"] as configured:
+        assert configured.reader.merge_fields_dir == tmp_path
+        assert "no file" in (configured.reader.merge_field_problem("agent_active_listings") or "")

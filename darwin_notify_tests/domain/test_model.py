@@ -114,3 +114,17 @@ def test_a_schedule_on_a_table_the_model_does_not_describe_is_refused():
     assert [r.reason for r in built.rejected] == [
         "schedule 9 (Deal posted): the source model does not describe table 'Deal'"
     ]
+
+
+def test_the_schedule_and_template_tables_may_map_a_merge_field_query_column():
+    text = SAMPLE.replace(
+        "    is_active: IsActive\n", "    is_active: IsActive\n    merge_fields: MergeFields\n"
+    ).replace("    sms_body: SmsBody", "    sms_body: SmsBody\n    merge_fields: ExtraQuery")
+    model = parse_model(text, "m.yaml")
+    assert model.schedules.columns["merge_fields"] == "MergeFields"
+    assert model.templates.columns["merge_fields"] == "ExtraQuery"
+    assert "merge_fields" not in load_model().templates.columns
+    with pytest.raises(ConfigurationError, match="templates.columns has unknown merge_field"):
+        parse_model(
+            SAMPLE.replace("    sms_body: SmsBody", "    sms_body: SmsBody\n    merge_field: X")
+        )

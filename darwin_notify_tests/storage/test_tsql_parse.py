@@ -25,7 +25,7 @@ from darwin_notify_tests.storage.tsql import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TSQL_FILES = sorted((sql_root() / "mssql").glob("*.sql"))
+TSQL_FILES = sorted((sql_root() / "mssql").rglob("*.sql"))
 GUIDE = ROOT / "docs" / "sqlserver.md"
 
 # Each is wrong for SQL Server; the comment says how. Every one must be rejected.
