@@ -260,3 +260,20 @@ def test_check_names_a_tenant_column_the_agent_table_lacks():
     model = model.model_copy(update={"tenant": model.tenant.model_copy(update={"column": "Org"})})
     problems = check_model(model, lambda table: seed.COLUMNS.get(table, ()))
     assert [str(p) for p in problems] == ["tenant: column Agent.Org does not exist on the replica"]
+
+
+def test_reconciliation_judges_tenant_schedules_as_detection_does(env_factory):
+    from darwin_notify_assets.domain.detect import reconcile
+
+    env = env_factory(windows=1, customize=_with_schedules(tenant_schedules(500, 100)))
+    env.apply(0)
+    rt = env.runtime()
+    schedules = load_schedules(rt.replica).schedules
+    window = env.window(0)
+    start, end = window.read_from(env.settings.lookback), window.end
+    before = reconcile(rt.replica, rt.store, schedules, start, end, 5)
+    detect_changes(rt.replica, rt.store, schedules, window, env.settings.lookback)
+    fired = env.store_rows("SELECT event_key FROM change_event")
+    assert fired and sorted(before.events_missing) == sorted(r["event_key"] for r in fired)
+    # (The window itself is recorded by the stage that runs detection, not by detection.)
+    assert reconcile(rt.replica, rt.store, schedules, start, end, 5).events_missing == []
