@@ -436,7 +436,8 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
                 f"({part['decided_against']:,} decided against); {stages}"
             )
         lines.append(
-            f"  same candidates: {'yes' if t['same_candidates'] else 'NO'}; "
+            f"  same candidates: {'yes' if t['same_candidates'] else 'no'} (a deletion of a "
+            f"record never seen fires a sample schedule, no office's); "
             f"{_n(t['ratio'], 2)}x the five-schedule rate"
         )
     lines += [

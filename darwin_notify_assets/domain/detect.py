@@ -295,7 +295,7 @@ def decide_deletions(
 ) -> Decisions:
     """The decisions of ``table``'s deletions ``(record id, deleted at)``: each delete
     schedule's criteria are judged on the record's last-seen values (a record never seen
-    is judged by every delete schedule, and fires them all)."""
+    fires every delete schedule that pins no tenant)."""
     out = Decisions()
     delete_schedules = [s for s in schedules.for_table(table) if s.event_type == EventType.DELETE]
     plan = _deletion_plan(schedules.model, table)
@@ -305,14 +305,11 @@ def decide_deletions(
         row = last_seen.get(record_id)
         version = str(jsonable(deleted_at))
         judged = _judged(row, plan.tenant_column, tenants, record_id) if row is not None else None
-        applicable = (
-            index.applicable(
-                watches, judged.get(plan.tenant_column) if plan.tenant_column else None
-            )
-            if judged is not None
-            else delete_schedules
+        # A record never seen has no known tenant: no tenant's schedule applies to it.
+        tenant = (
+            judged.get(plan.tenant_column) if judged is not None and plan.tenant_column else None
         )
-        for s in applicable:
+        for s in index.applicable(watches, tenant):
             fires = judged is None or all(c.matches(judged, None) for c in s.criteria)
             event = _event(plan, s, window, record_id, row, version, None, row)
             (out.fired if fires else out.skipped).append(event)

@@ -277,3 +277,26 @@ def test_reconciliation_judges_tenant_schedules_as_detection_does(env_factory):
     assert fired and sorted(before.events_missing) == sorted(r["event_key"] for r in fired)
     # (The window itself is recorded by the stage that runs detection, not by detection.)
     assert reconcile(rt.replica, rt.store, schedules, start, end, 5).events_missing == []
+
+
+def test_a_deletion_of_a_record_never_seen_fires_no_tenant_s_schedule():
+    from dataclasses import replace
+
+    from darwin_notify_assets.domain.detect import decide_deletions
+    from darwin_notify_assets.domain.schedules import ScheduleSet
+
+    rng = random.Random(3)
+    base = replace(
+        _schedule(rng, 0), event_type=EventType.DELETE, watch_column="DeletedDate", criteria=()
+    )
+    unpinned = replace(base, schedule_id=1)
+    offices = [replace(base, schedule_id=o + 1, criteria=(Criterion(T, "eq", o),)) for o in (1, 2)]
+    schedules = ScheduleSet((unpinned, *offices), {}, model=load_model())
+    at = WINDOW.start + timedelta(minutes=1)
+    never_seen = decide_deletions(schedules, "Property", [(99, at)], {}, WINDOW)
+    assert [e.schedule_id for e in never_seen.fired] == [1]
+    seen = decide_deletions(
+        schedules, "Property", [(99, at)], {99: {"PropertyID": 99, "AgentID": 4}}, WINDOW, {99: 2}
+    )
+    assert [e.schedule_id for e in seen.fired] == [1, 3]
+    assert seen.fired[0].row_values == {"PropertyID": 99, "AgentID": 4}
