@@ -17,7 +17,7 @@ leaves a change remembered but not acted on.
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -331,6 +331,17 @@ def _deletion_plan(model: SourceModel, table: str) -> TablePlan:
     )
 
 
+def _changes(
+    replica: ReplicaReader, plan: TablePlan, start: datetime, end: datetime, batch_size: int
+) -> Iterable[list[dict[str, Any]]]:
+    batches = replica.read_changes(plan.table, plan.watch_columns, start, end, batch_size)
+    if plan.index.needs_tenant:
+        # Tenants are read on the replica's connection, which a streaming read holds until
+        # its last row (ODBC drivers refuse a second statement meanwhile): read it all first.
+        return list(batches)
+    return batches
+
+
 def _tenants(
     replica: ReplicaReader, model: SourceModel, index: ScheduleIndex, table: str, rows: Any
 ) -> dict[int, Any] | None:
@@ -354,9 +365,7 @@ def detect_changes(
         result.tables_read.append(plan.table)
         if not plan.watch_columns:
             continue
-        for batch in replica.read_changes(
-            plan.table, plan.watch_columns, read_from, window.end, batch_size
-        ):
+        for batch in _changes(replica, plan, read_from, window.end, batch_size):
             result.rows_read[plan.table] += len(batch)
             rows = [jsonable_row(r) for r in batch]
             ids = [int(r[plan.key]) for r in rows]
@@ -533,7 +542,7 @@ def reconcile(
     for plan in plan_reads(schedules, replica.columns):
         if not plan.schedules:
             continue
-        for batch in replica.read_changes(plan.table, plan.watch_columns, start, end, batch_size):
+        for batch in _changes(replica, plan, start, end, batch_size):
             rows = [jsonable_row(r) for r in batch]
             ids = [int(r[plan.key]) for r in rows]
             previous = store.snapshots(plan.table, ids) if plan.keep_snapshot else {}
