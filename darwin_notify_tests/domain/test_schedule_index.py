@@ -300,3 +300,32 @@ def test_a_deletion_of_a_record_never_seen_fires_no_tenant_s_schedule():
     )
     assert [e.schedule_id for e in seen.fired] == [1, 3]
     assert seen.fired[0].row_values == {"PropertyID": 99, "AgentID": 4}
+
+
+def test_tenants_are_read_once_the_streaming_read_of_changes_has_ended(env_factory):
+    """ODBC drivers refuse a statement on a connection whose streaming read is still open."""
+    env = env_factory(windows=1, customize=_with_schedules(tenant_schedules(50, 10)))
+    env.apply(0)
+    rt = env.runtime()
+    replica = rt.replica
+    open_reads: list[str] = []
+    read_changes, fetch_grouped = replica.read_changes, replica.fetch_grouped
+
+    def streaming(table, *args, **kwargs):
+        open_reads.append(table)
+        try:
+            yield from read_changes(table, *args, **kwargs)
+        finally:
+            open_reads.remove(table)
+
+    def fetch(*args, **kwargs):
+        assert not open_reads, f"a statement while the read of {open_reads} is open"
+        return fetch_grouped(*args, **kwargs)
+
+    replica.read_changes = streaming  # type: ignore[method-assign]
+    replica.fetch_grouped = fetch  # type: ignore[method-assign]
+    schedules = load_schedules(replica).schedules
+    result = detect_changes(
+        replica, rt.store, schedules, env.window(0), env.settings.lookback, batch_size=2
+    )
+    assert sum(result.events.values()) > 0
