@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,17 @@ class Child:
     """A measured part of the benchmark in its own process: ``bench.py --phase NAME``."""
 
     def __init__(
-        self, stack: BenchStack, phase: str, config: dict[str, Any], store: str, topic_prefix: str
+        self,
+        stack: BenchStack,
+        phase: str,
+        config: dict[str, Any],
+        store: str,
+        topic_prefix: str,
+        folder: str = "",
     ):
         self.phase = phase
-        run_dir = stack.run_dir
+        run_dir = stack.run_dir / folder if folder else stack.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
         self.result_path = run_dir / f"{phase}.result.json"
         config = {**config, "result_path": str(self.result_path)}
         config_path = run_dir / f"{phase}.config.json"
@@ -221,7 +229,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             f"note: {out['background_busy_cpus']:.1f} CPUs were busy before the run started "
             "(other processes); the figures include their interference"
         )
-    workload = workload_for(args.size)
+    workload = workload_for(args.size, args.offices)
     out["workload"] = {
         "seed_size": workload.size.__dict__,
         "intensity": workload.intensity,
@@ -252,7 +260,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
 
         # Every store starts from the same baseline of last-seen values, before the window.
         t = time.monotonic()
-        for store_name in ("staged", "dagster"):
+        for store_name in ("staged", "dagster", *(("tenants",) if args.schedules else ())):
             settings = Settings(
                 home=str(run_dir / "home"),
                 replica_url=stack.replica_url,
@@ -365,6 +373,8 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             child.send("go")
             out["limits"] = child.wait()
         out["primary_statements"] = stack.primary_statements() - primary_before
+        if args.schedules:
+            out["tenants"] = _tenant_run(stack, primary, args, common, run_id)
         out["primary_statements_total"] = stack.primary_statements()
         primary.close()
     finally:
@@ -392,6 +402,38 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     out["orchestrator_peak_rss_mb"] = peak_rss_mb()
     out["wall_seconds"] = round(time.monotonic() - started, 1)
     return out
+
+
+def _tenant_run(
+    stack: BenchStack, primary: Any, args: argparse.Namespace, common: dict[str, Any], run_id: str
+) -> dict[str, Any]:
+    """The same window again, on a store baselined like the first, with ``--schedules``
+    schedules of ``--offices`` offices in place of the five sample schedules (each office's
+    own copy of them); up to queued, as the five-schedule run's change -> queued."""
+    from darwin_notify_assets.sample.demo import DEMO_START
+    from darwin_notify_assets.sample.tenants import replace_schedules, tenant_schedules
+
+    offices = args.offices or args.schedules // 5
+    count = replace_schedules(
+        primary, tenant_schedules(args.schedules, offices), DEMO_START - timedelta(days=1)
+    )
+    stack.wait_replayed(primary)
+    log(f"{count} schedules of {offices} offices in place of the sample's five")
+    prefix = f"bench-{run_id}-tenants"
+    child = Child(
+        stack,
+        "staged",
+        {**common, "topic_prefix": prefix, "workers": args.workers, "skip_send": True},
+        "tenants",
+        prefix,
+        folder="tenants",
+    )
+    child.wait_line("ready")
+    child.send(f"go {time.time()}")
+    result = child.wait()
+    result["schedules"] = count
+    result["offices"] = offices
+    return result
 
 
 class _NoBus:
@@ -428,6 +470,21 @@ def main(argv: list[str] | None = None) -> int:
         help="planner told to use an index wherever one serves (enable_seqscan off on the "
         "source database): makes the zero-sequential-scans check meaningful on a small run, "
         "whose tiny tables the planner would otherwise scan; not for timing",
+    )
+    parser.add_argument(
+        "--schedules",
+        type=int,
+        default=0,
+        help="also run the window up to queued with this many schedules, each office's own "
+        "copy of the five sample schedules (criterion OfficeID eq <office>), on a store "
+        "baselined like the first; reported beside the five-schedule run",
+    )
+    parser.add_argument(
+        "--offices",
+        type=int,
+        default=0,
+        help="offices of the source (default: one per 25 agents); with --schedules, the "
+        "offices the schedules are spread over",
     )
     parser.add_argument("--skip-dagster", action="store_true")
     parser.add_argument("--skip-naive", action="store_true")
@@ -467,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = argv
+    if args.schedules < 0 or args.offices < 0:
+        parser.error("--schedules and --offices cannot be negative")
     if args.phase:
         return run_phase(args.phase, args.config)
     from darwin_notify_assets.progress import progress

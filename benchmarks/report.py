@@ -176,8 +176,46 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         for name, st in stages.items()
         if st.get("restarted_services")
     }
+    if r.get("tenants"):
+        s["tenants"] = _tenants(staged, r["tenants"])
     s["targets"] = targets(s)
     return s
+
+
+QUEUED_STAGES = ("detect", "totals", "candidates", "render")
+
+
+def _to_queued(run: dict[str, Any]) -> dict[str, Any]:
+    """One staged run's stages up to queued: seconds, candidates and notifications/s."""
+    stages = run.get("stages", {})
+    seconds = {name: stages.get(name, {}).get("seconds") for name in QUEUED_STAGES}
+    total = sum(v or 0 for v in seconds.values())
+    results = run.get("results", {})
+    candidates = (results.get("candidates") or {}).get("candidates", 0)
+    return {
+        "candidates": candidates,
+        "events": (results.get("detect") or {}).get("events_detected", 0),
+        "decided_against": (results.get("detect") or {}).get("changes_decided_against", 0),
+        "stage_seconds": seconds,
+        "seconds": round(total, 3),
+        "per_second": _rate(candidates, total),
+    }
+
+
+def _tenants(staged: dict[str, Any], tenants: dict[str, Any]) -> dict[str, Any]:
+    """The five-schedule run beside the many-schedule run, both from detection to queued
+    (without the replica's replay, which only the first one waited for)."""
+    five, many = _to_queued(staged), _to_queued(tenants)
+    return {
+        "schedules": tenants.get("schedules"),
+        "offices": tenants.get("offices"),
+        "five": five,
+        "many": many,
+        "same_candidates": five["candidates"] == many["candidates"],
+        "ratio": round(many["per_second"] / five["per_second"], 3)
+        if five["per_second"] and many["per_second"]
+        else None,
+    }
 
 
 def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -383,6 +421,24 @@ def table(r: dict[str, Any], s: dict[str, Any]) -> str:
         lines.append(
             f"  slowest: {s['slowest_limit']}; end to end (change -> queued) is "
             f"{100 * s['vs_slowest_limit']:.0f}% of it"
+        )
+    if s.get("tenants"):
+        t = s["tenants"]
+        lines += ["", "many tenants, detect -> queued (stage seconds; no replay):"]
+        for label, part in (
+            ("5 sample schedules", t["five"]),
+            (f"{t['schedules']:,} schedules, {t['offices']:,} offices", t["many"]),
+        ):
+            stages = ", ".join(f"{k} {_n(v, 2)}" for k, v in part["stage_seconds"].items())
+            lines.append(
+                f"  {label:<32}{_n(part['seconds'], 2):>9}{_n(part['per_second']):>10}   "
+                f"{part['candidates']:,} candidates from {part['events']:,} events "
+                f"({part['decided_against']:,} decided against); {stages}"
+            )
+        lines.append(
+            f"  same candidates: {'yes' if t['same_candidates'] else 'no'} (a deletion of a "
+            f"record never seen fires a sample schedule, no office's); "
+            f"{_n(t['ratio'], 2)}x the five-schedule rate"
         )
     lines += [
         "",

@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_ROLE = "darwin_notify"
 # Databases of one run are named after it (``darwin_bench_<run id>``, ``notify_bench_<run
 # id>_<part>``), so two runs at once (a colleague's test suite and a `make bench`) never meet.
-STORE_PARTS = ("staged", "dagster", "naive", "scratch")
+STORE_PARTS = ("staged", "dagster", "naive", "scratch", "tenants")
 # The tables the sample schedules watch (and the ledgers they feed), read by change detection.
 WATCHED_TABLES = ("People", "Property", "Deal", "DeletedRecord")
 SOURCE_TABLES = (

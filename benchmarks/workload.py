@@ -9,7 +9,7 @@ agents, deal-posted emails with year-to-date totals, listing-removed emails).
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from darwin_notify_assets.sample import seed
@@ -35,9 +35,14 @@ class Workload:
         return self.window_start.strftime("%Y-%m-%d-%H:%M")
 
 
-def workload_for(target_notifications: int) -> Workload:
+def workload_for(target_notifications: int, offices: int | None = None) -> Workload:
+    """The workload of about ``target_notifications``; ``offices`` spreads the same agents,
+    contacts and changes over that many offices instead of the usual 25 agents each."""
     contacts = max(120, int(target_notifications / CANDIDATES_PER_CONTACT))
-    return Workload(seed.SeedSize.scaled(contacts), INTENSITY, DEMO_START)
+    size = seed.SeedSize.scaled(contacts)
+    if offices:
+        size = replace(size, offices=offices)
+    return Workload(size, INTENSITY, DEMO_START)
 
 
 def seed_source(primary: Database, workload: Workload) -> tuple[seed.Dataset, dict[str, float]]:

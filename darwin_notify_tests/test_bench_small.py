@@ -61,3 +61,36 @@ def test_benchmark_runs_at_a_tiny_size() -> None:
     assert all(v["finished"] for v in limits["kafka"].values())
     assert s["slowest_limit"] in s["limits_per_second"]
     assert s["peak_rss_mb"]["pipeline process (staged run)"] > 0
+
+
+def test_the_benchmark_runs_many_tenants_beside_the_five_sample_schedules() -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "bench.py"),
+            "--size",
+            "300",
+            "--schedules",
+            "50",
+            "--offices",
+            "10",
+            "--skip-dagster",
+            "--skip-naive",
+            "--skip-limits",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "many tenants, detect -> queued" in run.stdout
+    s = json.loads(run.stdout.strip().splitlines()[-1])["summary"]
+    t = s["tenants"]
+    assert (t["schedules"], t["offices"]) == (50, 10)
+    # Each office's copy of the sample schedules: together they find what the five find, less
+    # the deletions of records never seen (no office's; the sample's schedule fires on them).
+    assert 0 < t["many"]["candidates"] <= t["five"]["candidates"]
+    assert 0 < t["many"]["events"] <= t["five"]["events"]
+    assert t["many"]["decided_against"] == t["five"]["decided_against"]
+    assert t["many"]["per_second"] > 0

@@ -14,14 +14,16 @@ events, last-seen values, ledgers) are written in one store transaction, so a cr
 leaves a change remembered but not acted on.
 """
 
+import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from darwin_notify_assets.domain.model import SoftDelete, SourceModel
+from darwin_notify_assets.domain.schedule_index import ScheduleIndex, tenants_of
 from darwin_notify_assets.domain.schedules import (
     EventType,
     Schedule,
@@ -106,6 +108,11 @@ class TablePlan:
     # Deletions by an UPDATE (the model's soft_delete) and the schedules they fire.
     soft_delete: SoftDelete | None = None
     delete_schedules: tuple[Schedule, ...] = ()
+    tenant_column: str | None = None
+
+    @functools.cached_property
+    def index(self) -> ScheduleIndex:
+        return ScheduleIndex(self.schedules, self.tenant_column)
 
 
 def plan_reads(
@@ -153,6 +160,7 @@ def plan_reads(
                 ledger_kind=kind,
                 soft_delete=soft,
                 delete_schedules=deleting,
+                tenant_column=model.tenant.column if model.tenant else None,
             )
         )
     return plans
@@ -230,6 +238,15 @@ def _update_fires(
     return True, old, False
 
 
+def _judged(
+    row: Mapping[str, Any], column: str | None, tenants: Mapping[int, Any] | None, record_id: int
+) -> Mapping[str, Any]:
+    """The row criteria are judged on: with its tenant when the row does not carry it."""
+    if tenants is None or column is None or column in row:
+        return row
+    return {**row, column: tenants.get(record_id)}
+
+
 def decide_row(
     plan: TablePlan,
     row: Mapping[str, Any],
@@ -237,9 +254,11 @@ def decide_row(
     window: Window,
     read_from: datetime,
     out: Decisions,
+    tenants: Mapping[int, Any] | None = None,
 ) -> None:
     """Decide, for each schedule whose watch column this row's value falls in the read
-    range, whether that version of the row fires; append the decision to ``out``."""
+    range and whose tenant criterion the row meets, whether that version of the row fires;
+    append the decision to ``out``. ``tenants`` gives rows without the tenant column theirs."""
     record_id = int(row[plan.key])
     if plan.soft_delete is not None and plan.soft_delete.deleted(row):
         _decide_soft_deletion(plan, plan.soft_delete, row, previous, window, read_from, out)
@@ -247,16 +266,19 @@ def decide_row(
     created_here = plan.created_column is not None and _in_range(
         row.get(plan.created_column), read_from, window.end
     )
-    for s in plan.schedules:
-        watched = row.get(s.watch_column)
-        if not _in_range(watched, read_from, window.end):
-            continue
-        version = str(jsonable(watched))
+    index = plan.index
+    judged = _judged(row, plan.tenant_column, tenants, record_id)
+    watched_columns = [w for w, _ in index.groups if _in_range(row.get(w), read_from, window.end)]
+    tenant = judged.get(plan.tenant_column) if plan.tenant_column else None
+    for s in index.applicable(watched_columns, tenant):
+        version = str(jsonable(row.get(s.watch_column)))
         old = None
         if s.event_type == EventType.INSERT:
-            fires = all(c.matches(row, None) for c in s.criteria)
+            fires = all(c.matches(judged, None) for c in s.criteria)
         else:
-            fires, old, no_baseline = _update_fires(plan, s, row, previous, created_here, version)
+            fires, old, no_baseline = _update_fires(
+                plan, s, judged, previous, created_here, version
+            )
             out.no_baseline += no_baseline
         event = _event(plan, s, window, record_id, row, version, old, None)
         (out.fired if fires else out.skipped).append(event)
@@ -293,11 +315,13 @@ def decide_rows(
     previous: Mapping[int, Mapping[str, Any]],
     window: Window,
     read_from: datetime,
+    tenants: Mapping[int, Any] | None = None,
 ) -> Decisions:
-    """The decisions of a batch of changed rows, given the last-seen values by record id."""
+    """The decisions of a batch of changed rows, given the last-seen values by record id
+    (and, for rows without the tenant column, their tenants: ``schedule_index.tenants_of``)."""
     out = Decisions()
     for row in rows:
-        decide_row(plan, row, previous.get(int(row[plan.key])), window, read_from, out)
+        decide_row(plan, row, previous.get(int(row[plan.key])), window, read_from, out, tenants)
     return out
 
 
@@ -307,17 +331,26 @@ def decide_deletions(
     deletions: Sequence[tuple[int, datetime]],
     last_seen: Mapping[int, Mapping[str, Any]],
     window: Window,
+    tenants: Mapping[int, Any] | None = None,
 ) -> Decisions:
     """The decisions of ``table``'s deletions ``(record id, deleted at)``: each delete
-    schedule's criteria are judged on the record's last-seen values."""
+    schedule's criteria are judged on the record's last-seen values (a record never seen
+    fires every delete schedule that pins no tenant)."""
     out = Decisions()
     delete_schedules = [s for s in schedules.for_table(table) if s.event_type == EventType.DELETE]
     plan = _deletion_plan(schedules.model, table)
+    index = ScheduleIndex(delete_schedules, plan.tenant_column)
+    watches = [w for w, _ in index.groups]
     for record_id, deleted_at in deletions:
         row = last_seen.get(record_id)
         version = str(jsonable(deleted_at))
-        for s in delete_schedules:
-            fires = row is None or all(c.matches(row, None) for c in s.criteria)
+        judged = _judged(row, plan.tenant_column, tenants, record_id) if row is not None else None
+        # A record never seen has no known tenant: no tenant's schedule applies to it.
+        tenant = (
+            judged.get(plan.tenant_column) if judged is not None and plan.tenant_column else None
+        )
+        for s in index.applicable(watches, tenant):
+            fires = judged is None or all(c.matches(judged, None) for c in s.criteria)
             event = _event(plan, s, window, record_id, row, version, None, row)
             (out.fired if fires else out.skipped).append(event)
     return out
@@ -334,7 +367,26 @@ def _deletion_plan(model: SourceModel, table: str) -> TablePlan:
         agent_column=model.agent_column(table),
         contact_column=model.contact_column(table),
         created_column=model.created_of(table),
+        tenant_column=model.tenant.column if model.tenant else None,
     )
+
+
+def _changes(
+    replica: ReplicaReader, plan: TablePlan, start: datetime, end: datetime, batch_size: int
+) -> Iterable[list[dict[str, Any]]]:
+    batches = replica.read_changes(plan.table, plan.watch_columns, start, end, batch_size)
+    if plan.index.needs_tenant:
+        # Tenants are read on the replica's connection, which a streaming read holds until
+        # its last row (ODBC drivers refuse a second statement meanwhile): read it all first.
+        return list(batches)
+    return batches
+
+
+def _tenants(
+    replica: ReplicaReader, model: SourceModel, index: ScheduleIndex, table: str, rows: Any
+) -> dict[int, Any] | None:
+    """Rows' tenants when some schedule judges them and the rows lack the column."""
+    return tenants_of(replica, model, table, rows) if index.needs_tenant else None
 
 
 def detect_changes(
@@ -353,14 +405,13 @@ def detect_changes(
         result.tables_read.append(plan.table)
         if not plan.watch_columns:
             continue
-        for batch in replica.read_changes(
-            plan.table, plan.watch_columns, read_from, window.end, batch_size
-        ):
+        for batch in _changes(replica, plan, read_from, window.end, batch_size):
             result.rows_read[plan.table] += len(batch)
             rows = [jsonable_row(r) for r in batch]
             ids = [int(r[plan.key]) for r in rows]
             previous = store.snapshots(plan.table, ids) if plan.keep_snapshot else {}
-            decided = decide_rows(plan, rows, previous, window, read_from)
+            tenants = _tenants(replica, schedules.model, plan.index, plan.table, rows)
+            decided = decide_rows(plan, rows, previous, window, read_from, tenants)
             result.add(decided)
             snapshots = (
                 {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
@@ -442,12 +493,22 @@ def _detect_deletions(
             row = last_seen.get(record_id)
             if row is not None and column and row.get(column) is not None:
                 agents.append((window.partition_key, int(row[column])))
-        found = decide_deletions(schedules, table, items, last_seen, window)
+        tenants = _tenants(
+            replica, model, _delete_index(schedules, table), table, list(last_seen.values())
+        )
+        found = decide_deletions(schedules, table, items, last_seen, window, tenants)
         decided.fired += found.fired
         decided.skipped += found.skipped
     result.add(decided)
     result.events_new += store.save_detection(
         decided.fired, {}, (), (), removed, agents, skipped=decided.skipped
+    )
+
+
+def _delete_index(schedules: ScheduleSet, table: str) -> ScheduleIndex:
+    on_table = [s for s in schedules.for_table(table) if s.event_type == EventType.DELETE]
+    return ScheduleIndex(
+        on_table, schedules.model.tenant.column if schedules.model.tenant else None
     )
 
 
@@ -532,7 +593,7 @@ def reconcile(
     for plan in plan_reads(schedules, replica.columns):
         if not plan.schedules and not plan.delete_schedules:
             continue
-        for batch in replica.read_changes(plan.table, plan.watch_columns, start, end, batch_size):
+        for batch in _changes(replica, plan, start, end, batch_size):
             rows = [jsonable_row(r) for r in batch]
             ids = [int(r[plan.key]) for r in rows]
             previous = store.snapshots(plan.table, ids) if plan.keep_snapshot else {}
@@ -540,7 +601,9 @@ def reconcile(
             for row in batch:
                 for column in plan.watch_columns:
                     note(row.get(column))
-            _report_missing(store, decide_rows(plan, rows, previous, window, start), result)
+            tenants = _tenants(replica, schedules.model, plan.index, plan.table, rows)
+            decided = decide_rows(plan, rows, previous, window, start, tenants)
+            _report_missing(store, decided, result)
     deletions = replica.read_deletions(
         schedules.model.tombstoned(schedules.delete_tables), start, end
     )
@@ -549,7 +612,15 @@ def reconcile(
         note(deleted_at)
     for table, items in _by_table(deletions).items():
         last_seen = store.snapshots(table, [rid for rid, _ in items])
-        _report_missing(store, decide_deletions(schedules, table, items, last_seen, window), result)
+        tenants = _tenants(
+            replica,
+            schedules.model,
+            _delete_index(schedules, table),
+            table,
+            list(last_seen.values()),
+        )
+        decided = decide_deletions(schedules, table, items, last_seen, window, tenants)
+        _report_missing(store, decided, result)
     done = store.windows_between(start, end)
     cursor = Window.containing(start, window_minutes)
     while cursor.end <= end:

@@ -170,6 +170,14 @@ class Totals(_Strict):
         return (self.deals.table, self.listings.table)
 
 
+class Tenant(_Strict):
+    """Who a record belongs to among the customer's tenants (an office): schedules of one
+    tenant name ``column`` in their criteria. A table without the column is in its agent's
+    tenant: the agent table's ``column``."""
+
+    column: str
+
+
 SCHEDULE_FIELDS = (
     "schedule_id",
     "name",
@@ -206,6 +214,7 @@ class SourceModel(_Strict):
     recipients: dict[Literal["agent", "contact"], Recipient]
     relations: Relations = Field(default_factory=Relations)
     totals: Totals | None = None
+    tenant: Tenant | None = None
     schedules: ConfigTable
     templates: ConfigTable
 
@@ -424,6 +433,8 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
         if d.counts_when:
             has("totals.deals.counts_when", d.table, d.counts_when.column)
         has("totals.listings", li.table, li.key, li.agent, li.status, li.watch)
+    if model.tenant:
+        has("tenant", model.agent.table, model.tenant.column)
     for name, cfg in (("schedules", model.schedules), ("templates", model.templates)):
         has(name, cfg.table, *cfg.columns.values())
     # One problem once, even when two paths name the same missing table.

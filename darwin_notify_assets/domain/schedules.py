@@ -5,6 +5,7 @@ checked against the source table's real columns; a schedule that names an unknow
 column, operator, template or value is reported by name and skipped, and the others run.
 """
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,24 @@ def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return a is not None and b is not None and bool(a) == bool(b)
     return bool(_num(a) == _num(b))
+
+
+#: What ``equality_key`` gives for a value no hash lookup can find by equality.
+UNINDEXABLE: Any = object()
+
+
+def equality_key(value: Any) -> Any:
+    """A hashable key such that ``same_value(a, b)`` is ``equality_key(a) == equality_key(b)``
+    whenever neither is ``UNINDEXABLE``: None, booleans (equal to any true value) and
+    unhashable values are."""
+    if value is None or isinstance(value, bool):
+        return UNINDEXABLE
+    key = _num(value)
+    try:
+        hash(key)
+    except TypeError:
+        return UNINDEXABLE
+    return key
 
 
 def _ordered(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any, Any], bool]:
@@ -191,11 +210,16 @@ class ScheduleSet:
     def for_table(self, table: str) -> list[Schedule]:
         return [s for s in self.schedules if s.source_table == table]
 
+    @functools.cached_property
+    def _by_id(self) -> dict[int, Schedule]:
+        return {s.schedule_id: s for s in reversed(self.schedules)}
+
     def by_id(self, schedule_id: int) -> Schedule:
-        for s in self.schedules:
-            if s.schedule_id == schedule_id:
-                return s
-        raise KeyError(schedule_id)
+        # A lookup per event and per message: with thousands of schedules, not a scan.
+        found = self._by_id.get(schedule_id)
+        if found is None:
+            raise KeyError(schedule_id)
+        return found
 
 
 def parse_schedule(
@@ -250,7 +274,15 @@ def parse_schedule(
             raise fail(f"unknown changed column {table}.{col}")
     if changed and event_type != EventType.UPDATE:
         raise fail(f"{c['changed_columns']} only applies to update schedules")
-    criteria = parse_criteria(row.get(c["criteria"]), table, columns, fail)
+    tenant = model.tenant.column if model.tenant else ""
+    # A record without the tenant column is in its agent's tenant (schedule_index.tenants_of).
+    derived = bool(tenant) and tenant not in columns and model.agent_column(table) is not None
+    criteria = parse_criteria(
+        row.get(c["criteria"]), table, columns | {tenant} if derived else columns, fail
+    )
+    for criterion in criteria:
+        if derived and criterion.column == tenant and criterion.needs_previous:
+            raise fail(f"criterion {tenant} {criterion.op}: {table} has no {tenant} of its own")
     agent_column = model.agent_column(table)
     if audience not in (Audience.RECORD_CONTACT, Audience.RECORD_CONTACTS) and (
         agent_column is None or (table != model.agent.table and agent_column not in columns)
