@@ -43,9 +43,11 @@ test-unit: venv
 # The integration tier needs the services; they are stopped again whatever the outcome.
 # Integration tests read the services' settings from `infra/services.sh env` themselves, so
 # the other tests see a clean environment (the embedded default).
+# The browser test's screenshots are kept in .artifacts/ui, the run's artifacts.
 test: venv lint
 	bash infra/services.sh up
-	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; bash infra/services.sh down; exit $$status
+	DARWIN_NOTIFY_UI_ARTIFACTS=$${DARWIN_NOTIFY_UI_ARTIFACTS:-$(abspath .artifacts/ui)} \
+		$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; bash infra/services.sh down; exit $$status
 
 # The executed T-SQL tier (docs/sqlserver.md): needs a SQL Server of your own, named by
 # DARWIN_NOTIFY_TEST_MSSQL_URL (password in DARWIN_NOTIFY_TEST_MSSQL_PASSWORD); its database is
