@@ -63,3 +63,7 @@ class ReplicaBehind(DarwinNotifyError):
     def __init__(self, message: str, behind_seconds: float | None):
         super().__init__(message)
         self.behind_seconds = behind_seconds
+
+
+class CdcRetentionExceeded(DarwinNotifyError):
+    """A window reaches further back than the changes a CDC capture instance still keeps."""
