@@ -74,3 +74,7 @@ class ReplicaBehind(DarwinNotifyError):
 class MergeFieldError(DarwinNotifyError):
     """A merge-field query is missing, invalid, or failed on the replica: the messages of the
     schedules that name it end ``render_failed`` with this message."""
+
+
+class CdcRetentionExceeded(DarwinNotifyError):
+    """A window reaches further back than the changes a CDC capture instance still keeps."""

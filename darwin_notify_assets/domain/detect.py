@@ -475,7 +475,7 @@ def _detect_deletions(
     result: DetectionResult,
 ) -> None:
     tables = sorted(set(schedules.delete_tables) | {p.table for p in plans if p.ledger})
-    deletions = replica.read_deletions(schedules.model.tombstoned(tables), read_from, window.end)
+    deletions = read_deletions(replica, schedules.model, tables, read_from, window.end)
     result.deletions_read = len(deletions)
     if not deletions:
         return
@@ -510,6 +510,19 @@ def _delete_index(schedules: ScheduleSet, table: str) -> ScheduleIndex:
     return ScheduleIndex(
         on_table, schedules.model.tenant.column if schedules.model.tenant else None
     )
+
+
+def read_deletions(
+    replica: ReplicaReader,
+    model: SourceModel,
+    tables: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> list[tuple[str, int, datetime]]:
+    """``(table, record id, deleted at)`` of ``tables``' deletions in ``[start, end)``, each
+    table read where the model says its deletions are: the tombstone or CDC."""
+    found = replica.read_deletions(model.tombstoned(tables), start, end)
+    return found + replica.read_cdc_deletions(tables, start, end)
 
 
 def _by_table(
@@ -604,9 +617,7 @@ def reconcile(
             tenants = _tenants(replica, schedules.model, plan.index, plan.table, rows)
             decided = decide_rows(plan, rows, previous, window, start, tenants)
             _report_missing(store, decided, result)
-    deletions = replica.read_deletions(
-        schedules.model.tombstoned(schedules.delete_tables), start, end
-    )
+    deletions = read_deletions(replica, schedules.model, schedules.delete_tables, start, end)
     result.rows_read += len(deletions)
     for _, _, deleted_at in deletions:
         note(deleted_at)
@@ -652,4 +663,5 @@ def first_change_since(
     found = [replica.earliest_change(p.table, p.watch_columns, since) for p in plans]
     tables = sorted(set(schedules.delete_tables) | {p.table for p in plans if p.ledger})
     found.append(replica.earliest_deletion(schedules.model.tombstoned(tables), since))
+    found.append(replica.earliest_cdc_deletion(tables, since))
     return min((f for f in found if f is not None), default=None)

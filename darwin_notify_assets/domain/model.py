@@ -6,13 +6,21 @@ load; an error names the file, the line and path inside it, and the problem.
 """
 
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from darwin_notify_assets.errors import ConfigurationError
 
@@ -55,6 +63,28 @@ class SoftDelete(_Strict):
         return value not in (None, False, 0, "0", "")
 
 
+# SQL Server's own rule for a capture instance name is sysname of at most 100 characters; it is
+# formatted into a function name (cdc.fn_cdc_get_all_changes_<name>), so only plain ones.
+_CAPTURE_INSTANCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+
+
+class CdcDeletions(_Strict):
+    """Deletions read from SQL Server Change Data Capture: the table's capture instance
+    (``{cdc: dbo_Listing}``)."""
+
+    cdc: str
+
+    @field_validator("cdc")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _CAPTURE_INSTANCE.match(value):
+            raise ValueError(
+                f"capture instance {value!r} must be letters, digits and _ (at most 100), "
+                "not starting with a digit"
+            )
+        return value
+
+
 class SourceTable(_Strict):
     """One table darwin-notify may read."""
 
@@ -63,11 +93,15 @@ class SourceTable(_Strict):
     # The column that dates a record's creation: an update read inside the window that
     # created the record has no earlier version to compare with.
     created: str | None = None
-    deletions: Literal["tombstone"] | SoftDelete | None = None
+    deletions: Literal["tombstone"] | SoftDelete | CdcDeletions | None = None
 
     @property
     def soft_delete(self) -> SoftDelete | None:
         return self.deletions if isinstance(self.deletions, SoftDelete) else None
+
+    @property
+    def capture_instance(self) -> str | None:
+        return self.deletions.cdc if isinstance(self.deletions, CdcDeletions) else None
 
 
 class Tombstone(_Strict):
@@ -301,6 +335,15 @@ class SourceModel(_Strict):
     def tombstoned(self, tables: Sequence[str]) -> list[str]:
         """Those of ``tables`` whose deletions the tombstone records."""
         return [t for t in tables if t in self.tables and self.tables[t].deletions == "tombstone"]
+
+    def capture_instance_of(self, table: str) -> str | None:
+        return self.tables[table].capture_instance if table in self.tables else None
+
+    @property
+    def cdc_tables(self) -> dict[str, str]:
+        """The tables whose deletions Change Data Capture records, with their capture
+        instances."""
+        return {n: t.capture_instance for n, t in self.tables.items() if t.capture_instance}
 
     def watch_of(self, table: str) -> tuple[str, ...]:
         return self.tables[table].watch if table in self.tables else ()

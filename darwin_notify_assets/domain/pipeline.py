@@ -49,6 +49,7 @@ from darwin_notify_assets.domain.schedules import (
 from darwin_notify_assets.domain.snapshots import ScheduleSnapshot
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import DarwinNotifyError, ReplicaBehind
+from darwin_notify_assets.storage.mssql_cdc import capture_part
 from darwin_notify_assets.storage.replica import ReplicaReader, ReplicaWatermark
 from darwin_notify_assets.storage.store import NotificationStore, utcnow
 
@@ -110,7 +111,7 @@ def loaded_from(snapshot: ScheduleSnapshot, replica: ReplicaReader) -> LoadedSch
     if cached is not None:
         return cached
     raw = snapshot.schedules(replica.model)
-    problems = check_model(raw.model, replica.columns)
+    problems = check_model(raw.model, replica.columns) + replica.cdc_problems()
     for p in problems:
         log.warning("source model problem: %s", p)
     broken = {p.table for p in problems}
@@ -153,7 +154,12 @@ def loaded_from(snapshot: ScheduleSnapshot, replica: ReplicaReader) -> LoadedSch
 def _tables_needed(model: SourceModel, s: Schedule) -> set[str]:
     """The tables a schedule reads through the model: a broken one stops only its schedules."""
     tables = {s.source_table}
-    if s.event_type == EventType.DELETE and model.tombstone and model.tombstoned([s.source_table]):
+    capture = model.capture_instance_of(s.source_table)
+    if s.event_type == EventType.DELETE and capture is not None:
+        tables.add(capture_part(capture))
+    elif (
+        s.event_type == EventType.DELETE and model.tombstone and model.tombstoned([s.source_table])
+    ):
         tables.add(model.tombstone.table)
     if s.audience in (Audience.AGENT, Audience.AGENT_CONTACTS):
         tables.add(model.agent.table)
@@ -168,6 +174,10 @@ def _tables_needed(model: SourceModel, s: Schedule) -> set[str]:
         tables.add(model.relations.agent_contacts.table)
     if s.uses_agent_totals and model.totals:
         tables.update(model.totals.tables)
+        # A ledger row leaves the totals when its record is deleted.
+        tables.update(
+            capture_part(c) for t in model.totals.tables if (c := model.capture_instance_of(t))
+        )
     return tables
 
 

@@ -250,7 +250,18 @@ def parse_schedule(
     except ValueError as exc:
         raise fail(str(exc)) from None
     watch = row.get(c["watch_column"]) or ""
-    if event_type == EventType.DELETE:
+    capture = model.capture_instance_of(table)
+    if event_type == EventType.DELETE and capture is not None:
+        # CDC dates a deletion by its commit, not by a column; a schedule written for the
+        # tombstone (its time column) keeps working when the table moves to CDC.
+        tomb_time = model.tombstone.time_column if model.tombstone else None
+        if watch not in ("", tomb_time):
+            raise fail(
+                f"delete schedules on {table} read CDC capture instance {capture}, which has "
+                f"no watch column: leave it empty, not {watch!r}"
+            )
+        watch = ""
+    elif event_type == EventType.DELETE:
         tomb, soft = model.tombstone, model.soft_delete_of(table)
         if soft is not None:
             if watch not in ("", soft.time_column):

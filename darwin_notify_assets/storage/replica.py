@@ -12,15 +12,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from darwin_notify_assets.domain.model import SourceModel, load_model
+from darwin_notify_assets.domain.model import Problem, SourceModel, load_model
 from darwin_notify_assets.domain.schedules import ScheduleSet, build_schedule_set
-from darwin_notify_assets.errors import ConfigurationError, MergeFieldError
+from darwin_notify_assets.errors import CdcRetentionExceeded, ConfigurationError, MergeFieldError
 from darwin_notify_assets.storage import merge_fields as merge_sql
 from darwin_notify_assets.storage.db import Database, as_datetime, connect
 from darwin_notify_assets.storage.dialects import placeholders
+from darwin_notify_assets.storage.mssql_cdc import (
+    CaptureInstance,
+    LsnRange,
+    capture_instance_from_rows,
+    capture_problems,
+    deletions_from_rows,
+    lsn_range,
+)
 from darwin_notify_assets.storage.sqlfiles import read_queries, sample_merge_fields
 
 log = logging.getLogger(__name__)
+
+# The end of "everything captured so far" when asking CDC for its earliest deletion.
+_FAR_FUTURE = datetime(9000, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -66,12 +77,20 @@ class ReplicaReader:
             raise ConfigurationError(f"{db} must be opened read-only to serve as the replica")
         self.db = db
         self.model = model or load_model()
+        cdc = self.model.cdc_tables
+        if cdc and db.dialect != "mssql":
+            first = sorted(cdc)[0]
+            raise ConfigurationError(
+                f"CDC deletions need SQL Server: tables.{first}.deletions names capture "
+                f"instance {cdc[first]}, and the replica is {db.dialect}"
+            )
         self.queries = read_queries(db.dialect, "replica_queries.sql")
         self._catalog: dict[str, tuple[str, ...]] = {}
         # Where the merge-field queries are: a deployment's folder, or the sample's.
         self.merge_fields_dir = (
             Path(merge_fields_dir) if merge_fields_dir else sample_merge_fields(db.dialect)
         )
+        self._captures: dict[str, CaptureInstance | None] = {}
 
     @classmethod
     def open(
@@ -209,6 +228,107 @@ class ReplicaReader:
         rows = self.db.query(sql, [self.db.ts(start), self.db.ts(end), *tables])
         self._done()
         return [(str(t), int(rid), as_datetime(d) or datetime.min) for t, rid, d in rows]
+
+    # -- deletions from SQL Server Change Data Capture --------------------------------------------
+    def capture_instance(self, name: str) -> CaptureInstance | None:
+        """The capture instance as ``cdc.change_tables`` shows it to this login."""
+        if name not in self._captures:
+            rows = self.db.query_dicts(self.queries["cdc_capture_instance"], [name])
+            self._done()
+            self._captures[name] = capture_instance_from_rows(name, rows)
+        return self._captures[name]
+
+    def cdc_problems(self) -> list[Problem]:
+        """Why a table's CDC deletions cannot be read, one each (``darwin-notify check``)."""
+        problems: list[Problem] = []
+        for table, name in sorted(self.model.cdc_tables.items()):
+            key = self.model.key_of(table)
+            problems += capture_problems(table, key, name, self.capture_instance(name))
+        return problems
+
+    def cdc_bounds(self, capture_instance: str, start: datetime, end: datetime) -> dict[str, Any]:
+        """The ``cdc_lsn_bounds`` row: LSNs of ``[start, end]`` and the capture's limits."""
+        rows = self.db.query_dicts(
+            self.queries["cdc_lsn_bounds"],
+            [capture_instance, self.db.ts(start), self.db.ts(end)],
+        )
+        self._done()
+        return rows[0] if rows else {}
+
+    def _changes_sql(self, query: str, table: str, capture_instance: str) -> str:
+        """A ``cdc_*`` query with its capture instance's function and the table's key, both
+        checked against cdc.change_tables first, then quoted."""
+        key = self.model.key_of(table)
+        found = self.capture_instance(capture_instance)
+        problems = capture_problems(table, key, capture_instance, found)
+        if problems:
+            raise ConfigurationError(str(problems[0]))
+        q = self.db.quote
+        function = f"{q('cdc')}.{q('fn_cdc_get_all_changes_' + capture_instance)}"
+        return (
+            self.queries[query]
+            .replace("{changes_function}", function)
+            .replace("{key_column}", q(key))
+        )
+
+    def cdc_deletion_rows(
+        self, table: str, capture_instance: str, lsns: LsnRange
+    ) -> list[dict[str, Any]]:
+        """The ``cdc_deletions`` rows (record_id, deleted_at, start_lsn) in an LSN range."""
+        sql = self._changes_sql("cdc_deletions", table, capture_instance)
+        rows = self.db.query_dicts(sql, [lsns.from_lsn, lsns.to_lsn])
+        self._done()
+        return rows
+
+    def cdc_first_deletion_row(
+        self, table: str, capture_instance: str, lsns: LsnRange
+    ) -> dict[str, Any] | None:
+        sql = self._changes_sql("cdc_first_deletion", table, capture_instance)
+        rows = self.db.query_dicts(sql, [lsns.from_lsn, lsns.to_lsn])
+        self._done()
+        return rows[0] if rows else None
+
+    def read_cdc_deletions(
+        self, tables: Sequence[str], start: datetime, end: datetime
+    ) -> list[tuple[str, int, datetime]]:
+        """``(table, record id, deleted at)`` of the deletions CDC recorded in ``[start, end)``
+        for those of ``tables`` the model reads that way; the others are not read here."""
+        out: list[tuple[str, int, datetime]] = []
+        for table in tables:
+            name = self.model.capture_instance_of(table)
+            if name is None:
+                continue
+            lsns = lsn_range(self.cdc_bounds(name, start, end), name, table, start, end)
+            if lsns is not None:
+                out += deletions_from_rows(
+                    table, self.cdc_deletion_rows(table, name, lsns), start, end
+                )
+        return out
+
+    def earliest_cdc_deletion(self, tables: Sequence[str], since: datetime) -> datetime | None:
+        """The earliest CDC deletion at or after ``since``, for the sensor. Where CDC cannot
+        tell (``since`` is older than it keeps), ``since`` itself, so the window is read and
+        its run says why; nothing captured past ``since`` yet is the capture's progress, so
+        the window that holds it is read and waits for the capture."""
+        found: list[datetime] = []
+        for table in tables:
+            name = self.model.capture_instance_of(table)
+            if name is None:
+                continue
+            row = self.cdc_bounds(name, since, _FAR_FUTURE)
+            max_time = as_datetime(row.get("max_time"))
+            if max_time is None or max_time < since:
+                found.append(since)
+                continue
+            try:
+                lsns = lsn_range(row, name, table, since, max_time)
+            except CdcRetentionExceeded:
+                found.append(since)
+                continue
+            first = self.cdc_first_deletion_row(table, name, lsns) if lsns else None
+            at = as_datetime(first.get("deleted_at")) if first else None
+            found.append(at if at is not None and at >= since else max_time)
+        return min(found, default=None)
 
     def earliest_change(
         self, table: str, watch_columns: Sequence[str], since: datetime

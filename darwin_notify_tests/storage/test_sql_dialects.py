@@ -106,9 +106,30 @@ def test_every_dialect_declares_the_same_tables_and_columns(filename: str) -> No
         assert _tables(dialect, filename) == reference, dialect
 
 
+# Change Data Capture is SQL Server's: the other dialects refuse a model that reads deletions
+# from it (storage/replica.py), so they have no such queries.
+MSSQL_ONLY = {
+    "replica_queries.sql": {
+        "cdc_capture_instance",
+        "cdc_lsn_bounds",
+        "cdc_deletions",
+        "cdc_first_deletion",
+    }
+}
+
+
+def _portable(dialect: str, filename: str) -> list[str]:
+    names = set(read_queries(dialect, filename))
+    if dialect == "mssql":
+        only = MSSQL_ONLY.get(filename, set())
+        assert only <= names, f"mssql/{filename} lacks {sorted(only - names)}"
+        names -= only
+    return sorted(names)
+
+
 @pytest.mark.parametrize("filename", QUERY_FILES)
 def test_named_queries_match_across_dialects(filename: str) -> None:
-    names = {d: sorted(read_queries(d, filename)) for d in DIALECTS}
+    names = {d: _portable(d, filename) for d in DIALECTS}
     assert names["sqlite"] == names["postgresql"] == names["mssql"]
     assert names["sqlite"]
 
@@ -190,6 +211,8 @@ def test_every_query_the_code_names_exists_in_every_dialect(dialect: str) -> Non
     assert len(used["store_queries.sql"]) >= 40
     for filename, names in used.items():
         defined = set(read_queries(dialect, filename))
+        if dialect != "mssql":
+            names = names - MSSQL_ONLY.get(filename, set())
         assert names - defined == set(), f"{dialect}/{filename} lacks them"
         assert defined - names == set(), f"{dialect}/{filename}: queries no code uses"
 

@@ -67,6 +67,13 @@ KNOWN_BAD = [
     "SELECT a FROM t WHERE a = %s",  # other drivers' parameter styles
     "SELECT a FROM t WHERE a = :a",
     "MERGE t USING s ON t.a = s.a WHEN MATCHED UPDATE SET a = 1;",  # THEN missing
+    # Shapes of the CDC reads (sql/mssql/replica_queries.sql), each broken.
+    "SELECT c.__$start_lsn FROM cdc.fn_cdc_get_all_changes_x(?, ?, N'all') AS c LIMIT 1",
+    "SELECT c.__$start_lsn FROM cdc.fn_cdc_get_all_changes_x(?, ?, N'all') AS c "
+    "WHERE c.__$operation == 1",
+    "SELECT c.__$start_lsn FROM cdc.fn_cdc_get_all_changes_x(?, ?, N'all' AS c",
+    "SELECT c.__$start_lsn FROM cdc.fn_cdc_get_all_changes_x(?, ?, N'all') AS c "
+    "ORDER BY c.__$start_lsn,",
 ]
 
 # Valid T-SQL that the extra rules must not refuse.

@@ -28,7 +28,12 @@ from sqlfluff.core import FluffConfig, Linter
 from darwin_notify_assets.storage.sqlfiles import split_script
 
 # What the callers put in place of a marker (see storage/store.py and storage/dialects.py).
-MARKERS = {"values": "(?, ?, ?), (?, ?, ?)", "list": "?, ?, ?"}
+MARKERS = {
+    "values": "(?, ?, ?), (?, ?, ?)",
+    "list": "?, ?, ?",
+    "changes_function": "[cdc].[fn_cdc_get_all_changes_dbo_Listing]",
+    "key_column": "[ListingID]",
+}
 _MARKER = re.compile(r"\{(\w+)\}")
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 # ``CLASS::name`` in GRANT, DENY, REVOKE and ALTER AUTHORIZATION, where ``::`` is T-SQL.
