@@ -3,14 +3,17 @@
 A render job names candidates; the worker fetches every merge field the batch needs from the
 replica with one statement per table, renders, and inserts the messages if absent. A send job
 names messages; the worker claims them (``queued -> sending``, committed before any provider
-call), sends, and records each outcome with a transition conditional on ``sending``.
+call), stamps each small group as requested right before its requests go out, and records
+outcomes as they arrive (a group at a time) with a transition conditional on ``sending``: a
+crash leaves ``unknown`` only what was handed to the provider and not yet recorded.
 """
 
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,7 @@ from darwin_notify_assets.delivery.failpoints import (
     RENDER_BEFORE_WRITE,
     SEND_AFTER_CLAIM,
     SEND_AFTER_PROVIDER,
+    SEND_BEFORE_REQUEST,
     failpoint,
 )
 from darwin_notify_assets.delivery.senders import Sender
@@ -361,7 +365,15 @@ class RetryPolicy:
 
 
 class SendWorker:
-    """Claims the messages of a job, sends them, records each outcome."""
+    """Claims the messages of a job, sends them, records each outcome.
+
+    Args:
+        request_group: Requests stamped as requested in one statement; a free thread waits
+            for this many to be free (fewer at the end of a batch).
+        record_every: Outcomes recorded in one statement when no requests are left to stamp
+            (while some are, outcomes are recorded with each stamp).
+        record_interval: Seconds an outcome waits at most before it is recorded.
+    """
 
     def __init__(
         self,
@@ -370,12 +382,18 @@ class SendWorker:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        request_group: int | None = None,
+        record_every: int | None = None,
+        record_interval: float = 0.1,
     ):
         self.store = store
         self.senders = senders
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
+        self.request_group = max(1, min(concurrency, request_group or concurrency // 4))
+        self.record_every = max(1, record_every or concurrency)
+        self.record_interval = record_interval
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send")
 
     def __call__(self, job: Job) -> None:
@@ -384,12 +402,45 @@ class SendWorker:
     def handle(self, job: Job) -> dict[str, int]:
         claimed = self.store.claim(job.ids)
         failpoint(SEND_AFTER_CLAIM)
-        outcomes = list(self._pool.map(self.send_one, claimed))
-        failpoint(SEND_AFTER_PROVIDER)
-        self.store.finish(outcomes)
         counts: dict[str, int] = {}
-        for _, status, _, _ in outcomes:
-            counts[str(status)] = counts.get(str(status), 0) + 1
+        if not claimed:
+            return counts
+        token = claimed[0].claim_token
+        assert token is not None
+        pending = deque(claimed)
+        inflight: set[Future] = set()
+        done: list[tuple[int, MessageStatus, str | None, str | None]] = []
+        recorded_at = time.monotonic()
+        while pending or inflight or done:
+            free = self.concurrency - len(inflight)
+            refill = bool(pending) and free >= min(self.request_group, len(pending))
+            since = time.monotonic() - recorded_at
+            record = bool(done) and (
+                not (pending or inflight)
+                or len(done) >= self.record_every
+                or since >= self.record_interval
+            )
+            if refill or record:
+                group = (
+                    [pending.popleft() for _ in range(min(free, len(pending)))] if refill else []
+                )
+                if done:
+                    failpoint(SEND_AFTER_PROVIDER)
+                stamped = set(self.store.progress(token, done, [m.message_id for m in group]))
+                for _, status, _, _ in done:
+                    counts[str(status)] = counts.get(str(status), 0) + 1
+                done = []
+                recorded_at = time.monotonic()
+                # A message not stamped was claimed again by another worker, which sends it.
+                inflight.update(
+                    self._pool.submit(self.send_one, m) for m in group if m.message_id in stamped
+                )
+                continue
+            timeout = max(0.0, self.record_interval - since) if done else None
+            finished, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
+            for f in finished:
+                inflight.discard(f)
+                done.append(f.result())
         return counts
 
     def send_one(
@@ -404,6 +455,7 @@ class SendWorker:
                 f"no sender for {message.channel}",
                 None,
             )
+        failpoint(SEND_BEFORE_REQUEST)
         attempt = 1
         while True:
             try:

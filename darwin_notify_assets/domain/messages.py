@@ -34,8 +34,10 @@ INITIAL_STATUSES = frozenset(
 #: ``queued -> sending`` before the provider is called; its outcome moves it on once.
 TRANSITIONS: Mapping[MessageStatus, frozenset[MessageStatus]] = {
     MessageStatus.QUEUED: frozenset({MessageStatus.SENDING}),
+    # ``sending -> queued`` only for a claim never handed to the provider (``requested_at``
+    # unset): it provably reached no provider.
     MessageStatus.SENDING: frozenset(
-        {MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.UNKNOWN}
+        {MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.UNKNOWN, MessageStatus.QUEUED}
     ),
 }
 

@@ -440,7 +440,13 @@ def stage_deliver(
         # A claim that never finished (a worker died) becomes unknown, never resent. Claims
         # live minutes, so looking for expired ones a few times a minute is enough.
         if time.monotonic() - expired_at[0] >= min(30.0, expiry.total_seconds() / 4):
-            store.expire_sending(utcnow() - expiry, window.partition_key)
+            expired = set(store.expire_sending(utcnow() - expiry, window.partition_key))
+            # one never handed to the provider is queued again: it needs a job
+            again = [mid for mid in store.queued_ids(window.partition_key) if mid in expired]
+            if again:
+                rt.bus.publish(
+                    make_jobs(JobKind.SEND, window.partition_key, again, rt.settings.send_batch)
+                )
             expired_at[0] = time.monotonic()
         return store.open_message_count(window.partition_key)
 

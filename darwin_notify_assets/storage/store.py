@@ -128,6 +128,8 @@ class OutboundMessage:
     sms_encoding: str | None = None
     sms_segments: int | None = None
     message_id: int | None = None
+    #: The claim that holds the message for sending (set by ``claim``).
+    claim_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,12 @@ class NotificationStore:
 
     def ensure_schema(self) -> None:
         self.db.run_script(read_script(self.db.dialect, "store_schema.sql"))
+        if self.db.dialect == "sqlite":
+            # SQLite has no ADD COLUMN IF NOT EXISTS: a store made before the column gets it here.
+            with self.db.transaction():
+                columns = {r[1] for r in self.db.query("PRAGMA table_info(message)")}
+                if "requested_at" not in columns:
+                    self.db.execute("ALTER TABLE message ADD COLUMN requested_at TEXT").close()
 
     def _sql(self, name: str, listed: int | None = None) -> str:
         """The named statement; ``listed`` fills its ``{list}`` with that many ``?``."""
@@ -595,8 +603,10 @@ class NotificationStore:
     def claim(self, message_ids: Sequence[int]) -> list[OutboundMessage]:
         """Move ``queued -> sending`` for the given ids; return only the ones this call won.
 
-        The claim is committed before any provider is called: a crash after it leaves the
-        message in ``sending``, which is never resent automatically.
+        The claim is committed before any provider is called. A message is handed to the
+        provider only after ``mark_requested`` stamped it under this claim, so a message of the
+        given ids still ``sending`` without that stamp (its worker died before its request)
+        is claimed again here: it provably never reached a provider.
         """
         expected, new = MessageStatus.QUEUED, MessageStatus.SENDING
         check_transition(expected, new)
@@ -604,6 +614,20 @@ class NotificationStore:
         token = uuid.uuid4().hex
         now = db.ts(utcnow())
         with db.transaction():
+            reclaimed = 0
+            for chunk in db.in_batches(list(message_ids), extra_params=3):
+                cur = db.execute(
+                    self._sql("reclaim_unrequested_messages", len(chunk)),
+                    [token, now, *chunk, str(new)],
+                )
+                reclaimed += max(cur.rowcount or 0, 0)
+                cur.close()
+            again: set[int] = set()
+            if reclaimed:
+                again = {
+                    int(r["message_id"])
+                    for r in db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
+                }
             self._execute_listed(
                 "claim_messages",
                 message_ids,
@@ -614,8 +638,56 @@ class NotificationStore:
                 _message(r)
                 for r in db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
             ]
-            self._history([(m.message_id, expected, new, None) for m in claimed], now)
+            reason = "claimed again: the previous claim never handed it to the provider"
+            self._history(
+                [
+                    (m.message_id, new, new, reason)
+                    if m.message_id in again
+                    else (m.message_id, expected, new, None)
+                    for m in claimed
+                ],
+                now,
+            )
         return claimed
+
+    def mark_requested(self, claim_token: str, message_ids: Sequence[int]) -> list[int]:
+        """Stamp ``requested_at`` on messages of this claim right before their requests go out;
+        returns the ids stamped (only those may be sent: the others were claimed again)."""
+        if not message_ids:
+            return []
+        db = self.db
+        now = db.ts(utcnow())
+        with db.transaction():
+            changed = 0
+            for chunk in db.in_batches(list(message_ids), extra_params=4):
+                cur = db.execute(
+                    self._sql("mark_messages_requested", len(chunk)),
+                    [now, now, *chunk, claim_token, str(MessageStatus.SENDING)],
+                )
+                changed += max(cur.rowcount or 0, 0)
+                cur.close()
+            if changed == len(message_ids):
+                return list(message_ids)
+            won = {
+                int(r[0])
+                for rows in self._listed(
+                    "select_requested_messages", message_ids, after=[claim_token, now]
+                )
+                for r in rows
+            }
+        return [mid for mid in message_ids if mid in won]
+
+    def progress(
+        self,
+        claim_token: str,
+        outcomes: Sequence[tuple[int, MessageStatus, str | None, str | None]],
+        next_ids: Sequence[int],
+    ) -> list[int]:
+        """Record finished outcomes and stamp the next requests, in one transaction."""
+        with self.db.transaction():
+            if outcomes:
+                self.finish(outcomes)
+            return self.mark_requested(claim_token, next_ids)
 
     def finish(
         self, outcomes: Sequence[tuple[int, MessageStatus, str | None, str | None]]
@@ -682,21 +754,44 @@ class NotificationStore:
         )
 
     def expire_sending(self, older_than: datetime, partition_key: str | None = None) -> list[int]:
-        """Claims that never finished become ``unknown``: never resent, listed by the audit."""
+        """Claims that never finished: a message handed to the provider becomes ``unknown``
+        (never resent, listed by the audit); one never handed to it goes back to ``queued``.
+        Returns the ids of both."""
         params: list[Any] = [str(MessageStatus.SENDING), self.db.ts(older_than)]
         with self.db.transaction():
             if partition_key:
                 rows = self._rows("select_window_stale_claims", [*params, partition_key])
             else:
                 rows = self._rows("select_stale_claims", params)
-        ids = [int(r[0]) for r in rows]
         reason = "claimed for sending but no outcome was recorded; the provider may have it"
-        for mid in ids:
+        for mid, requested_at in rows:
+            if requested_at is None:
+                self.requeue_unrequested(int(mid))
+                continue
             try:
-                self.transition(mid, MessageStatus.SENDING, MessageStatus.UNKNOWN, reason)
+                self.transition(int(mid), MessageStatus.SENDING, MessageStatus.UNKNOWN, reason)
             except InvalidTransition:
                 pass  # its outcome arrived meanwhile
-        return ids
+        return [int(r[0]) for r in rows]
+
+    def requeue_unrequested(self, message_id: int) -> bool:
+        """``sending -> queued`` for a claim never handed to the provider (conditional on
+        that, in the statement): it is sent by the next claim, once."""
+        expected, new = MessageStatus.SENDING, MessageStatus.QUEUED
+        check_transition(expected, new)
+        reason = "claimed but never handed to the provider (its worker stopped); queued again"
+        db = self.db
+        now = db.ts(utcnow())
+        with db.transaction():
+            cur = db.execute(
+                self._sql("requeue_unrequested_message"),
+                [str(new), reason, now, message_id, str(expected)],
+            )
+            changed = cur.rowcount == 1
+            cur.close()
+            if changed:
+                self._history([(message_id, expected, new, reason)], now)
+        return changed
 
     # -- audit ----------------------------------------------------------------------------------
     def status_counts(self, partition_key: str | None = None) -> dict[str, int]:
@@ -794,4 +889,5 @@ def _message(r: Mapping[str, Any]) -> OutboundMessage:
         sms_body=r["sms_body"],
         sms_encoding=r["sms_encoding"],
         sms_segments=_int(r["sms_segments"]),
+        claim_token=r.get("claim_token"),
     )

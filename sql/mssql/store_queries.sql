@@ -241,9 +241,29 @@ SELECT message_id FROM dbo.message WHERE partition_key = ? AND status = ? ORDER 
 UPDATE dbo.message SET status = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
 WHERE message_id IN ({list}) AND status = ?;
 
+-- name: reclaim_unrequested_messages
+-- A claim whose messages were never handed to the provider (its worker died before its
+-- requests) passes to a new claim; the old claimant can no longer stamp them.
+UPDATE dbo.message SET claim_token = ?, attempts = attempts + 1, updated_at = ?
+WHERE message_id IN ({list}) AND status = ? AND requested_at IS NULL;
+
+-- name: mark_messages_requested
+-- Stamped right before the provider is called, only while the claim is still this worker's.
+UPDATE dbo.message SET requested_at = ?, updated_at = ?
+WHERE message_id IN ({list}) AND claim_token = ? AND status = ? AND requested_at IS NULL;
+
+-- name: select_requested_messages
+SELECT message_id FROM dbo.message
+WHERE message_id IN ({list}) AND claim_token = ? AND requested_at = ?;
+
+-- name: requeue_unrequested_message
+UPDATE dbo.message SET status = ?, claim_token = NULL, reason = ?, updated_at = ?
+WHERE message_id = ? AND status = ? AND requested_at IS NULL;
+
 -- name: select_claimed_messages
 SELECT message_id, candidate_id, candidate_key, partition_key, channel, status, reason,
-       to_address, subject, html_body, text_body, sms_body, sms_encoding, sms_segments
+       to_address, subject, html_body, text_body, sms_body, sms_encoding, sms_segments,
+       claim_token
 FROM dbo.message WHERE claim_token = ? AND status = ? ORDER BY message_id;
 
 -- name: insert_message_events
@@ -279,10 +299,10 @@ UPDATE dbo.message SET status = ?, reason = ?, updated_at = ?
 WHERE message_id = ? AND status = ?;
 
 -- name: select_stale_claims
-SELECT message_id FROM dbo.message WHERE status = ? AND updated_at < ? ORDER BY message_id;
+SELECT message_id, requested_at FROM dbo.message WHERE status = ? AND updated_at < ? ORDER BY message_id;
 
 -- name: select_window_stale_claims
-SELECT message_id FROM dbo.message WHERE status = ? AND updated_at < ? AND partition_key = ?
+SELECT message_id, requested_at FROM dbo.message WHERE status = ? AND updated_at < ? AND partition_key = ?
 ORDER BY message_id;
 
 -- name: count_messages_by_status

@@ -143,9 +143,14 @@ CREATE TABLE dbo.message (
     claim_token nvarchar(200) NULL,
     attempts int NOT NULL CONSTRAINT DF_message_attempts DEFAULT (0),
     provider_message_id nvarchar(200) NULL,
+    -- set right before the provider is called: a claim without it never reached a provider
+    requested_at datetime2(6) NULL,
     created_at datetime2(6) NOT NULL,
     updated_at datetime2(6) NOT NULL
 );
+GO
+IF COL_LENGTH(N'dbo.message', N'requested_at') IS NULL
+    ALTER TABLE dbo.message ADD requested_at datetime2(6) NULL;
 GO
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'message_partition_status' AND object_id = OBJECT_ID(N'dbo.message'))
     CREATE INDEX message_partition_status ON dbo.message (partition_key, status);

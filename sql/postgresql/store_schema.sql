@@ -115,9 +115,12 @@ CREATE TABLE IF NOT EXISTS message (
     claim_token TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     provider_message_id TEXT,
+    -- set right before the provider is called: a claim without it never reached a provider
+    requested_at TIMESTAMP,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );
+ALTER TABLE message ADD COLUMN IF NOT EXISTS requested_at TIMESTAMP;
 CREATE INDEX IF NOT EXISTS message_partition_status ON message (partition_key, status);
 CREATE INDEX IF NOT EXISTS message_claim ON message (claim_token);
 -- A store created before the constraint existed gets it here (one statement: the loader

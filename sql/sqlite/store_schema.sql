@@ -115,6 +115,8 @@ CREATE TABLE IF NOT EXISTS message (
     claim_token TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     provider_message_id TEXT,
+    -- set right before the provider is called: a claim without it never reached a provider
+    requested_at TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
