@@ -133,7 +133,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
             schedules, templates = reload()
             handler: RenderWorker | SendWorker = RenderWorker(
-                rt.replica, rt.store, schedules, templates, settings.window_minutes, reload=reload
+                rt.replica,
+                rt.store,
+                schedules,
+                templates,
+                settings.window_minutes,
+                reload=reload,
+                sms_max_segments=settings.sms_max_segments,
             )
         else:
             handler = SendWorker(rt.store, rt.senders_factory(), settings.send_concurrency)

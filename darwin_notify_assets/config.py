@@ -46,6 +46,7 @@ class Settings:
     render_batch: int = 500
     send_batch: int = 100
     send_concurrency: int = 8
+    sms_max_segments: int = 10
     provider_timeout_seconds: int = 10
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
@@ -59,6 +60,10 @@ class Settings:
             object.__setattr__(self, "store_url", f"sqlite:///{home / 'store.db'}")
         if not self.outbox_dir:
             object.__setattr__(self, "outbox_dir", str(home / "outbox"))
+        if self.sms_max_segments < 1:
+            raise ConfigurationError(
+                f"DARWIN_NOTIFY_SMS_MAX_SEGMENTS must be at least 1, not {self.sms_max_segments}"
+            )
         if self.window_minutes <= 0 or 60 % self.window_minutes:
             raise ConfigurationError(
                 f"DARWIN_NOTIFY_WINDOW_MINUTES must divide an hour, not {self.window_minutes}"

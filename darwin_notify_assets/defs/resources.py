@@ -185,6 +185,7 @@ class PipelineResource(ConfigurableResource["PipelineResource"]):
     render_batch: int = 500
     send_batch: int = 100
     send_concurrency: int = 8
+    sms_max_segments: int = 10
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
     reconcile_hours: int = 24

@@ -9,11 +9,14 @@ the providers' documentation for each answer.
 """
 
 import base64
+import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -51,6 +54,17 @@ class Sender(ABC):
         """Release connections."""
 
 
+def email_headers(message: OutboundMessage, from_address: str) -> dict[str, str]:
+    """``Date`` (now) and ``Message-ID`` of an email. The id is the message's own, the same
+    for every attempt; it names no recipient (a hash of the candidate key, and our id)."""
+    digest = hashlib.sha256(message.candidate_key.encode()).hexdigest()[:16]
+    domain = from_address.rpartition("@")[2] or "darwin-notify.invalid"
+    return {
+        "Date": format_datetime(datetime.now(UTC)),
+        "Message-ID": f"<darwin-notify.{message.message_id}.{digest}@{domain}>",
+    }
+
+
 class FileOutboxEmailSender(Sender):
     """Each email becomes an ``.eml`` file: the embedded default's provider."""
 
@@ -67,6 +81,8 @@ class FileOutboxEmailSender(Sender):
         msg["To"] = message.to_address
         msg["Subject"] = message.subject or ""
         msg["X-Darwin-Notify-Key"] = message.candidate_key
+        for name, value in email_headers(message, self.from_address).items():
+            msg[name] = value
         msg.set_content(message.text_body or "")
         if message.html_body:
             msg.add_alternative(message.html_body, subtype="html")
@@ -156,6 +172,8 @@ class SendGridSender(Sender):
             "from": {"email": self.from_address},
             "subject": message.subject or "",
             "content": content,
+            # SendGrid may put its own Message-ID in place of ours; Date stands.
+            "headers": email_headers(message, self.from_address),
             # Lets the provider's events (and an auditor) be matched back to the message.
             "custom_args": {
                 "darwin_notify_key": message.candidate_key,

@@ -28,6 +28,7 @@ from darwin_notify_assets.delivery.failpoints import (
 from darwin_notify_assets.delivery.senders import Sender
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
+    DEFAULT_SMS_MAX_SEGMENTS,
     CompiledTemplate,
     RenderError,
     address_for,
@@ -90,7 +91,9 @@ class RenderWorker:
         reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate | str]]]
         | None = None,
         reload_every: float = 60.0,
+        sms_max_segments: int = DEFAULT_SMS_MAX_SEGMENTS,
     ):
+        self.sms_max_segments = sms_max_segments
         self.replica = replica
         self.store = store
         self.schedules = schedules
@@ -252,7 +255,7 @@ class RenderWorker:
                     html_body=email.html,
                     text_body=email.text,
                 )
-            sms = render_sms(template, context)
+            sms = render_sms(template, context, self.sms_max_segments)
             return outcome(
                 MessageStatus.QUEUED,
                 to_address=to_address,

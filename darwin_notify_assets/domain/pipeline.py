@@ -400,7 +400,12 @@ def stage_render(
         worker_store = rt.store_factory()
         closers += [replica.close, worker_store.close]
         return RenderWorker(
-            replica, worker_store, loaded.schedules, loaded.templates, rt.settings.window_minutes
+            replica,
+            worker_store,
+            loaded.schedules,
+            loaded.templates,
+            rt.settings.window_minutes,
+            sms_max_segments=rt.settings.sms_max_segments,
         )
 
     _wait_or_work(
