@@ -109,6 +109,7 @@ def _failure(result: "ExecuteInProcessResult") -> str:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from darwin_notify_assets.bus.base import JobKind
+    from darwin_notify_assets.delivery.throttle import build_budgets
     from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
     from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
     from darwin_notify_assets.domain.render import CompiledTemplate
@@ -142,7 +143,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 sms_max_segments=settings.sms_max_segments,
             )
         else:
-            handler = SendWorker(rt.store, rt.senders_factory(), settings.send_concurrency)
+            senders = rt.senders_factory()
+            handler = SendWorker(
+                rt.store,
+                senders,
+                settings.send_concurrency,
+                budgets=build_budgets(rt.store, senders, settings.send_rates),
+            )
         log.info("%s worker started", kind)
         handled = rt.bus.consume(kind, handler, stop)
         log.info("%s worker stopped after %d jobs", kind, handled)

@@ -47,6 +47,8 @@ class Settings:
     send_batch: int = 100
     send_concurrency: int = 8
     sms_max_segments: int = 10
+    email_rate_per_second: int = 0
+    sms_rate_per_second: int = 0
     provider_timeout_seconds: int = 10
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
@@ -92,6 +94,11 @@ class Settings:
                 raise ConfigurationError(f"{PREFIX}{f.name.upper()} must be a number") from None
         values.update(overrides or {})
         return cls(**values)
+
+    @property
+    def send_rates(self) -> dict[str, int]:
+        """Requests a second each channel's provider takes from every worker together."""
+        return {"email": self.email_rate_per_second, "sms": self.sms_rate_per_second}
 
     @property
     def lookback(self) -> timedelta:

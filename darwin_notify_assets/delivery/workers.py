@@ -26,6 +26,7 @@ from darwin_notify_assets.delivery.failpoints import (
     failpoint,
 )
 from darwin_notify_assets.delivery.senders import Sender
+from darwin_notify_assets.delivery.throttle import ProviderBudget
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
     DEFAULT_SMS_MAX_SEGMENTS,
@@ -388,7 +389,9 @@ class SendWorker:
         request_group: int | None = None,
         record_every: int | None = None,
         record_interval: float = 0.1,
+        budgets: Mapping[str, ProviderBudget] | None = None,
     ):
+        self.budgets = dict(budgets or {})
         self.store = store
         self.senders = senders
         self.concurrency = concurrency
@@ -429,6 +432,11 @@ class SendWorker:
                 )
                 if done:
                     failpoint(SEND_AFTER_PROVIDER)
+                if group and self.budgets:
+                    if done:  # record before waiting for the budget
+                        self.store.progress(token, done, [])
+                        done, recorded_at = self._counted(done, counts), time.monotonic()
+                    self._take_budget(group)
                 stamped = set(self.store.progress(token, done, [m.message_id for m in group]))
                 for _, status, _, _ in done:
                     counts[str(status)] = counts.get(str(status), 0) + 1
@@ -445,6 +453,21 @@ class SendWorker:
                 inflight.discard(f)
                 done.append(f.result())
         return counts
+
+    @staticmethod
+    def _counted(done: list, counts: dict[str, int]) -> list:
+        for _, status, _, _ in done:
+            counts[str(status)] = counts.get(str(status), 0) + 1
+        return []
+
+    def _take_budget(self, group: list[OutboundMessage]) -> None:
+        per_channel: dict[str, int] = {}
+        for m in group:
+            per_channel[m.channel] = per_channel.get(m.channel, 0) + 1
+        for channel, n in per_channel.items():
+            budget = self.budgets.get(channel)
+            if budget is not None:
+                budget.acquire(n)
 
     def send_one(
         self, message: OutboundMessage
@@ -472,6 +495,9 @@ class SendWorker:
                         f"{exc} (after {attempt} attempts; never accepted)",
                         None,
                     )
+                budget = self.budgets.get(message.channel)
+                if budget is not None and exc.retry_after is not None:
+                    budget.hold_off(exc.retry_after)  # every worker waits, not only this one
                 wait = self.retry.wait(attempt, exc.retry_after)
                 if wait is None:
                     return (

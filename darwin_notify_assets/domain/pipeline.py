@@ -23,6 +23,7 @@ from darwin_notify_assets.config import (
     Settings,
 )
 from darwin_notify_assets.delivery.senders import Sender, build_senders
+from darwin_notify_assets.delivery.throttle import build_budgets
 from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
 from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
@@ -434,7 +435,12 @@ def stage_deliver(
     def handler_factory(closers):
         worker_store = rt.store_factory()
         senders = rt.senders_factory()
-        worker = SendWorker(worker_store, senders, rt.settings.send_concurrency)
+        worker = SendWorker(
+            worker_store,
+            senders,
+            rt.settings.send_concurrency,
+            budgets=build_budgets(worker_store, senders, rt.settings.send_rates),
+        )
         closers += [worker.close, worker_store.close, *(s.close for s in senders.values())]
         return worker
 

@@ -793,6 +793,47 @@ class NotificationStore:
                 self._history([(message_id, expected, new, reason)], now)
         return changed
 
+    # -- provider budgets -----------------------------------------------------------------------
+    def take_budget(
+        self, provider: str, tokens: int, rate: float, burst: float, now: float
+    ) -> float:
+        """Take ``tokens`` from the provider's shared budget (``rate`` a second, at most
+        ``burst`` saved up); returns 0 when taken, else the seconds to wait before asking
+        again. ``now`` is seconds since the epoch."""
+        tokens = min(tokens, max(1, int(burst)))
+        db = self.db
+        with db.transaction():
+            db.execute(
+                self._sql("insert_provider_budget"), [provider, float(burst), now, provider]
+            ).close()
+        for _ in range(8):
+            with db.transaction():
+                [(have, refilled, blocked, version)] = self._rows(
+                    "select_provider_budget", [provider]
+                )
+                if blocked > now:
+                    return blocked - now
+                have = min(burst, have + max(0.0, now - refilled) * rate)
+                if have < tokens:
+                    return (tokens - have) / rate
+                cur = db.execute(
+                    self._sql("take_provider_budget"),
+                    [have - tokens, max(now, refilled), provider, version],
+                )
+                taken = cur.rowcount == 1
+                cur.close()
+            if taken:
+                return 0.0
+        return 0.01  # others kept taking first: ask again shortly
+
+    def block_budget(self, provider: str, until: float, now: float) -> None:
+        """The provider asked to wait (429 with ``Retry-After``): nobody takes from its budget
+        until ``until`` (seconds since the epoch), and it starts again empty."""
+        db = self.db
+        with db.transaction():
+            db.execute(self._sql("insert_provider_budget"), [provider, 0.0, now, provider]).close()
+            db.execute(self._sql("block_provider_budget"), [until, until, provider, until]).close()
+
     # -- audit ----------------------------------------------------------------------------------
     def status_counts(self, partition_key: str | None = None) -> dict[str, int]:
         with self.db.transaction():

@@ -177,3 +177,15 @@ GO
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'message_event_message' AND object_id = OBJECT_ID(N'dbo.message_event'))
     CREATE INDEX message_event_message ON dbo.message_event (message_id);
 GO
+
+-- One sending budget per provider, shared by every send worker (a token bucket; times are
+-- seconds since the epoch). A conditional update on version takes tokens.
+IF OBJECT_ID(N'dbo.provider_budget', N'U') IS NULL
+CREATE TABLE dbo.provider_budget (
+    provider nvarchar(200) NOT NULL CONSTRAINT PK_provider_budget PRIMARY KEY,
+    tokens float NOT NULL,
+    refilled_at float NOT NULL,
+    blocked_until float NOT NULL CONSTRAINT DF_provider_budget_blocked DEFAULT (0),
+    version bigint NOT NULL CONSTRAINT DF_provider_budget_version DEFAULT (0)
+);
+GO

@@ -282,3 +282,20 @@ SELECT event_key FROM change_decision WHERE fired = ? AND event_key IN ({list});
 -- name: decided_event_keys
 -- Of the listed event keys, those whose change has a recorded decision, fired or not.
 SELECT event_key FROM change_decision WHERE event_key IN ({list});
+
+-- name: insert_provider_budget
+INSERT INTO provider_budget (provider, tokens, refilled_at)
+SELECT ?::text, ?::double precision, ?::double precision
+WHERE NOT EXISTS (SELECT 1 FROM provider_budget WHERE provider = ?::text)
+ON CONFLICT (provider) DO NOTHING;
+
+-- name: select_provider_budget
+SELECT tokens, refilled_at, blocked_until, version FROM provider_budget WHERE provider = ?;
+
+-- name: take_provider_budget
+UPDATE provider_budget SET tokens = ?, refilled_at = ?, version = version + 1
+WHERE provider = ? AND version = ?;
+
+-- name: block_provider_budget
+UPDATE provider_budget SET tokens = 0, refilled_at = ?, blocked_until = ?, version = version + 1
+WHERE provider = ? AND blocked_until < ?;

@@ -140,3 +140,13 @@ CREATE TABLE IF NOT EXISTS message_event (
     at TIMESTAMP NOT NULL
 );
 CREATE INDEX IF NOT EXISTS message_event_message ON message_event (message_id);
+
+-- One sending budget per provider, shared by every send worker (a token bucket; times are
+-- seconds since the epoch). A conditional update on version takes tokens.
+CREATE TABLE IF NOT EXISTS provider_budget (
+    provider TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    refilled_at DOUBLE PRECISION NOT NULL,
+    blocked_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    version BIGINT NOT NULL DEFAULT 0
+);

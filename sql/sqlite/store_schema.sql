@@ -132,3 +132,13 @@ CREATE TABLE IF NOT EXISTS message_event (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS message_event_message ON message_event (message_id);
+
+-- One sending budget per provider, shared by every send worker (a token bucket; times are
+-- seconds since the epoch). A conditional update on version takes tokens.
+CREATE TABLE IF NOT EXISTS provider_budget (
+    provider TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    refilled_at REAL NOT NULL,
+    blocked_until REAL NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0
+);
