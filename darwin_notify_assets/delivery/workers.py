@@ -373,7 +373,7 @@ class SendWorker:
 
     Args:
         request_group: Requests stamped as requested in one statement; a free thread waits
-            for this many to be free (fewer at the end of a batch).
+            for this many to be free (fewer at the end of a batch); half the threads unless given.
         record_every: Outcomes recorded in one statement when no requests are left to stamp
             (while some are, outcomes are recorded with each stamp).
         record_interval: Seconds an outcome waits at most before it is recorded.
@@ -397,7 +397,7 @@ class SendWorker:
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
-        self.request_group = max(1, min(concurrency, request_group or concurrency // 4))
+        self.request_group = max(1, min(concurrency, request_group or concurrency // 2))
         self.record_every = max(1, record_every or concurrency)
         self.record_interval = record_interval
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send")
