@@ -54,7 +54,16 @@ from benchmarks.workload import (  # noqa: E402
 DEFAULT_SIZE = 100_000
 
 
+# The orchestrator's bar of steps done (its log lines are the steps); None in the phases' own
+# processes and until main starts it.
+_steps: Any = None
+
+
 def log(message: str) -> None:
+    if _steps is not None and not _steps.disable:
+        _steps.write(f"[bench] {message}", file=sys.stderr)
+        _steps.update(1)
+        return
     sys.stderr.write(f"[bench] {message}\n")
     sys.stderr.flush()
 
@@ -453,12 +462,17 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", action="store_true", help="keep the run folder and the benchmark databases"
     )
     parser.add_argument("--run-dir", default="")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = argv
     if args.phase:
         return run_phase(args.phase, args.config)
+    from darwin_notify_assets.progress import progress
+
+    global _steps
+    _steps = progress(desc="bench", unit="step", quiet=args.quiet)
     env = services_env()
     attempt = 0
     while True:

@@ -111,11 +111,12 @@ def render_contexts(settings, partition_key: str, sample: int) -> tuple[dict, li
                 )
                 if record is None or recipient is None:
                     continue
-                flag = "EmailOptIn" if item.channel == "email" else "SmsOptIn"
-                if item.recipient_kind != "agent" and not recipient.get(flag):
+                model = replica.model
+                flag = model.contact.opt_in_column(item.channel)
+                if item.recipient_kind != "agent" and flag and not recipient.get(flag):
                     continue
                 try:
-                    address_for(item.channel, recipient)
+                    address_for(item.channel, recipient, model.recipients[item.recipient_kind])
                     context = worker.context(item, schedule, record, agent, recipient, data)
                 except (ValueError, TotalsNotFresh):
                     continue
@@ -221,9 +222,10 @@ def insert_limit(settings, config: dict[str, Any], say) -> dict[str, Any]:
             batch,
         ):
             messages = [
+                # Created as a render worker creates them (queued): the store refuses to
+                # create a message in a later state, and the insert costs the same.
                 OutboundMessage(
-                    **dict(zip(cols, r, strict=True))
-                    | {"status": MessageStatus(r[cols.index("status")])}
+                    **dict(zip(cols, r, strict=True)) | {"status": MessageStatus.QUEUED}
                 )
                 for r in rows
             ]

@@ -295,7 +295,8 @@ class NaivePipeline:
             if not recipient.get(flag):
                 return MessageStatus.SUPPRESSED, "not opted in", {}
         try:
-            to_address = address_for(s.channel, recipient)
+            model = self.reader.model
+            to_address = address_for(s.channel, recipient, model.recipients[kind])
         except ValueError as exc:
             return MessageStatus.SUPPRESSED, str(exc), {}
         context: dict[str, Any] = dict(record)

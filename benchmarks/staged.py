@@ -59,7 +59,7 @@ def instrument(timers: Timers) -> None:
         "claim",
         "finish",
         "expire_sending",
-        "count",
+        "open_message_count",
         "status_counts",
     ):
         generator = name.startswith("stream_")

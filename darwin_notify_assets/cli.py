@@ -1,4 +1,4 @@
-"""``darwin-notify``: seed, baseline, run windows, run workers, audit, demo."""
+"""``darwin-notify``: seed, baseline, run windows, run workers, audit, webhooks, demo."""
 
 import argparse
 import json
@@ -10,9 +10,9 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from darwin_notify_assets.config import Settings
+from darwin_notify_assets.config import REPLICA_PASSWORD_ENV, Settings
 from darwin_notify_assets.errors import DarwinNotifyError
 
 if TYPE_CHECKING:
@@ -52,12 +52,25 @@ def cmd_seed(args: argparse.Namespace) -> int:
     else:
         size = seed.SeedSize.scaled(int(args.size))
     start = datetime.fromisoformat(args.start) if args.start else datetime(2026, 3, 2, 14, 0)
+    from darwin_notify_assets.progress import progress
+
     db = connect(target)
+    bar = progress(total=args.windows, desc="seed windows", unit="window", quiet=args.quiet)
+    changes = 0
+
+    def applied(window: "seed.WindowSummary") -> None:
+        nonlocal changes
+        changes += sum(window.by_kind.values())
+        bar.update(1)
+        bar.set_postfix(changes=changes, refresh=False)
+        log.info("seeded window %s: %d changes", window.start, sum(window.by_kind.values()))
+
     try:
         summary = seed.seed_database(
-            db, size, args.seed, start, args.windows, _settings().window_minutes
+            db, size, args.seed, start, args.windows, _settings().window_minutes, on_window=applied
         )
     finally:
+        bar.close()
         db.close()
     say(json.dumps({"target": str(db.url), **summary.as_dict()}, default=str))
     return 0
@@ -83,15 +96,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings()
     keys = [check_partition_key(key, settings) for key in args.partition]
+    from darwin_notify_assets.progress import progress
+
     instance = DagsterInstance.get()
     failed = 0
-    for key in keys:
-        result = run_window(key, instance, run_config={})
-        if result.success:
-            say(f"{key}: ok (run {result.run_id})")
-        else:
-            say(f"{key}: FAILED (run {result.run_id}): {_failure(result)}")
-        failed += not result.success
+    bar = progress(total=len(keys), desc="windows", unit="window", quiet=args.quiet)
+    try:
+        for done, key in enumerate(keys, 1):
+            bar.set_description(f"window {key}")
+            result = run_window(key, instance, run_config={})
+            if result.success:
+                say(f"{key}: ok (run {result.run_id})")
+            else:
+                say(f"{key}: FAILED (run {result.run_id}): {_failure(result)}")
+            failed += not result.success
+            bar.update(1)
+            bar.set_postfix(ok=done - failed, failed=failed)
+            log.info("%d/%d windows run, %d failed", done, len(keys), failed)
+    finally:
+        bar.close()
     return 1 if failed else 0
 
 
@@ -111,7 +134,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from darwin_notify_assets.bus.base import JobKind
     from darwin_notify_assets.delivery.throttle import build_budgets
     from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
-    from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
+    from darwin_notify_assets.domain.pipeline import (
+        Runtime,
+        load_schedules,
+        schedules_of_version,
+    )
     from darwin_notify_assets.domain.render import CompiledTemplate
     from darwin_notify_assets.domain.schedules import ScheduleSet
 
@@ -132,6 +159,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 loaded = load_schedules(rt.replica)
                 return loaded.schedules, loaded.templates
 
+            def window_snapshot(
+                partition_key: str,
+            ) -> tuple[str, ScheduleSet, Mapping[int, CompiledTemplate | str]] | None:
+                version = (rt.store.window_info(partition_key) or {}).get("schedule_version")
+                loaded = (
+                    schedules_of_version(rt.store, str(version), rt.replica) if version else None
+                )
+                return (loaded.version, loaded.schedules, loaded.templates) if loaded else None
+
             schedules, templates = reload()
             handler: RenderWorker | SendWorker = RenderWorker(
                 rt.replica,
@@ -141,6 +177,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 settings.window_minutes,
                 reload=reload,
                 sms_max_segments=settings.sms_max_segments,
+                window_snapshot=window_snapshot,
             )
         else:
             senders = rt.senders_factory()
@@ -159,23 +196,88 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from darwin_notify_assets.domain.audit import audit_report
+    from darwin_notify_assets.domain.audit import audit_frame, audit_report, export_audit
     from darwin_notify_assets.domain.pipeline import Runtime
+    from darwin_notify_assets.domain.windows import PARTITION_FORMAT
 
-    rt = Runtime.from_settings(_settings())
+    settings = _settings()
+    for key in [*args.partition, args.since, args.until]:
+        try:
+            if key:
+                datetime.strptime(key, PARTITION_FORMAT)
+        except ValueError:
+            raise DarwinNotifyError(
+                f"{key!r} is not a window's partition key; expected YYYY-MM-DD-HH:MM"
+            ) from None
+    if args.since and args.until and args.since > args.until:
+        raise DarwinNotifyError(f"--since {args.since} is after --until {args.until}")
+    exports = [(p, "csv") for p in args.csv] + [(p, "parquet") for p in args.parquet]
+    rt = Runtime.from_settings(settings)
     try:
         report = audit_report(rt.store, args.partition, args.since, args.until)
     finally:
         rt.close()
+    if exports:
+        frame = audit_frame(report)
+        for path, fmt in exports:
+            export_audit(frame, path, fmt)
+            log.info("audit written to %s (%d rows)", path, len(frame))
     for line in report.lines():
         say(line)
     say(json.dumps(report.as_dict(), separators=(",", ":")))
     return 0 if report.clean else 1
 
 
+def cmd_check(_args: argparse.Namespace) -> int:
+    """The source model and the schedules against the replica's catalog: one line per
+    problem, exit 1 when there is any."""
+    from darwin_notify_assets.domain.model import load_model
+    from darwin_notify_assets.domain.pipeline import load_schedules
+    from darwin_notify_assets.storage.replica import ReplicaReader
+
+    settings = _settings()
+    model = load_model(settings.source_model)
+    replica = ReplicaReader.open(settings.replica_url, REPLICA_PASSWORD_ENV, model=model)
+    try:
+        loaded = load_schedules(replica)
+    finally:
+        replica.close()
+    for p in loaded.model_problems:
+        say(f"model {p}")
+    for r in loaded.rejected:
+        say(r.reason)
+    problems = len(loaded.model_problems) + len(loaded.rejected)
+    say(
+        f"{problems} problem(s); {len(loaded.schedules.schedules)} schedule(s) would run"
+        if problems
+        else f"ok: {len(loaded.schedules.schedules)} schedule(s) would run"
+    )
+    return 1 if problems else 0
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from darwin_notify_assets.webhooks.service import serve
+
+    serve(_settings(), args.host, args.port)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Answers bad arguments in one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="darwin-notify", description=__doc__)
+    p = _Parser(prog="darwin-notify", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they are off anyway when stderr is not a terminal, or in CI)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser(
@@ -208,11 +310,33 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("kind", choices=("render", "send"))
     w.set_defaults(func=cmd_worker)
 
+    c = sub.add_parser(
+        "check", help="check the source model and the schedules against the replica's catalog"
+    )
+    c.set_defaults(func=cmd_check)
+
     a = sub.add_parser("audit", help="reconcile changes, candidates, messages and sends")
     a.add_argument("--partition", action="append", default=[], help="a window's partition key")
     a.add_argument("--since", help="first window's start, e.g. 2026-03-02-14:00")
     a.add_argument("--until", help="last window's start, e.g. 2026-03-02-15:00")
+    a.add_argument(
+        "--csv", action="append", default=[], metavar="PATH", help="also write the audit as CSV"
+    )
+    a.add_argument(
+        "--parquet",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also write the audit as Parquet (needs the parquet extra: pyarrow)",
+    )
     a.set_defaults(func=cmd_audit)
+
+    h = sub.add_parser(
+        "webhooks", help="serve provider webhooks, SMS replies and one-click unsubscribe"
+    )
+    h.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    h.add_argument("--port", type=int, default=8080)
+    h.set_defaults(func=cmd_webhooks)
     return p
 
 

@@ -22,6 +22,7 @@ REPLICA_PASSWORD_ENV = "DARWIN_NOTIFY_REPLICA_PASSWORD"
 STORE_PASSWORD_ENV = "DARWIN_NOTIFY_STORE_PASSWORD"
 SENDGRID_API_KEY_ENV = "DARWIN_NOTIFY_SENDGRID_API_KEY"
 TWILIO_AUTH_TOKEN_ENV = "DARWIN_NOTIFY_TWILIO_AUTH_TOKEN"
+UNSUBSCRIBE_SECRET_ENV = "DARWIN_NOTIFY_UNSUBSCRIBE_SECRET"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,18 @@ class Settings:
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
     reconcile_hours: int = 24
+    # A path to the source model (docs/source-model.md); empty selects the sample darwin.Cloud.
+    source_model: str = ""
+    # The webhook service: the base URL providers and recipients reach it at (Twilio signs
+    # the URL it called; unsubscribe links start with it), SendGrid's Event Webhook public key
+    # (base64 DER, as SendGrid shows it; not a secret), and how old a signed event may be.
+    webhook_public_url: str = ""
+    sendgrid_webhook_public_key: str = ""
+    webhook_tolerance_seconds: int = 300
+    sms_help_answer: str = "darwin-notify notifications. Reply STOP to stop, START to resume."
+    unsubscribe_mailto: str = ""
+    # A sent message with no provider event after this long is listed as without delivery.
+    delivery_event_grace_seconds: int = 3600
 
     def __post_init__(self) -> None:
         home = Path(self.home)

@@ -14,6 +14,7 @@ from darwin_notify_assets.defs.audit.jobs import reconcile_job, reconcile_schedu
 from darwin_notify_assets.defs.notifications import assets as notification_assets
 from darwin_notify_assets.defs.notifications.jobs import notify_window_job
 from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
+from darwin_notify_assets.defs.operations import health
 from darwin_notify_assets.defs.resources import resources_from_env
 
 
@@ -29,6 +30,11 @@ def build_defs(resources: Mapping[str, ConfigurableResource[Any]] | None = None)
             assets=load_assets_from_modules([audit_assets]),
             jobs=[reconcile_job],
             schedules=[reconcile_schedule],
+        ),
+        Definitions(
+            assets=[health.render_workers, health.send_workers],
+            asset_checks=health.health_checks,
+            sensors=[health.worker_health_sensor],
         ),
         Definitions(resources=dict(resources or resources_from_env())),
     )

@@ -17,6 +17,10 @@ HINT = "start the services with `make services-up`"
 
 # The notification store's tables, children first, so a harness can drop them in order.
 STORE_TABLES = (
+    "provider_budget",
+    "delivery_event",
+    "message_delivery",
+    "suppression",
     "message_event",
     "message",
     "candidate",
@@ -28,6 +32,8 @@ STORE_TABLES = (
     "window_agent",
     "agent_totals",
     "window_run",
+    "run_schedule",
+    "schedule_snapshot",
 )
 
 

@@ -1,6 +1,7 @@
 """The ``darwin-notify`` command, called in process with the environment set."""
 
 import json
+import sqlite3
 
 import pytest
 
@@ -105,4 +106,63 @@ def test_run_answers_a_bad_partition_key_in_one_line(embedded_env, capsys, key, 
     assert captured.out == ""
     [line] = captured.err.strip().splitlines()
     assert says in line and key in line
+    assert "Traceback" not in captured.err
+
+
+def test_audit_exports_csv_and_parquet_with_masked_reasons(processed_env, tmp_path, capsys):
+    import pandas as pd
+
+    from darwin_notify_assets.domain.audit import FRAME_COLUMNS
+
+    env = processed_env
+    store_rows = env.store_rows("SELECT message_id, to_address FROM message ORDER BY message_id")
+    address = store_rows[0]["to_address"]
+    with sqlite3.connect(env.settings.store_url.removeprefix("sqlite:///")) as db:
+        db.execute(
+            "UPDATE message SET status = 'suppressed', reason = ? WHERE message_id = ?",
+            [f"recipient {address} opted out", store_rows[0]["message_id"]],
+        )
+    csv, parquet = tmp_path / "a.csv", tmp_path / "a.parquet"
+    capsys.readouterr()
+    assert (
+        cli.main(["audit", "--since", env.key(0), "--csv", str(csv), "--parquet", str(parquet)])
+        == 0
+    )
+    frame = pd.read_csv(csv)
+    assert list(frame.columns) == FRAME_COLUMNS
+    assert list(pd.read_parquet(parquet).columns) == FRAME_COLUMNS
+    assert len(pd.read_parquet(parquet)) == len(frame)
+    [window] = frame[frame.kind == "window"].to_dict("records")
+    messages = env.store_rows("SELECT status FROM message WHERE partition_key = ?", [env.key(0)])
+    assert window["window"] == env.key(0)
+    assert window["messages"] == len(messages)
+    assert window["sent"] == sum(m["status"] == "sent" for m in messages)
+    not_sent = frame[frame.kind.isin(["suppressed", "render_failed", "failed"])]
+    expected = [m for m in messages if m["status"] in ("suppressed", "render_failed", "failed")]
+    assert len(not_sent) == len(expected) > 0
+    text = csv.read_text()
+    assert address not in text and "opted out" in text
+    assert "***" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["audit", "--since", "yesterday"], "not a window's partition key"),
+        (["audit", "--csv"], "expected one argument"),
+        (["audit", "--since", "2026-03-02-15:00", "--until", "2026-03-02-14:00"], "is after"),
+        (["audit", "--csv", "/nonexistent/dir/a.csv"], "cannot write /nonexistent/dir/a.csv"),
+        (["audit", "--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_audit_answers_bad_arguments_in_one_line(processed_env, capsys, argv, says):
+    capsys.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert says in line
     assert "Traceback" not in captured.err

@@ -708,8 +708,20 @@ class Soak:
                 f"setup done in {time.monotonic() - started:.1f}s; windows "
                 f"{self.keys[0]} .. {self.keys[-1]}"
             )
-            for i in range(len(self.keys)):
-                rows.append(self.window(i))
+            from darwin_notify_assets.progress import progress
+
+            bar = progress(total=len(self.keys), desc="soak", unit="window", quiet=self.args.quiet)
+            try:
+                for i in range(len(self.keys)):
+                    rows.append(self.window(i))
+                    bar.update(1)
+                    bar.set_postfix(
+                        sent=sum(r["sent"] for r in rows),
+                        unknown=sum(r["unknown"] for r in rows),
+                        failed=sum(r["failed"] for r in rows),
+                    )
+            finally:
+                bar.close()
             figures = self.reckon(rows, started)
         finally:
             self.cleanup()
@@ -746,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--size", choices=("small", "demo"), default="small")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.windows < 1:
         p.error("--windows must be at least 1")

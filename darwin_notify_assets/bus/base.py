@@ -120,7 +120,9 @@ class InProcessBus(JobBus):
     """
 
     def __init__(self, max_attempts: int = 5, retry_delay: float = 0.2):
-        self._queues = {kind: queue.Queue() for kind in JobKind}
+        self._queues: dict[JobKind, queue.Queue[tuple[Job, int]]] = {
+            kind: queue.Queue() for kind in JobKind
+        }
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.published = {kind: 0 for kind in JobKind}

@@ -24,9 +24,11 @@ from darwin_notify_assets.config import (
     SENDGRID_API_KEY_ENV,
     STORE_PASSWORD_ENV,
     TWILIO_AUTH_TOKEN_ENV,
+    UNSUBSCRIBE_SECRET_ENV,
     Settings,
 )
 from darwin_notify_assets.delivery.senders import Sender, build_senders
+from darwin_notify_assets.domain.model import load_model
 from darwin_notify_assets.domain.pipeline import Runtime
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.replica import ReplicaReader
@@ -63,12 +65,16 @@ class ReplicaResource(_Lifecycle, ConfigurableResource["ReplicaResource"]):
 
     url: str
     password: str | None = None
+    # The source model's path; empty selects the sample darwin.Cloud's.
+    source_model: str = ""
 
     _reader: ReplicaReader | None = PrivateAttr(default=None)
 
     def open(self) -> ReplicaReader:
         """A new connection, for a worker thread of its own."""
-        return ReplicaReader.open(self.url, password=self.password)
+        return ReplicaReader.open(
+            self.url, password=self.password, model=load_model(self.source_model)
+        )
 
     @property
     def reader(self) -> ReplicaReader:
@@ -156,6 +162,9 @@ class SendersResource(ConfigurableResource["SendersResource"]):
     sms_base_url: str = ""
     timeout_seconds: int = 10
     pool_size: int = 8
+    webhook_public_url: str = ""
+    unsubscribe_secret: str | None = None
+    unsubscribe_mailto: str = ""
 
     def make(self) -> dict[str, Sender]:
         """A new sender per channel (each send worker has its own connections)."""
@@ -170,6 +179,9 @@ class SendersResource(ConfigurableResource["SendersResource"]):
             sms_base_url=self.sms_base_url,
             timeout=self.timeout_seconds,
             pool_size=self.pool_size,
+            webhook_public_url=self.webhook_public_url,
+            unsubscribe_secret=self.unsubscribe_secret,
+            unsubscribe_mailto=self.unsubscribe_mailto,
         )
 
 
@@ -243,7 +255,11 @@ def resources_from_env(
     pipeline_fields = PipelineResource.model_fields
     resources: dict[str, ConfigurableResource[Any]] = {
         "pipeline": PipelineResource(**{k: getattr(s, k) for k in pipeline_fields}),
-        "replica": ReplicaResource(url=s.replica_url, password=_secret(REPLICA_PASSWORD_ENV, env)),
+        "replica": ReplicaResource(
+            url=s.replica_url,
+            password=_secret(REPLICA_PASSWORD_ENV, env),
+            source_model=s.source_model,
+        ),
         "store": StoreResource(url=s.store_url, password=_secret(STORE_PASSWORD_ENV, env)),
         "bus": JobBusResource(
             kafka_bootstrap=s.kafka_bootstrap,
@@ -261,6 +277,9 @@ def resources_from_env(
             sms_base_url=s.sms_base_url,
             timeout_seconds=s.provider_timeout_seconds,
             pool_size=s.send_concurrency,
+            webhook_public_url=s.webhook_public_url,
+            unsubscribe_secret=_secret(UNSUBSCRIBE_SECRET_ENV, env),
+            unsubscribe_mailto=s.unsubscribe_mailto,
         ),
     }
     resources.update(overrides)

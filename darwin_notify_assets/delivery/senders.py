@@ -27,6 +27,7 @@ from twilio.http.response import Response
 from darwin_notify_assets.delivery.transport import HttpAnswer, Transport, judge_answer
 from darwin_notify_assets.errors import ConfigurationError, ProviderRejected
 from darwin_notify_assets.storage.store import OutboundMessage
+from darwin_notify_assets.webhooks.signatures import UnsubscribeLinks, UnsubscribeTokens
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,13 @@ class FileOutboxEmailSender(Sender):
 
     channel = "email"
 
-    def __init__(self, folder: Path, from_address: str):
+    def __init__(
+        self, folder: Path, from_address: str, unsubscribe: UnsubscribeLinks | None = None
+    ):
         self.folder = Path(folder) / "email"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.from_address = from_address
+        self.unsubscribe = unsubscribe
 
     def send(self, message: OutboundMessage) -> SendResult:
         msg = EmailMessage()
@@ -83,6 +87,9 @@ class FileOutboxEmailSender(Sender):
         msg["X-Darwin-Notify-Key"] = message.candidate_key
         for name, value in email_headers(message, self.from_address).items():
             msg[name] = value
+        if self.unsubscribe is not None and message.message_id is not None:
+            for name, value in self.unsubscribe.headers(message.message_id).items():
+                msg[name] = value
         msg.set_content(message.text_body or "")
         if message.html_body:
             msg.add_alternative(message.html_body, subtype="html")
@@ -149,6 +156,7 @@ class SendGridSender(Sender):
         host: str | None = None,
         timeout: float = 10.0,
         pool_size: int = 8,
+        unsubscribe: UnsubscribeLinks | None = None,
     ):
         if not api_key:
             raise ConfigurationError("the SendGrid sender needs an API key")
@@ -162,24 +170,29 @@ class SendGridSender(Sender):
         self._headers = {**api.request_headers, "Content-Type": "application/json"}
         self._transport = Transport(self.provider, self.url, timeout, pool_size)
         self.from_address = from_address
+        self.unsubscribe = unsubscribe
 
     def payload(self, message: OutboundMessage) -> dict[str, Any]:
         content = [{"type": "text/plain", "value": message.text_body or " "}]
         if message.html_body:
             content.append({"type": "text/html", "value": message.html_body})
-        return {
+        payload: dict[str, Any] = {
             "personalizations": [{"to": [{"email": message.to_address}]}],
             "from": {"email": self.from_address},
             "subject": message.subject or "",
             "content": content,
             # SendGrid may put its own Message-ID in place of ours; Date stands.
             "headers": email_headers(message, self.from_address),
-            # Lets the provider's events (and an auditor) be matched back to the message.
+            # Our ids only (never an address or a name): SendGrid copies custom_args into
+            # every Event Webhook event, which ties the event to the message.
             "custom_args": {
                 "darwin_notify_key": message.candidate_key,
                 "darwin_notify_message_id": str(message.message_id),
             },
         }
+        if self.unsubscribe is not None and message.message_id is not None:
+            payload["headers"].update(self.unsubscribe.headers(message.message_id))
+        return payload
 
     def send(self, message: OutboundMessage) -> SendResult:
         body = json.dumps(self.payload(message)).encode()
@@ -232,6 +245,7 @@ class TwilioSmsSender(Sender):
         base_url: str | None = None,
         timeout: float = 10.0,
         pool_size: int = 8,
+        status_callback: str = "",
     ):
         if not account_sid or not auth_token:
             raise ConfigurationError("the SMS sender needs an account SID and an auth token")
@@ -243,10 +257,16 @@ class TwilioSmsSender(Sender):
         if base_url:
             self.client.api.base_url = base
         self.from_number = from_number
+        self.status_callback = status_callback
 
     def send(self, message: OutboundMessage) -> SendResult:
+        extra: dict[str, Any] = {}
+        if self.status_callback and message.message_id is not None:
+            # Our id in the callback URL ties each status to the message even when the
+            # create call's answer (the SID) never reached us.
+            extra["status_callback"] = f"{self.status_callback}?m={message.message_id}"
         sms = self.client.messages.create(
-            to=message.to_address, from_=self.from_number, body=message.sms_body or ""
+            to=message.to_address, from_=self.from_number, body=message.sms_body or "", **extra
         )
         return SendResult(provider_message_id=sms.sid)
 
@@ -254,7 +274,7 @@ class TwilioSmsSender(Sender):
         self._http.close()
 
 
-class _TwilioHttp(HttpClient):
+class _TwilioHttp(HttpClient):  # type: ignore[misc]  # twilio ships no type hints
     """The Twilio client's HTTP layer on :class:`Transport`: answers other than a 2xx become
     the package's errors here, where the status and headers are still known."""
 
@@ -313,9 +333,22 @@ def build_senders(
     sms_base_url: str = "",
     timeout: float = 10.0,
     pool_size: int = 8,
+    webhook_public_url: str = "",
+    unsubscribe_secret: str | None = None,
+    unsubscribe_mailto: str = "",
 ) -> dict[str, Sender]:
-    """SendGrid and the SMS gateway when their credentials are given, else the file outbox."""
+    """SendGrid and the SMS gateway when their credentials are given, else the file outbox.
+
+    With an unsubscribe secret, every email carries one-click unsubscribe headers pointing at
+    the webhook service; with its public URL, every SMS asks for status callbacks there."""
     outbox = Path(outbox_dir)
+    links = (
+        UnsubscribeLinks(
+            webhook_public_url, UnsubscribeTokens(unsubscribe_secret), unsubscribe_mailto
+        )
+        if unsubscribe_secret
+        else None
+    )
     email: Sender
     sms: Sender
     if sendgrid_api_key:
@@ -325,12 +358,19 @@ def build_senders(
             sendgrid_host or None,
             timeout=timeout,
             pool_size=pool_size,
+            unsubscribe=links,
         )
     else:
-        email = FileOutboxEmailSender(outbox, email_from)
+        email = FileOutboxEmailSender(outbox, email_from, links)
     if twilio_account_sid and twilio_auth_token:
+        callback = f"{webhook_public_url.rstrip('/')}/webhooks/sms/status"
         sms = TwilioSmsSender(
-            twilio_account_sid, twilio_auth_token, sms_from, sms_base_url or None, timeout=timeout
+            twilio_account_sid,
+            twilio_auth_token,
+            sms_from,
+            sms_base_url or None,
+            timeout=timeout,
+            status_callback=callback if webhook_public_url else "",
         )
     else:
         sms = FileOutboxSmsSender(outbox, sms_from)

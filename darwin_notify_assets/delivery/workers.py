@@ -93,12 +93,20 @@ class RenderWorker:
         | None = None,
         reload_every: float = 60.0,
         sms_max_segments: int = DEFAULT_SMS_MAX_SEGMENTS,
+        schedule_version: str = "",
+        window_snapshot: Callable[
+            [str], tuple[str, ScheduleSet, Mapping[int, CompiledTemplate | str]] | None
+        ]
+        | None = None,
     ):
         self.sms_max_segments = sms_max_segments
         self.replica = replica
         self.store = store
         self.schedules = schedules
         self.templates = templates
+        self.schedule_version = schedule_version
+        # A standing worker renders each window with the snapshot that window was read with.
+        self.window_snapshot = window_snapshot
         self.window_minutes = window_minutes
         self.reload = reload
         self.reload_every = reload_every
@@ -122,7 +130,11 @@ class RenderWorker:
         items = self.store.load_render_items(job.ids)
         if not items:
             return 0
-        self._refresh(items)
+        snapshot = self.window_snapshot(job.partition_key) if self.window_snapshot else None
+        if snapshot is not None:
+            self.schedule_version, self.schedules, self.templates = snapshot
+        else:
+            self._refresh(items)
         data = self.fetch(items)
         messages = [self.render_one(item, data) for item in items]
         failpoint(RENDER_BEFORE_WRITE)
@@ -141,8 +153,9 @@ class RenderWorker:
             for e in events:
                 if e.event_type != "delete":
                     by_table.setdefault(e.source_table, set()).add(e.record_id)
-        # Contacts who receive and People records that changed come in one statement.
-        people = by_table.setdefault("People", set())
+        model = self.replica.model
+        # Contacts who receive and contact records that changed come in one statement.
+        people = by_table.setdefault(model.contact.table, set())
         people.update(c for c in contact_ids if c is not None)
         records = {}
         for table, ids in by_table.items():
@@ -152,14 +165,27 @@ class RenderWorker:
                 records[(table, rid)] = jsonable_row(row)
         agents = {
             k: jsonable_row(v)
-            for k, v in self.replica.fetch_by_ids("Agent", sorted(agent_ids)).items()
+            for k, v in self.replica.fetch_by_ids(
+                model.agent.table, sorted(agent_ids), model.agent.key
+            ).items()
         }
-        office_ids = {a.get("OfficeID") for a in agents.values() if a.get("OfficeID") is not None}
-        offices = {
-            k: jsonable_row(v)
-            for k, v in self.replica.fetch_by_ids("Office", sorted(office_ids)).items()
+        office_rel = model.relations.agent_office
+        offices: dict[int, dict[str, Any]] = {}
+        if office_rel is not None:
+            office_ids = {
+                a.get(office_rel.column)
+                for a in agents.values()
+                if a.get(office_rel.column) is not None
+            }
+            offices = {
+                k: jsonable_row(v)
+                for k, v in self.replica.fetch_by_ids(
+                    office_rel.to, sorted(int(i) for i in office_ids if i is not None)
+                ).items()
+            }
+        contacts = {
+            rid: row for (table, rid), row in records.items() if table == model.contact.table
         }
-        contacts = {rid: row for (table, rid), row in records.items() if table == "People"}
         totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
         totals = self.store.totals(totals_ids) if totals_ids else {}
         return RenderContextData(records, agents, offices, contacts, totals, digests)
@@ -188,6 +214,7 @@ class RenderWorker:
                 channel=item.channel,
                 status=status,
                 reason=reason,
+                schedule_version=self.schedule_version or None,
                 **fields,
             )
 
@@ -224,7 +251,8 @@ class RenderWorker:
                     MessageStatus.RENDER_FAILED,
                     f"agent {item.agent_id} of {item.source_table} {item.record_id} not found",
                 )
-            if recipient.get("IsActive") in (False, 0):
+            active = self.replica.model.agent.active
+            if active and recipient.get(active) in (False, 0):
                 return outcome(MessageStatus.SUPPRESSED, f"agent {item.agent_id} is inactive")
         else:
             recipient = (
@@ -235,14 +263,17 @@ class RenderWorker:
                     MessageStatus.RENDER_FAILED,
                     f"contact {item.recipient_id} not found on the replica",
                 )
-            flag = "EmailOptIn" if item.channel == Channel.EMAIL else "SmsOptIn"
-            if not recipient.get(flag):
+            flag = self.replica.model.contact.opt_in_column(str(item.channel))
+            if flag and not recipient.get(flag):
                 return outcome(
                     MessageStatus.SUPPRESSED,
                     f"contact {item.recipient_id} has not opted in ({flag} is off)",
                 )
         try:
-            to_address = address_for(item.channel, recipient)
+            kind = self.replica.model.recipients[
+                "agent" if item.recipient_kind == "agent" else "contact"
+            ]
+            to_address = address_for(item.channel, recipient, kind)
         except ValueError as exc:
             return outcome(MessageStatus.SUPPRESSED, str(exc))
         context = self.context(item, schedule, record, agent, recipient, data)
@@ -277,7 +308,9 @@ class RenderWorker:
         data: RenderContextData,
     ) -> dict[str, Any]:
         window = _window(item.partition_key, self.window_minutes)
-        office = data.offices.get(agent.get("OfficeID")) if agent else None
+        office_rel = self.replica.model.relations.agent_office
+        office_id = agent.get(office_rel.column) if agent and office_rel else None
+        office = data.offices.get(int(office_id)) if office_id is not None else None
         context: dict[str, Any] = dict(record)
         context.update(
             record=record,
@@ -356,7 +389,7 @@ class RetryPolicy:
     max_retry_after: float = 30.0
 
     def delay(self, attempt: int) -> float:
-        return min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return float(min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
 
     def wait(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds to wait before the next attempt, never sooner than the provider asked;
@@ -414,7 +447,7 @@ class SendWorker:
         token = claimed[0].claim_token
         assert token is not None
         pending = deque(claimed)
-        inflight: set[Future] = set()
+        inflight: set[Future[tuple[int, MessageStatus, str | None, str | None]]] = set()
         done: list[tuple[int, MessageStatus, str | None, str | None]] = []
         recorded_at = time.monotonic()
         while pending or inflight or done:
@@ -437,7 +470,9 @@ class SendWorker:
                         self.store.progress(token, done, [])
                         done, recorded_at = self._counted(done, counts), time.monotonic()
                     self._take_budget(group)
-                stamped = set(self.store.progress(token, done, [m.message_id for m in group]))
+                stamped = set(
+                    self.store.progress(token, done, [int(m.message_id or 0) for m in group])
+                )
                 for _, status, _, _ in done:
                     counts[str(status)] = counts.get(str(status), 0) + 1
                 done = []
@@ -455,7 +490,7 @@ class SendWorker:
         return counts
 
     @staticmethod
-    def _counted(done: list, counts: dict[str, int]) -> list:
+    def _counted(done: list[Any], counts: dict[str, int]) -> list[Any]:
         for _, status, _, _ in done:
             counts[str(status)] = counts.get(str(status), 0) + 1
         return []

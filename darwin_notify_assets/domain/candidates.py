@@ -22,7 +22,7 @@ from darwin_notify_assets.storage.store import CandidateRow, ChangeEvent, Notifi
 
 @dataclass
 class CandidateResult:
-    by_schedule: Counter = field(default_factory=Counter)
+    by_schedule: Counter[int] = field(default_factory=Counter)
     inserted: int = 0
     events: int = 0
     skipped_inactive: int = 0
@@ -78,12 +78,13 @@ def build_candidates(
             e.agent_id
             for e in events
             if e.agent_id is not None
-            and _schedule(schedules, e) is not None
-            and _schedule(schedules, e).audience == Audience.AGENT_CONTACTS
+            and getattr(_schedule(schedules, e), "audience", None) == Audience.AGENT_CONTACTS
         ]
+        fan_out = schedules.model.relations.agent_contacts
+        contact_key = schedules.model.contact.key
         contacts = (
-            replica.fetch_grouped("People", "AgentID", fan_out_agents, ["PeopleID"])
-            if fan_out_agents
+            replica.fetch_grouped(fan_out.table, fan_out.column, fan_out_agents, [contact_key])
+            if fan_out_agents and fan_out is not None
             else {}
         )
         rows: list[CandidateRow] = []
@@ -93,14 +94,14 @@ def build_candidates(
             if s is None:
                 result.skipped_inactive += 1
                 continue
-            expanded.append(int(e.event_id))
+            expanded.append(int(e.event_id or 0))
             if s.audience == Audience.AGENT:
                 recipients = [("agent", e.agent_id)]
             elif s.audience == Audience.RECORD_CONTACT:
                 recipients = [("contact", e.contact_id)]
             else:
                 people = contacts.get(e.agent_id, []) if e.agent_id is not None else []
-                recipients = [("contact", int(p["PeopleID"])) for p in people]
+                recipients = [("contact", int(p[contact_key])) for p in people]
             for kind, rid in recipients:
                 rows.append(
                     CandidateRow(
@@ -108,7 +109,7 @@ def build_candidates(
                         partition_key=partition_key,
                         schedule_id=s.schedule_id,
                         channel=str(s.channel),
-                        event_id=int(e.event_id),
+                        event_id=int(e.event_id or 0),
                         source_table=e.source_table,
                         record_id=e.record_id,
                         agent_id=e.agent_id,

@@ -1,7 +1,7 @@
 """Change detection: which rows of the watched tables changed in a window, per schedule.
 
-Only tables with an active schedule are read (plus Deal and Property when a schedule displays
-agent totals, whose ledgers they feed), each with one bounded range statement over its watch
+Only tables with an active schedule are read (plus the source model's ledger tables when a
+schedule displays agent totals), each with one bounded range statement over its watch
 columns. Update schedules with ``ChangedColumns`` compare against the last-seen values the
 store keeps, so they fire only when one of those columns really changed.
 
@@ -9,7 +9,7 @@ Whether a change fires is decided once: the first time a version of a record (it
 schedule, the event type and the watch-column value) is read, and the decision is recorded
 whether it fires or not. The lookback and reruns read the same versions again, sometimes with
 later values (a contact created opted out and opted in minutes later is still in the
-lookback by its CreateDate); the recorded decision stands. Results of a batch (decisions,
+lookback by its creation date); the recorded decision stands. Results of a batch (decisions,
 events, last-seen values, ledgers) are written in one store transaction, so a crash never
 leaves a change remembered but not acted on.
 """
@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from darwin_notify_assets.domain.model import SourceModel
 from darwin_notify_assets.domain.schedules import (
-    AGENT_COLUMN,
-    CONTACT_COLUMN,
     EventType,
     Schedule,
     ScheduleSet,
@@ -31,7 +30,7 @@ from darwin_notify_assets.domain.schedules import (
 )
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.db import as_datetime
-from darwin_notify_assets.storage.replica import PRIMARY_KEYS, ReplicaReader
+from darwin_notify_assets.storage.replica import ReplicaReader
 from darwin_notify_assets.storage.store import (
     ChangeEvent,
     NotificationStore,
@@ -40,9 +39,6 @@ from darwin_notify_assets.storage.store import (
 )
 
 log = logging.getLogger(__name__)
-
-LEDGER_TABLES = ("Deal", "Property")
-LEDGER_WATCH = "ModifiedDate"
 
 
 @dataclass
@@ -62,9 +58,9 @@ class Decisions:
 
 @dataclass
 class DetectionResult:
-    rows_read: Counter = field(default_factory=Counter)
+    rows_read: Counter[str] = field(default_factory=Counter)
     deletions_read: int = 0
-    events: Counter = field(default_factory=Counter)
+    events: Counter[int] = field(default_factory=Counter)
     events_new: int = 0
     decided_against: int = 0
     no_baseline: int = 0
@@ -101,38 +97,50 @@ class TablePlan:
     schedules: tuple[Schedule, ...]
     keep_snapshot: bool
     ledger: bool
-
-
-# A table watched for deletions is also read on these, so its last-seen values stay current.
-SNAPSHOT_WATCH = ("CreateDate", "ModifiedDate")
+    # From the source model: the columns naming the record's agent and contact, the one
+    # dating its creation, and which agent-totals ledger it feeds (deal, listing or none).
+    agent_column: str | None = None
+    contact_column: str | None = None
+    created_column: str | None = None
+    ledger_kind: str | None = None
 
 
 def plan_reads(
     schedules: ScheduleSet, columns_of: Callable[[str], Sequence[str]] | None = None
 ) -> list[TablePlan]:
     """One plan per table to read; tables without an active schedule are absent."""
+    model = schedules.model
+    ledger_tables = set(model.totals.tables) if model.totals else set()
     tables = set(schedules.source_tables) | set(schedules.delete_tables)
     if schedules.uses_agent_totals:
-        tables |= set(LEDGER_TABLES)
+        tables |= ledger_tables
     plans = []
     for table in sorted(tables):
         on_table = tuple(s for s in schedules.for_table(table) if s.event_type != EventType.DELETE)
         watch = {s.watch_column for s in on_table}
-        ledger = schedules.uses_agent_totals and table in LEDGER_TABLES
-        if ledger:
-            watch.add(LEDGER_WATCH)
+        ledger = schedules.uses_agent_totals and table in ledger_tables
+        kind = model.ledger_kind(table) if ledger else None
+        if ledger and model.totals:
+            watch.add(model.totals.deals.watch if kind == "deal" else model.totals.listings.watch)
         if table in schedules.delete_tables:
-            known = set(columns_of(table)) if columns_of else set(SNAPSHOT_WATCH)
-            watch.update(c for c in SNAPSHOT_WATCH if c in known)
+            # A table watched for deletions is also read on its watch columns, so its
+            # last-seen values stay current.
+            declared = model.watch_of(table)
+            known = set(columns_of(table)) if columns_of else set(declared)
+            watch.update(c for c in declared if c in known)
         keep = any(s.needs_previous_values for s in on_table) or table in schedules.delete_tables
         plans.append(
             TablePlan(
                 table=table,
-                key=PRIMARY_KEYS[table],
+                key=model.key_of(table),
                 watch_columns=tuple(sorted(watch)),
                 schedules=on_table,
                 keep_snapshot=keep,
                 ledger=ledger,
+                agent_column=model.agent_column(table),
+                contact_column=model.contact_column(table),
+                created_column=model.created_of(table),
+                ledger_kind=kind,
             )
         )
     return plans
@@ -143,7 +151,7 @@ def _in_range(value: Any, start: datetime, end: datetime) -> bool:
         return False
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return start <= value < end
+    return bool(start <= value < end)
 
 
 def event_key(table: str, record_id: int, schedule_id: int, event: str, version: str) -> str:
@@ -151,6 +159,7 @@ def event_key(table: str, record_id: int, schedule_id: int, event: str, version:
 
 
 def _event(
+    plan: TablePlan,
     schedule: Schedule,
     window: Window,
     record_id: int,
@@ -160,9 +169,10 @@ def _event(
     row_values: Mapping[str, Any] | None,
 ) -> ChangeEvent:
     source = row or {}
-    agent = record_id if schedule.source_table == "Agent" else source.get(AGENT_COLUMN)
-    contact_col = CONTACT_COLUMN.get(schedule.source_table)
-    contact = source.get(contact_col) if contact_col else None
+    agent = source.get(plan.agent_column) if plan.agent_column else None
+    if agent is None and plan.agent_column == plan.key:
+        agent = record_id
+    contact = source.get(plan.contact_column) if plan.contact_column else None
     return ChangeEvent(
         event_key=event_key(
             schedule.source_table, record_id, schedule.schedule_id, schedule.event_type, version
@@ -181,6 +191,7 @@ def _event(
 
 
 def _update_fires(
+    plan: TablePlan,
     s: Schedule,
     row: Mapping[str, Any],
     previous: Mapping[str, Any] | None,
@@ -197,8 +208,9 @@ def _update_fires(
             same_value(row.get(c), previous.get(c)) for c in s.changed_columns
         ):
             return False, None, False
-    elif row.get("CreateDate") is not None and same_value(jsonable(row.get("CreateDate")), version):
-        return False, None, False
+    elif (created := row.get(plan.created_column) if plan.created_column else None) is not None:
+        if same_value(jsonable(created), version):
+            return False, None, False
     if not all(c.matches(row, previous) for c in s.criteria):
         return False, None, False
     cols = set(s.changed_columns) | {c.column for c in s.criteria if c.needs_previous}
@@ -217,7 +229,9 @@ def decide_row(
     """Decide, for each schedule whose watch column this row's value falls in the read
     range, whether that version of the row fires; append the decision to ``out``."""
     record_id = int(row[plan.key])
-    created_here = _in_range(row.get("CreateDate"), read_from, window.end)
+    created_here = plan.created_column is not None and _in_range(
+        row.get(plan.created_column), read_from, window.end
+    )
     for s in plan.schedules:
         watched = row.get(s.watch_column)
         if not _in_range(watched, read_from, window.end):
@@ -227,9 +241,9 @@ def decide_row(
         if s.event_type == EventType.INSERT:
             fires = all(c.matches(row, None) for c in s.criteria)
         else:
-            fires, old, no_baseline = _update_fires(s, row, previous, created_here, version)
+            fires, old, no_baseline = _update_fires(plan, s, row, previous, created_here, version)
             out.no_baseline += no_baseline
-        event = _event(s, window, record_id, row, version, old, None)
+        event = _event(plan, s, window, record_id, row, version, old, None)
         (out.fired if fires else out.skipped).append(event)
 
 
@@ -258,14 +272,29 @@ def decide_deletions(
     schedule's criteria are judged on the record's last-seen values."""
     out = Decisions()
     delete_schedules = [s for s in schedules.for_table(table) if s.event_type == EventType.DELETE]
+    plan = _deletion_plan(schedules.model, table)
     for record_id, deleted_at in deletions:
         row = last_seen.get(record_id)
         version = str(jsonable(deleted_at))
         for s in delete_schedules:
             fires = row is None or all(c.matches(row, None) for c in s.criteria)
-            event = _event(s, window, record_id, row, version, None, row)
+            event = _event(plan, s, window, record_id, row, version, None, row)
             (out.fired if fires else out.skipped).append(event)
     return out
+
+
+def _deletion_plan(model: SourceModel, table: str) -> TablePlan:
+    return TablePlan(
+        table=table,
+        key=model.key_of(table),
+        watch_columns=(),
+        schedules=(),
+        keep_snapshot=True,
+        ledger=False,
+        agent_column=model.agent_column(table),
+        contact_column=model.contact_column(table),
+        created_column=model.created_of(table),
+    )
 
 
 def detect_changes(
@@ -296,7 +325,7 @@ def detect_changes(
             snapshots = (
                 {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
             )
-            deals, listings, agents = _ledger_rows(plan, rows, window)
+            deals, listings, agents = _ledger_rows(schedules.model, plan, rows, window)
             result.events_new += store.save_detection(
                 decided.fired, snapshots, deals, listings, (), agents, skipped=decided.skipped
             )
@@ -304,28 +333,33 @@ def detect_changes(
     return result
 
 
-def _ledger_rows(plan: TablePlan, rows: list[dict[str, Any]], window: Window):
-    deals, listings, agents = [], [], []
-    if not plan.ledger:
+def _ledger_rows(
+    model: SourceModel, plan: TablePlan, rows: list[dict[str, Any]], window: Window
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, int]]]:
+    deals: list[tuple[Any, ...]] = []
+    listings: list[tuple[Any, ...]] = []
+    agents: list[tuple[str, int]] = []
+    if not plan.ledger or model.totals is None:
         return deals, listings, agents
+    d, li = model.totals.deals, model.totals.listings
     for r in rows:
-        agent = r.get(AGENT_COLUMN)
+        agent = r.get(d.agent if plan.ledger_kind == "deal" else li.agent)
         if agent is None:
             continue
         agents.append((window.partition_key, int(agent)))
-        if plan.table == "Deal":
-            post = r.get("PostDate")
+        if plan.ledger_kind == "deal":
+            post = r.get(d.posted)
             deals.append(
                 (
-                    int(r["DealID"]),
+                    int(r[d.key]),
                     int(agent),
                     datetime.fromisoformat(post) if post else None,
-                    r.get("SalePrice"),
-                    r.get("GrossCommission"),
+                    r.get(d.volume),
+                    r.get(d.commission),
                 )
             )
         else:
-            listings.append((int(r["PropertyID"]), int(agent), r.get("Status")))
+            listings.append((int(r[li.key]), int(agent), r.get(li.status)))
     return deals, listings, agents
 
 
@@ -344,15 +378,19 @@ def _detect_deletions(
     if not deletions:
         return
     decided = Decisions()
+    model = schedules.model
     removed: list[tuple[str, int]] = []
     agents: list[tuple[str, int]] = []
     for table, items in _by_table(deletions).items():
         last_seen = store.snapshots(table, [rid for rid, _ in items])
+        kind = model.ledger_kind(table)
+        column = model.agent_column(table)
         for record_id, _ in items:
-            removed.append((table, record_id))
+            if kind:
+                removed.append((kind, record_id))
             row = last_seen.get(record_id)
-            if row is not None and row.get(AGENT_COLUMN) is not None:
-                agents.append((window.partition_key, int(row[AGENT_COLUMN])))
+            if row is not None and column and row.get(column) is not None:
+                agents.append((window.partition_key, int(row[column])))
         found = decide_deletions(schedules, table, items, last_seen, window)
         decided.fired += found.fired
         decided.skipped += found.skipped
@@ -389,7 +427,7 @@ def baseline(
             snapshots = (
                 {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
             )
-            deals, listings, _ = _ledger_rows(plan, rows, window)
+            deals, listings, _ = _ledger_rows(schedules.model, plan, rows, window)
             store.save_detection((), snapshots, deals, listings, (), ())
             counts[plan.table] = counts.get(plan.table, 0) + len(rows)
     return counts

@@ -2,9 +2,8 @@
 
 The store checks every status change against this table before it writes, and its schema
 refuses any status outside ``MessageStatus`` (a CHECK constraint in each dialect). The table
-holds the transitions the code makes: the architecture's ``queued -> suppressed``,
-``queued -> deferred -> queued`` and ``unknown -> sent`` (on the provider's evidence) join it
-with the code that makes them.
+holds the transitions the code makes; the architecture's ``queued -> deferred -> queued``
+joins it with the code that makes it.
 """
 
 from collections.abc import Mapping
@@ -33,13 +32,20 @@ INITIAL_STATUSES = frozenset(
 #: Allowed transitions, from one status to the statuses it may become. A claim moves
 #: ``queued -> sending`` before the provider is called; its outcome moves it on once.
 TRANSITIONS: Mapping[MessageStatus, frozenset[MessageStatus]] = {
-    MessageStatus.QUEUED: frozenset({MessageStatus.SENDING}),
+    # suppressed: an opt-out or suppression that arrived after rendering, found at the claim.
+    MessageStatus.QUEUED: frozenset({MessageStatus.SENDING, MessageStatus.SUPPRESSED}),
     # ``sending -> queued`` only for a claim never handed to the provider (``requested_at``
     # unset): it provably reached no provider.
     MessageStatus.SENDING: frozenset(
         {MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.UNKNOWN, MessageStatus.QUEUED}
     ),
+    # Only on the provider's own evidence: a webhook event carrying our message id.
+    MessageStatus.UNKNOWN: frozenset({MessageStatus.SENT}),
 }
+
+#: Transitions out of a final status that only the provider's evidence makes, never the
+#: pipeline by itself.
+EVIDENCE_TRANSITIONS = frozenset({(MessageStatus.UNKNOWN, MessageStatus.SENT)})
 
 #: Statuses the pipeline never moves a message on from by itself: nothing is left to do.
 FINAL_STATUSES = frozenset(

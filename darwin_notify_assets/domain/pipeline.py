@@ -14,12 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from darwin_notify_assets.bus.base import InProcessBus, JobBus, JobKind, make_jobs, run_consumers
+from darwin_notify_assets.bus.base import (
+    InProcessBus,
+    Job,
+    JobBus,
+    JobKind,
+    make_jobs,
+    run_consumers,
+)
 from darwin_notify_assets.config import (
     REPLICA_PASSWORD_ENV,
     SENDGRID_API_KEY_ENV,
     STORE_PASSWORD_ENV,
     TWILIO_AUTH_TOKEN_ENV,
+    UNSUBSCRIBE_SECRET_ENV,
     Settings,
 )
 from darwin_notify_assets.delivery.senders import Sender, build_senders
@@ -28,8 +36,16 @@ from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
 from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
 from darwin_notify_assets.domain.messages import MessageStatus
+from darwin_notify_assets.domain.model import Problem, SourceModel, check_model, load_model
 from darwin_notify_assets.domain.render import CompiledTemplate, compile_templates
-from darwin_notify_assets.domain.schedules import RejectedSchedule, ScheduleSet
+from darwin_notify_assets.domain.schedules import (
+    Audience,
+    EventType,
+    RejectedSchedule,
+    Schedule,
+    ScheduleSet,
+)
+from darwin_notify_assets.domain.snapshots import ScheduleSnapshot
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import DarwinNotifyError, ReplicaBehind
 from darwin_notify_assets.storage.replica import ReplicaReader, ReplicaWatermark
@@ -48,9 +64,15 @@ class LoadedSchedules:
     # A template that did not compile maps to the compiler's message.
     templates: Mapping[int, CompiledTemplate | str]
     rejected: tuple[RejectedSchedule, ...]
+    # Names in the source model that the replica's catalog lacks.
+    model_problems: tuple[Problem, ...] = ()
+    # The snapshot they were built from (``domain/snapshots.py``).
+    version: str = ""
 
     def as_metadata(self) -> dict[str, Any]:
         return {
+            "schedule_version": self.version,
+            "model_problems": "; ".join(map(str, self.model_problems)) or "(none)",
             "active_schedules": len(self.schedules.schedules),
             "rejected_schedules": len(self.rejected),
             "rejected": "; ".join(r.reason for r in self.rejected) or "(none)",
@@ -62,17 +84,49 @@ class LoadedSchedules:
 
 
 def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
-    """Active schedules, validated, with their templates compiled.
+    """Active schedules, validated, with their templates compiled, as the replica has them now.
 
-    A schedule whose criteria are wrong is rejected by name and skipped. A schedule whose
-    template does not compile is reported by name too, but keeps running: its changes still
-    become candidates, and each message ends ``render_failed`` with the compiler's message,
-    so nothing is lost while the template is fixed.
+    A schedule whose criteria are wrong, or that needs a table the source model names but the
+    replica lacks, is rejected by name and skipped. A schedule whose template does not compile
+    is reported by name too, but keeps running: its changes still become candidates, and each
+    message ends ``render_failed`` with the compiler's message, so nothing is lost while the
+    template is fixed.
     """
-    raw = replica.load_schedules()
+    return loaded_from(ScheduleSnapshot.of(replica.schedule_source()), replica)
+
+
+_COMPILED: dict[str, LoadedSchedules] = {}  # by snapshot, replica and model
+_COMPILED_LOCK = threading.Lock()
+
+
+def loaded_from(snapshot: ScheduleSnapshot, replica: ReplicaReader) -> LoadedSchedules:
+    """The schedules of a snapshot, checked against the replica's catalog and compiled, once
+    per process and version."""
+    # The same snapshot read through another model or replica is checked afresh.
+    key = f"{snapshot.version}|{replica.db.url}|{hash(replica.model.model_dump_json())}"
+    with _COMPILED_LOCK:
+        cached = _COMPILED.get(key)
+    if cached is not None:
+        return cached
+    raw = snapshot.schedules(replica.model)
+    problems = check_model(raw.model, replica.columns)
+    for p in problems:
+        log.warning("source model problem: %s", p)
+    broken = {p.table for p in problems}
     compiled, errors = compile_templates(raw)
     rejected = list(raw.rejected)
+    runnable = []
     for s in raw.schedules:
+        missing = sorted(_tables_needed(raw.model, s) & broken)
+        if missing:
+            reason = "; ".join(str(p) for p in problems if p.table in missing)
+            rejected.append(
+                RejectedSchedule(
+                    s.schedule_id, s.name, f"schedule {s.schedule_id} ({s.name}): {reason}"
+                )
+            )
+            continue
+        runnable.append(s)
         if s.template_id in errors:
             rejected.append(
                 RejectedSchedule(
@@ -84,8 +138,60 @@ def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
     for r in rejected:
         log.warning("schedule problem: %s", r.reason)
     templates: dict[int, CompiledTemplate | str] = {**compiled, **errors}
-    schedules = ScheduleSet(raw.schedules, raw.templates, tuple(rejected))
-    return LoadedSchedules(schedules, templates, tuple(rejected))
+    schedules = ScheduleSet(tuple(runnable), raw.templates, tuple(rejected), raw.model)
+    loaded = LoadedSchedules(
+        schedules, templates, tuple(rejected), tuple(problems), snapshot.version
+    )
+    with _COMPILED_LOCK:
+        if len(_COMPILED) > 32:
+            _COMPILED.clear()
+        _COMPILED[key] = loaded
+    return loaded
+
+
+def _tables_needed(model: SourceModel, s: Schedule) -> set[str]:
+    """The tables a schedule reads through the model: a broken one stops only its schedules."""
+    tables = {s.source_table}
+    if s.event_type == EventType.DELETE and model.tombstone:
+        tables.add(model.tombstone.table)
+    if s.audience in (Audience.AGENT, Audience.AGENT_CONTACTS):
+        tables.add(model.agent.table)
+        if model.relations.agent_office:
+            tables.add(model.relations.agent_office.to)
+    if s.audience in (Audience.RECORD_CONTACT, Audience.AGENT_CONTACTS):
+        tables.add(model.contact.table)
+    if s.audience == Audience.AGENT_CONTACTS and model.relations.agent_contacts:
+        tables.add(model.relations.agent_contacts.table)
+    if s.uses_agent_totals and model.totals:
+        tables.update(model.totals.tables)
+    return tables
+
+
+def schedules_of_version(
+    store: NotificationStore, version: str, replica: ReplicaReader
+) -> LoadedSchedules | None:
+    body = store.snapshot(version)
+    return loaded_from(ScheduleSnapshot(version, body), replica) if body is not None else None
+
+
+def schedules_for_run(
+    replica: ReplicaReader, store: NotificationStore, run_id: str
+) -> LoadedSchedules:
+    """The one snapshot of schedules a run works from: the one its first step took, or else
+    (the first step of this run) read now, kept in the store and bound to the run."""
+    version = store.run_version(run_id)
+    if version is not None:
+        loaded = schedules_of_version(store, version, replica)
+        if loaded is not None:
+            return loaded
+    snapshot = ScheduleSnapshot.of(replica.schedule_source())
+    store.save_snapshot(snapshot.version, snapshot.body)
+    bound = store.bind_run(run_id, snapshot.version)
+    if bound != snapshot.version:
+        loaded = schedules_of_version(store, bound, replica)
+        if loaded is not None:
+            return loaded
+    return loaded_from(snapshot, replica)
 
 
 @dataclass
@@ -113,7 +219,9 @@ class Runtime:
                 bus = InProcessBus()
         return cls(
             settings=settings,
-            replica_factory=lambda: ReplicaReader.open(settings.replica_url, REPLICA_PASSWORD_ENV),
+            replica_factory=lambda: ReplicaReader.open(
+                settings.replica_url, REPLICA_PASSWORD_ENV, model=load_model(settings.source_model)
+            ),
             store_factory=lambda: NotificationStore.open(settings.store_url, STORE_PASSWORD_ENV),
             bus=bus,
             senders_factory=lambda: make_senders(settings),
@@ -160,6 +268,9 @@ def make_senders(settings: Settings) -> dict[str, Sender]:
         sms_base_url=settings.sms_base_url,
         timeout=settings.provider_timeout_seconds,
         pool_size=settings.send_concurrency,
+        webhook_public_url=settings.webhook_public_url,
+        unsubscribe_secret=os.environ.get(UNSUBSCRIBE_SECRET_ENV),
+        unsubscribe_mailto=settings.unsubscribe_mailto,
     )
 
 
@@ -203,12 +314,17 @@ def stage_change_window(
         watermark.describe(),
         result.total_rows_read,
     )
+    if loaded.version:
+        rt.store.set_window_version(window.partition_key, loaded.version)
     return result, watermark
 
 
 def stage_agent_totals(rt: Runtime, window: Window) -> int:
     agents = rt.store.window_agents(window.partition_key)
-    return rt.store.recompute_totals(agents, window.end) if agents else 0
+    totals = rt.replica.model.totals
+    if not agents or totals is None:
+        return 0
+    return rt.store.recompute_totals(agents, window.end, totals.listings.active_value)
 
 
 def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> CandidateResult:
@@ -231,7 +347,7 @@ def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> Ca
 def _wait_or_work(
     rt: Runtime,
     kind: JobKind,
-    handler_factory: Callable[[list[Callable[[], None]]], Callable],
+    handler_factory: Callable[[list[Callable[[], None]]], Callable[[Job], Any]],
     remaining: Callable[[], int],
     log_progress: Callable[[str], None],
     republish: Callable[[], int] | None = None,
@@ -317,7 +433,7 @@ class _Completion:
 def _work(
     rt: Runtime,
     kind: JobKind,
-    handler_factory: Callable[[], Callable],
+    handler_factory: Callable[[], Callable[[Job], Any]],
     remaining: Callable[[], int],
     log_progress: Callable[[str], None],
     started: datetime,
@@ -396,7 +512,7 @@ def stage_render(
     if pending and not (standing and rt.bus.idle(JobKind.RENDER) is False):
         publish(pending)
 
-    def handler_factory(closers):
+    def handler_factory(closers: list[Callable[[], None]]) -> RenderWorker:
         replica = rt.replica_factory()
         worker_store = rt.store_factory()
         closers += [replica.close, worker_store.close]
@@ -407,6 +523,7 @@ def stage_render(
             loaded.templates,
             rt.settings.window_minutes,
             sms_max_segments=rt.settings.sms_max_segments,
+            schedule_version=loaded.version,
         )
 
     _wait_or_work(
@@ -432,7 +549,7 @@ def stage_deliver(
         make_jobs(JobKind.SEND, window.partition_key, ids, rt.settings.send_batch)
     )
 
-    def handler_factory(closers):
+    def handler_factory(closers: list[Callable[[], None]]) -> SendWorker:
         worker_store = rt.store_factory()
         senders = rt.senders_factory()
         worker = SendWorker(

@@ -19,6 +19,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from darwin_notify_assets.domain.html_text import html_to_text
+from darwin_notify_assets.domain.model import Recipient
 from darwin_notify_assets.domain.schedules import Channel, ScheduleSet, Template
 from darwin_notify_assets.domain.sms import sms_segments
 
@@ -133,7 +134,7 @@ def compile_templates(
 
 def _render(template: Any, context: Mapping[str, Any], name: str, part: str) -> str:
     try:
-        return template.render(context)
+        return str(template.render(context))
     except TemplateError as exc:
         raise RenderError(f"template {name!r} ({part}): {exc.message or exc}") from None
     except Exception as exc:  # noqa: BLE001 - a filter or value raised: this message only
@@ -234,7 +235,8 @@ def _valid_phone(number: str, region: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def address_for(channel: str, person: Mapping[str, Any]) -> str:
+def address_for(channel: str, person: Mapping[str, Any], recipient: Recipient) -> str:
+    """The person's address on ``channel``, from the columns the source model names."""
     if channel == Channel.EMAIL:
-        return check_email(person.get("Email"))
-    return check_phone(person.get("MobilePhone"))
+        return check_email(person.get(recipient.email))
+    return check_phone(person.get(recipient.phone))

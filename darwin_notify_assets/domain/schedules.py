@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from darwin_notify_assets.domain.model import SourceModel, load_model
 from darwin_notify_assets.errors import ScheduleError
 
 
@@ -55,7 +56,7 @@ def _num(value: Any) -> Any:
 def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return a is not None and b is not None and bool(a) == bool(b)
-    return _num(a) == _num(b)
+    return bool(_num(a) == _num(b))
 
 
 def _ordered(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any, Any], bool]:
@@ -79,7 +80,7 @@ def _moved(direction: int) -> Callable[[Any, Any, Any], bool]:
         if new is None or old is None:
             return False
         delta = _num(new) - _num(old)
-        return delta < 0 if direction < 0 else delta > 0
+        return bool(delta < 0 if direction < 0 else delta > 0)
 
     return check
 
@@ -164,6 +165,7 @@ class ScheduleSet:
     schedules: tuple[Schedule, ...]
     templates: Mapping[int, Template]
     rejected: tuple[RejectedSchedule, ...] = field(default=())
+    model: SourceModel = field(default_factory=load_model)
 
     @property
     def source_tables(self) -> tuple[str, ...]:
@@ -190,54 +192,62 @@ class ScheduleSet:
         raise KeyError(schedule_id)
 
 
-# Tables an event on which can be addressed to someone, and how to find the agent and contact.
-AGENT_COLUMN = "AgentID"
-CONTACT_COLUMN = {"People": "PeopleID", "Deal": "BuyerPeopleID"}
-DELETED_RECORD_TABLE = "DeletedRecord"
-DELETED_WATCH_COLUMN = "DeletedDate"
-
-
 def parse_schedule(
     row: Mapping[str, Any],
     catalog: Mapping[str, Sequence[str]],
     templates: Mapping[int, Template],
+    model: SourceModel | None = None,
 ) -> Schedule:
-    """Validate one NotificationSchedule row against the catalog; raise ScheduleError."""
-    name = row.get("Name") or f"schedule {row.get('ScheduleID')}"
+    """Validate one schedule row against the model and the catalog; raise ScheduleError."""
+    model = model or load_model()
+    c = model.schedules.columns
+    name = row.get(c["name"]) or f"schedule {row.get(c['schedule_id'])}"
 
     def fail(reason: str) -> ScheduleError:
-        return ScheduleError(f"schedule {row.get('ScheduleID')} ({name}): {reason}")
+        return ScheduleError(f"schedule {row.get(c['schedule_id'])} ({name}): {reason}")
 
-    table = row.get("SourceTable") or ""
+    table = row.get(c["source_table"]) or ""
     if table not in catalog:
         raise fail(f"unknown source table {table!r}")
     columns = set(catalog[table])
+    if table not in model.tables:
+        raise fail(f"the source model does not describe table {table!r}")
     try:
-        event_type = EventType(str(row.get("EventType", "")).lower())
-        channel = Channel(str(row.get("Channel", "")).lower())
-        audience = Audience(str(row.get("Audience", "")).lower())
-        scope = DedupeScope(str(row.get("DedupeScope", "")).lower())
+        event_type = EventType(str(row.get(c["event_type"], "")).lower())
+        channel = Channel(str(row.get(c["channel"], "")).lower())
+        audience = Audience(str(row.get(c["audience"], "")).lower())
+        scope = DedupeScope(str(row.get(c["dedupe_scope"], "")).lower())
     except ValueError as exc:
         raise fail(str(exc)) from None
-    watch = row.get("WatchColumn") or ""
+    watch = row.get(c["watch_column"]) or ""
     if event_type == EventType.DELETE:
-        if watch not in ("", DELETED_WATCH_COLUMN):
-            raise fail(f"delete schedules watch DeletedRecord.DeletedDate, not {watch!r}")
-        watch = DELETED_WATCH_COLUMN
+        tomb = model.tombstone
+        if tomb is None or model.tables.get(table) is None or not model.tables[table].deletions:
+            raise fail(f"the source model says nothing of how deletions on {table} are found")
+        if watch not in ("", tomb.time_column):
+            raise fail(f"delete schedules watch {tomb.table}.{tomb.time_column}, not {watch!r}")
+        watch = tomb.time_column
     elif watch not in columns:
         raise fail(f"unknown watch column {table}.{watch}")
-    changed = tuple(c.strip() for c in (row.get("ChangedColumns") or "").split(",") if c.strip())
+    changed = tuple(
+        col.strip() for col in (row.get(c["changed_columns"]) or "").split(",") if col.strip()
+    )
     for col in changed:
         if col not in columns:
             raise fail(f"unknown changed column {table}.{col}")
     if changed and event_type != EventType.UPDATE:
-        raise fail("ChangedColumns only applies to update schedules")
-    criteria = parse_criteria(row.get("Criteria"), table, columns, fail)
-    if audience != Audience.RECORD_CONTACT and AGENT_COLUMN not in columns and table != "Agent":
-        raise fail(f"audience {audience} needs {table}.{AGENT_COLUMN}")
-    if audience == Audience.RECORD_CONTACT and table not in CONTACT_COLUMN:
+        raise fail(f"{c['changed_columns']} only applies to update schedules")
+    criteria = parse_criteria(row.get(c["criteria"]), table, columns, fail)
+    agent_column = model.agent_column(table)
+    if audience != Audience.RECORD_CONTACT and (
+        agent_column is None or (table != model.agent.table and agent_column not in columns)
+    ):
+        raise fail(f"audience {audience} needs {table}.{agent_column or 'an agent column'}")
+    if audience == Audience.RECORD_CONTACT and model.contact_column(table) is None:
         raise fail(f"audience record_contact needs a contact on {table}")
-    template_id = row.get("TemplateID")
+    if audience == Audience.AGENT_CONTACTS and model.relations.agent_contacts is None:
+        raise fail("audience agent_contacts needs relations.agent_contacts in the source model")
+    template_id = row.get(c["template_id"])
     template = templates.get(int(template_id)) if template_id is not None else None
     if template is None:
         raise fail(f"unknown template {template_id!r}")
@@ -248,7 +258,7 @@ def parse_schedule(
     if channel == Channel.SMS and not template.sms_body:
         raise fail(f"template {template.name!r} has no SMS body")
     return Schedule(
-        schedule_id=int(row["ScheduleID"]),
+        schedule_id=int(row[c["schedule_id"]]),
         name=str(name),
         source_table=table,
         event_type=event_type,
@@ -257,9 +267,9 @@ def parse_schedule(
         criteria=criteria,
         channel=channel,
         audience=audience,
-        template_id=int(template_id),
+        template_id=int(str(template_id)),
         dedupe_scope=scope,
-        uses_agent_totals=bool(row.get("UsesAgentTotals")),
+        uses_agent_totals=bool(row.get(c["uses_agent_totals"])),
     )
 
 
@@ -297,28 +307,32 @@ def build_schedule_set(
     schedule_rows: Sequence[Mapping[str, Any]],
     template_rows: Sequence[Mapping[str, Any]],
     catalog: Mapping[str, Sequence[str]],
+    model: SourceModel | None = None,
 ) -> ScheduleSet:
+    model = model or load_model()
+    t = model.templates.columns
     templates = {
-        int(t["TemplateID"]): Template(
-            template_id=int(t["TemplateID"]),
-            name=str(t["Name"]),
-            subject=t.get("Subject"),
-            html_body=t.get("HtmlBody"),
-            text_body=t.get("TextBody"),
-            sms_body=t.get("SmsBody"),
+        int(r[t["template_id"]]): Template(
+            template_id=int(r[t["template_id"]]),
+            name=str(r[t["name"]]),
+            subject=r.get(t["subject"]),
+            html_body=r.get(t["html_body"]),
+            text_body=r.get(t["text_body"]),
+            sms_body=r.get(t["sms_body"]),
         )
-        for t in template_rows
+        for r in template_rows
     }
+    c = model.schedules.columns
     good, bad = [], []
     for row in schedule_rows:
         try:
-            good.append(parse_schedule(row, catalog, templates))
+            good.append(parse_schedule(row, catalog, templates, model))
         except ScheduleError as exc:
             bad.append(
                 RejectedSchedule(
-                    schedule_id=int(row.get("ScheduleID") or 0),
-                    name=str(row.get("Name") or ""),
+                    schedule_id=int(row.get(c["schedule_id"]) or 0),
+                    name=str(row.get(c["name"]) or ""),
                     reason=str(exc),
                 )
             )
-    return ScheduleSet(schedules=tuple(good), templates=templates, rejected=tuple(bad))
+    return ScheduleSet(schedules=tuple(good), templates=templates, rejected=tuple(bad), model=model)

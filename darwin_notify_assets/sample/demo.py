@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from darwin_notify_assets.config import Settings
 from darwin_notify_assets.domain.audit import audit_report, rendered_count
@@ -24,6 +24,9 @@ from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 from darwin_notify_assets.domain.privacy import mask_text
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.db import connect
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 DEMO_START = datetime(2026, 3, 2, 14, 0)
 
@@ -49,7 +52,7 @@ class DemoOptions:
     size: str = "demo"
 
 
-def _dagster_instance(home: Path):
+def _dagster_instance(home: Path) -> "DagsterInstance":
     from dagster import DagsterInstance
 
     dagster_home = home / "dagster_home"

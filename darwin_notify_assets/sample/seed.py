@@ -1119,9 +1119,9 @@ def generate_base(size: SeedSize, seed: int, start: datetime) -> Dataset:
         created = oldest + timedelta(microseconds=rng.randrange(span_us))
         modified = _between(rng, created, before) if rng.random() < 0.3 else created
         row = _contact_row(rng, people_id, agent_id, agent_metro[agent_id], created, modified, 0.0)
-        overrides = deliberate_at.get(people_id)
-        if overrides:
-            row = _apply_overrides(row, overrides, people_columns)
+        found = deliberate_at.get(people_id)
+        if found:
+            row = _apply_overrides(row, found, people_columns)
         people.append(row)
         contacts_of[agent_id].append(people_id)
 
@@ -1299,7 +1299,7 @@ class _World:
         }
 
     def take_id(self, table: str) -> int:
-        value = self.next_id[table]
+        value = int(self.next_id[table])
         self.next_id[table] = value + 1
         return value
 
@@ -1681,10 +1681,12 @@ def seed_database(
     windows: int,
     window_minutes: int = 5,
     intensity: float = 1.0,
+    on_window: Callable[["WindowSummary"], None] | None = None,
 ) -> SeedSummary:
     """Create the schema, write the base dataset and apply ``windows`` windows of changes.
 
-    The tables must be empty (or absent). Windows start at ``start``.
+    The tables must be empty (or absent). Windows start at ``start``. ``on_window`` is told
+    of each window once it is applied (a progress bar).
 
     Returns:
         Counts of what was written, per table and per window.
@@ -1703,5 +1705,7 @@ def seed_database(
                 by_operation=by_operation,
             )
         )
+        if on_window is not None:
+            on_window(summaries[-1])
     logger.info("seeded %s: %d base tables, %d windows", db, len(base_rows), len(summaries))
     return SeedSummary(base_rows=base_rows, windows=tuple(summaries))

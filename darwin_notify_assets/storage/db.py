@@ -113,7 +113,7 @@ class Database:
         cur.execute(sql, tuple(params))
         return cur
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self.execute(sql, params)
         try:
             _, rows = self.sql_dialect.result(cur)
@@ -131,7 +131,7 @@ class Database:
 
     def stream(
         self, sql: str, params: Sequence[Any] = (), batch_size: int = 5000
-    ) -> Iterator[tuple[list[str], list[tuple]]]:
+    ) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
         """Yield ``(column_names, rows)`` in batches without buffering the whole result."""
         cur = self.execute(sql, params)
         names = [d[0] for d in cur.description]
@@ -204,10 +204,10 @@ class Database:
 
     def bulk_query(
         self, sql: str, rows: Iterable[Sequence[Any]], trailing: Sequence[Any] = ()
-    ) -> list[tuple]:
+    ) -> list[tuple[Any, ...]]:
         """Like ``bulk_execute``, for a statement that returns rows; returns all of them."""
         rows = rows if isinstance(rows, list) else list(rows)
-        out: list[tuple] = []
+        out: list[tuple[Any, ...]] = []
         if not rows:
             return out
         for text, params, _ in self.sql_dialect.bulk_statements(sql, rows, trailing):

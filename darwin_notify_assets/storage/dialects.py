@@ -258,16 +258,30 @@ class SqlServer(Dialect):
         # the rest of a multi-statement batch run on.
         return ("SET XACT_ABORT ON",)
 
+    def ts(self, value: datetime | None) -> Any:
+        """A timestamp parameter as ISO 8601 text with seven fractional digits, naive UTC.
+
+        Bound as a ``datetime`` it lost its fractional seconds on the way through pyodbc and
+        ODBC Driver 18 to Babelfish; SQL Server reads this text as ``datetime2(7)`` exactly and
+        whatever the session's language or DATEFORMAT (the ``T`` form is never ambiguous).
+        """
+        value = super().ts(value)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0" if value is not None else None
+
     def connection_string(self, url: "DatabaseUrl", password: str | None, read_only: bool) -> str:
-        opts = dict(url.options)
+        opts = {k.lower(): v for k, v in url.options}
+        encrypt = _mssql_option(opts, "Encrypt", "yes", MSSQL_ENCRYPT)
+        trust = _mssql_option(opts, "TrustServerCertificate", "no", MSSQL_YES_NO)
         parts = [
             "DRIVER=" + odbc_value(opts.get("driver", "ODBC Driver 18 for SQL Server")),
             f"SERVER={url.host},{url.port or 1433}",
             f"DATABASE={url.database}",
             f"UID={url.user}",
-            f"Encrypt={opts.get('encrypt', 'yes')}",
-            f"TrustServerCertificate={opts.get('trustservercertificate', 'no')}",
+            f"Encrypt={encrypt}",
+            f"TrustServerCertificate={trust}",
         ]
+        if "hostnameincertificate" in opts:
+            parts.append("HostNameInCertificate=" + odbc_value(opts["hostnameincertificate"]))
         if password:
             parts.append("PWD=" + odbc_value(password))
         if read_only:
@@ -284,6 +298,22 @@ class SqlServer(Dialect):
             f"lets this login write ({', '.join(found)}); give the replica's login SELECT on "
             "the watched tables only"
         )
+
+
+# The values ODBC Driver 18 takes for Encrypt (strict: TDS 8.0, TLS before the login
+# packet) and TrustServerCertificate.
+MSSQL_ENCRYPT = frozenset({"yes", "no", "strict", "mandatory", "optional"})
+MSSQL_YES_NO = frozenset({"yes", "no"})
+
+
+def _mssql_option(opts: Mapping[str, str], name: str, default: str, allowed: frozenset[str]) -> str:
+    value = opts.get(name.lower(), default).strip().lower()
+    if value not in allowed:
+        raise ConfigurationError(
+            f"the SQL Server URL's {name} must be one of {', '.join(sorted(allowed))}, "
+            f"not {value!r}"
+        )
+    return value
 
 
 def mssql_write_permissions(rows: Sequence[Sequence[Any]]) -> list[str]:

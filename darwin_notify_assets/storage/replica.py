@@ -10,28 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from darwin_notify_assets.domain.schedules import (
-    DELETED_RECORD_TABLE,
-    ScheduleSet,
-    build_schedule_set,
-)
+from darwin_notify_assets.domain.model import SourceModel, load_model
+from darwin_notify_assets.domain.schedules import ScheduleSet, build_schedule_set
 from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_assets.storage.db import Database, as_datetime, connect
 from darwin_notify_assets.storage.dialects import placeholders
 from darwin_notify_assets.storage.sqlfiles import read_queries
 
 log = logging.getLogger(__name__)
-
-# Keys of the sample schema's tables; a customer schema adds its own here.
-PRIMARY_KEYS = {
-    "Office": "OfficeID",
-    "Agent": "AgentID",
-    "People": "PeopleID",
-    "Property": "PropertyID",
-    "Deal": "DealID",
-    "NotificationTemplate": "TemplateID",
-    "NotificationSchedule": "ScheduleID",
-}
 
 
 @dataclass(frozen=True)
@@ -67,18 +53,24 @@ def _iso(value: datetime | None) -> str:
 class ReplicaReader:
     """Read-only access to darwin.Cloud's replica."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, model: SourceModel | None = None):
         if not db.read_only:
             raise ConfigurationError(f"{db} must be opened read-only to serve as the replica")
         self.db = db
+        self.model = model or load_model()
         self.queries = read_queries(db.dialect, "replica_queries.sql")
         self._catalog: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def open(
-        cls, url: str, password_env: str | None = None, password: str | None = None
+        cls,
+        url: str,
+        password_env: str | None = None,
+        password: str | None = None,
+        model: SourceModel | None = None,
     ) -> "ReplicaReader":
-        return cls(connect(url, read_only=True, password_env=password_env, password=password))
+        db = connect(url, read_only=True, password_env=password_env, password=password)
+        return cls(db, model)
 
     def close(self) -> None:
         self.db.close()
@@ -112,11 +104,32 @@ class ReplicaReader:
                 raise ConfigurationError(f"column {table}.{col} does not exist on the replica")
 
     def load_schedules(self) -> ScheduleSet:
-        schedule_rows = self.db.query_dicts(self.queries["active_schedules"])
-        template_rows = self.db.query_dicts(self.queries["templates"])
+        return build_schedule_set(**self.schedule_source(), model=self.model)
+
+    def schedule_source(self) -> dict[str, Any]:
+        """What schedules are built from: the active schedules' and the templates' rows, and
+        the columns of the tables they name (``build_schedule_set``'s arguments but the
+        model)."""
+        q = self.db.quote
+        sched, tmpl = self.model.schedules, self.model.templates
+        self.checked(sched.table, *sched.columns.values())
+        self.checked(tmpl.table, *tmpl.columns.values())
+        c = sched.columns
+        schedule_rows = self.db.query_dicts(
+            f"SELECT * FROM {q(sched.table)} WHERE {q(c['is_active'])} = ? "
+            f"ORDER BY {q(c['schedule_id'])}",
+            [True],
+        )
+        template_cols = ", ".join(q(col) for col in tmpl.columns.values())
+        template_rows = self.db.query_dicts(f"SELECT {template_cols} FROM {q(tmpl.table)}")
         self._done()
-        tables = sorted({str(r.get("SourceTable") or "") for r in schedule_rows} - {""})
-        return build_schedule_set(schedule_rows, template_rows, self.catalog(tables))
+        source = c["source_table"]
+        tables = sorted({str(r.get(source) or "") for r in schedule_rows} - {""})
+        return {
+            "schedule_rows": schedule_rows,
+            "template_rows": template_rows,
+            "catalog": self.catalog(tables),
+        }
 
     # -- replica state --------------------------------------------------------------------------
     def watermark(self) -> ReplicaWatermark:
@@ -170,18 +183,19 @@ class ReplicaReader:
     def read_deletions(
         self, tables: Sequence[str], start: datetime, end: datetime
     ) -> list[tuple[str, int, datetime]]:
-        if not tables:
+        tomb = self.model.tombstone
+        if not tables or tomb is None:
             return []
+        self.checked(tomb.table, tomb.table_column, tomb.key_column, tomb.time_column)
         q = self.db.quote
+        name, key, at = q(tomb.table_column), q(tomb.key_column), q(tomb.time_column)
         sql = (
-            f"SELECT {q('TableName')}, {q('RecordID')}, {q('DeletedDate')} "
-            f"FROM {q(DELETED_RECORD_TABLE)} "
-            f"WHERE {q('DeletedDate')} >= ? AND {q('DeletedDate')} < ? "
-            f"AND {q('TableName')} IN ({placeholders(len(tables))})"
+            f"SELECT {name}, {key}, {at} FROM {q(tomb.table)} "
+            f"WHERE {at} >= ? AND {at} < ? AND {name} IN ({placeholders(len(tables))})"
         )
         rows = self.db.query(sql, [self.db.ts(start), self.db.ts(end), *tables])
         self._done()
-        return [(str(t), int(rid), as_datetime(d)) for t, rid, d in rows]
+        return [(str(t), int(rid), as_datetime(d) or datetime.min) for t, rid, d in rows]
 
     def earliest_change(
         self, table: str, watch_columns: Sequence[str], since: datetime
@@ -194,17 +208,22 @@ class ReplicaReader:
             sql = f"SELECT MIN({q(column)}) FROM {q(table)} WHERE {q(column)} >= ?"
             value = self.db.scalar(sql, [self.db.ts(since)])
             if value is not None:
-                found.append(as_datetime(value))
+                moment = as_datetime(value)
+                if moment is not None:
+                    found.append(moment)
         self._done()
         return min(found, default=None)
 
     def earliest_deletion(self, tables: Sequence[str], since: datetime) -> datetime | None:
-        if not tables:
+        tomb = self.model.tombstone
+        if not tables or tomb is None:
             return None
+        self.checked(tomb.table, tomb.table_column, tomb.time_column)
         q = self.db.quote
+        at = q(tomb.time_column)
         sql = (
-            f"SELECT MIN({q('DeletedDate')}) FROM {q(DELETED_RECORD_TABLE)} "
-            f"WHERE {q('DeletedDate')} >= ? AND {q('TableName')} IN ({placeholders(len(tables))})"
+            f"SELECT MIN({at}) FROM {q(tomb.table)} WHERE {at} >= ? "
+            f"AND {q(tomb.table_column)} IN ({placeholders(len(tables))})"
         )
         value = self.db.scalar(sql, [self.db.ts(since), *tables])
         self._done()
@@ -226,7 +245,7 @@ class ReplicaReader:
         self, table: str, ids: Sequence[int], key: str | None = None
     ) -> dict[int, dict[str, Any]]:
         """Rows by key, one statement per batch of ids."""
-        key = key or PRIMARY_KEYS[table]
+        key = key or self.model.key_of(table)
         self.checked(table, key)
         q = self.db.quote
         cols = ", ".join(q(c) for c in self.columns(table))

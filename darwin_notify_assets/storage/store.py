@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from darwin_notify_assets.domain.delivery import RANK, SUPPRESSING, DeliveryEvent
 from darwin_notify_assets.domain.messages import (
     FINAL_STATUSES,
     MessageStatus,
@@ -130,6 +131,8 @@ class OutboundMessage:
     message_id: int | None = None
     #: The claim that holds the message for sending (set by ``claim``).
     claim_token: str | None = None
+    # The schedule snapshot it was rendered from (see ``save_snapshot``).
+    schedule_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,13 +188,66 @@ class NotificationStore:
         self.db.close()
 
     def ensure_schema(self) -> None:
+        """Create what is missing: the schema, then the upgrades of ``store_upgrades.sql``
+        (forward only) whose column an older store lacks."""
         self.db.run_script(read_script(self.db.dialect, "store_schema.sql"))
-        if self.db.dialect == "sqlite":
-            # SQLite has no ADD COLUMN IF NOT EXISTS: a store made before the column gets it here.
+        for name, statement in read_queries(self.db.dialect, "store_upgrades.sql").items():
+            table, column = name.split("__")
+            if not self._has_column(table, column):
+                with self.db.transaction():
+                    self.db.execute(statement).close()
+
+    def _has_column(self, table: str, column: str) -> bool:
+        qualified = f"dbo.{table}" if self.db.dialect == "mssql" else table
+        try:
             with self.db.transaction():
-                columns = {r[1] for r in self.db.query("PRAGMA table_info(message)")}
-                if "requested_at" not in columns:
-                    self.db.execute("ALTER TABLE message ADD COLUMN requested_at TEXT").close()
+                self.db.query(f"SELECT {column} FROM {qualified} WHERE 1 = 0")
+        except Exception:  # noqa: BLE001 - the driver's error class differs per database
+            return False
+        return True
+
+    # -- schedule snapshots ---------------------------------------------------------------------
+    def save_snapshot(self, version: str, body: str) -> None:
+        """Keep the schedules and templates of ``version`` (once: a version never changes)."""
+        with self.db.transaction():
+            self.db.execute(
+                self._sql("insert_schedule_snapshot"), [version, body, self.db.ts(utcnow())]
+            ).close()
+
+    def snapshot(self, version: str) -> str | None:
+        with self.db.transaction():
+            rows = self._rows("select_schedule_snapshot", [version])
+        return str(rows[0][0]) if rows else None
+
+    def bind_run(self, run_id: str, version: str) -> str:
+        """The version a run uses: the first one bound to it stays; returns it."""
+        with self.db.transaction():
+            self.db.execute(
+                self._sql("insert_run_schedule"), [run_id, version, self.db.ts(utcnow())]
+            ).close()
+            rows = self._rows("select_run_schedule", [run_id])
+        return str(rows[0][0])
+
+    def run_version(self, run_id: str) -> str | None:
+        with self.db.transaction():
+            rows = self._rows("select_run_schedule", [run_id])
+        return str(rows[0][0]) if rows else None
+
+    def queue_health(self, stuck_before: datetime) -> tuple[int, datetime | None, int]:
+        """Queued messages, the oldest one's creation time, and claims stuck since before
+        ``stuck_before``."""
+        with self.db.transaction():
+            queued, oldest = self._rows("select_queue_health", [str(MessageStatus.QUEUED)])[0]
+            stuck = self._rows(
+                "count_stuck_claims", [str(MessageStatus.SENDING), self.db.ts(stuck_before)]
+            )[0][0]
+        return int(queued or 0), as_datetime(oldest), int(stuck or 0)
+
+    def set_window_version(self, partition_key: str, version: str) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                self._sql("update_window_schedule_version"), [version, partition_key]
+            ).close()
 
     def _sql(self, name: str, listed: int | None = None) -> str:
         """The named statement; ``listed`` fills its ``{list}`` with that many ``?``."""
@@ -205,7 +261,7 @@ class NotificationStore:
             return sql.replace(LIST_MARK, placeholders(listed))
         return sql
 
-    def _rows(self, name: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def _rows(self, name: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.db.query(self._sql(name), params)
 
     def _listed(
@@ -214,7 +270,7 @@ class NotificationStore:
         values: Sequence[Any],
         before: Sequence[Any] = (),
         after: Sequence[Any] = (),
-    ) -> Iterator[list[tuple]]:
+    ) -> Iterator[list[tuple[Any, ...]]]:
         """Run a statement with an IN list once per batch of ``values``; yields each result."""
         for chunk in self.db.in_batches(list(values), extra_params=len(before) + len(after)):
             yield self.db.query(self._sql(name, len(chunk)), [*before, *chunk, *after])
@@ -301,7 +357,8 @@ class NotificationStore:
     ) -> int:
         """Write one batch of detection results in one transaction; returns new events.
 
-        ``events`` fire and ``skipped`` do not; see ``record_decisions``.
+        ``events`` fire and ``skipped`` do not; see ``record_decisions``. ``removed`` names
+        deleted ledger rows as ``("deal" | "listing", key)``.
         """
         db = self.db
         now = db.ts(utcnow())
@@ -336,9 +393,9 @@ class NotificationStore:
                 [(d, a, db.ts(p), _money(s), _money(c)) for d, a, p, s, c in deals],
             )
             db.bulk_execute(self._sql("upsert_listing_ledger"), list(listings))
-            self._execute_listed("delete_deal_ledger_rows", [r for t, r in removed if t == "Deal"])
+            self._execute_listed("delete_deal_ledger_rows", [r for k, r in removed if k == "deal"])
             self._execute_listed(
-                "delete_listing_ledger_rows", [r for t, r in removed if t == "Property"]
+                "delete_listing_ledger_rows", [r for k, r in removed if k == "listing"]
             )
             db.bulk_execute(self._sql("insert_window_agents"), sorted(set(window_agents)))
         return inserted
@@ -377,8 +434,12 @@ class NotificationStore:
             rows = self._rows("select_window_agents", [partition_key, partition_key, True])
         return sorted(int(r[0]) for r in rows)
 
-    def recompute_totals(self, agent_ids: Sequence[int], through: datetime) -> int:
+    def recompute_totals(
+        self, agent_ids: Sequence[int], through: datetime, active_status: str
+    ) -> int:
         """Recompute these agents' year-to-date production from the ledgers.
+
+        A listing counts as active when its status is ``active_status`` (the source model's).
 
         The ledgers hold the replica's rows as last read, so the totals include every change
         read so far; ``computed_through`` never moves backwards when an older window reruns.
@@ -400,7 +461,7 @@ class NotificationStore:
                 active = {
                     int(a): int(n)
                     for a, n in db.query(
-                        self._sql("select_listing_counts", len(chunk)), [*chunk, "Active"]
+                        self._sql("select_listing_counts", len(chunk)), [*chunk, active_status]
                     )
                 }
                 rows = []
@@ -436,7 +497,7 @@ class NotificationStore:
                         volume_ytd=Decimal(str(volume)),
                         commission_ytd=Decimal(str(commission)),
                         active_listings=int(active),
-                        computed_through=as_datetime(through),
+                        computed_through=as_datetime(through) or datetime.min,
                     )
         return out
 
@@ -583,6 +644,7 @@ class NotificationStore:
                         0,
                         now,
                         now,
+                        m.schedule_version,
                     )
                     for m in messages
                 ],
@@ -603,10 +665,13 @@ class NotificationStore:
     def claim(self, message_ids: Sequence[int]) -> list[OutboundMessage]:
         """Move ``queued -> sending`` for the given ids; return only the ones this call won.
 
-        The claim is committed before any provider is called. A message is handed to the
-        provider only after ``mark_requested`` stamped it under this claim, so a message of the
-        given ids still ``sending`` without that stamp (its worker died before its request)
-        is claimed again here: it provably never reached a provider.
+        First, in the same transaction, every one whose address or recipient has an active
+        opt-out (``suppression``) becomes ``suppressed`` with that reason: an unsubscribe that
+        arrived after rendering stops the send. The claim is committed before any provider is
+        called. A message is handed to the provider only after ``mark_requested`` stamped it
+        under this claim, so a message of the given ids still ``sending`` without that stamp
+        (its worker died before its request) is claimed again here: it provably never reached
+        a provider.
         """
         expected, new = MessageStatus.QUEUED, MessageStatus.SENDING
         check_transition(expected, new)
@@ -628,6 +693,7 @@ class NotificationStore:
                     int(r["message_id"])
                     for r in db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
                 }
+            self._suppress_opted_out(message_ids, token, now)
             self._execute_listed(
                 "claim_messages",
                 message_ids,
@@ -641,9 +707,9 @@ class NotificationStore:
             reason = "claimed again: the previous claim never handed it to the provider"
             self._history(
                 [
-                    (m.message_id, new, new, reason)
+                    (int(m.message_id or 0), new, new, reason)
                     if m.message_id in again
-                    else (m.message_id, expected, new, None)
+                    else (int(m.message_id or 0), expected, new, None)
                     for m in claimed
                 ],
                 now,
@@ -688,6 +754,25 @@ class NotificationStore:
             if outcomes:
                 self.finish(outcomes)
             return self.mark_requested(claim_token, next_ids)
+
+    def _suppress_opted_out(self, message_ids: Sequence[int], token: str, now: Any) -> None:
+        """``queued -> suppressed`` for the listed messages with an active opt-out: one
+        statement per batch of ids, then their history rows. Part of the caller's
+        transaction."""
+        expected, new = MessageStatus.QUEUED, MessageStatus.SUPPRESSED
+        check_transition(expected, new)
+        self._execute_listed(
+            "suppress_claimable",
+            message_ids,
+            before=[str(new), token, now, True],
+            after=[str(expected), True],
+        )
+        suppressed = self.db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
+        if suppressed:
+            self._history(
+                [(int(r["message_id"]), expected, new, r["reason"]) for r in suppressed], now
+            )
+            log.info("%d messages suppressed at the claim (opted out)", len(suppressed))
 
     def finish(
         self, outcomes: Sequence[tuple[int, MessageStatus, str | None, str | None]]
@@ -787,7 +872,7 @@ class NotificationStore:
                 self._sql("requeue_unrequested_message"),
                 [str(new), reason, now, message_id, str(expected)],
             )
-            changed = cur.rowcount == 1
+            changed = bool(cur.rowcount == 1)
             cur.close()
             if changed:
                 self._history([(message_id, expected, new, reason)], now)
@@ -808,9 +893,9 @@ class NotificationStore:
             ).close()
         for _ in range(8):
             with db.transaction():
-                [(have, refilled, blocked, version)] = self._rows(
-                    "select_provider_budget", [provider]
-                )
+                [row] = self._rows("select_provider_budget", [provider])
+                have, refilled, blocked = float(row[0]), float(row[1]), float(row[2])
+                version = row[3]
                 if blocked > now:
                     return blocked - now
                 have = min(burst, have + max(0.0, now - refilled) * rate)
@@ -833,6 +918,206 @@ class NotificationStore:
         with db.transaction():
             db.execute(self._sql("insert_provider_budget"), [provider, 0.0, now, provider]).close()
             db.execute(self._sql("block_provider_budget"), [until, until, provider, until]).close()
+
+    # -- provider events, opt-outs and suppressions -------------------------------------------
+    def ping(self) -> None:
+        """One round trip to the store; raises if it cannot be reached."""
+        with self.db.transaction():
+            self._rows("ping")
+
+    def record_delivery_events(self, events: Sequence[DeliveryEvent]) -> dict[str, int]:
+        """Store provider events in one transaction: each once per dedup key, folded into its
+        message's delivery state (highest rank wins), ``unknown -> sent`` on the provider's
+        evidence, and a bounce, drop, spam report or unsubscribe of an email address put on
+        the suppression list. Returns counts: new, duplicate, unmatched (no message of ours)."""
+        db = self.db
+        now = db.ts(utcnow())
+        counts = {"new": 0, "duplicate": 0, "unmatched": 0, "resolved_unknown": 0}
+        with db.transaction():
+            for e in events:
+                found = self._event_message(e)
+                message_id = found[0] if found else None
+                cur = db.execute(
+                    self._sql("insert_delivery_event"),
+                    [
+                        e.dedup_key,
+                        e.provider,
+                        e.channel,
+                        message_id,
+                        e.provider_message_id,
+                        e.event_type,
+                        str(e.delivery_status),
+                        e.occurred_at,
+                        e.detail,
+                        now,
+                    ],
+                )
+                inserted = cur.rowcount
+                cur.close()
+                if inserted != 1:
+                    counts["duplicate"] += 1
+                    continue
+                counts["new"] += 1
+                if e.channel == "email" and e.address and e.delivery_status in SUPPRESSING:
+                    self._upsert_suppression(
+                        "address",
+                        True,
+                        SUPPRESSING[e.delivery_status],
+                        now,
+                        channel="email",
+                        address=e.address,
+                    )
+                if found is None:
+                    counts["unmatched"] += 1
+                    continue
+                mid, status = found
+                db.execute(
+                    self._sql("upsert_message_delivery"),
+                    [mid, str(e.delivery_status), RANK[e.delivery_status], now, now],
+                ).close()
+                if status == MessageStatus.UNKNOWN:
+                    reason = f"the provider reported {e.event_type} for it ({e.provider})"
+                    check_transition(MessageStatus.UNKNOWN, MessageStatus.SENT)
+                    cur = db.execute(
+                        self._sql("update_message_status"),
+                        [str(MessageStatus.SENT), reason, now, mid, str(MessageStatus.UNKNOWN)],
+                    )
+                    changed = cur.rowcount
+                    cur.close()
+                    if changed == 1:
+                        self._history(
+                            [(mid, MessageStatus.UNKNOWN, MessageStatus.SENT, reason)], now
+                        )
+                        counts["resolved_unknown"] += 1
+        return counts
+
+    def _event_message(self, e: DeliveryEvent) -> tuple[int, MessageStatus] | None:
+        rows: list[tuple[Any, ...]] = []
+        if e.message_id is not None:
+            rows = self._rows("select_message_for_event", [e.message_id])
+        if not rows and e.provider_message_id:
+            rows = self._rows("select_message_by_provider_id", [e.provider_message_id, e.channel])
+        return (int(rows[0][0]), MessageStatus(rows[0][1])) if rows else None
+
+    def delivery_state(self, message_id: int) -> tuple[str, int] | None:
+        """``(delivery_status, events folded in)`` of a message, or None before any event."""
+        with self.db.transaction():
+            rows = self._rows("select_message_delivery", [message_id])
+        return (rows[0][0], int(rows[0][2])) if rows else None
+
+    def message_recipient(self, message_id: int) -> dict[str, Any] | None:
+        """Channel, address, recipient and schedule of a message (for an unsubscribe)."""
+        with self.db.transaction():
+            rows = self.db.query_dicts(self._sql("select_message_recipient"), [message_id])
+        return rows[0] if rows else None
+
+    def set_preference(
+        self,
+        scope: str,
+        opted_out: bool,
+        reason: str,
+        *,
+        channel: str | None = None,
+        address: str | None = None,
+        recipient_kind: str | None = None,
+        recipient_id: int | None = None,
+        schedule_id: int | None = None,
+    ) -> None:
+        """Opt out (or back in) an address of a channel (``scope='address'``) or a recipient
+        for one schedule, one channel or everything; the next claim checks it."""
+        with self.db.transaction():
+            self._upsert_suppression(
+                scope,
+                opted_out,
+                reason,
+                self.db.ts(utcnow()),
+                channel=channel,
+                address=address,
+                recipient_kind=recipient_kind,
+                recipient_id=recipient_id,
+                schedule_id=schedule_id,
+            )
+
+    def _upsert_suppression(
+        self,
+        scope: str,
+        active: bool,
+        reason: str,
+        now: Any,
+        *,
+        channel: str | None = None,
+        address: str | None = None,
+        recipient_kind: str | None = None,
+        recipient_id: int | None = None,
+        schedule_id: int | None = None,
+    ) -> None:
+        if scope == "address":
+            if not channel or not address:
+                raise ValueError("an address opt-out needs a channel and an address")
+            address = address.strip().lower()
+            key = f"address:{channel}:{address}"
+        elif scope in ("schedule", "channel", "all"):
+            if not recipient_kind or recipient_id is None:
+                raise ValueError(f"a {scope} opt-out needs a recipient")
+            if scope == "schedule" and schedule_id is None:
+                raise ValueError("a schedule opt-out needs a schedule")
+            if scope == "channel" and not channel:
+                raise ValueError("a channel opt-out needs a channel")
+            target = {"schedule": schedule_id, "channel": channel, "all": "*"}[scope]
+            key = f"{scope}:{recipient_kind}:{recipient_id}:{target}"
+            if scope != "channel":
+                channel = None
+            if scope != "schedule":
+                schedule_id = None
+        else:
+            raise ValueError(f"unknown opt-out scope {scope!r}")
+        self.db.execute(
+            self._sql("upsert_suppression"),
+            [
+                key,
+                scope,
+                channel,
+                address,
+                recipient_kind,
+                recipient_id,
+                schedule_id,
+                active,
+                reason,
+                now,
+            ],
+        ).close()
+
+    def suppressions(self) -> list[dict[str, Any]]:
+        with self.db.transaction():
+            return self.db.query_dicts(self._sql("select_suppressions"))
+
+    def delivery_counts(self, partition_key: str) -> dict[str, int]:
+        """Sent messages of a window by delivery status (their highest-ranked event)."""
+        with self.db.transaction():
+            rows = self._rows("count_window_deliveries", [partition_key])
+        return {str(s): int(n) for s, n in rows}
+
+    def sent_without_delivery(self, partition_key: str, sent_before: datetime) -> int:
+        """Sent messages of a window, sent before ``sent_before``, that no event reached."""
+        return self._count(
+            "count_window_sent_without_delivery",
+            [partition_key, str(MessageStatus.SENT), self.db.ts(sent_before)],
+        )
+
+    def webhook_backlog(self, since: datetime, sent_before: datetime) -> dict[str, Any]:
+        """What a sensor observes of the webhook service: events stored since ``since``, the
+        newest one's arrival, and sent messages older than ``sent_before`` with no event."""
+        with self.db.transaction():
+            rows = self._rows(
+                "webhook_backlog",
+                [self.db.ts(since), str(MessageStatus.SENT), self.db.ts(sent_before)],
+            )
+        received, newest, waiting = rows[0]
+        return {
+            "events_received": int(received or 0),
+            "newest_event_at": as_datetime(newest),
+            "sent_without_event": int(waiting or 0),
+        }
 
     # -- audit ----------------------------------------------------------------------------------
     def status_counts(self, partition_key: str | None = None) -> dict[str, int]:
@@ -885,6 +1170,33 @@ class NotificationStore:
         with self.db.transaction():
             rows = self._rows("select_candidate_windows", [since, until])
         return [r[0] for r in rows]
+
+    # -- metadata and audit export --------------------------------------------------------------
+    def window_previews(self, partition_key: str) -> list[dict[str, Any]]:
+        """The first rendered message of each schedule in the window (subject and text part,
+        or SMS body) with its event's old and new values."""
+        with self.db.transaction():
+            rows = self._rows("select_window_previews", [partition_key])
+        return [
+            {
+                "schedule_id": int(r[0]),
+                "channel": r[1],
+                "status": r[2],
+                "subject": r[3],
+                "text": r[4] if r[4] is not None else r[5],
+                "values": [json.loads(v) for v in (r[6], r[7]) if v],
+            }
+            for r in rows
+        ]
+
+    def status_counts_by_window(self, since: str, until: str) -> dict[str, dict[str, int]]:
+        """Messages per status of each window from ``since`` through ``until`` (partition
+        keys), by window."""
+        out: dict[str, dict[str, int]] = {}
+        with self.db.transaction():
+            for key, status, n in self._rows("count_messages_by_window_status", [since, until]):
+                out.setdefault(str(key), {})[str(status)] = int(n)
+        return out
 
 
 def _event(r: Sequence[Any]) -> ChangeEvent:

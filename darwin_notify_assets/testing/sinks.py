@@ -25,6 +25,14 @@ Test hooks:
   ``{"clear_records": true}`` empties the record file and the counters.
 * ``GET /_requests`` answers ``{"count": N, "accepted": M}`` (since start or last clear).
 * ``GET /_health`` answers ``200``.
+* ``POST /_control`` with ``{"callbacks": {"url": U, "repeat": N, "events": [...]}}`` makes
+  the provider call back, as the real ones do, after each accepted request: the SendGrid sink
+  POSTs signed Event Webhook batches (``processed``, ``delivered`` by default, each batch
+  ``repeat`` times) to ``U``, signed with a key pair of its own whose public key (base64 DER)
+  ``GET /_webhook_key`` answers, ``delay`` seconds after the request; the SMS sink POSTs status callbacks (``sent``,
+  ``delivered``) to the message's ``StatusCallback`` with its scheme and host replaced by
+  ``U``, signed with ``X-Twilio-Signature`` by the auth token of the request's basic auth.
+  ``{"callbacks": null}`` stops them.
 
 Run one with ``python -m darwin_notify_assets.testing.sinks {sendgrid,sms} --port P --record FILE``,
 or in-process with :func:`start_sink`.
@@ -36,6 +44,8 @@ import argparse
 import base64
 import binascii
 import collections
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -52,7 +62,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.request import Request, urlopen
 
 from darwin_notify_assets.domain.sms import sms_segments
 
@@ -245,6 +256,69 @@ class Recorder:
             self._file.close()
 
 
+class Callbacks:
+    """What a sink calls back after accepting a request (see ``POST /_control``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.url: str | None = None
+        self.repeat = 1
+        self.events: list[str] = []
+        self.delay = 0.0
+        self._signer: Any = None
+        self.sent = 0
+        self.failed = 0
+
+    def configure(self, kind: str, value: Any) -> None:
+        with self._lock:
+            if value is None:
+                self.url = None
+                return
+            if not isinstance(value, dict) or not str(value.get("url", "")).startswith("http"):
+                raise ValueError("callbacks must be {'url': 'http...', ...} or null")
+            default = ["processed", "delivered"] if kind == "sendgrid" else ["sent", "delivered"]
+            self.url = str(value["url"])
+            self.repeat = max(1, _non_negative_int(value.get("repeat", 1), "repeat"))
+            self.events = [str(e) for e in value.get("events", default)]
+            self.delay = float(value.get("delay", 0))
+
+    def signer(self) -> Any:
+        """The Event Webhook key pair, made on first use (needs ``cryptography``)."""
+        with self._lock:
+            if self._signer is None:
+                from darwin_notify_assets.testing.webhook_signing import EventWebhookSigner
+
+                self._signer = EventWebhookSigner()
+            return self._signer
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+        try:
+            with urlopen(Request(url, data=body, headers=dict(headers), method="POST"), timeout=10):
+                pass
+            with self._lock:
+                self.sent += 1
+        except OSError as exc:  # the receiver's answer (a 403, a 503) is its business
+            logger.info("callback to %s: %s", url, exc)
+            with self._lock:
+                self.failed += 1
+
+    def later(self, work: Any) -> None:
+        delay = self.delay
+
+        def run() -> None:
+            time.sleep(delay)
+            work()
+
+        threading.Thread(target=run, daemon=True, name="sink-callback").start()
+
+
+def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    """Twilio's request signature: HMAC-SHA1 of the URL and the sorted parameters."""
+    data = url + "".join(k + params[k] for k in sorted(params))
+    digest = hmac.new(auth_token.encode(), data.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
 class SinkServer(ThreadingHTTPServer):
     """A threading HTTP server that carries the sink's kind, recorder and fault queue."""
 
@@ -258,6 +332,7 @@ class SinkServer(ThreadingHTTPServer):
         self.kind = kind
         self.recorder = Recorder(record_path)
         self.faults = FaultQueue()
+        self.callbacks = Callbacks()
         handler = SendGridHandler if kind == "sendgrid" else SmsHandler
         super().__init__(address, handler)
 
@@ -265,6 +340,7 @@ class SinkServer(ThreadingHTTPServer):
     def url(self) -> str:
         """Base URL of the server, e.g. ``http://127.0.0.1:58025``."""
         host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}"
 
     def server_close(self) -> None:
@@ -291,6 +367,11 @@ class _SinkHandler(BaseHTTPRequestHandler):
             self._send_json(200, {"status": "ok", "kind": self.server.kind})
         elif path == "/_requests":
             self._send_json(200, self.server.recorder.counts())
+        elif path == "/_webhook_key" and self.server.kind == "sendgrid":
+            self._send_json(200, {"public_key": self.server.callbacks.signer().public_key_b64})
+        elif path == "/_callbacks":
+            cb = self.server.callbacks
+            self._send_json(200, {"url": cb.url, "sent": cb.sent, "failed": cb.failed})
         else:
             self._not_found()
 
@@ -317,6 +398,8 @@ class _SinkHandler(BaseHTTPRequestHandler):
             command = json.loads(body or b"{}")
             if not isinstance(command, dict):
                 raise ValueError("control body must be a JSON object")
+            if "callbacks" in command:
+                self.server.callbacks.configure(self.server.kind, command.pop("callbacks"))
             self.server.faults.configure(command)
         except (ValueError, TypeError) as exc:
             self._send_json(400, {"error": str(exc)})
@@ -490,6 +573,51 @@ class SendGridHandler(_SinkHandler):
             return
         self.server.recorder.record({**entry, "status": 202})
         self._send(*accepted[:2], None, accepted[2])
+        self._event_webhook(document, message_id)
+
+    def _event_webhook(self, document: Any, message_id: str) -> None:
+        """SendGrid's Event Webhook for an accepted send: one event per recipient and event
+        type, with the message's ``custom_args``, signed, POSTed ``repeat`` times."""
+        cb = self.server.callbacks
+        url, events, repeat = cb.url, list(cb.events), cb.repeat
+        if url is None:
+            return
+        signer = cb.signer()
+        batch = []
+        now = int(time.time())
+        for p in document.get("personalizations", []):
+            args = {**(document.get("custom_args") or {}), **(p.get("custom_args") or {})}
+            for to in p.get("to", []):
+                for kind in events:
+                    batch.append(
+                        {
+                            **args,
+                            "email": to.get("email"),
+                            "event": kind,
+                            "timestamp": now,
+                            "sg_message_id": f"{message_id}.filter0001",
+                            "sg_event_id": secrets.token_urlsafe(16),
+                        }
+                    )
+
+        def deliver() -> None:
+            for _ in range(repeat):
+                # SendGrid may give a retried event a new sg_event_id.
+                for e in batch:
+                    e["sg_event_id"] = secrets.token_urlsafe(16)
+                body = json.dumps(batch).encode()
+                ts = str(int(time.time()))
+                cb.post(
+                    url,
+                    body,
+                    {
+                        "Content-Type": "application/json",
+                        "X-Twilio-Email-Event-Webhook-Signature": signer.sign(ts, body),
+                        "X-Twilio-Email-Event-Webhook-Timestamp": ts,
+                    },
+                )
+
+        cb.later(deliver)
 
 
 class SmsHandler(_SinkHandler):
@@ -539,13 +667,46 @@ class SmsHandler(_SinkHandler):
         sid = "SM" + secrets.token_hex(16)
         entry["message_id"] = sid
         resource = _twilio_message(account_sid, sid, to, sender, service_sid, text)
-        accepted = (201, json.dumps(resource).encode(), {})
+        accepted: tuple[int, bytes, dict[str, str]] = (201, json.dumps(resource).encode(), {})
         fault = self.server.faults.take()
         if fault is not None:
             self._respond_with_fault(fault, entry, accepted)
             return
         self.server.recorder.record({**entry, "status": 201})
         self._send(201, accepted[1], "application/json")
+        self._status_callbacks(form, sid, account_sid)
+
+    def _status_callbacks(self, form: Mapping[str, str], sid: str, account_sid: str) -> None:
+        """Twilio's status callbacks for an accepted message, to its ``StatusCallback`` (its
+        scheme and host replaced by the configured URL), signed with the auth token."""
+        cb = self.server.callbacks
+        target, events, repeat = cb.url, list(cb.events), cb.repeat
+        callback = form.get("StatusCallback", "")
+        token = _basic_auth_password(self.headers.get("Authorization", ""))
+        if target is None or not callback or token is None:
+            return
+        parts = urlsplit(callback)
+        deliver_to = target.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+
+        def deliver() -> None:
+            for status in events:
+                params = {
+                    "AccountSid": account_sid,
+                    "MessageSid": sid,
+                    "SmsSid": sid,
+                    "MessageStatus": status,
+                    "SmsStatus": status,
+                    "To": form.get("To", ""),
+                    "From": form.get("From", ""),
+                }
+                headers = {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": twilio_signature(token, callback, params),
+                }
+                for _ in range(repeat):
+                    cb.post(deliver_to, urlencode(params).encode(), headers)
+
+        cb.later(deliver)
 
 
 def validate_sendgrid_body(document: Any) -> list[dict[str, Any]]:
@@ -712,6 +873,17 @@ def _basic_auth_user(header: str) -> str | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return user if sep and user and password else None
+
+
+def _basic_auth_password(header: str) -> str | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        _, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return password if sep and password else None
 
 
 def _twilio_message(

@@ -48,6 +48,8 @@ def test_the_asset_keys_and_their_dependency_chain():
         "delivery_log": ["rendered_messages"],
         # the hourly re-scan reads the store and the replica, not the chain's outputs
         "reconciliation_report": [],
+        # the day's send audit reads the store
+        "send_audit": [],
     }
     groups = {k.to_user_string(): graph.get(k).group_name for k in keys}
     assert sorted(k for k, g in groups.items() if g == "notifications") == sorted(ASSET_CHAIN)
@@ -140,6 +142,10 @@ def test_the_asset_checks_audit_each_window():
         ("delivery_log", "no_duplicate_sends"),
         ("delivery_log", "no_missed_notifications"),
         ("reconciliation_report", "nothing_missed_recently"),
+        ("render_workers", "backlog_within_limit"),
+        ("send_workers", "backlog_within_limit"),
+        ("send_workers", "oldest_queued_within_limit"),
+        ("send_workers", "no_stuck_claims"),
     }
     # rendering must not start from stale totals
     assert checks[("agent_totals", "agent_totals_fresh")].blocking

@@ -1,9 +1,11 @@
 """Personal data never reaches what the Dagster UI shows: every materialization's and every
 check's metadata is searched for the recipients' addresses, numbers and names."""
 
+import re
+
 from dagster import DagsterEventType, EventRecordsFilter
 
-from darwin_notify_tests.conftest import build_env
+from darwin_notify_tests.conftest import build_env, materialization_metadata
 
 
 def _mangle_addresses(db, dataset, changes):
@@ -37,6 +39,7 @@ def test_no_address_phone_or_name_in_any_metadata(tmp_path, monkeypatch):
         assert quoted, "the test needs suppressed messages whose reason quotes an address"
         text = _ui_text(env.instance)
         assert "not_sendable" in text
+        assert "message_preview" in text
         people = env.source_rows('SELECT "Email", "MobilePhone", "LastName" FROM "People"')
         agents = env.source_rows('SELECT "Email", "MobilePhone", "LastName" FROM "Agent"')
         for row in people + agents:
@@ -44,5 +47,18 @@ def test_no_address_phone_or_name_in_any_metadata(tmp_path, monkeypatch):
                 if value:
                     core = value.removeprefix("x ")
                     assert core not in text, f"{core!r} shown in the UI"
+        preview = materialization_metadata(env.instance, "rendered_messages")["message_preview"]
+        assert "```" in preview and "***" in preview
+        shown = set(re.findall(r"[^\W\d_]+", preview))
+        names = env.source_rows('SELECT "FirstName", "LastName" FROM "People"') + env.source_rows(
+            'SELECT "FirstName", "LastName" FROM "Agent"'
+        )
+        templates = env.source_rows('SELECT * FROM "NotificationTemplate"')
+        literal = " ".join(str(v) for t in templates for v in t.values() if isinstance(v, str))
+        for row in names:
+            for name in (row["FirstName"], row["LastName"]):
+                # A name that is also a word the templates write themselves is not data.
+                if name and len(name) > 1 and name not in literal:
+                    assert name not in shown, f"name {name!r} shown in a preview"
     finally:
         env.close()

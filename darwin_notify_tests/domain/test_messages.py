@@ -3,6 +3,7 @@
 import pytest
 
 from darwin_notify_assets.domain.messages import (
+    EVIDENCE_TRANSITIONS,
     FINAL_STATUSES,
     INITIAL_STATUSES,
     TRANSITIONS,
@@ -24,18 +25,24 @@ def test_every_status_is_reached_from_a_status_a_message_is_created_in():
     assert reached == set(MessageStatus)
 
 
-def test_a_final_status_has_no_way_out_and_every_other_has_one():
+def test_a_final_status_has_no_way_out_but_evidence_and_every_other_has_one():
     for status in MessageStatus:
-        assert bool(TRANSITIONS.get(status)) == (status not in FINAL_STATUSES), status
+        ways = {
+            new for new in TRANSITIONS.get(status, ()) if (status, new) not in EVIDENCE_TRANSITIONS
+        }
+        assert bool(ways) == (status not in FINAL_STATUSES), status
 
 
 def test_a_forbidden_transition_says_what_is_allowed():
     with pytest.raises(InvalidTransition, match=r"sent -> queued .* \(sent may become nothing\)"):
         check_transition(MessageStatus.SENT, MessageStatus.QUEUED)
-    with pytest.raises(InvalidTransition, match="queued may become sending"):
+    with pytest.raises(InvalidTransition, match="queued may become sending, suppressed"):
         check_transition(MessageStatus.QUEUED, MessageStatus.SENT)
     check_transition(MessageStatus.SENDING, MessageStatus.UNKNOWN)
-    assert not is_allowed(MessageStatus.UNKNOWN, MessageStatus.SENT)
+    # The provider's evidence (a webhook event with our id) resolves an unknown.
+    assert is_allowed(MessageStatus.UNKNOWN, MessageStatus.SENT)
+    assert not is_allowed(MessageStatus.UNKNOWN, MessageStatus.FAILED)
+    assert not is_allowed(MessageStatus.SUPPRESSED, MessageStatus.QUEUED)
 
 
 def test_a_message_is_created_queued_or_already_decided():

@@ -175,6 +175,8 @@ def test_materializations_carry_their_counts(processed):
         delivery = node_metadata(result, "delivery_log")
         sent = len(messages(env, "m.partition_key = ? AND m.status = 'sent'", [key]))
         assert delivery["sent"] == sent > 0
+        # no provider has called back in the embedded tier: nothing folded yet
+        assert delivery["delivery_outcomes"] == {key: {}}
         schedules = node_metadata(result, "notification_schedules")
         assert schedules["active_schedules"] == len(seed.SAMPLE_SCHEDULES)
         assert schedules["rejected_schedules"] == 0

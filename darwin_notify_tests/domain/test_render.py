@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from jinja2 import TemplateError
 
+from darwin_notify_assets.domain.model import load_model
 from darwin_notify_assets.domain.render import (
     CompiledTemplate,
     RenderError,
@@ -289,10 +290,11 @@ def test_a_missing_phone_is_refused(number):
 
 def test_address_for_picks_the_channel_s_address():
     person = {"Email": "bo@example.com", "MobilePhone": "(312) 736-5000"}
-    assert address_for("email", person) == "bo@example.com"
-    assert address_for("sms", person) == "+13127365000"
+    contact = load_model().contact
+    assert address_for("email", person, contact) == "bo@example.com"
+    assert address_for("sms", person, contact) == "+13127365000"
     with pytest.raises(ValueError):
-        address_for("sms", {"Email": "bo@example.com", "MobilePhone": None})
+        address_for("sms", {"Email": "bo@example.com", "MobilePhone": None}, contact)
 
 
 def test_a_subject_is_one_line_whatever_the_merge_fields_hold():

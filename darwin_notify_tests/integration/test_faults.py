@@ -421,6 +421,14 @@ def test_paused_replay_holds_the_window_back_until_resumed(
         assert b.partition_key not in _requested(refused)
         message = getattr(refused, "skip_message", None) or ""
         assert "behind" in message and "paused" in message, refused
+        # A run started by hand is held to the same rule: it fails and reads nothing.
+        manual = s.run_key(b.partition_key)
+        assert not manual.success
+        [failure] = [e for e in manual.all_events if e.is_step_failure]
+        assert failure.step_key == "change_window"
+        assert "replay paused" in failure.step_failure_data.error.message
+        with s.store() as store:
+            assert store.window_info(b.partition_key) is None
     finally:
         replica.execute("SELECT pg_wal_replay_resume()").close()
         replica.commit()

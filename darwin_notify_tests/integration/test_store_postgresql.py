@@ -116,11 +116,11 @@ def test_detection_candidates_and_totals_round_trip(store):
     assert store.snapshots("Property", [1, 2]) == {1: {"Price": 2}}
     assert store.known_event_keys(["e0", "e11", "x"]) == {"e0", "e11"}
     assert [len(page) for page in store.stream_events(PARTITION, 5)] == [5, 5, 2]
-    assert store.recompute_totals(store.window_agents(PARTITION), now) == 1
+    assert store.recompute_totals(store.window_agents(PARTITION), now, "Active") == 1
     totals = store.totals([7])[7]
     assert (totals.units_ytd, str(totals.volume_ytd), totals.active_listings) == (2, "150000.00", 1)
-    store.save_detection([], {}, [], [], [("Deal", 2), ("Property", 1)], [])
-    store.recompute_totals([7], now)
+    store.save_detection([], {}, [], [], [("deal", 2), ("listing", 1)], [])
+    store.recompute_totals([7], now, "Active")
     assert store.totals([7])[7].units_ytd == 1 and store.totals([7])[7].active_listings == 0
     candidates = [
         CandidateRow(f"c{i}", PARTITION, 1, "email", i + 1, "Property", i, 7, "contact", i, True)

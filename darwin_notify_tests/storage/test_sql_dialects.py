@@ -8,7 +8,6 @@ sends binds exactly the parameters it holds, within the driver's limits.
 
 import ast
 import re
-import sys
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -66,7 +65,18 @@ def _column_types(dialect: str, filename: str) -> dict[str, dict[str, str]]:
             if word and not word.startswith("--") and word.upper() not in ("PRIMARY", "CONSTRAINT"):
                 cols[word] = words[1].rstrip(",").lower()
         out[name] = cols
+    if filename == "store_schema.sql":
+        # Columns that store_upgrades.sql adds to a store of an earlier schema.
+        upgrades = read_script(dialect, "store_upgrades.sql")
+        for table, column, kind in ADDED.findall(upgrades):
+            out.setdefault(table, {})[column] = kind.lower()
     return out
+
+
+ADDED = re.compile(
+    r"ALTER TABLE (?:dbo\.)?(\w+) ADD (?:COLUMN )?(?:IF NOT EXISTS )?(\w+) ([\w()]+)",
+    re.IGNORECASE,
+)
 
 
 # Scripts a DBA runs by hand, which the Python layer never reads.
@@ -314,7 +324,7 @@ def test_postgresql_bulk_statements_send_one_array_per_column() -> None:
 def test_each_dialect_says_its_forms() -> None:
     assert SqlServer().quote("Property") == "[Property]"
     assert PostgreSQL().quote('a"b') == '"a""b"'
-    assert SqlServer().ts(datetime(2026, 3, 2, 14, 0)) == datetime(2026, 3, 2, 14, 0)
+    assert SqlServer().ts(datetime(2026, 3, 2, 14, 0)) == "2026-03-02T14:00:00.0000000"
     assert SQLite().ts(datetime(2026, 3, 2, 14, 0)) == "2026-03-02 14:00:00.000000"
     with pytest.raises(ConfigurationError, match="unknown SQL dialect"):
         dialect_for("oracle")
@@ -380,11 +390,11 @@ def test_every_store_statement_binds_what_it_holds(dialect: str, limit: int) -> 
         {("Property", i): {"a": i} for i in many},
         [(i, 1, now, 10, 1) for i in many],
         [(i, 1, "Active") for i in many],
-        [("Deal", i) for i in many] + [("Property", i) for i in many],
+        [("deal", i) for i in many] + [("listing", i) for i in many],
         [("p", i) for i in many],
     )
     store.window_agents("p")
-    store.recompute_totals(many, now)
+    store.recompute_totals(many, now, "Active")
     store.totals(many)
     list(store.stream_events("p", 10))
     store.schedule_events("p", 1)
@@ -472,5 +482,50 @@ def test_a_password_in_a_url_is_refused_without_repeating_it() -> None:
     assert SECRET not in str(caught.value) and "PASSWORD" in str(caught.value)
 
 
-if sys.platform == "win32":  # pragma: no cover - the suite runs on Linux
-    pytest.skip("POSIX paths", allow_module_level=True)
+# -- SQL Server connection options --------------------------------------------------------------
+def test_sql_server_encryption_defaults_to_verified_tls() -> None:
+    text = SqlServer().connection_string(
+        DatabaseUrl.parse("mssql://store@db:1433/notify"), None, read_only=False
+    )
+    assert "Encrypt=yes" in text and "TrustServerCertificate=no" in text
+    assert "ApplicationIntent" not in text
+
+
+@pytest.mark.parametrize(
+    "query", ["Encrypt=no&TrustServerCertificate=yes", "encrypt=no&trustservercertificate=yes"]
+)
+def test_sql_server_encryption_settings_come_from_the_url_in_any_case(query: str) -> None:
+    url = DatabaseUrl.parse(f"mssql://store@db:1433/notify?{query}")
+    text = SqlServer().connection_string(url, None, read_only=False)
+    assert "Encrypt=no" in text and "TrustServerCertificate=yes" in text
+    assert "Encrypt=yes" not in text and "TrustServerCertificate=no" not in text
+
+
+def test_sql_server_strict_encryption_and_a_certificate_host_name_are_passed_on() -> None:
+    url = DatabaseUrl.parse(
+        "mssql://store@db:1433/notify?Encrypt=strict&HostNameInCertificate=db.corp.example"
+    )
+    text = SqlServer().connection_string(url, None, read_only=True)
+    assert "Encrypt=strict" in text and "HostNameInCertificate={db.corp.example}" in text
+    assert "ApplicationIntent=ReadOnly" in text
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["Encrypt=maybe", "TrustServerCertificate=sometimes", "Encrypt=yes;UID=sa"],
+)
+def test_sql_server_rejects_an_encryption_setting_it_does_not_know(query: str) -> None:
+    url = DatabaseUrl.parse(f"mssql://store@db:1433/notify?{query}")
+    with pytest.raises(ConfigurationError, match="Encrypt|TrustServerCertificate"):
+        SqlServer().connection_string(url, None, read_only=False)
+
+
+def test_sql_server_timestamps_are_bound_as_iso_text_with_seven_digits() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    d = SqlServer()
+    assert d.ts(datetime(2026, 3, 1, 9, 5, 7, 123456)) == "2026-03-01T09:05:07.1234560"
+    aware = datetime(2026, 3, 1, 10, 5, 7, 1, tzinfo=timezone(timedelta(hours=1)))
+    assert d.ts(aware) == "2026-03-01T09:05:07.0000010"
+    assert d.ts(datetime(2026, 3, 1, tzinfo=UTC)) == "2026-03-01T00:00:00.0000000"
+    assert d.ts(None) is None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from darwin_notify_assets.domain.model import Tombstone, load_model
 from darwin_notify_assets.storage.db import Database, DatabaseUrl
 from darwin_notify_assets.storage.replica import ReplicaReader
 from darwin_notify_assets.storage.sqlfiles import sql_root
@@ -191,7 +192,14 @@ def _generated_forms() -> list[tuple[str, str, tuple]]:
         forms += [(f"db.{label}", sql, params) for sql, params in conn.statements]
 
     replica_db, conn = _database(read_only=True)
-    reader = ReplicaReader(replica_db)
+    # A tombstone whose names need quoting, among the columns the recorder's catalog has.
+    tombstone = Tombstone(
+        table="Deleted Record",
+        table_column="Odd]Name",
+        key_column="ListingID",
+        time_column="Modified On",
+    )
+    reader = ReplicaReader(replica_db, load_model().model_copy(update={"tombstone": tombstone}))
     start, end = datetime(2026, 3, 2, 14, 0), datetime(2026, 3, 2, 14, 5)
     reads = {
         "read_changes": lambda: [

@@ -1,6 +1,8 @@
 -- Sample darwin.Cloud schema, SQL Server. Re-runnable: every object is created only when
 -- absent. Timestamps are datetime2(6) holding UTC; text that people type is nvarchar so
 -- non-Latin names survive. Ids are assigned by the application (no IDENTITY).
+-- An index guard matches the index's name, or the name Babelfish keeps it under (the name and
+-- table's first 31 characters and an MD5), so that a second run skips it on both engines.
 
 IF OBJECT_ID(N'dbo.Office', N'U') IS NULL
 CREATE TABLE dbo.Office (
@@ -12,9 +14,11 @@ CREATE TABLE dbo.Office (
     CONSTRAINT PK_Office PRIMARY KEY CLUSTERED (OfficeID)
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Office_CreateDate' AND object_id = OBJECT_ID(N'dbo.Office'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Office')
+    AND (name = N'IX_Office_CreateDate' OR name LIKE LEFT(N'IX_Office_CreateDateOffice', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Office_CreateDate ON dbo.Office (CreateDate);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Office_ModifiedDate' AND object_id = OBJECT_ID(N'dbo.Office'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Office')
+    AND (name = N'IX_Office_ModifiedDate' OR name LIKE LEFT(N'IX_Office_ModifiedDateOffice', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Office_ModifiedDate ON dbo.Office (ModifiedDate);
 GO
 
@@ -32,11 +36,14 @@ CREATE TABLE dbo.Agent (
     CONSTRAINT PK_Agent PRIMARY KEY CLUSTERED (AgentID)
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Agent_OfficeID' AND object_id = OBJECT_ID(N'dbo.Agent'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Agent')
+    AND (name = N'IX_Agent_OfficeID' OR name LIKE LEFT(N'IX_Agent_OfficeIDAgent', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Agent_OfficeID ON dbo.Agent (OfficeID);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Agent_CreateDate' AND object_id = OBJECT_ID(N'dbo.Agent'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Agent')
+    AND (name = N'IX_Agent_CreateDate' OR name LIKE LEFT(N'IX_Agent_CreateDateAgent', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Agent_CreateDate ON dbo.Agent (CreateDate);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Agent_ModifiedDate' AND object_id = OBJECT_ID(N'dbo.Agent'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Agent')
+    AND (name = N'IX_Agent_ModifiedDate' OR name LIKE LEFT(N'IX_Agent_ModifiedDateAgent', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Agent_ModifiedDate ON dbo.Agent (ModifiedDate);
 GO
 
@@ -55,11 +62,14 @@ CREATE TABLE dbo.People (
     CONSTRAINT PK_People PRIMARY KEY CLUSTERED (PeopleID)
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_People_AgentID' AND object_id = OBJECT_ID(N'dbo.People'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.People')
+    AND (name = N'IX_People_AgentID' OR name LIKE LEFT(N'IX_People_AgentIDPeople', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_People_AgentID ON dbo.People (AgentID);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_People_CreateDate' AND object_id = OBJECT_ID(N'dbo.People'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.People')
+    AND (name = N'IX_People_CreateDate' OR name LIKE LEFT(N'IX_People_CreateDatePeople', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_People_CreateDate ON dbo.People (CreateDate);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_People_ModifiedDate' AND object_id = OBJECT_ID(N'dbo.People'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.People')
+    AND (name = N'IX_People_ModifiedDate' OR name LIKE LEFT(N'IX_People_ModifiedDatePeople', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_People_ModifiedDate ON dbo.People (ModifiedDate);
 GO
 
@@ -78,11 +88,14 @@ CREATE TABLE dbo.Property (
     CONSTRAINT PK_Property PRIMARY KEY CLUSTERED (PropertyID)
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Property_AgentID' AND object_id = OBJECT_ID(N'dbo.Property'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Property')
+    AND (name = N'IX_Property_AgentID' OR name LIKE LEFT(N'IX_Property_AgentIDProperty', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Property_AgentID ON dbo.Property (AgentID);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Property_CreateDate' AND object_id = OBJECT_ID(N'dbo.Property'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Property')
+    AND (name = N'IX_Property_CreateDate' OR name LIKE LEFT(N'IX_Property_CreateDateProperty', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Property_CreateDate ON dbo.Property (CreateDate);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Property_ModifiedDate' AND object_id = OBJECT_ID(N'dbo.Property'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Property')
+    AND (name = N'IX_Property_ModifiedDate' OR name LIKE LEFT(N'IX_Property_ModifiedDateProperty', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Property_ModifiedDate ON dbo.Property (ModifiedDate);
 GO
 
@@ -101,15 +114,20 @@ CREATE TABLE dbo.Deal (
     CONSTRAINT PK_Deal PRIMARY KEY CLUSTERED (DealID)
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Deal_PropertyID' AND object_id = OBJECT_ID(N'dbo.Deal'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Deal')
+    AND (name = N'IX_Deal_PropertyID' OR name LIKE LEFT(N'IX_Deal_PropertyIDDeal', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Deal_PropertyID ON dbo.Deal (PropertyID);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Deal_AgentID' AND object_id = OBJECT_ID(N'dbo.Deal'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Deal')
+    AND (name = N'IX_Deal_AgentID' OR name LIKE LEFT(N'IX_Deal_AgentIDDeal', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Deal_AgentID ON dbo.Deal (AgentID);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Deal_CreateDate' AND object_id = OBJECT_ID(N'dbo.Deal'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Deal')
+    AND (name = N'IX_Deal_CreateDate' OR name LIKE LEFT(N'IX_Deal_CreateDateDeal', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Deal_CreateDate ON dbo.Deal (CreateDate);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Deal_ModifiedDate' AND object_id = OBJECT_ID(N'dbo.Deal'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Deal')
+    AND (name = N'IX_Deal_ModifiedDate' OR name LIKE LEFT(N'IX_Deal_ModifiedDateDeal', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Deal_ModifiedDate ON dbo.Deal (ModifiedDate);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_Deal_PostDate' AND object_id = OBJECT_ID(N'dbo.Deal'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.Deal')
+    AND (name = N'IX_Deal_PostDate' OR name LIKE LEFT(N'IX_Deal_PostDateDeal', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_Deal_PostDate ON dbo.Deal (PostDate);
 GO
 
@@ -122,7 +140,8 @@ CREATE TABLE dbo.DeletedRecord (
     CONSTRAINT PK_DeletedRecord PRIMARY KEY CLUSTERED (DeletedRecordID)
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_DeletedRecord_DeletedDate' AND object_id = OBJECT_ID(N'dbo.DeletedRecord'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.DeletedRecord')
+    AND (name = N'IX_DeletedRecord_DeletedDate' OR name LIKE LEFT(N'IX_DeletedRecord_DeletedDateDeletedRecord', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_DeletedRecord_DeletedDate ON dbo.DeletedRecord (DeletedDate);
 GO
 
@@ -138,7 +157,8 @@ CREATE TABLE dbo.NotificationTemplate (
     CONSTRAINT PK_NotificationTemplate PRIMARY KEY CLUSTERED (TemplateID)
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_NotificationTemplate_ModifiedDate' AND object_id = OBJECT_ID(N'dbo.NotificationTemplate'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.NotificationTemplate')
+    AND (name = N'IX_NotificationTemplate_ModifiedDate' OR name LIKE LEFT(N'IX_NotificationTemplate_ModifiedDateNotificationTemplate', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_NotificationTemplate_ModifiedDate ON dbo.NotificationTemplate (ModifiedDate);
 GO
 
@@ -161,6 +181,7 @@ CREATE TABLE dbo.NotificationSchedule (
     CONSTRAINT PK_NotificationSchedule PRIMARY KEY CLUSTERED (ScheduleID)
 );
 GO
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'IX_NotificationSchedule_ModifiedDate' AND object_id = OBJECT_ID(N'dbo.NotificationSchedule'))
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.NotificationSchedule')
+    AND (name = N'IX_NotificationSchedule_ModifiedDate' OR name LIKE LEFT(N'IX_NotificationSchedule_ModifiedDateNotificationSchedule', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX IX_NotificationSchedule_ModifiedDate ON dbo.NotificationSchedule (ModifiedDate);
 GO

@@ -4,12 +4,6 @@
 SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS
 WHERE TABLE_SCHEMA = SCHEMA_NAME() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION;
 
--- name: active_schedules
-SELECT * FROM [NotificationSchedule] WHERE [IsActive] = 1 ORDER BY [ScheduleID];
-
--- name: templates
-SELECT [TemplateID], [Name], [Subject], [HtmlBody], [TextBody], [SmsBody] FROM [NotificationTemplate];
-
 -- name: watermark
 -- The raw state of this database's replica here; storage/mssql_watermark.py decides from it
 -- how far the primary's commits are applied. One row always: for a database in no

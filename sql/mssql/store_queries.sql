@@ -16,7 +16,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: select_window_run
 SELECT partition_key, window_start, window_end, replica_applied_through, replica_state,
-       rows_read, detected_at
+       rows_read, detected_at, schedule_version
 FROM dbo.window_run WHERE partition_key = ?;
 
 -- name: select_windows_between
@@ -50,7 +50,7 @@ DECLARE @s TABLE (
     source_table nvarchar(200) NOT NULL,
     record_id bigint NOT NULL,
     row_values nvarchar(max) NOT NULL,
-    seen_at datetime2(6) NOT NULL
+    seen_at datetime2(7) NOT NULL
 );
 INSERT INTO @s (source_table, record_id, row_values, seen_at) VALUES {values};
 UPDATE t SET row_values = s.row_values, seen_at = s.seen_at
@@ -67,7 +67,7 @@ WHERE NOT EXISTS (SELECT 1 FROM dbo.record_snapshot AS t WITH (UPDLOCK, HOLDLOCK
 DECLARE @s TABLE (
     deal_id bigint NOT NULL,
     agent_id bigint NOT NULL,
-    post_date datetime2(6) NULL,
+    post_date datetime2(7) NULL,
     sale_price decimal(16,2) NULL,
     gross_commission decimal(16,2) NULL
 );
@@ -135,8 +135,8 @@ DECLARE @s TABLE (
     volume_ytd decimal(16,2) NOT NULL,
     commission_ytd decimal(16,2) NOT NULL,
     active_listings int NOT NULL,
-    computed_through datetime2(6) NOT NULL,
-    computed_at datetime2(6) NOT NULL
+    computed_through datetime2(7) NOT NULL,
+    computed_at datetime2(7) NOT NULL
 );
 INSERT INTO @s (agent_id, year, units_ytd, volume_ytd, commission_ytd, active_listings,
     computed_through, computed_at) VALUES {values};
@@ -217,13 +217,13 @@ ORDER BY c.candidate_id;
 -- name: insert_messages
 INSERT INTO dbo.message (candidate_id, candidate_key, partition_key, channel, to_address,
     subject, html_body, text_body, sms_body, sms_encoding, sms_segments, status, reason,
-    attempts, created_at, updated_at)
+    attempts, created_at, updated_at, schedule_version)
 SELECT s.candidate_id, s.candidate_key, s.partition_key, s.channel, s.to_address, s.subject,
     s.html_body, s.text_body, s.sms_body, s.sms_encoding, s.sms_segments, s.status, s.reason,
-    s.attempts, s.created_at, s.updated_at
+    s.attempts, s.created_at, s.updated_at, s.schedule_version
 FROM (VALUES {values}) AS s (candidate_id, candidate_key, partition_key, channel, to_address,
     subject, html_body, text_body, sms_body, sms_encoding, sms_segments, status, reason,
-    attempts, created_at, updated_at)
+    attempts, created_at, updated_at, schedule_version)
 WHERE NOT EXISTS (SELECT 1 FROM dbo.message AS t WITH (UPDLOCK, HOLDLOCK) WHERE t.candidate_id =
     s.candidate_id);
 
@@ -279,7 +279,7 @@ DECLARE @v TABLE (
     status nvarchar(200) NOT NULL,
     reason nvarchar(max) NULL,
     pid nvarchar(200) NULL,
-    updated_at datetime2(6) NOT NULL
+    updated_at datetime2(7) NOT NULL
 );
 INSERT INTO @v (id, status, reason, pid, updated_at) VALUES {values};
 DECLARE @won TABLE (id bigint NOT NULL PRIMARY KEY);
@@ -365,6 +365,171 @@ SELECT event_key FROM dbo.change_decision WHERE fired = ? AND event_key IN ({lis
 -- name: decided_event_keys
 -- Of the listed event keys, those whose change has a recorded decision, fired or not.
 SELECT event_key FROM dbo.change_decision WHERE event_key IN ({list});
+
+-- name: insert_schedule_snapshot
+INSERT INTO dbo.schedule_snapshot (version, body, created_at)
+SELECT s.version, s.body, s.created_at FROM (VALUES (?, ?, ?)) AS s (version, body, created_at)
+WHERE NOT EXISTS (SELECT 1 FROM dbo.schedule_snapshot AS t WITH (UPDLOCK, HOLDLOCK)
+    WHERE t.version = s.version);
+
+-- name: select_schedule_snapshot
+SELECT body FROM dbo.schedule_snapshot WHERE version = ?;
+
+-- name: insert_run_schedule
+INSERT INTO dbo.run_schedule (run_id, version, created_at)
+SELECT s.run_id, s.version, s.created_at FROM (VALUES (?, ?, ?)) AS s (run_id, version, created_at)
+WHERE NOT EXISTS (SELECT 1 FROM dbo.run_schedule AS t WITH (UPDLOCK, HOLDLOCK)
+    WHERE t.run_id = s.run_id);
+
+-- name: select_run_schedule
+SELECT version FROM dbo.run_schedule WHERE run_id = ?;
+
+-- name: update_window_schedule_version
+UPDATE dbo.window_run SET schedule_version = ? WHERE partition_key = ?;
+
+-- name: select_queue_health
+-- Messages waiting to be sent, and since when the oldest has waited.
+SELECT COUNT(*), MIN(created_at) FROM dbo.message WHERE status = ?;
+
+-- name: count_stuck_claims
+-- Claims older than the expiry that no outcome has finished.
+SELECT COUNT(*) FROM dbo.message WHERE status = ? AND updated_at < ?;
+
+-- name: ping
+SELECT 1;
+
+-- name: insert_delivery_event
+-- A provider event, once per dedup key: a repeat of it changes nothing.
+INSERT INTO dbo.delivery_event (dedup_key, provider, channel, message_id, provider_message_id,
+    event_type, delivery_status, occurred_at, detail, received_at)
+SELECT s.dedup_key, s.provider, s.channel, s.message_id, s.provider_message_id, s.event_type,
+    s.delivery_status, s.occurred_at, s.detail, s.received_at
+FROM (VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)) AS s (dedup_key, provider, channel, message_id,
+    provider_message_id, event_type, delivery_status, occurred_at, detail, received_at)
+WHERE NOT EXISTS (SELECT 1 FROM dbo.delivery_event AS t WITH (UPDLOCK, HOLDLOCK) WHERE
+    t.dedup_key = s.dedup_key);
+
+-- name: select_message_for_event
+SELECT message_id, status FROM dbo.message WHERE message_id = ?;
+
+-- name: select_message_by_provider_id
+SELECT message_id, status FROM dbo.message WHERE provider_message_id = ? AND channel = ?;
+
+-- name: upsert_message_delivery
+-- The message keeps its highest-ranked delivery status, whatever order events arrive in.
+DECLARE @message_id bigint = ?, @status nvarchar(200) = ?, @rank int = ?,
+    @first datetime2(6) = ?, @at datetime2(6) = ?;
+UPDATE dbo.message_delivery WITH (UPDLOCK, HOLDLOCK)
+SET delivery_status = CASE WHEN @rank > delivery_rank THEN @status ELSE delivery_status END,
+    delivery_rank = CASE WHEN @rank > delivery_rank THEN @rank ELSE delivery_rank END,
+    events = events + 1, updated_at = @at
+WHERE message_id = @message_id;
+IF @@ROWCOUNT = 0
+    INSERT INTO dbo.message_delivery (message_id, delivery_status, delivery_rank, events,
+        first_event_at, updated_at)
+    VALUES (@message_id, @status, @rank, 1, @first, @at);
+
+-- name: select_message_delivery
+SELECT delivery_status, delivery_rank, events FROM dbo.message_delivery WHERE message_id = ?;
+
+-- name: select_message_recipient
+SELECT m.message_id, m.channel, m.to_address, c.recipient_kind, c.recipient_id, c.schedule_id
+FROM dbo.message AS m JOIN dbo.candidate AS c ON c.candidate_id = m.candidate_id
+WHERE m.message_id = ?;
+
+-- name: upsert_suppression
+DECLARE @subject_key nvarchar(400) = ?, @scope nvarchar(20) = ?, @channel nvarchar(200) = ?,
+    @address nvarchar(200) = ?, @recipient_kind nvarchar(200) = ?, @recipient_id bigint = ?,
+    @schedule_id bigint = ?, @active bit = ?, @reason nvarchar(max) = ?,
+    @at datetime2(6) = ?;
+UPDATE dbo.suppression WITH (UPDLOCK, HOLDLOCK)
+SET active = @active, reason = @reason, updated_at = @at
+WHERE subject_key = @subject_key;
+IF @@ROWCOUNT = 0
+    INSERT INTO dbo.suppression (subject_key, scope, channel, address, recipient_kind,
+        recipient_id, schedule_id, active, reason, updated_at)
+    VALUES (@subject_key, @scope, @channel, @address, @recipient_kind, @recipient_id,
+        @schedule_id, @active, @reason, @at);
+
+-- name: select_suppressions
+SELECT subject_key, scope, channel, address, recipient_kind, recipient_id, schedule_id,
+       active, reason, updated_at
+FROM dbo.suppression ORDER BY subject_key;
+
+-- name: suppress_claimable
+-- Of the listed queued messages, those whose address or recipient has an active opt-out
+-- become suppressed with its reason, marked with the claim token: one statement per batch.
+UPDATE dbo.message
+SET status = ?, claim_token = ?, updated_at = ?,
+    reason = (SELECT MIN(s.reason) FROM dbo.suppression AS s
+              WHERE s.active = ?
+                AND ((s.scope = N'address' AND s.channel = message.channel
+                      AND s.address = LOWER(message.to_address))
+                  OR (s.scope <> N'address' AND EXISTS (
+                      SELECT 1 FROM dbo.candidate AS c
+                      WHERE c.candidate_id = message.candidate_id
+                        AND c.recipient_kind = s.recipient_kind
+                        AND c.recipient_id = s.recipient_id
+                        AND (s.scope = N'all'
+                          OR (s.scope = N'channel' AND s.channel = message.channel)
+                          OR (s.scope = N'schedule' AND s.schedule_id = c.schedule_id))))))
+WHERE message_id IN ({list}) AND status = ?
+  AND EXISTS (SELECT 1 FROM dbo.suppression AS s
+              WHERE s.active = ?
+                AND ((s.scope = N'address' AND s.channel = message.channel
+                      AND s.address = LOWER(message.to_address))
+                  OR (s.scope <> N'address' AND EXISTS (
+                      SELECT 1 FROM dbo.candidate AS c
+                      WHERE c.candidate_id = message.candidate_id
+                        AND c.recipient_kind = s.recipient_kind
+                        AND c.recipient_id = s.recipient_id
+                        AND (s.scope = N'all'
+                          OR (s.scope = N'channel' AND s.channel = message.channel)
+                          OR (s.scope = N'schedule' AND s.schedule_id = c.schedule_id))))));
+
+-- name: count_window_deliveries
+SELECT d.delivery_status, COUNT(*) FROM dbo.message_delivery AS d
+JOIN dbo.message AS m ON m.message_id = d.message_id
+WHERE m.partition_key = ? GROUP BY d.delivery_status;
+
+-- name: count_window_sent_without_delivery
+-- Sent messages of a window with no provider event since they were sent before the cutoff.
+SELECT COUNT(*) FROM dbo.message AS m
+WHERE m.partition_key = ? AND m.status = ? AND m.updated_at < ?
+  AND NOT EXISTS (SELECT 1 FROM dbo.message_delivery AS d WHERE d.message_id = m.message_id);
+
+-- name: webhook_backlog
+-- The webhook service's observable state: events stored since a time, the newest one, and
+-- sent messages older than a cutoff that no event has reached yet.
+SELECT (SELECT COUNT(*) FROM dbo.delivery_event WHERE received_at >= ?),
+       (SELECT MAX(received_at) FROM dbo.delivery_event),
+       (SELECT COUNT(*) FROM dbo.message AS m
+        WHERE m.status = ? AND m.updated_at < ?
+          AND NOT EXISTS (SELECT 1 FROM dbo.message_delivery AS d WHERE d.message_id = m.message_id));
+
+-- ---- metadata and audit export (the UI's previews and plots) --------------------------------
+
+-- name: select_window_previews
+-- The first rendered message of each schedule in the window, with its event's values (whose
+-- words the preview masks).
+SELECT c.schedule_id, m.channel, m.status, m.subject, m.text_body, m.sms_body,
+       e.old_values, e.row_values
+FROM dbo.message m
+JOIN dbo.candidate c ON c.candidate_id = m.candidate_id
+JOIN dbo.change_event e ON e.event_id = c.event_id
+WHERE m.message_id IN (
+    SELECT MIN(m2.message_id) FROM dbo.message m2
+    JOIN dbo.candidate c2 ON c2.candidate_id = m2.candidate_id
+    WHERE m2.partition_key = ? AND (m2.text_body IS NOT NULL OR m2.sms_body IS NOT NULL)
+    GROUP BY c2.schedule_id)
+ORDER BY c.schedule_id;
+
+-- name: count_messages_by_window_status
+-- Messages per window and status, for the windows from and through two partition keys.
+SELECT partition_key, status, COUNT(*) FROM dbo.message
+WHERE partition_key >= ? AND partition_key <= ?
+GROUP BY partition_key, status
+ORDER BY partition_key, status;
 
 -- name: insert_provider_budget
 INSERT INTO dbo.provider_budget (provider, tokens, refilled_at)

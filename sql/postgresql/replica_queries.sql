@@ -4,12 +4,6 @@
 SELECT column_name FROM information_schema.columns
 WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position;
 
--- name: active_schedules
-SELECT * FROM "NotificationSchedule" WHERE "IsActive" ORDER BY "ScheduleID";
-
--- name: templates
-SELECT "TemplateID", "Name", "Subject", "HtmlBody", "TextBody", "SmsBody" FROM "NotificationTemplate";
-
 -- name: watermark
 -- A standby whose received WAL is all replayed, not paused, is applied through about now;
 -- otherwise only through its last replayed commit. pg_last_xact_replay_timestamp() alone

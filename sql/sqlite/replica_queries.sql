@@ -3,12 +3,6 @@
 -- name: table_columns
 SELECT name FROM pragma_table_info(?) ORDER BY cid;
 
--- name: active_schedules
-SELECT * FROM "NotificationSchedule" WHERE "IsActive" = 1 ORDER BY "ScheduleID";
-
--- name: templates
-SELECT "TemplateID", "Name", "Subject", "HtmlBody", "TextBody", "SmsBody" FROM "NotificationTemplate";
-
 -- name: watermark
 SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS applied_through,
        NULL AS receive_lsn, NULL AS replay_lsn, 0 AS replay_paused,

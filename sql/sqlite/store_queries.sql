@@ -12,7 +12,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: select_window_run
 SELECT partition_key, window_start, window_end, replica_applied_through, replica_state,
-       rows_read, detected_at
+       rows_read, detected_at, schedule_version
 FROM window_run WHERE partition_key = ?;
 
 -- name: select_windows_between
@@ -150,7 +150,7 @@ ORDER BY c.candidate_id;
 -- name: insert_messages
 INSERT INTO message (candidate_id, candidate_key, partition_key, channel, to_address, subject,
                      html_body, text_body, sms_body, sms_encoding, sms_segments, status,
-                     reason, attempts, created_at, updated_at)
+                     reason, attempts, created_at, updated_at, schedule_version)
 VALUES {values}
 ON CONFLICT (candidate_id) DO NOTHING;
 
@@ -275,6 +275,155 @@ SELECT event_key FROM change_decision WHERE fired = ? AND event_key IN ({list});
 -- name: decided_event_keys
 -- Of the listed event keys, those whose change has a recorded decision, fired or not.
 SELECT event_key FROM change_decision WHERE event_key IN ({list});
+
+-- name: insert_schedule_snapshot
+INSERT INTO schedule_snapshot (version, body, created_at) VALUES (?, ?, ?)
+ON CONFLICT (version) DO NOTHING;
+
+-- name: select_schedule_snapshot
+SELECT body FROM schedule_snapshot WHERE version = ?;
+
+-- name: insert_run_schedule
+INSERT INTO run_schedule (run_id, version, created_at) VALUES (?, ?, ?)
+ON CONFLICT (run_id) DO NOTHING;
+
+-- name: select_run_schedule
+SELECT version FROM run_schedule WHERE run_id = ?;
+
+-- name: update_window_schedule_version
+UPDATE window_run SET schedule_version = ? WHERE partition_key = ?;
+
+-- name: select_queue_health
+-- Messages waiting to be sent, and since when the oldest has waited.
+SELECT COUNT(*), MIN(created_at) FROM message WHERE status = ?;
+
+-- name: count_stuck_claims
+-- Claims older than the expiry that no outcome has finished.
+SELECT COUNT(*) FROM message WHERE status = ? AND updated_at < ?;
+
+-- name: ping
+SELECT 1;
+
+-- name: insert_delivery_event
+-- A provider event, once per dedup key: a repeat of it changes nothing.
+INSERT INTO delivery_event (dedup_key, provider, channel, message_id, provider_message_id,
+                            event_type, delivery_status, occurred_at, detail, received_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dedup_key) DO NOTHING;
+
+-- name: select_message_for_event
+SELECT message_id, status FROM message WHERE message_id = ?;
+
+-- name: select_message_by_provider_id
+SELECT message_id, status FROM message WHERE provider_message_id = ? AND channel = ?;
+
+-- name: upsert_message_delivery
+-- The message keeps its highest-ranked delivery status, whatever order events arrive in.
+INSERT INTO message_delivery (message_id, delivery_status, delivery_rank, events,
+                              first_event_at, updated_at)
+VALUES (?, ?, ?, 1, ?, ?)
+ON CONFLICT (message_id) DO UPDATE
+SET delivery_status = CASE WHEN excluded.delivery_rank > message_delivery.delivery_rank
+                           THEN excluded.delivery_status ELSE message_delivery.delivery_status END,
+    delivery_rank = CASE WHEN excluded.delivery_rank > message_delivery.delivery_rank
+                         THEN excluded.delivery_rank ELSE message_delivery.delivery_rank END,
+    events = message_delivery.events + 1,
+    updated_at = excluded.updated_at;
+
+-- name: select_message_delivery
+SELECT delivery_status, delivery_rank, events FROM message_delivery WHERE message_id = ?;
+
+-- name: select_message_recipient
+SELECT m.message_id, m.channel, m.to_address, c.recipient_kind, c.recipient_id, c.schedule_id
+FROM message m JOIN candidate c ON c.candidate_id = m.candidate_id
+WHERE m.message_id = ?;
+
+-- name: upsert_suppression
+INSERT INTO suppression (subject_key, scope, channel, address, recipient_kind, recipient_id,
+                         schedule_id, active, reason, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (subject_key) DO UPDATE
+SET active = excluded.active, reason = excluded.reason, updated_at = excluded.updated_at;
+
+-- name: select_suppressions
+SELECT subject_key, scope, channel, address, recipient_kind, recipient_id, schedule_id,
+       active, reason, updated_at
+FROM suppression ORDER BY subject_key;
+
+-- name: suppress_claimable
+-- Of the listed queued messages, those whose address or recipient has an active opt-out
+-- become suppressed with its reason, marked with the claim token: one statement per batch.
+UPDATE message
+SET status = ?, claim_token = ?, updated_at = ?,
+    reason = (SELECT MIN(s.reason) FROM suppression s
+              WHERE s.active = ?
+                AND ((s.scope = 'address' AND s.channel = message.channel
+                      AND s.address = LOWER(message.to_address))
+                  OR (s.scope <> 'address' AND EXISTS (
+                      SELECT 1 FROM candidate c
+                      WHERE c.candidate_id = message.candidate_id
+                        AND c.recipient_kind = s.recipient_kind
+                        AND c.recipient_id = s.recipient_id
+                        AND (s.scope = 'all'
+                          OR (s.scope = 'channel' AND s.channel = message.channel)
+                          OR (s.scope = 'schedule' AND s.schedule_id = c.schedule_id))))))
+WHERE message_id IN ({list}) AND status = ?
+  AND EXISTS (SELECT 1 FROM suppression s
+              WHERE s.active = ?
+                AND ((s.scope = 'address' AND s.channel = message.channel
+                      AND s.address = LOWER(message.to_address))
+                  OR (s.scope <> 'address' AND EXISTS (
+                      SELECT 1 FROM candidate c
+                      WHERE c.candidate_id = message.candidate_id
+                        AND c.recipient_kind = s.recipient_kind
+                        AND c.recipient_id = s.recipient_id
+                        AND (s.scope = 'all'
+                          OR (s.scope = 'channel' AND s.channel = message.channel)
+                          OR (s.scope = 'schedule' AND s.schedule_id = c.schedule_id))))));
+
+-- name: count_window_deliveries
+SELECT d.delivery_status, COUNT(*) FROM message_delivery d
+JOIN message m ON m.message_id = d.message_id
+WHERE m.partition_key = ? GROUP BY d.delivery_status;
+
+-- name: count_window_sent_without_delivery
+-- Sent messages of a window with no provider event since they were sent before the cutoff.
+SELECT COUNT(*) FROM message m
+WHERE m.partition_key = ? AND m.status = ? AND m.updated_at < ?
+  AND NOT EXISTS (SELECT 1 FROM message_delivery d WHERE d.message_id = m.message_id);
+
+-- name: webhook_backlog
+-- The webhook service's observable state: events stored since a time, the newest one, and
+-- sent messages older than a cutoff that no event has reached yet.
+SELECT (SELECT COUNT(*) FROM delivery_event WHERE received_at >= ?),
+       (SELECT MAX(received_at) FROM delivery_event),
+       (SELECT COUNT(*) FROM message m
+        WHERE m.status = ? AND m.updated_at < ?
+          AND NOT EXISTS (SELECT 1 FROM message_delivery d WHERE d.message_id = m.message_id));
+
+-- ---- metadata and audit export (the UI's previews and plots) --------------------------------
+
+-- name: select_window_previews
+-- The first rendered message of each schedule in the window, with its event's values (whose
+-- words the preview masks).
+SELECT c.schedule_id, m.channel, m.status, m.subject, m.text_body, m.sms_body,
+       e.old_values, e.row_values
+FROM message m
+JOIN candidate c ON c.candidate_id = m.candidate_id
+JOIN change_event e ON e.event_id = c.event_id
+WHERE m.message_id IN (
+    SELECT MIN(m2.message_id) FROM message m2
+    JOIN candidate c2 ON c2.candidate_id = m2.candidate_id
+    WHERE m2.partition_key = ? AND (m2.text_body IS NOT NULL OR m2.sms_body IS NOT NULL)
+    GROUP BY c2.schedule_id)
+ORDER BY c.schedule_id;
+
+-- name: count_messages_by_window_status
+-- Messages per window and status, for the windows from and through two partition keys.
+SELECT partition_key, status, COUNT(*) FROM message
+WHERE partition_key >= ? AND partition_key <= ?
+GROUP BY partition_key, status
+ORDER BY partition_key, status;
 
 -- name: insert_provider_budget
 INSERT OR IGNORE INTO provider_budget (provider, tokens, refilled_at)

@@ -133,6 +133,64 @@ CREATE TABLE IF NOT EXISTS message_event (
 );
 CREATE INDEX IF NOT EXISTS message_event_message ON message_event (message_id);
 
+-- The schedules and templates one run used, by version (a hash of what was read): every
+-- later step of the run, and every message it rendered, refers to the same snapshot.
+CREATE TABLE IF NOT EXISTS schedule_snapshot (
+    version TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS run_schedule (
+    run_id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+-- Provider events, stored before they are acknowledged, once per dedup_key.
+CREATE TABLE IF NOT EXISTS delivery_event (
+    delivery_event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_key TEXT NOT NULL UNIQUE,
+    provider TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    message_id INTEGER,
+    provider_message_id TEXT,
+    event_type TEXT NOT NULL,
+    delivery_status TEXT NOT NULL,
+    occurred_at INTEGER,
+    detail TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delivery_event_message ON delivery_event (message_id);
+
+-- Opt-outs and suppressions: an address of a channel, or a recipient for one schedule, one
+-- channel or everything. subject_key names the row; active = 0 is an opt-in again.
+CREATE TABLE IF NOT EXISTS suppression (
+    subject_key TEXT PRIMARY KEY,
+    scope TEXT NOT NULL CHECK (scope IN ('address', 'schedule', 'channel', 'all')),
+    channel TEXT,
+    address TEXT,
+    recipient_kind TEXT,
+    recipient_id INTEGER,
+    schedule_id INTEGER,
+    active INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS suppression_address ON suppression (channel, address);
+CREATE INDEX IF NOT EXISTS suppression_recipient ON suppression (recipient_kind, recipient_id);
+
+-- A sent message's delivery state (domain/delivery.py): the highest-ranked provider event so
+-- far. A table of its own beside message, so that stores created before it need no ALTER.
+CREATE TABLE IF NOT EXISTS message_delivery (
+    message_id INTEGER PRIMARY KEY,
+    delivery_status TEXT NOT NULL,
+    delivery_rank INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    first_event_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
 -- One sending budget per provider, shared by every send worker (a token bucket; times are
 -- seconds since the epoch). A conditional update on version takes tokens.
 CREATE TABLE IF NOT EXISTS provider_budget (

@@ -2,11 +2,10 @@
 
 from dagster import AssetSelection, DefaultScheduleStatus, ScheduleDefinition, define_asset_job
 
-from darwin_notify_assets.defs.audit.assets import GROUP
-
 reconcile_job = define_asset_job(
     "reconcile",
-    selection=AssetSelection.groups(GROUP),
+    # The reconciliation only: the day-partitioned send audit is materialized per day.
+    selection=AssetSelection.assets("reconciliation_report"),
     description="Re-scan the recent past and report any window or change never processed.",
 )
 

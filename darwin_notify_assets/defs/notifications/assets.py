@@ -8,7 +8,7 @@ insert-if-absent or a conditional transition.
 """
 
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from dagster import (
@@ -40,16 +40,20 @@ from darwin_notify_assets.defs.resources import (
 from darwin_notify_assets.domain.audit import rendered_count
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.pipeline import (
-    load_schedules,
+    LoadedSchedules,
+    schedules_for_run,
     stage_agent_totals,
     stage_candidates,
     stage_change_window,
     stage_deliver,
     stage_render,
 )
+from darwin_notify_assets.domain.plots import markdown_image, outcomes_png
+from darwin_notify_assets.domain.preview import failures_by_reason, safe_preview
 from darwin_notify_assets.domain.privacy import mask_text
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import ConfigurationError, ReplicaBehind
+from darwin_notify_assets.storage.replica import ReplicaWatermark
 from darwin_notify_assets.storage.store import utcnow
 
 GROUP = "notifications"
@@ -71,19 +75,24 @@ def run_windows(context: AssetExecutionContext, pipeline: PipelineResource) -> l
         raise Failure(description=str(exc), allow_retries=False) from None
 
 
-def per_window_metadata(rows: Sequence[tuple[Window, Mapping[str, Any]]]) -> dict[str, Any]:
-    """The run's counts: numbers summed over its windows, the rest from the last window, and
-    a table with one row per window."""
+def per_window_metadata(
+    rows: Sequence[tuple[Window, Mapping[str, Any]]], maxima: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The run's counts: numbers summed over its windows (the largest for the keys in
+    ``maxima``), the rest from the last window, and a table with one row per window."""
     total: dict[str, Any] = {}
     for _, counts in rows:
         for k, v in counts.items():
             if isinstance(v, bool) or not isinstance(v, int | float):
                 total[k] = v
+            elif k in maxima:
+                total[k] = max(total.get(k, v), v)
             else:
                 total[k] = total.get(k, 0) + v
     numeric = [
         k for k, v in total.items() if isinstance(v, int | float) and not isinstance(v, bool)
     ]
+    floats = {k for _, c in rows for k, v in c.items() if isinstance(v, float)}
     total["windows"] = len(rows)
     if rows:
         total["first_window"] = rows[0][0].partition_key
@@ -94,21 +103,105 @@ def per_window_metadata(rows: Sequence[tuple[Window, Mapping[str, Any]]]) -> dic
                 for w, c in rows
             ],
             schema=TableSchema(
-                columns=[TableColumn("window", "string")] + [TableColumn(k, "int") for k in numeric]
+                columns=[TableColumn("window", "string")]
+                + [TableColumn(k, "float" if k in floats else "int") for k in numeric]
             ),
         )
     return total
 
 
+def failure_table(messages: Sequence[Mapping[str, Any]]) -> MetadataValue:
+    """Messages not sent, counted by the class of their reason (masked) and status."""
+    return MetadataValue.table(
+        records=[
+            TableRecord({"reason_class": r, "status": st, "count": n})
+            for r, st, n in failures_by_reason(messages)
+        ],
+        schema=TableSchema(
+            columns=[
+                TableColumn("reason_class", "string"),
+                TableColumn("status", "string"),
+                TableColumn("count", "int"),
+            ]
+        ),
+    )
+
+
+def replica_timing(
+    window: Window, watermark: ReplicaWatermark, read_at: datetime
+) -> dict[str, Any]:
+    """How far the replica had applied when the window was read: past the window's end, and
+    behind the time of the read, in seconds (absent when the replica does not say)."""
+    applied = watermark.applied_through
+    if applied is None:
+        return {}
+    return {
+        "replica_applied_past_window_end_seconds": round((applied - window.end).total_seconds(), 1),
+        "replica_lag_seconds": round(max(0.0, (read_at - applied).total_seconds()), 1),
+    }
+
+
+def message_previews(
+    store: Any, windows: Sequence[Window], loaded: LoadedSchedules
+) -> MetadataValue:
+    """One rendered message per schedule (the first of the run's windows that has one),
+    masked and shown as text."""
+    seen: dict[int, str] = {}
+    for window in windows:
+        for p in store.window_previews(window.partition_key):
+            sid = p["schedule_id"]
+            if sid in seen:
+                continue
+            try:
+                schedule = loaded.schedules.by_id(sid)
+            except KeyError:
+                continue
+            template = loaded.schedules.templates.get(schedule.template_id)
+            sources = (
+                [template.subject, template.text_body, template.sms_body, template.html_body]
+                if template is not None
+                else []
+            )
+            seen[sid] = (
+                f"**{schedule.name}** ({p['channel']}, {p['status']}, "
+                f"{window.partition_key})\n\n"
+                + safe_preview(p["subject"], p["text"], sources, p["values"])
+            )
+    return MetadataValue.md("\n\n".join(seen[k] for k in sorted(seen)) or "(no rendered message)")
+
+
+def outcome_plots(store: Any, last: Window, window_minutes: int) -> dict[str, Any]:
+    """Sent, suppressed, failed and unknown per window over the day and the week up to the
+    run's last window, as images."""
+    out: dict[str, Any] = {}
+    for name, span in (
+        ("outcomes_last_day", timedelta(days=1)),
+        ("outcomes_last_week", timedelta(days=7)),
+    ):
+        first = last.start - span + timedelta(minutes=window_minutes)
+        keys = []
+        at = first
+        while at <= last.start:
+            keys.append(Window.containing(at, window_minutes).partition_key)
+            at += timedelta(minutes=window_minutes)
+        counts = store.status_counts_by_window(keys[0], keys[-1])
+        title = f"messages per window, {keys[0]} to {keys[-1]}"
+        out[name] = MetadataValue.md(markdown_image(outcomes_png(counts, keys, title), title))
+    return out
+
+
 @asset(partitions_def=notification_days, group_name=GROUP, kinds={"sql"})
 def notification_schedules(
-    context: AssetExecutionContext, replica: ReplicaResource
+    context: AssetExecutionContext, replica: ReplicaResource, store: StoreResource
 ) -> MaterializeResult:
-    """The active notification schedules and their templates, as read from the replica for
-    this window. Criteria are checked against the source tables' real columns and templates
-    are compiled here, so a broken schedule or template is reported once, by name, and
-    skipped while the others run."""
-    loaded = load_schedules(replica.reader)
+    """The active notification schedules and their templates, read from the replica once for
+    the run: a snapshot kept in the store by version (a hash of what was read), which every
+    later step of the run and every message it renders refers to. Criteria are checked
+    against the source tables' real columns and templates are compiled here, so a broken
+    schedule or template is reported once, by name, and skipped while the others run."""
+    loaded = schedules_for_run(replica.reader, store.store, context.run_id)
+    for p in loaded.model_problems:
+        context.log.warning(f"source model: {p}")
     for r in loaded.rejected:
         context.log.warning(f"skipped {r.reason}")
     return MaterializeResult(
@@ -148,7 +241,7 @@ def change_window(
     replica has applied the window's end plus grace: until then the step fails, saying how
     far behind the replica is, and a retry later reads the whole window."""
     rt = runtime(pipeline, replica, store)
-    loaded = load_schedules(rt.replica)
+    loaded = schedules_for_run(rt.replica, rt.store, context.run_id)
     rows: list[tuple[Window, Mapping[str, Any]]] = []
     watermark = None
     windows = run_windows(context, pipeline)
@@ -164,9 +257,15 @@ def change_window(
                 },
                 allow_retries=True,
             ) from None
-        rows.append((window, result.as_metadata()))
-        context.log.info(f"{window.partition_key}: {result.total_rows_read} rows read")
-    metadata = per_window_metadata(rows)
+        timing = replica_timing(window, watermark, utcnow())
+        rows.append((window, {**result.as_metadata(), **timing}))
+        context.log.info(
+            f"window {len(rows)}/{len(windows)} {window.partition_key}: "
+            f"{result.total_rows_read} rows read"
+        )
+    metadata = per_window_metadata(
+        rows, maxima=["replica_applied_past_window_end_seconds", "replica_lag_seconds"]
+    )
     if watermark is not None:
         metadata.update(watermark.as_metadata())
     return MaterializeResult(
@@ -218,7 +317,7 @@ def candidate_notifications(
     set-based reads (``agent``, ``record_contact``, ``agent_contacts`` fan-out), each with a
     deterministic idempotency key for its DedupeScope, inserted if absent."""
     rt = runtime(pipeline, replica, store, bus)
-    loaded = load_schedules(rt.replica)
+    loaded = schedules_for_run(rt.replica, rt.store, context.run_id)
     rows = [
         (window, stage_candidates(rt, window, loaded).as_metadata())
         for window in run_windows(context, pipeline)
@@ -244,18 +343,25 @@ def rendered_messages(
     email; body and segments for SMS). A message that cannot be rendered, or whose recipient
     opted out or has an invalid address, is kept with its status and reason."""
     rt = runtime(pipeline, replica, store, bus)
-    loaded = load_schedules(rt.replica)
+    loaded = schedules_for_run(rt.replica, rt.store, context.run_id)
     rows = []
     failures = []
-    for window in run_windows(context, pipeline):
+    windows = run_windows(context, pipeline)
+    for window in windows:
         counts = stage_render(rt, window, loaded, context.log.info)
         rows.append((window, {**counts, "rendered": rendered_count(counts)}))
         failures += rt.store.messages(
             window.partition_key, [MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED]
         )
+        context.log.info(
+            f"window {len(rows)}/{len(windows)} {window.partition_key}: "
+            f"{rows[-1][1]['rendered']} rendered, {len(failures)} not sendable so far"
+        )
     return MaterializeResult(
         metadata={
             **per_window_metadata(rows),
+            "failures_by_reason": failure_table(failures),
+            "message_preview": message_previews(rt.store, windows, loaded),
             "not_sendable": MetadataValue.md(
                 "\n".join(
                     f"- `{m['candidate_key']}` {m['status']}: {mask_text(m['reason'] or '')}"
@@ -289,13 +395,28 @@ def delivery_log(
     windows = run_windows(context, pipeline)
     rows = []
     unknown = []
+    failed = []
     for window in windows:
         rows.append((window, stage_deliver(rt, window, context.log.info)))
         unknown += rt.store.messages(window.partition_key, [MessageStatus.UNKNOWN])
+        failed += rt.store.messages(window.partition_key, [MessageStatus.FAILED])
+        counts = rows[-1][1]
+        context.log.info(
+            f"window {len(rows)}/{len(windows)} {window.partition_key}: "
+            + ", ".join(f"{s} {counts.get(str(s), 0)}" for s in MessageStatus)
+        )
     keys = [w.partition_key for w in windows]
+    plots = outcome_plots(rt.store, windows[-1], pipeline.window_minutes) if windows else {}
     yield MaterializeResult(
         metadata={
             **per_window_metadata(rows),
+            # Provider events folded so far (webhook service), by delivery status per window;
+            # events that arrive later show at the next materialization of the window.
+            "delivery_outcomes": MetadataValue.json(
+                {key: rt.store.delivery_counts(key) for key in keys}
+            ),
+            "failures_by_reason": failure_table(failed + unknown),
+            **plots,
             "unknown_messages": MetadataValue.md(
                 "\n".join(
                     f"- `{m['candidate_key']}`: {mask_text(m['reason'] or '')}"

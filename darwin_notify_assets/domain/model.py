@@ -1,0 +1,346 @@
+"""The source model: every table, key, column and relation darwin-notify reads, as data.
+
+A deployment describes its own schema in one YAML file (``DARWIN_NOTIFY_SOURCE_MODEL``); the
+sample darwin.Cloud's file ships in the package and is the default. The file is validated on
+load; an error names the file, the line and path inside it, and the problem.
+"""
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from darwin_notify_assets.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A name in the model that the database lacks: where in the model, which table, what."""
+
+    path: str
+    table: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+SAMPLE_MODEL = Path(__file__).resolve().parent.parent / "sample" / "darwin_cloud.model.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SourceTable(_Strict):
+    """One table darwin-notify may read."""
+
+    key: str
+    watch: tuple[str, ...] = ()
+    # The column that dates a record's creation: an update read inside the window that
+    # created the record has no earlier version to compare with.
+    created: str | None = None
+    deletions: Literal["tombstone"] | None = None
+
+
+class Tombstone(_Strict):
+    """A table with one row per deleted record."""
+
+    table: str
+    table_column: str
+    key_column: str
+    time_column: str
+
+
+class OptIn(_Strict):
+    email: str | None = None
+    sms: str | None = None
+
+
+class Recipient(_Strict):
+    """A kind of person a message is addressed to."""
+
+    table: str
+    key: str
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str
+    phone: str
+    active: str | None = None
+    opt_in: OptIn | None = None
+
+    def opt_in_column(self, channel: str) -> str | None:
+        return getattr(self.opt_in, channel, None) if self.opt_in else None
+
+
+class ForeignKey(_Strict):
+    from_: str = Field(alias="from")
+    column: str
+    to: str
+
+
+class OneToMany(_Strict):
+    table: str
+    column: str
+
+
+class Relations(_Strict):
+    agent_office: ForeignKey | None = None
+    record_agent: dict[str, str] = Field(default_factory=dict)
+    record_contact: dict[str, str] = Field(default_factory=dict)
+    agent_contacts: OneToMany | None = None
+
+
+class DealLedger(_Strict):
+    table: str
+    key: str
+    agent: str
+    posted: str
+    volume: str
+    commission: str
+    watch: str
+
+
+class ListingLedger(_Strict):
+    table: str
+    key: str
+    agent: str
+    status: str
+    active_value: str
+    watch: str
+
+
+class Totals(_Strict):
+    deals: DealLedger
+    listings: ListingLedger
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.deals.table, self.listings.table)
+
+
+SCHEDULE_FIELDS = (
+    "schedule_id",
+    "name",
+    "source_table",
+    "event_type",
+    "watch_column",
+    "changed_columns",
+    "criteria",
+    "channel",
+    "audience",
+    "template_id",
+    "dedupe_scope",
+    "uses_agent_totals",
+    "is_active",
+)
+TEMPLATE_FIELDS = ("template_id", "name", "subject", "html_body", "text_body", "sms_body")
+
+
+class ConfigTable(_Strict):
+    """Where the schedules (or templates) are, and what their columns are called."""
+
+    table: str
+    columns: dict[str, str]
+
+
+class SourceModel(_Strict):
+    """The whole model; see docs/source-model.md."""
+
+    version: Literal[1]
+    tables: dict[str, SourceTable]
+    tombstone: Tombstone | None = None
+    recipients: dict[Literal["agent", "contact"], Recipient]
+    relations: Relations = Field(default_factory=Relations)
+    totals: Totals | None = None
+    schedules: ConfigTable
+    templates: ConfigTable
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SourceModel":
+        for field_name, cfg, needed in (
+            ("schedules", self.schedules, SCHEDULE_FIELDS),
+            ("templates", self.templates, TEMPLATE_FIELDS),
+        ):
+            missing = [f for f in needed if f not in cfg.columns]
+            unknown = [f for f in cfg.columns if f not in needed]
+            if missing:
+                raise ValueError(f"{field_name}.columns misses {', '.join(missing)}")
+            if unknown:
+                raise ValueError(f"{field_name}.columns has unknown {', '.join(unknown)}")
+        if any(t.deletions == "tombstone" for t in self.tables.values()) and not self.tombstone:
+            raise ValueError("a table's deletions are 'tombstone' but no tombstone is described")
+        for kind in ("agent", "contact"):
+            if kind not in self.recipients:
+                raise ValueError(f"recipients misses {kind}")
+        for name, rel in (
+            ("record_agent", self.relations.record_agent),
+            ("record_contact", self.relations.record_contact),
+        ):
+            for table in rel:
+                if table not in self.tables:
+                    raise ValueError(f"relations.{name} names {table}, which tables lacks")
+        if self.totals:
+            for ledger in (self.totals.deals, self.totals.listings):
+                if ledger.table not in self.tables:
+                    raise ValueError(f"totals names {ledger.table}, which tables lacks")
+        return self
+
+    # -- lookups the stages make -----------------------------------------------------------
+    def key_of(self, table: str) -> str:
+        if table in self.tables:
+            return self.tables[table].key
+        for recipient in self.recipients.values():
+            if recipient.table == table:
+                return recipient.key
+        raise ConfigurationError(f"the source model describes no table {table!r}")
+
+    @property
+    def agent(self) -> Recipient:
+        return self.recipients["agent"]
+
+    @property
+    def contact(self) -> Recipient:
+        return self.recipients["contact"]
+
+    def agent_column(self, table: str) -> str | None:
+        """The column of ``table`` naming its agent (the agent table's own key)."""
+        if table == self.agent.table:
+            return self.agent.key
+        return self.relations.record_agent.get(table)
+
+    def contact_column(self, table: str) -> str | None:
+        return self.relations.record_contact.get(table)
+
+    def watch_of(self, table: str) -> tuple[str, ...]:
+        return self.tables[table].watch if table in self.tables else ()
+
+    def created_of(self, table: str) -> str | None:
+        return self.tables[table].created if table in self.tables else None
+
+    def ledger_kind(self, table: str) -> str | None:
+        """``deal`` or ``listing`` when ``table`` feeds the agent totals."""
+        if self.totals is None:
+            return None
+        if table == self.totals.deals.table:
+            return "deal"
+        if table == self.totals.listings.table:
+            return "listing"
+        return None
+
+
+def _line_of(root: yaml.Node | None, loc: Sequence[Any]) -> int | None:
+    """The 1-based line of the key at ``loc`` (or of its deepest existing parent)."""
+    if not loc:
+        return None
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def parse_model(text: str, source: str = "<model>") -> SourceModel:
+    """Validate a model's YAML text; raise ConfigurationError naming file, line, path, problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigurationError(
+            f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(f"{source}: a source model is a mapping of sections")
+    try:
+        return SourceModel.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+            # A Literal-keyed dict reports the key's own check as a further path part.
+            path = ".".join(str(p) for p in loc if p != "[key]") or "(top)"
+            line = _line_of(root, [p for p in loc if p != "[key]"])
+            where = f"{source}:{line}" if line else source
+            problems.append(f"{where}: {path}: {err['msg']}")
+        raise ConfigurationError("; ".join(problems)) from None
+
+
+def load_model(path: str | Path | None = None) -> SourceModel:
+    """The model at ``path``, or the sample darwin.Cloud's when none is given."""
+    return _load(str(Path(path).resolve()) if path else str(SAMPLE_MODEL))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str) -> SourceModel:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read the source model ({exc.strerror})") from None
+    return parse_model(text, path)
+
+
+def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) -> list[Problem]:
+    """Every name the model gives that the database's catalog lacks, one problem each.
+
+    ``columns_of`` answers a table's columns (empty when the table does not exist).
+    """
+    problems: list[Problem] = []
+    known: dict[str, set[str]] = {}
+
+    def has(path: str, table: str, *columns: str | None) -> None:
+        if table not in known:
+            known[table] = set(columns_of(table))
+        if not known[table]:
+            problems.append(Problem(path, table, f"table {table} does not exist on the replica"))
+            return
+        for col in columns:
+            if col is not None and col not in known[table]:
+                problems.append(
+                    Problem(path, table, f"column {table}.{col} does not exist on the replica")
+                )
+
+    for name, table in model.tables.items():
+        has(f"tables.{name}", name, table.key, *table.watch, table.created)
+    if model.tombstone:
+        t = model.tombstone
+        has("tombstone", t.table, t.table_column, t.key_column, t.time_column)
+    for kind, r in model.recipients.items():
+        opt = r.opt_in or OptIn()
+        has(f"recipients.{kind}", r.table, r.key, r.first_name, r.last_name, r.email, r.phone)
+        has(f"recipients.{kind}", r.table, r.active, opt.email, opt.sms)
+    rel = model.relations
+    if rel.agent_office:
+        has("relations.agent_office", rel.agent_office.from_, rel.agent_office.column)
+        has("relations.agent_office", rel.agent_office.to, model.key_of(rel.agent_office.to))
+    for name, mapping in (
+        ("record_agent", rel.record_agent),
+        ("record_contact", rel.record_contact),
+    ):
+        for table_name, column in mapping.items():
+            has(f"relations.{name}.{table_name}", table_name, column)
+    if rel.agent_contacts:
+        has("relations.agent_contacts", rel.agent_contacts.table, rel.agent_contacts.column)
+    if model.totals:
+        d, li = model.totals.deals, model.totals.listings
+        has("totals.deals", d.table, d.key, d.agent, d.posted, d.volume, d.commission, d.watch)
+        has("totals.listings", li.table, li.key, li.agent, li.status, li.watch)
+    for name, cfg in (("schedules", model.schedules), ("templates", model.templates)):
+        has(name, cfg.table, *cfg.columns.values())
+    # One problem once, even when two paths name the same missing table.
+    return list(dict.fromkeys(problems))

@@ -1,0 +1,115 @@
+"""The SQL Server the executed T-SQL tier runs on (``make test-mssql``), named by the
+environment; without one, every test marked ``mssql`` is skipped with ``SKIP_REASON``.
+
+The server's database is a scratch database: the tier drops and recreates the store's tables
+and the sample darwin.Cloud tables in its ``dbo`` schema.
+"""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from darwin_notify_assets.storage.db import Database, connect
+from darwin_notify_assets.storage.sqlfiles import read_script
+from darwin_notify_assets.storage.store import NotificationStore
+
+URL_ENV = "DARWIN_NOTIFY_TEST_MSSQL_URL"
+PASSWORD_ENV = "DARWIN_NOTIFY_TEST_MSSQL_PASSWORD"
+SKIP_REASON = (
+    f"{URL_ENV} names no SQL Server: the executed T-SQL tier (make test-mssql) did not run here"
+)
+
+# The store's tables (sql/mssql/store_schema.sql) and the sample darwin.Cloud's.
+STORE_TABLES = (
+    "window_run",
+    "change_event",
+    "change_decision",
+    "record_snapshot",
+    "deal_ledger",
+    "listing_ledger",
+    "window_agent",
+    "agent_totals",
+    "candidate",
+    "message",
+    "message_event",
+)
+DARWIN_TABLES = (
+    "Office",
+    "Agent",
+    "People",
+    "Property",
+    "Deal",
+    "DeletedRecord",
+    "NotificationTemplate",
+    "NotificationSchedule",
+)
+
+
+# Read once, at import: the embedded tier's fixtures clear every DARWIN_NOTIFY_ variable.
+_URL = os.environ.get(URL_ENV) or None
+_PASSWORD = os.environ.get(PASSWORD_ENV) or None
+
+
+def server_url() -> str | None:
+    return _URL
+
+
+def server_password() -> str | None:
+    return _PASSWORD
+
+
+def require_server() -> str:
+    url = server_url()
+    if url is None:
+        pytest.skip(SKIP_REASON)
+    return url
+
+
+def connect_server(read_only: bool = False) -> Database:
+    return connect(require_server(), read_only=read_only, password=_PASSWORD)
+
+
+def is_babelfish(db: Database) -> bool:
+    return "babelfish" in str(db.scalar("SELECT @@VERSION")).lower()
+
+
+def drop_tables(db: Database, tables: tuple[str, ...]) -> None:
+    with db.transaction():
+        for table in tables:
+            db.execute(f"DROP TABLE IF EXISTS dbo.{db.quote(table)}").close()
+
+
+def empty_store(db: Database) -> None:
+    with db.transaction():
+        for table in STORE_TABLES:
+            db.execute(f"DELETE FROM dbo.{db.quote(table)}").close()
+
+
+# One connection for the session: Babelfish's T-SQL parser warms up per connection (a new
+# one parses its first statements in seconds), and SQL Server does not mind.
+_shared: list[NotificationStore] = []
+
+
+@contextmanager
+def mssql_store() -> Iterator[NotificationStore]:
+    """An empty store on the server: its schema made afresh once per test session, its
+    tables emptied for each test."""
+    if not _shared:
+        store = NotificationStore(connect_server())
+        drop_tables(store.db, STORE_TABLES)
+        store.ensure_schema()
+        _shared.append(store)
+    else:
+        store = _shared[0]
+        store.db.rollback()
+        empty_store(store.db)
+    try:
+        yield store
+    finally:
+        store.db.rollback()
+
+
+def apply_darwin_schema(db: Database) -> None:
+    db.run_script(read_script("mssql", "darwin_schema.sql"))
