@@ -1,8 +1,9 @@
 """One sending budget per provider, shared by every send worker on every machine.
 
-The budget is a token bucket row in the store (``provider_budget``): a worker takes tokens for
-a group of requests with one conditional update before stamping them, so the store sees one
-statement per group, not per message. A ``429`` with ``Retry-After`` empties the budget and
+The budget is a token bucket row in the store (``provider_budget``): a send worker takes the
+tokens of a group of requests with one conditional update in the transaction that stamps them
+as requested, so the store sees one statement (and no commit of its own) per group, not per
+message. A ``429`` with ``Retry-After`` empties the budget and
 blocks it for that long, for every worker.
 """
 
@@ -40,24 +41,14 @@ class ProviderBudget:
         """Seconds to wait before ``tokens`` may be taken; 0 when they were taken now."""
         return self.store.take_budget(self.provider, tokens, self.rate, self.burst, self.clock())
 
-    def acquire(self, tokens: int) -> None:
-        """Wait until ``tokens`` requests may go out, and take them (from the thread that owns
-        the store's connection)."""
-        self._publish_hold()
-        while tokens > 0:
-            step = min(tokens, int(self.burst))
-            while (wait := self.wait(step)) > 0:
-                self.sleep(min(wait, 1.0))
-                self._publish_hold()
-            tokens -= step
-
     def hold_off(self, seconds: float) -> None:
         """The provider asked every sender to wait ``seconds``: noted here from any thread,
-        written to the shared budget by the next ``acquire``."""
+        written to the shared budget before the worker's next group."""
         with self._lock:
             self._hold_until = max(self._hold_until, self.clock() + seconds)
 
-    def _publish_hold(self) -> None:
+    def publish_hold(self) -> None:
+        """Write a hold noted by ``hold_off`` to the shared budget (one statement, only then)."""
         with self._lock:
             until, self._hold_until = self._hold_until, 0.0
         if until:

@@ -63,6 +63,9 @@ from darwin_notify_assets.storage.store import (
 
 log = logging.getLogger(__name__)
 
+#: A send's outcome as the store records it: ``(id, status, reason, provider message id)``.
+Outcome = tuple[int, MessageStatus, str | None, str | None]
+
 
 class TotalsNotFresh(DarwinNotifyError):
     """Agent totals a message displays do not yet include its window; retry later."""
@@ -404,9 +407,15 @@ class RetryPolicy:
 class SendWorker:
     """Claims the messages of a job, sends them, records each outcome.
 
+    The threads never wait for the store: while they send, the worker stamps the next group of
+    requests (one statement, in the transaction that also records the outcomes back so far),
+    so that a thread that finishes finds its next request stamped and queued. A crash leaves
+    ``unknown`` at most ``concurrency + request_group`` messages: the requests in flight, and
+    those stamped to go out next.
+
     Args:
-        request_group: Requests stamped as requested in one statement; a free thread waits
-            for this many to be free (fewer at the end of a batch); half the threads unless given.
+        request_group: Requests stamped in one statement once the threads have no more than one
+            each left (the threads' number unless given); fewer at the end of a batch.
         record_every: Outcomes recorded in one statement when no requests are left to stamp
             (while some are, outcomes are recorded with each stamp).
         record_interval: Seconds an outcome waits at most before it is recorded.
@@ -430,7 +439,11 @@ class SendWorker:
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
-        self.request_group = max(1, min(concurrency, request_group or concurrency // 2))
+        group = max(1, request_group or concurrency)
+        if self.budgets:
+            # a group takes its tokens at once: never more than a budget holds
+            group = min(group, *(max(1, int(b.burst)) for b in self.budgets.values()))
+        self.request_group = group
         self.record_every = max(1, record_every or concurrency)
         self.record_interval = record_interval
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send")
@@ -447,62 +460,85 @@ class SendWorker:
         token = claimed[0].claim_token
         assert token is not None
         pending = deque(claimed)
-        inflight: set[Future[tuple[int, MessageStatus, str | None, str | None]]] = set()
-        done: list[tuple[int, MessageStatus, str | None, str | None]] = []
+        outstanding: set[Future[Outcome]] = set()  # stamped and submitted, no outcome yet
+        done: list[Outcome] = []
         recorded_at = time.monotonic()
-        while pending or inflight or done:
-            free = self.concurrency - len(inflight)
-            refill = bool(pending) and free >= min(self.request_group, len(pending))
-            since = time.monotonic() - recorded_at
+        held_until = 0.0
+        while pending or outstanding or done:
+            now = time.monotonic()
+            stamp = bool(pending) and len(outstanding) <= self.concurrency and now >= held_until
+            # While requests are left to stamp, outcomes go with the next stamp (one commit).
             record = bool(done) and (
-                not (pending or inflight)
-                or len(done) >= self.record_every
-                or since >= self.record_interval
+                not (pending or outstanding)
+                or (not pending and len(done) >= self.record_every)
+                or now - recorded_at >= self.record_interval
             )
-            if refill or record:
-                group = (
-                    [pending.popleft() for _ in range(min(free, len(pending)))] if refill else []
-                )
+            if stamp or record:
+                group = self._next_group(pending, len(outstanding)) if stamp else []
                 if done:
                     failpoint(SEND_AFTER_PROVIDER)
-                if group and self.budgets:
-                    if done:  # record before waiting for the budget
-                        self.store.progress(token, done, [])
-                        done, recorded_at = self._counted(done, counts), time.monotonic()
-                    self._take_budget(group)
-                stamped = set(
-                    self.store.progress(token, done, [int(m.message_id or 0) for m in group])
-                )
+                stamped, wait_s = self._progress(token, done, group)
                 for _, status, _, _ in done:
                     counts[str(status)] = counts.get(str(status), 0) + 1
-                done = []
-                recorded_at = time.monotonic()
+                done, recorded_at = [], time.monotonic()
+                if wait_s > 0:  # the provider's budget has no room yet: nothing was stamped
+                    held_until = recorded_at + min(wait_s, 1.0)
+                    self._wait(outstanding, done, held_until - recorded_at)
+                    continue
+                for _ in group:
+                    pending.popleft()
                 # A message not stamped was claimed again by another worker, which sends it.
-                inflight.update(
+                outstanding.update(
                     self._pool.submit(self.send_one, m) for m in group if m.message_id in stamped
                 )
                 continue
-            timeout = max(0.0, self.record_interval - since) if done else None
-            finished, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
-            for f in finished:
-                inflight.discard(f)
-                done.append(f.result())
+            timeout = None
+            if done:
+                timeout = max(0.0, self.record_interval - (now - recorded_at))
+            elif pending and now < held_until:
+                timeout = held_until - now
+            self._wait(outstanding, done, timeout)
         return counts
 
-    @staticmethod
-    def _counted(done: list[Any], counts: dict[str, int]) -> list[Any]:
-        for _, status, _, _ in done:
-            counts[str(status)] = counts.get(str(status), 0) + 1
-        return []
+    def _next_group(
+        self, pending: deque[OutboundMessage], outstanding: int
+    ) -> list[OutboundMessage]:
+        room = min(self.concurrency + self.request_group - outstanding, len(pending))
+        group = [pending[i] for i in range(room)]
+        if self.budgets:  # one channel a group: one budget is asked for it
+            same = next((i for i, m in enumerate(group) if m.channel != group[0].channel), room)
+            group = group[:same]
+        return group
 
-    def _take_budget(self, group: list[OutboundMessage]) -> None:
-        per_channel: dict[str, int] = {}
-        for m in group:
-            per_channel[m.channel] = per_channel.get(m.channel, 0) + 1
-        for channel, n in per_channel.items():
-            budget = self.budgets.get(channel)
+    @staticmethod
+    def _wait(
+        outstanding: set[Future[Outcome]], done: list[Outcome], timeout: float | None
+    ) -> None:
+        if not outstanding:
+            if timeout:
+                time.sleep(timeout)
+            return
+        finished, _ = wait(outstanding, timeout=timeout, return_when=FIRST_COMPLETED)
+        for f in finished:
+            outstanding.discard(f)
+            done.append(f.result())
+
+    def _progress(
+        self, token: str, done: list[Outcome], group: list[OutboundMessage]
+    ) -> tuple[set[int], float]:
+        """Record ``done`` and stamp ``group`` in one transaction; with a provider budget, the
+        group's tokens are taken in it too (nothing stamped, and the wait returned, when the
+        budget has no room)."""
+        ids = [int(m.message_id or 0) for m in group]
+        admit: Callable[[], float] | None = None
+        if group and self.budgets:
+            budget = self.budgets.get(group[0].channel)
             if budget is not None:
-                budget.acquire(n)
+                budget.publish_hold()
+                admit = functools.partial(budget.wait, len(group))
+
+        stamped, wait_s = self.store.progress(token, done, ids, admit)
+        return set(stamped), wait_s
 
     def send_one(
         self, message: OutboundMessage

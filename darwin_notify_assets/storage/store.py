@@ -748,12 +748,18 @@ class NotificationStore:
         claim_token: str,
         outcomes: Sequence[tuple[int, MessageStatus, str | None, str | None]],
         next_ids: Sequence[int],
-    ) -> list[int]:
-        """Record finished outcomes and stamp the next requests, in one transaction."""
+        admit: Callable[[], float] | None = None,
+    ) -> tuple[list[int], float]:
+        """Record finished outcomes and stamp the next requests, in one transaction (one
+        commit). ``admit``, run in it before the stamp, takes the requests' share of a provider
+        budget and returns the seconds to wait when there is none: then nothing is stamped.
+        Returns the ids stamped and that wait (0 when stamped)."""
         with self.db.transaction():
             if outcomes:
                 self.finish(outcomes)
-            return self.mark_requested(claim_token, next_ids)
+            if next_ids and admit is not None and (wait := admit()) > 0:
+                return [], wait
+            return self.mark_requested(claim_token, next_ids), 0.0
 
     def _suppress_opted_out(self, message_ids: Sequence[int], token: str, now: Any) -> None:
         """``queued -> suppressed`` for the listed messages with an active opt-out: one
@@ -884,16 +890,19 @@ class NotificationStore:
     ) -> float:
         """Take ``tokens`` from the provider's shared budget (``rate`` a second, at most
         ``burst`` saved up); returns 0 when taken, else the seconds to wait before asking
-        again. ``now`` is seconds since the epoch."""
+        again. ``now`` is seconds since the epoch. Joins the caller's transaction, if any
+        (the send worker's stamp): the budget's row is then locked only until that commit."""
         tokens = min(tokens, max(1, int(burst)))
         db = self.db
-        with db.transaction():
-            db.execute(
-                self._sql("insert_provider_budget"), [provider, float(burst), now, provider]
-            ).close()
         for _ in range(8):
             with db.transaction():
-                [row] = self._rows("select_provider_budget", [provider])
+                rows = self._rows("select_provider_budget", [provider])
+                if not rows:  # the first take of this provider's budget
+                    db.execute(
+                        self._sql("insert_provider_budget"), [provider, float(burst), now, provider]
+                    ).close()
+                    rows = self._rows("select_provider_budget", [provider])
+                [row] = rows
                 have, refilled, blocked = float(row[0]), float(row[1]), float(row[2])
                 version = row[3]
                 if blocked > now:

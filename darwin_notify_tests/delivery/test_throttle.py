@@ -46,7 +46,7 @@ def test_a_429_holds_back_every_worker_for_its_retry_after(store: NotificationSt
     two = ProviderBudget(store, "email:test", rate=100, clock=clock)
     assert one.wait(1) == 0
     one.hold_off(7)
-    one._publish_hold()
+    one.publish_hold()
     assert two.wait(1) == pytest.approx(7)
     clock.now += 7.05
     assert two.wait(1) == 0  # refilled from the end of the hold, not saved up during it

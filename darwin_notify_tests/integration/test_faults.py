@@ -587,8 +587,9 @@ def test_send_worker_killed_mid_batch_leaves_only_its_requests_in_flight_unknown
     scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed before its 5th request, 4 of a batch of 20 sent, 2 threads: at most the
-    requests in flight and the outcomes not yet recorded are ``unknown`` (never the whole
-    batch); the rest of the batch is sent exactly once by the next worker."""
+    requests in flight, the group stamped to go next and the outcomes not yet recorded are
+    ``unknown`` (never the whole batch); the rest of the batch is sent exactly once by the next
+    worker."""
     _, view, unknown = _send_worker_killed(
         scenario,
         monkeypatch,
@@ -596,7 +597,7 @@ def test_send_worker_killed_mid_batch_leaves_only_its_requests_in_flight_unknown
         batch=20,
         DARWIN_NOTIFY_SEND_CONCURRENCY="2",
     )
-    assert 1 <= len(unknown) <= 3, sorted(unknown)
+    assert 1 <= len(unknown) <= 2 + 2, sorted(unknown)  # threads + the group stamped ahead
     assert all(view.requests[k] <= 1 for k in unknown)
 
 

@@ -1,0 +1,68 @@
+"""The send path commits per group of requests, not per request: a job of 100 messages costs
+about 100 / concurrency commits (each stamp carries the outcomes back so far, and the budget's
+tokens when there is one), and the threads find their next request stamped."""
+
+import math
+import threading
+import time
+
+import pytest
+
+from darwin_notify_assets.bus.base import Job, JobKind
+from darwin_notify_assets.delivery.senders import Sender, SendResult
+from darwin_notify_assets.delivery.throttle import ProviderBudget
+from darwin_notify_assets.delivery.workers import SendWorker
+from darwin_notify_assets.domain.messages import MessageStatus
+from darwin_notify_assets.storage.store import NotificationStore, OutboundMessage
+from darwin_notify_tests.conftest import PARTITION, make_messages
+
+BATCH, CONCURRENCY = 100, 8
+
+
+class SlowProvider(Sender):
+    provider = "slow"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.busy = 0
+        self.most_busy = 0
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        with self.lock:
+            self.busy += 1
+            self.most_busy = max(self.most_busy, self.busy)
+        time.sleep(0.003)
+        with self.lock:
+            self.busy -= 1
+        return SendResult(provider_message_id=f"p{message.message_id}")
+
+
+@pytest.mark.parametrize("budgeted", [False, True], ids=["no budget", "budget"])
+def test_a_job_commits_once_per_group_of_requests(store: NotificationStore, monkeypatch, budgeted):
+    ids = make_messages(store, BATCH)
+    provider = SlowProvider()
+    budgets = {}
+    if budgeted:
+        budgets = {"email": ProviderBudget(store, "email:slow", rate=100_000, burst=10_000)}
+    worker = SendWorker(store, {"email": provider}, concurrency=CONCURRENCY, budgets=budgets)
+    commits = []
+    real_commit = store.db.commit
+    monkeypatch.setattr(store.db, "commit", lambda: (commits.append(1), real_commit()))
+    try:
+        counts = worker.handle(Job(JobKind.SEND, PARTITION, tuple(ids)))
+    finally:
+        worker.close()
+    assert counts == {str(MessageStatus.SENT): BATCH}
+    assert worker.request_group == CONCURRENCY
+    # the claim, a stamp per group (the first fills the threads and the group ahead), the
+    # outcomes left at the end (at most two more commits)
+    assert len(commits) <= 1 + math.ceil(BATCH / CONCURRENCY) + 2
+    assert provider.most_busy == CONCURRENCY
+
+
+def test_a_budget_smaller_than_a_group_makes_the_group_smaller(store: NotificationStore):
+    budget = ProviderBudget(store, "email:slow", rate=3)
+    worker = SendWorker(store, {"email": SlowProvider()}, concurrency=CONCURRENCY,
+                        budgets={"email": budget})  # fmt: skip
+    worker.close()
+    assert worker.request_group == 3
