@@ -865,6 +865,26 @@ class NotificationStore:
                 pass  # its outcome arrived meanwhile
         return [int(r[0]) for r in rows]
 
+    def resolve_unknown(self, candidate_key: str, new: MessageStatus, reason: str) -> int:
+        """A person's decision on an ``unknown`` message: ``sent`` or ``failed``, with the
+        reason (who and why) in its history. Returns the message id; raises
+        InvalidTransition, changing nothing, for a key without a message or a message that is
+        not ``unknown``."""
+        expected = MessageStatus.UNKNOWN
+        check_transition(expected, new)
+        with self.db.transaction():
+            rows = self._rows("select_message_by_key", [candidate_key])
+        if not rows:
+            raise InvalidTransition(f"no message has the key {candidate_key!r}")
+        message_id, status = int(rows[0][0]), MessageStatus(rows[0][1])
+        if status != expected:
+            raise InvalidTransition(
+                f"message {candidate_key!r} is {status}, not {expected}: only an unknown "
+                "message is resolved by a person"
+            )
+        self.transition(message_id, expected, new, reason)
+        return message_id
+
     def requeue_unrequested(self, message_id: int) -> bool:
         """``sending -> queued`` for a claim never handed to the provider (conditional on
         that, in the statement): it is sent by the next claim, once."""

@@ -200,6 +200,7 @@ def test_the_table_allows_exactly_the_send_path():
             (MessageStatus.SENDING, MessageStatus.UNKNOWN),
             (MessageStatus.SENDING, MessageStatus.QUEUED),
             (MessageStatus.UNKNOWN, MessageStatus.SENT),
+            (MessageStatus.UNKNOWN, MessageStatus.FAILED),
         ]
     )
     assert len(FORBIDDEN) == len(MessageStatus) ** 2 - len(ALLOWED)

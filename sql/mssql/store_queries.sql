@@ -409,6 +409,9 @@ FROM (VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)) AS s (dedup_key, provider, channel,
 WHERE NOT EXISTS (SELECT 1 FROM dbo.delivery_event AS t WITH (UPDLOCK, HOLDLOCK) WHERE
     t.dedup_key = s.dedup_key);
 
+-- name: select_message_by_key
+SELECT message_id, status FROM dbo.message WHERE candidate_key = ?;
+
 -- name: select_message_for_event
 SELECT message_id, status FROM dbo.message WHERE message_id = ?;
 

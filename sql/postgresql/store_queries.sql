@@ -318,6 +318,9 @@ INSERT INTO delivery_event (dedup_key, provider, channel, message_id, provider_m
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (dedup_key) DO NOTHING;
 
+-- name: select_message_by_key
+SELECT message_id, status FROM message WHERE candidate_key = ?;
+
 -- name: select_message_for_event
 SELECT message_id, status FROM message WHERE message_id = ?;
 
