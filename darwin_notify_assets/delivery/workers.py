@@ -10,10 +10,11 @@ crash leaves ``unknown`` only what was handed to the provider and not yet record
 
 import functools
 import logging
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -407,15 +408,16 @@ class RetryPolicy:
 class SendWorker:
     """Claims the messages of a job, sends them, records each outcome.
 
-    The threads never wait for the store: while they send, the worker stamps the next group of
-    requests (one statement, in the transaction that also records the outcomes back so far),
-    so that a thread that finishes finds its next request stamped and queued. A crash leaves
-    ``unknown`` at most ``concurrency + request_group`` messages: the requests in flight, and
-    those stamped to go out next.
+    The threads never wait for the store: while they send, the worker stamps the next requests
+    (one statement, in the transaction that also records the outcomes back so far), so that a
+    thread that finishes finds its next request stamped and queued. At most
+    ``concurrency + request_group`` requests are stamped and not yet answered, which is all a
+    crash can leave ``unknown``: the requests in flight, and those stamped to go out next.
 
     Args:
-        request_group: Requests stamped in one statement once the threads have no more than one
-            each left (the threads' number unless given); fewer at the end of a batch.
+        request_group: Requests stamped ahead of the threads (the threads' number unless
+            given); the next stamp is made once half of them have gone out, so the other half
+            covers its commit, and takes every place free by then.
         record_every: Outcomes recorded in one statement when no requests are left to stamp
             (while some are, outcomes are recorded with each stamp).
         record_interval: Seconds an outcome waits at most before it is recorded.
@@ -444,6 +446,7 @@ class SendWorker:
             # a group takes its tokens at once: never more than a budget holds
             group = min(group, *(max(1, int(b.burst)) for b in self.budgets.values()))
         self.request_group = group
+        self._stamp_at = max(1, group // 2)
         self.record_every = max(1, record_every or concurrency)
         self.record_interval = record_interval
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send")
@@ -460,13 +463,16 @@ class SendWorker:
         token = claimed[0].claim_token
         assert token is not None
         pending = deque(claimed)
-        outstanding: set[Future[Outcome]] = set()  # stamped and submitted, no outcome yet
+        results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        outstanding = 0  # stamped and handed to a thread, no outcome yet
         done: list[Outcome] = []
         recorded_at = time.monotonic()
         held_until = 0.0
         while pending or outstanding or done:
             now = time.monotonic()
-            stamp = bool(pending) and len(outstanding) <= self.concurrency and now >= held_until
+            # Stamp once half a group has room: the rest of the queue covers the commit.
+            room = self.concurrency + self.request_group - outstanding
+            stamp = bool(pending) and room >= self._stamp_at and now >= held_until
             # While requests are left to stamp, outcomes go with the next stamp (one commit).
             record = bool(done) and (
                 not (pending or outstanding)
@@ -474,7 +480,7 @@ class SendWorker:
                 or now - recorded_at >= self.record_interval
             )
             if stamp or record:
-                group = self._next_group(pending, len(outstanding)) if stamp else []
+                group = self._next_group(pending, outstanding) if stamp else []
                 if done:
                     failpoint(SEND_AFTER_PROVIDER)
                 stamped, wait_s = self._progress(token, done, group)
@@ -483,21 +489,33 @@ class SendWorker:
                 done, recorded_at = [], time.monotonic()
                 if wait_s > 0:  # the provider's budget has no room yet: nothing was stamped
                     held_until = recorded_at + min(wait_s, 1.0)
-                    self._wait(outstanding, done, held_until - recorded_at)
                     continue
-                for _ in group:
+                for m in group:
                     pending.popleft()
-                # A message not stamped was claimed again by another worker, which sends it.
-                outstanding.update(
-                    self._pool.submit(self.send_one, m) for m in group if m.message_id in stamped
-                )
+                    # One not stamped was claimed again by another worker, which sends it.
+                    if m.message_id in stamped:
+                        self._pool.submit(self._send_into, m, results)
+                        outstanding += 1
                 continue
             timeout = None
             if done:
                 timeout = max(0.0, self.record_interval - (now - recorded_at))
             elif pending and now < held_until:
                 timeout = held_until - now
-            self._wait(outstanding, done, timeout)
+            if not outstanding:
+                time.sleep(timeout or 0.0)
+                continue
+            try:
+                back = [results.get(timeout=timeout)]
+            except queue.Empty:
+                continue
+            while True:  # and every other outcome already back
+                try:
+                    back.append(results.get_nowait())
+                except queue.Empty:
+                    break
+            outstanding -= len(back)
+            done += back
         return counts
 
     def _next_group(
@@ -510,18 +528,17 @@ class SendWorker:
             group = group[:same]
         return group
 
-    @staticmethod
-    def _wait(
-        outstanding: set[Future[Outcome]], done: list[Outcome], timeout: float | None
-    ) -> None:
-        if not outstanding:
-            if timeout:
-                time.sleep(timeout)
-            return
-        finished, _ = wait(outstanding, timeout=timeout, return_when=FIRST_COMPLETED)
-        for f in finished:
-            outstanding.discard(f)
-            done.append(f.result())
+    def _send_into(self, message: OutboundMessage, results: "queue.SimpleQueue[Outcome]") -> None:
+        outcome: Outcome = (
+            int(message.message_id or 0),
+            MessageStatus.UNKNOWN,
+            "the send thread stopped unexpectedly; the provider may have it",
+            None,
+        )
+        try:
+            outcome = self.send_one(message)
+        finally:
+            results.put(outcome)
 
     def _progress(
         self, token: str, done: list[Outcome], group: list[OutboundMessage]
