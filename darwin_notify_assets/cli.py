@@ -186,6 +186,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 rt.store,
                 senders,
                 settings.send_concurrency,
+                request_group=settings.send_request_group or None,
                 budgets=build_budgets(rt.store, senders, settings.send_rates),
             )
         log.info("%s worker started", kind)

@@ -47,6 +47,7 @@ class Settings:
     render_batch: int = 500
     send_batch: int = 100
     send_concurrency: int = 8
+    send_request_group: int = 0
     sms_max_segments: int = 10
     email_rate_per_second: int = 0
     sms_rate_per_second: int = 0
@@ -75,6 +76,11 @@ class Settings:
             object.__setattr__(self, "store_url", f"sqlite:///{home / 'store.db'}")
         if not self.outbox_dir:
             object.__setattr__(self, "outbox_dir", str(home / "outbox"))
+        if self.send_request_group < 0:
+            raise ConfigurationError(
+                "DARWIN_NOTIFY_SEND_REQUEST_GROUP must be 0 (as many as the send threads) or "
+                f"more, not {self.send_request_group}"
+            )
         if self.sms_max_segments < 1:
             raise ConfigurationError(
                 f"DARWIN_NOTIFY_SMS_MAX_SEGMENTS must be at least 1, not {self.sms_max_segments}"

@@ -197,6 +197,7 @@ class PipelineResource(ConfigurableResource["PipelineResource"]):
     render_batch: int = 500
     send_batch: int = 100
     send_concurrency: int = 8
+    send_request_group: int = 0
     sms_max_segments: int = 10
     email_rate_per_second: int = 0
     sms_rate_per_second: int = 0

@@ -556,6 +556,7 @@ def stage_deliver(
             worker_store,
             senders,
             rt.settings.send_concurrency,
+            request_group=rt.settings.send_request_group or None,
             budgets=build_budgets(worker_store, senders, rt.settings.send_rates),
         )
         closers += [worker.close, worker_store.close, *(s.close for s in senders.values())]

@@ -66,3 +66,40 @@ def test_a_budget_smaller_than_a_group_makes_the_group_smaller(store: Notificati
                         budgets={"email": budget})  # fmt: skip
     worker.close()
     assert worker.request_group == 3
+
+
+def test_the_request_group_is_a_setting_that_reaches_the_send_workers(tmp_path, monkeypatch):
+    from darwin_notify_assets.config import Settings
+    from darwin_notify_assets.delivery import workers
+    from darwin_notify_assets.errors import ConfigurationError
+
+    env = {"DARWIN_NOTIFY_HOME": str(tmp_path), "DARWIN_NOTIFY_SEND_REQUEST_GROUP": "-1"}
+    with pytest.raises(ConfigurationError, match="DARWIN_NOTIFY_SEND_REQUEST_GROUP must be 0"):
+        Settings.from_env(env)
+    settings = Settings.from_env({**env, "DARWIN_NOTIFY_SEND_REQUEST_GROUP": "24"})
+    assert settings.send_request_group == 24
+    made = []
+    real = workers.SendWorker.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(workers.SendWorker, "__init__", spy)
+    from darwin_notify_assets.domain import pipeline
+
+    class Stop(Exception):
+        pass
+
+    def first_handler(rt, kind, handler_factory, *rest, **kw):
+        handler_factory([])
+        raise Stop
+
+    monkeypatch.setattr(pipeline, "_wait_or_work", first_handler)
+    rt = pipeline.Runtime.from_settings(settings)
+    try:
+        with pytest.raises(Stop):
+            pipeline.stage_deliver(rt, pipeline.Window.from_key(PARTITION, 5))
+    finally:
+        rt.close()
+    assert [w.request_group for w in made] == [24]
