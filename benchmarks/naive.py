@@ -13,6 +13,7 @@ has the window's mix), until every record is done or the time budget runs out: t
 comparison with the pipeline is rate against rate.
 """
 
+import itertools
 import random
 import sys
 import time
@@ -36,7 +37,12 @@ from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import ProviderError
 from darwin_notify_assets.storage.db import Database, connect
 from darwin_notify_assets.storage.replica import ReplicaReader
-from darwin_notify_assets.storage.store import OutboundMessage, dumps, jsonable_row
+from darwin_notify_assets.storage.store import (
+    NotificationStore,
+    OutboundMessage,
+    dumps,
+    jsonable_row,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS naive_snapshot (
@@ -45,20 +51,8 @@ CREATE TABLE IF NOT EXISTS naive_snapshot (
     row_values TEXT NOT NULL,
     PRIMARY KEY (source_table, record_id)
 );
-CREATE TABLE IF NOT EXISTS naive_message (
-    message_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    message_key TEXT NOT NULL UNIQUE,
-    channel TEXT NOT NULL,
-    to_address TEXT,
-    subject TEXT,
-    html_body TEXT,
-    text_body TEXT,
-    sms_body TEXT,
-    status TEXT NOT NULL,
-    reason TEXT,
-    provider_message_id TEXT,
-    created_at TIMESTAMP NOT NULL
-)
+-- The store's own message table's columns, defaults, constraints and indexes.
+CREATE TABLE IF NOT EXISTS naive_message (LIKE message INCLUDING ALL)
 """
 
 
@@ -69,6 +63,7 @@ def prepare(replica_url: str, store_url: str) -> None:
     store = connect(store_url)
     replica = ReplicaReader.open(replica_url)
     try:
+        NotificationStore(store).ensure_schema()
         for stmt in SCHEMA.split(";"):
             if stmt.strip():
                 store.execute(stmt).close()
@@ -97,6 +92,7 @@ class NaivePipeline:
         import os
 
         self.settings = settings
+        self._next_candidate = itertools.count(1).__next__
         self.replica: Database = connect(replica_url, read_only=True)
         self.replica.conn.autocommit = True
         self.store: Database = connect(store_url)
@@ -235,13 +231,16 @@ class NaivePipeline:
                 s, event, record, agent, office, recipient, kind, window
             )
             self.counts["statements_store"] += 2
+            now = datetime.utcnow()
             cur = self.store.execute(
-                "INSERT INTO naive_message (message_key, channel, to_address, subject, html_body, "
-                "text_body, sms_body, status, reason, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_key) DO NOTHING "
-                "RETURNING message_id",
+                "INSERT INTO naive_message (candidate_id, candidate_key, partition_key, channel, "
+                "to_address, subject, html_body, text_body, sms_body, status, reason, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (candidate_key) DO NOTHING RETURNING message_id",
                 [
+                    self._next_candidate(),
                     key,
+                    "naive",
                     str(s.channel),
                     fields.get("to_address"),
                     fields.get("subject"),
@@ -250,7 +249,8 @@ class NaivePipeline:
                     fields.get("sms_body"),
                     str(status),
                     reason,
-                    datetime.utcnow(),
+                    now,
+                    now,
                 ],
             )
             inserted = cur.fetchone()

@@ -23,6 +23,28 @@ STORE_PASSWORD_ENV = "DARWIN_NOTIFY_STORE_PASSWORD"
 SENDGRID_API_KEY_ENV = "DARWIN_NOTIFY_SENDGRID_API_KEY"
 TWILIO_AUTH_TOKEN_ENV = "DARWIN_NOTIFY_TWILIO_AUTH_TOKEN"
 UNSUBSCRIBE_SECRET_ENV = "DARWIN_NOTIFY_UNSUBSCRIBE_SECRET"
+MANDRILL_API_KEY_ENV = "DARWIN_NOTIFY_MANDRILL_API_KEY"
+MANDRILL_WEBHOOK_KEY_ENV = "DARWIN_NOTIFY_MANDRILL_WEBHOOK_KEY"
+
+EMAIL_PROVIDERS = ("sendgrid", "mandrill")
+
+
+def check_email_provider(provider: str, failover: str) -> None:
+    """Raise ConfigurationError unless the two settings name known, different providers."""
+    if provider not in EMAIL_PROVIDERS:
+        raise ConfigurationError(
+            f"DARWIN_NOTIFY_EMAIL_PROVIDER must be one of {', '.join(EMAIL_PROVIDERS)}, "
+            f"not {provider!r}"
+        )
+    if failover and failover not in EMAIL_PROVIDERS:
+        raise ConfigurationError(
+            f"DARWIN_NOTIFY_EMAIL_FAILOVER must be empty or one of {', '.join(EMAIL_PROVIDERS)}, "
+            f"not {failover!r}"
+        )
+    if failover == provider:
+        raise ConfigurationError(
+            f"DARWIN_NOTIFY_EMAIL_FAILOVER names the first provider ({provider}) again"
+        )
 
 
 @dataclass(frozen=True)
@@ -34,7 +56,13 @@ class Settings:
     kafka_bootstrap: str = ""
     kafka_topic_prefix: str = "darwin-notify"
     kafka_partitions: int = 6
+    kafka_connect_timeout_seconds: int = 300
     sendgrid_host: str = ""
+    # The first email provider (sendgrid | mandrill) and the one a message the first provably
+    # did not take fails over to (empty: none); delivery/failover.py.
+    email_provider: str = "sendgrid"
+    email_failover: str = ""
+    mandrill_host: str = ""
     sms_base_url: str = ""
     twilio_account_sid: str = ""
     email_from: str = "notifications@darwin-notify.example"
@@ -89,6 +117,7 @@ class Settings:
             raise ConfigurationError(
                 f"DARWIN_NOTIFY_WINDOW_MINUTES must divide an hour, not {self.window_minutes}"
             )
+        check_email_provider(self.email_provider, self.email_failover)
         try:
             datetime.strptime(self.partition_start, "%Y-%m-%d-%H:%M")
         except ValueError:

@@ -33,6 +33,12 @@ class ProviderRejected(ProviderError):
     """The provider answered that it will not take this message (4xx other than 429)."""
 
 
+class ProviderRefusedRecipient(ProviderRejected):
+    """The provider will not take the message because of its recipient (an address on its
+    denylist after a bounce, a spam report or an unsubscribe, or an invalid address): another
+    provider must not carry it either, so it never fails over."""
+
+
 class ProviderUnavailable(ProviderError):
     """The provider did not take the message this time, and a retry cannot send it twice.
 

@@ -79,12 +79,24 @@ def sink_records(env: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[s
     )
 
 
+def mandrill_records(env: dict[str, str]) -> list[dict[str, Any]]:
+    """Every request the Mandrill sink recorded, in order."""
+    return read_jsonl(env["DARWIN_NOTIFY_MANDRILL_SINK_RECORD"])
+
+
+def sink_url(env: dict[str, str], which: str) -> str:
+    """The base URL of a sink (``sendgrid``, ``sms`` or ``mandrill``)."""
+    if which == "mandrill":
+        return env["DARWIN_NOTIFY_MANDRILL_HOST"].removesuffix("/api/1.0")
+    key = "DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid" else "DARWIN_NOTIFY_SMS_BASE_URL"
+    return env[key]
+
+
 def sink_control(env: dict[str, str], which: str, **command: Any) -> None:
     """Queue a fault (or a reset) in one of the sinks: see ``darwin_notify_assets.testing.sinks``."""
     import requests
 
-    key = "DARWIN_NOTIFY_SENDGRID_HOST" if which == "sendgrid" else "DARWIN_NOTIFY_SMS_BASE_URL"
-    requests.post(f"{env[key]}/_control", json=command, timeout=5).raise_for_status()
+    requests.post(f"{sink_url(env, which)}/_control", json=command, timeout=5).raise_for_status()
 
 
 # -- worker processes --------------------------------------------------------------------------

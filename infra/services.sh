@@ -2,7 +2,7 @@
 # Local services for darwin-notify's integration tier, all on 127.0.0.1:
 #   PostgreSQL primary + streaming hot standby (the read-only replica the pipeline reads),
 #   a separate PostgreSQL cluster for the notification store and Dagster's storage,
-#   a single-node Kafka (KRaft) broker, and the SendGrid / Twilio-compatible sinks.
+#   a single-node Kafka (KRaft) broker, and the SendGrid / Twilio / Mandrill-compatible sinks.
 #
 # Usage: infra/services.sh up|down|status|env|kafka-stop [--kill]|kafka-start
 #   eval "$(infra/services.sh env)"   exports the connection settings.
@@ -29,6 +29,8 @@ KAFKA_PORT=${DARWIN_NOTIFY_KAFKA_PORT:-59092}
 KAFKA_CONTROLLER_PORT=${DARWIN_NOTIFY_KAFKA_CONTROLLER_PORT:-59093}
 SENDGRID_PORT=${DARWIN_NOTIFY_SENDGRID_PORT:-58025}
 SMS_PORT=${DARWIN_NOTIFY_SMS_PORT:-58026}
+MANDRILL_PORT=${DARWIN_NOTIFY_MANDRILL_PORT:-58027}
+SINK_KINDS=(sendgrid sms mandrill)
 TIMEOUT=${DARWIN_NOTIFY_SERVICES_TIMEOUT:-90}
 
 PIPELINE_ROLE=darwin_notify
@@ -675,7 +677,13 @@ kafka_report() {
 
 # ------------------------------------------------------------------------------------ sinks
 
-sink_port() { if [[ $1 == sendgrid ]]; then echo "$SENDGRID_PORT"; else echo "$SMS_PORT"; fi; }
+sink_port() {
+    case $1 in
+        sendgrid) echo "$SENDGRID_PORT" ;;
+        mandrill) echo "$MANDRILL_PORT" ;;
+        *) echo "$SMS_PORT" ;;
+    esac
+}
 sink_pid() { running_pid "$SINK_DIR/$1.pid" "darwin_notify_assets.testing.sinks $1"; }
 
 declare -A SINK_ALREADY=()
@@ -732,7 +740,7 @@ cmd_up() {
 
     # The broker's JVM takes the longest to start, so it boots while PostgreSQL comes up.
     kafka_launch
-    for kind in sendgrid sms; do
+    for kind in "${SINK_KINDS[@]}"; do
         sink_launch "$kind"
     done
 
@@ -740,7 +748,7 @@ cmd_up() {
     up_replica
     up_store
 
-    for kind in sendgrid sms; do
+    for kind in "${SINK_KINDS[@]}"; do
         sink_wait_healthy "$kind"
         if ((SINK_ALREADY[$kind])); then
             say "$kind sink: already running on 127.0.0.1:$(sink_port "$kind")"
@@ -762,7 +770,7 @@ cmd_down() {
     fi
     exec 9>"$DIR/.lock"
     flock 9
-    for kind in sms sendgrid; do
+    for kind in mandrill sms sendgrid; do
         stop_pid_file "$kind sink" "$SINK_DIR/$kind.pid" "darwin_notify_assets.testing.sinks $kind" || rc=1
     done
     kafka_stop || rc=1
@@ -813,7 +821,7 @@ cmd_status() {
         printf '%-14s stopped  127.0.0.1:%s\n' kafka "$KAFKA_PORT"
         ok=1
     fi
-    for kind in sendgrid sms; do
+    for kind in "${SINK_KINDS[@]}"; do
         port=$(sink_port "$kind")
         if pid=$(sink_pid "$kind"); then
             printf '%-14s running  127.0.0.1:%-6s pid %-8s %s\n' "$kind sink" "$port" "$pid" "$SINK_DIR/$kind.jsonl"
@@ -839,6 +847,9 @@ cmd_env() {
         DARWIN_NOTIFY_TWILIO_AUTH_TOKEN "local-sink-token"
         DARWIN_NOTIFY_SENDGRID_SINK_RECORD "$SINK_DIR/sendgrid.jsonl"
         DARWIN_NOTIFY_SMS_SINK_RECORD "$SINK_DIR/sms.jsonl"
+        DARWIN_NOTIFY_MANDRILL_HOST "http://127.0.0.1:$MANDRILL_PORT/api/1.0"
+        DARWIN_NOTIFY_MANDRILL_API_KEY "local-mandrill-key"
+        DARWIN_NOTIFY_MANDRILL_SINK_RECORD "$SINK_DIR/mandrill.jsonl"
         DAGSTER_PG_HOST "127.0.0.1"
         DAGSTER_PG_PORT "$STORE_PORT"
         DAGSTER_PG_USER "$PIPELINE_ROLE"

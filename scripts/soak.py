@@ -264,15 +264,20 @@ class Soak:
 
     def arm_victim(self, fault: str) -> tuple[subprocess.Popen, threading.Thread]:
         """The kind's normal workers leave; a victim with the failpoint is alone in the group
-        when the window's jobs arrive; when it dies, normal workers replace it."""
+        when the window's jobs arrive; when it exits (killed at its failpoint, or for any other
+        reason, as a supervisor would see it), normal workers replace it."""
         kind, failpoint = KILL_FAILPOINTS[fault]
         self.stop(self.pool[kind])
         self.pool[kind] = []
         victim = self.spawn(kind, failpoint)
 
         def replace() -> None:
-            if victim.wait() == -9:
-                self.pool[kind] += [self.spawn(kind) for _ in range(WORKERS_PER_KIND)]
+            code = victim.wait()
+            if code == 0:  # stopped by the soak: the window never needed it
+                return
+            if code != -9:
+                log.warning("%s victim exited with %s before its failpoint", kind, code)
+            self.pool[kind] += [self.spawn(kind) for _ in range(WORKERS_PER_KIND)]
 
         watcher = threading.Thread(target=replace, daemon=True)
         watcher.start()

@@ -106,6 +106,9 @@ class KafkaBus(JobBus):
         reconnect_backoff_max_ms: Longest pause between attempts to reach a broker that went
             away. The client's default of 30 s left workers idle for up to half a minute
             after a broker restart of a few seconds; 1 s is the Java client's default.
+        connect_timeout: How long, in seconds, ``consume`` keeps trying to reach the brokers
+            before its first job: a worker started while a broker restarts waits for it
+            instead of exiting.
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class KafkaBus(JobBus):
         publish_timeout: float = 60.0,
         bootstrap_timeout_ms: int = 30_000,
         reconnect_backoff_max_ms: int = 1_000,
+        connect_timeout: float = 300.0,
     ):
         servers = (
             [s.strip() for s in bootstrap_servers.split(",")]
@@ -167,6 +171,7 @@ class KafkaBus(JobBus):
         self.retry_backoff_max = retry_backoff_max
         self.publish_timeout = publish_timeout
         self.bootstrap_timeout_ms = bootstrap_timeout_ms
+        self.connect_timeout = connect_timeout
         self.reconnect_backoff_max_ms = reconnect_backoff_max_ms
         self._lock = threading.RLock()
         self._producer: KafkaProducer | None = None
@@ -188,6 +193,7 @@ class KafkaBus(JobBus):
             topic_prefix=settings.kafka_topic_prefix,
             partitions=settings.kafka_partitions,
             group_prefix=settings.kafka_topic_prefix,
+            connect_timeout=settings.kafka_connect_timeout_seconds,
         )
 
     @property
@@ -424,18 +430,39 @@ class KafkaBus(JobBus):
 
     # ------------------------------------------------------------------ consume
 
+    def _connect_consumer(self, kind: JobKind, stop: threading.Event) -> KafkaConsumer | None:
+        """The topics ensured and a consumer for ``kind``, trying again while the brokers
+        cannot be reached, up to ``connect_timeout``; None if ``stop`` is set meanwhile."""
+        deadline = time.monotonic() + self.connect_timeout
+        pause = 1.0
+        while True:
+            try:
+                self.ensure_topics()
+                return self._new_consumer(kind)
+            except KafkaBusError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                log.warning("%s; trying again in %.0f s", exc, min(pause, left))
+                if stop.wait(min(pause, left)):
+                    return None
+                pause = min(pause * 2, 15.0)
+
     def consume(self, kind: JobKind, handler: Handler, stop: threading.Event) -> int:
         """Run ``handler`` on jobs of ``kind`` until ``stop`` is set; returns jobs handled.
 
-        Each record's offset is committed, synchronously, right after its handler returned.
+        Until it has a consumer it keeps trying to reach the brokers, for ``connect_timeout``
+        seconds. Each record's offset is committed, synchronously, right after its handler
+        returned.
         A handler that raises is retried on the same record after a pause that doubles with
         each consecutive failure, up to ``retry_backoff_max``; records behind it on its
         partition wait. Records polled but not handled when ``stop`` is set stay uncommitted
         and go to the partition's next owner.
         """
         kind = JobKind(kind)
-        self.ensure_topics()
-        consumer = self._new_consumer(kind)
+        consumer = self._connect_consumer(kind, stop)
+        if consumer is None:
+            return 0
         handled = 0
         failures = 0
         try:

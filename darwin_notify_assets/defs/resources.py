@@ -2,7 +2,7 @@
 pipeline's settings, each a typed ``ConfigurableResource``.
 
 ``resources_from_env`` is the one place where the environment chooses them. Secrets (the
-databases' passwords, SendGrid's key, the SMS gateway's token) are bound with ``EnvVar``, so
+databases' passwords, SendGrid's and Mandrill's keys, the SMS gateway's token) are bound with ``EnvVar``, so
 the UI shows the variable's name, never its value, and they are resolved when a run starts.
 Each resource holds at most one connection per execution (a run's step, a sensor's tick),
 opened on first use and closed when the execution ends; outside Dagster, a resource is a
@@ -20,6 +20,7 @@ from pydantic import PrivateAttr
 
 from darwin_notify_assets.bus.base import InProcessBus, JobBus
 from darwin_notify_assets.config import (
+    MANDRILL_API_KEY_ENV,
     REPLICA_PASSWORD_ENV,
     SENDGRID_API_KEY_ENV,
     STORE_PASSWORD_ENV,
@@ -27,6 +28,7 @@ from darwin_notify_assets.config import (
     UNSUBSCRIBE_SECRET_ENV,
     Settings,
 )
+from darwin_notify_assets.delivery.failover import select_email_sender
 from darwin_notify_assets.delivery.senders import Sender, build_senders
 from darwin_notify_assets.domain.model import load_model
 from darwin_notify_assets.domain.pipeline import Runtime
@@ -149,8 +151,8 @@ class JobBusResource(_Lifecycle, ConfigurableResource["JobBusResource"]):
 
 
 class SendersResource(ConfigurableResource["SendersResource"]):
-    """The providers: SendGrid and a Twilio-compatible SMS gateway when their credentials are
-    given, else the file outbox."""
+    """The providers: SendGrid or Mandrill (with the other as failover, if configured) and a
+    Twilio-compatible SMS gateway when their credentials are given, else the file outbox."""
 
     outbox_dir: str
     email_from: str = "notifications@darwin-notify.example"
@@ -165,10 +167,14 @@ class SendersResource(ConfigurableResource["SendersResource"]):
     webhook_public_url: str = ""
     unsubscribe_secret: str | None = None
     unsubscribe_mailto: str = ""
+    email_provider: str = "sendgrid"
+    email_failover: str = ""
+    mandrill_api_key: str | None = None
+    mandrill_host: str = ""
 
     def make(self) -> dict[str, Sender]:
         """A new sender per channel (each send worker has its own connections)."""
-        return build_senders(
+        senders = build_senders(
             outbox_dir=self.outbox_dir,
             email_from=self.email_from,
             sms_from=self.sms_from,
@@ -177,6 +183,19 @@ class SendersResource(ConfigurableResource["SendersResource"]):
             twilio_account_sid=self.twilio_account_sid,
             twilio_auth_token=self.twilio_auth_token,
             sms_base_url=self.sms_base_url,
+            timeout=self.timeout_seconds,
+            pool_size=self.pool_size,
+            webhook_public_url=self.webhook_public_url,
+            unsubscribe_secret=self.unsubscribe_secret,
+            unsubscribe_mailto=self.unsubscribe_mailto,
+        )
+        return select_email_sender(
+            senders,
+            provider=self.email_provider,
+            failover=self.email_failover,
+            mandrill_api_key=self.mandrill_api_key,
+            mandrill_host=self.mandrill_host,
+            email_from=self.email_from,
             timeout=self.timeout_seconds,
             pool_size=self.pool_size,
             webhook_public_url=self.webhook_public_url,
@@ -281,6 +300,10 @@ def resources_from_env(
             webhook_public_url=s.webhook_public_url,
             unsubscribe_secret=_secret(UNSUBSCRIBE_SECRET_ENV, env),
             unsubscribe_mailto=s.unsubscribe_mailto,
+            email_provider=s.email_provider,
+            email_failover=s.email_failover,
+            mandrill_api_key=_secret(MANDRILL_API_KEY_ENV, env),
+            mandrill_host=s.mandrill_host,
         ),
     }
     resources.update(overrides)

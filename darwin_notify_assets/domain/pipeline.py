@@ -23,6 +23,7 @@ from darwin_notify_assets.bus.base import (
     run_consumers,
 )
 from darwin_notify_assets.config import (
+    MANDRILL_API_KEY_ENV,
     REPLICA_PASSWORD_ENV,
     SENDGRID_API_KEY_ENV,
     STORE_PASSWORD_ENV,
@@ -30,6 +31,7 @@ from darwin_notify_assets.config import (
     UNSUBSCRIBE_SECRET_ENV,
     Settings,
 )
+from darwin_notify_assets.delivery.failover import select_email_sender
 from darwin_notify_assets.delivery.senders import Sender, build_senders
 from darwin_notify_assets.delivery.throttle import build_budgets
 from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
@@ -257,7 +259,7 @@ class Runtime:
 
 def make_senders(settings: Settings) -> dict[str, Sender]:
     """The senders the environment describes (workers and commands outside Dagster)."""
-    return build_senders(
+    senders = build_senders(
         outbox_dir=settings.outbox_dir,
         email_from=settings.email_from,
         sms_from=settings.sms_from,
@@ -266,6 +268,19 @@ def make_senders(settings: Settings) -> dict[str, Sender]:
         twilio_account_sid=settings.twilio_account_sid,
         twilio_auth_token=os.environ.get(TWILIO_AUTH_TOKEN_ENV),
         sms_base_url=settings.sms_base_url,
+        timeout=settings.provider_timeout_seconds,
+        pool_size=settings.send_concurrency,
+        webhook_public_url=settings.webhook_public_url,
+        unsubscribe_secret=os.environ.get(UNSUBSCRIBE_SECRET_ENV),
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+    )
+    return select_email_sender(
+        senders,
+        provider=settings.email_provider,
+        failover=settings.email_failover,
+        mandrill_api_key=os.environ.get(MANDRILL_API_KEY_ENV),
+        mandrill_host=settings.mandrill_host,
+        email_from=settings.email_from,
         timeout=settings.provider_timeout_seconds,
         pool_size=settings.send_concurrency,
         webhook_public_url=settings.webhook_public_url,

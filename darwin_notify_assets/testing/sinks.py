@@ -1,6 +1,6 @@
 """Local stand-ins for the email and SMS providers, for tests and local runs.
 
-Two small HTTP servers speak just enough of the providers' APIs for the real client
+Small HTTP servers speak just enough of the providers' APIs for the real client
 libraries to work against them unchanged:
 
 * ``sendgrid``: SendGrid v3 ``POST /v3/mail/send`` (Bearer auth, JSON body, ``202`` with an
@@ -8,6 +8,8 @@ libraries to work against them unchanged:
 * ``sms``: Twilio ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` (HTTP basic auth,
   form-encoded ``To``/``From``/``Body``, ``201`` with a Message resource, Twilio-style
   ``{"code": ..., "message": ..., "status": ...}`` errors).
+* ``mandrill``: Mailchimp Transactional ``POST /api/1.0/messages/send``, in
+  ``testing/mandrill_sink.py``.
 
 Every send request, accepted or refused, is appended to a JSONL record file (one JSON object
 a line, flushed per request), so tests can count exactly what reached the provider and tell
@@ -69,7 +71,7 @@ from darwin_notify_assets.domain.sms import sms_segments
 
 logger = logging.getLogger(__name__)
 
-SINK_KINDS = ("sendgrid", "sms")
+SINK_KINDS = ("sendgrid", "sms", "mandrill")
 
 SENDGRID_SEND_PATH = "/v3/mail/send"
 TWILIO_MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account_sid>[^/]+)/Messages\.json$")
@@ -226,15 +228,17 @@ class Recorder:
         """Writes one entry and flushes it, so readers in other processes see it at once.
 
         Args:
-            entry: The JSON-serialisable record; its ``status`` decides whether it counts as
-                accepted.
+            entry: The JSON-serialisable record; its ``accepted`` (when given, for a provider
+                that can refuse inside a 200) or else its ``status`` decides whether it counts
+                as accepted.
         """
         line = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
+        accepted = entry.get("accepted", 200 <= int(entry.get("status", 0)) < 300)
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()
             self.count += 1
-            if 200 <= int(entry.get("status", 0)) < 300:
+            if accepted:
                 self.accepted += 1
 
     def counts(self) -> dict[str, int]:
@@ -256,6 +260,13 @@ class Recorder:
             self._file.close()
 
 
+CALLBACK_EVENTS = {
+    "sendgrid": ["processed", "delivered"],
+    "sms": ["sent", "delivered"],
+    "mandrill": ["send"],
+}
+
+
 class Callbacks:
     """What a sink calls back after accepting a request (see ``POST /_control``)."""
 
@@ -265,6 +276,8 @@ class Callbacks:
         self.repeat = 1
         self.events: list[str] = []
         self.delay = 0.0
+        # Mandrill's webhook key (HMAC); a sink makes its own unless a test gives one.
+        self.key = secrets.token_urlsafe(16)
         self._signer: Any = None
         self.sent = 0
         self.failed = 0
@@ -276,8 +289,10 @@ class Callbacks:
                 return
             if not isinstance(value, dict) or not str(value.get("url", "")).startswith("http"):
                 raise ValueError("callbacks must be {'url': 'http...', ...} or null")
-            default = ["processed", "delivered"] if kind == "sendgrid" else ["sent", "delivered"]
+            default = CALLBACK_EVENTS[kind]
             self.url = str(value["url"])
+            if value.get("key"):
+                self.key = str(value["key"])
             self.repeat = max(1, _non_negative_int(value.get("repeat", 1), "repeat"))
             self.events = [str(e) for e in value.get("events", default)]
             self.delay = float(value.get("delay", 0))
@@ -333,7 +348,13 @@ class SinkServer(ThreadingHTTPServer):
         self.recorder = Recorder(record_path)
         self.faults = FaultQueue()
         self.callbacks = Callbacks()
-        handler = SendGridHandler if kind == "sendgrid" else SmsHandler
+        handler: type[BaseHTTPRequestHandler]
+        if kind == "mandrill":
+            from darwin_notify_assets.testing.mandrill_sink import MandrillHandler
+
+            handler = MandrillHandler
+        else:
+            handler = SendGridHandler if kind == "sendgrid" else SmsHandler
         super().__init__(address, handler)
 
     @property
@@ -943,7 +964,7 @@ def start_sink(
     """Starts a sink in a background thread of the calling process.
 
     Args:
-        kind: ``"sendgrid"`` or ``"sms"``.
+        kind: ``"sendgrid"``, ``"sms"`` or ``"mandrill"`` (``testing/mandrill_sink.py``).
         host: Address to listen on.
         port: Port to listen on; ``0`` picks a free one (see ``server.url``).
         record_path: JSONL file the requests are appended to.
@@ -972,7 +993,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m darwin_notify_assets.testing.sinks",
-        description="Local SendGrid / Twilio-compatible HTTP sinks that record every request.",
+        description="Local SendGrid, Twilio and Mandrill-compatible HTTP sinks that record every request.",
     )
     parser.add_argument("kind", choices=SINK_KINDS)
     parser.add_argument("--port", type=int, required=True)

@@ -32,6 +32,11 @@ from darwin_notify_assets.domain.delivery import (
 )
 from darwin_notify_assets.domain.privacy import mask_email, mask_phone
 from darwin_notify_assets.storage.store import NotificationStore
+from darwin_notify_assets.webhooks.mandrill import (
+    MANDRILL_PATH,
+    MandrillVerifier,
+    mandrill_endpoint,
+)
 from darwin_notify_assets.webhooks.signatures import (
     SENDGRID_SIGNATURE,
     SENDGRID_TIMESTAMP,
@@ -95,6 +100,7 @@ class WebhookConfig:
     twilio_auth_token: str | None
     unsubscribe: UnsubscribeTokens | None
     sms_help_answer: str
+    mandrill: MandrillVerifier | None = None
 
 
 def create_app(pool: StorePool, config: WebhookConfig) -> Starlette:
@@ -263,6 +269,11 @@ def create_app(pool: StorePool, config: WebhookConfig) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route(SENDGRID_PATH, sendgrid, methods=["POST"]),
+            Route(
+                MANDRILL_PATH,
+                mandrill_endpoint(config.mandrill, stored, refused, unavailable),
+                methods=["POST", "HEAD"],
+            ),
             Route(SMS_STATUS_PATH, sms_status, methods=["POST"]),
             Route(SMS_INBOUND_PATH, sms_inbound, methods=["POST"]),
             Route(UNSUBSCRIBE_PATH, unsubscribe, methods=["GET", "POST"]),

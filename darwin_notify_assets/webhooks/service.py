@@ -12,6 +12,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from darwin_notify_assets.config import (
+    MANDRILL_WEBHOOK_KEY_ENV,
     STORE_PASSWORD_ENV,
     TWILIO_AUTH_TOKEN_ENV,
     UNSUBSCRIBE_SECRET_ENV,
@@ -20,6 +21,7 @@ from darwin_notify_assets.config import (
 from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_assets.storage.store import NotificationStore
 from darwin_notify_assets.webhooks.app import StorePool, WebhookConfig, create_app
+from darwin_notify_assets.webhooks.mandrill import MANDRILL_PATH, MandrillVerifier
 from darwin_notify_assets.webhooks.signatures import SendGridVerifier, UnsubscribeTokens
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,11 @@ def webhook_config(settings: Settings) -> WebhookConfig:
     """What the service verifies with; each provider's endpoint is on only when configured."""
     secret = os.environ.get(UNSUBSCRIBE_SECRET_ENV)
     token = os.environ.get(TWILIO_AUTH_TOKEN_ENV)
-    if (token or secret) and not settings.webhook_public_url:
+    mandrill_key = os.environ.get(MANDRILL_WEBHOOK_KEY_ENV)
+    if (token or secret or mandrill_key) and not settings.webhook_public_url:
         raise ConfigurationError(
-            "DARWIN_NOTIFY_WEBHOOK_PUBLIC_URL must be set: Twilio signs the URL it called, "
-            "and unsubscribe links start with it"
+            "DARWIN_NOTIFY_WEBHOOK_PUBLIC_URL must be set: Twilio and Mandrill sign the URL "
+            "they called, and unsubscribe links start with it"
         )
     return WebhookConfig(
         public_url=settings.webhook_public_url,
@@ -44,6 +47,11 @@ def webhook_config(settings: Settings) -> WebhookConfig:
         twilio_auth_token=token or None,
         unsubscribe=UnsubscribeTokens(secret) if secret else None,
         sms_help_answer=settings.sms_help_answer,
+        mandrill=MandrillVerifier(
+            mandrill_key, settings.webhook_public_url.rstrip("/") + MANDRILL_PATH
+        )
+        if mandrill_key
+        else None,
     )
 
 

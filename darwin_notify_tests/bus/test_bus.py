@@ -2,7 +2,9 @@
 handler returns) without Kafka."""
 
 import json
+import logging
 import threading
+import time
 
 import pytest
 
@@ -151,3 +153,35 @@ def test_run_consumers_surfaces_a_consumer_crash():
         run_consumers(
             Broken(), JobKind.SEND, lambda: (lambda job: None), 2, done=lambda: False, timeout=5
         )
+
+
+def test_a_kafka_worker_waits_for_unreachable_brokers_then_names_them(caplog) -> None:
+    from darwin_notify_assets.bus.kafka import KafkaBus, KafkaBusError
+
+    bus = KafkaBus(
+        "127.0.0.1:1", topic_prefix="unreachable", bootstrap_timeout_ms=200, connect_timeout=2.5
+    )
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="darwin_notify_assets.bus.kafka"):
+            with pytest.raises(KafkaBusError, match="127.0.0.1:1"):
+                bus.consume(JobKind.RENDER, lambda job: None, threading.Event())
+    finally:
+        bus.close()
+    assert time.monotonic() - started >= 2.5
+    retries = [r for r in caplog.records if "trying again" in r.getMessage()]
+    assert len(retries) >= 2
+
+
+def test_a_kafka_worker_stopped_while_it_waits_for_the_brokers_returns() -> None:
+    from darwin_notify_assets.bus.kafka import KafkaBus
+
+    bus = KafkaBus("127.0.0.1:1", topic_prefix="unreachable", bootstrap_timeout_ms=200)
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    try:
+        assert bus.consume(JobKind.RENDER, lambda job: None, stop) == 0
+    finally:
+        bus.close()
+    assert time.monotonic() - started < 10

@@ -34,6 +34,11 @@ STORE_TABLES = (
     "candidate",
     "message",
     "message_event",
+    "schedule_snapshot",
+    "run_schedule",
+    "delivery_event",
+    "suppression",
+    "message_delivery",
 )
 DARWIN_TABLES = (
     "Office",

@@ -1,18 +1,17 @@
 """The T-SQL of darwin-notify executed on the SQL Server named by DARWIN_NOTIFY_TEST_MSSQL_URL:
-the schemas applied twice, every named query of ``sql/mssql/`` run at least once with
-realistic parameters, timestamps and the parameter limit, and what a T-SQL engine without
-availability groups cannot show (skipped with the gap named)."""
+the schemas applied twice, every replica query, timestamps, the parameter limit, bulk
+inserts of many rows as one JSON parameter, and what a T-SQL engine without availability
+groups cannot show (skipped with the gap named). Every store query is run by
+``darwin_notify_tests/storage/test_store_queries.py``."""
 
-import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 
 from darwin_notify_assets.domain.messages import MessageStatus
-from darwin_notify_assets.errors import InvalidTransition, ReadOnlyViolation
+from darwin_notify_assets.errors import ReadOnlyViolation
 from darwin_notify_assets.storage.db import Database, verify_read_only
-from darwin_notify_assets.storage.dialects import SqlServer
+from darwin_notify_assets.storage.dialects import MSSQL_JSON_ROWS, SqlServer
 from darwin_notify_assets.storage.mssql_watermark import watermark_from_row
 from darwin_notify_assets.storage.sqlfiles import read_queries
 from darwin_notify_assets.storage.store import (
@@ -20,7 +19,6 @@ from darwin_notify_assets.storage.store import (
     ChangeEvent,
     NotificationStore,
     OutboundMessage,
-    utcnow,
 )
 from darwin_notify_tests.mssql.server import (
     DARWIN_TABLES,
@@ -36,12 +34,15 @@ pytestmark = pytest.mark.mssql
 
 P1, P2 = "2026-03-02-14:00", "2026-03-02-14:05"
 
-# Found here on Babelfish 4.2: in one transaction, a statement of some 600 or more bound
-# parameters loses its rows when the same statement text runs again (1,000 + 1,000 + 50 rows
-# inserted, all three counted, 1,050 present); 400 parameters are not affected.
+# Found here on Babelfish 4.2: pyodbc asks ODBC Driver 18 to describe every NULL parameter,
+# the driver asks the server (sp_describe_undeclared_parameters), and where Babelfish cannot
+# describe a statement (a multi-row VALUES insert past a few hundred parameters) the failure
+# rolls back the open transaction without an error to the client: of three 400-row inserts
+# with NULLs in one transaction, only the last one's rows remain (without NULLs, all do).
 BABELFISH_LOST_STATEMENT = (
-    "not verifiable on Babelfish 4.2: a statement of ~600+ parameters run twice with the "
-    "same text in one transaction loses the first run's rows there"
+    "not verifiable on Babelfish 4.2: there a failed describe of a NULL parameter (ODBC "
+    "Driver 18's sp_describe_undeclared_parameters) silently rolls back the open transaction, "
+    "so multi-row VALUES inserts with NULLs lose the rows of the statements before"
 )
 
 
@@ -91,158 +92,6 @@ def test_the_sample_darwin_schema_runs_twice() -> None:
         db.close()
 
 
-def _pattern(sql: str) -> re.Pattern[str]:
-    """What a named query looks like once its {list} and {values} are filled in."""
-    parts = re.split(r"\{list\}|\{values\}", sql)
-    return re.compile(".+?".join(re.escape(p) for p in parts) + r"\Z", re.S)
-
-
-def test_every_named_store_query_runs_on_the_server() -> None:
-    queries = read_queries("mssql", "store_queries.sql")
-    patterns = {name: _pattern(sql) for name, sql in queries.items()}
-    ran: list[str] = []
-    with mssql_store() as store:
-        db = store.db
-        execute = db.execute
-
-        def recording(sql: str, params=()):
-            ran.append(sql)
-            return execute(sql, params)
-
-        db.execute = recording  # type: ignore[method-assign]
-        try:
-            _exercise(store)
-        finally:
-            del db.execute
-    used = {name for name, p in patterns.items() if any(p.match(s) for s in ran)}
-    assert sorted(set(queries) - used) == []
-
-
-def _exercise(store: NotificationStore) -> None:
-    """Every store operation once, with rows as a window produces them, each bulk statement
-    in one chunk (the chunking is ``test_one_statement_never_binds_more_than_the_server_takes``)."""
-    now = utcnow()
-    start = datetime(2026, 3, 2, 14, 0, 0, 123456)
-    store.record_window(P1, start, start + timedelta(minutes=5), now, "streaming", 3)
-    store.record_window(P1, start, start + timedelta(minutes=5), now, "streaming", 4)
-    assert store.window_info(P1)["rows_read"] == 4
-    assert store.windows_between(start, start + timedelta(minutes=5)) == {P1}
-    assert store.last_window() == P1
-    n = 30
-    events = [
-        ChangeEvent(
-            f"1:Property:{i}:v1",
-            P1,
-            1,
-            "Property",
-            i,
-            "update",
-            "v1",
-            i % 10 + 1,
-            i,
-            {"Status": "Active"},
-            {"Status": "Pending", "Name": "Zoë's"},
-        )
-        for i in range(n)
-    ]
-    skipped = [
-        ChangeEvent(f"2:Deal:{i}:v1", P1, 2, "Deal", i, "insert", "v1", 1, None, None, {})
-        for i in range(5)
-    ]
-    snapshots = {("Property", i): {"Status": "Pending", "ListPrice": "10.50"} for i in range(n)}
-    deals = [(i, i % 10 + 1, start, Decimal("350000.00"), Decimal("8750.25")) for i in range(n)]
-    listings = [(i, i % 10 + 1, "Active") for i in range(n)]
-    agents = [(P1, a) for a in range(1, 11)]
-    new = store.save_detection(events, snapshots, deals, listings, [], agents, skipped)
-    assert new == n
-    # the same again: the events are present, the ledgers replaced
-    assert store.save_detection(events, snapshots, deals, listings, [], agents, skipped) == 0
-    assert store.known_event_keys([e.event_key for e in events]) == {e.event_key for e in events}
-    assert store.decided_event_keys([e.event_key for e in skipped]) == {
-        e.event_key for e in skipped
-    }
-    assert store.snapshots("Property", [1, 2])[1]["ListPrice"] == "10.50"
-    assert store.save_detection([], {}, [], [], [("Deal", 1), ("Property", 1)], []) == 0
-    assert sorted(store.window_agents(P1)) == list(range(1, 11))
-    assert store.recompute_totals(list(range(1, 11)), start) == 10
-    totals = store.totals([2])
-    assert totals[2].units_ytd == len([d for d in deals if d[1] == 2 and d[0] != 1])
-    pages = list(store.stream_events(P1, 12))
-    assert sum(len(p) for p in pages) == n
-    assert len(store.schedule_events(P1, 1)) == n
-    candidates = [
-        CandidateRow(
-            f"{e.event_key}:email:contact:{e.record_id}",
-            P1,
-            1,
-            "email",
-            e.event_id or 0,
-            "Property",
-            e.record_id,
-            e.agent_id,
-            "contact",
-            e.record_id,
-            i % 2 == 0,
-        )
-        for i, e in enumerate(store.schedule_events(P1, 1))
-    ]
-    inserted: list[int] = []
-    assert (
-        store.insert_candidates(
-            candidates, [e.event_id for p in pages for e in p], on_inserted=inserted.extend
-        )
-        == n
-    )
-    assert len(inserted) == n and store.insert_candidates(candidates) == 0
-    assert list(store.stream_events(P1, 12)) == []
-    assert store.candidate_count(P1) == n and store.event_count(P1) == n
-    assert store.unrendered_count(P1) == n
-    ids = [i for batch in store.stream_unrendered(P1, 7) for i in batch]
-    items = store.load_render_items(ids)
-    assert len(items) == n
-    messages = [
-        OutboundMessage(
-            it.candidate_id,
-            it.candidate_key,
-            P1,
-            "email",
-            MessageStatus.QUEUED if k < n - 2 else MessageStatus.SUPPRESSED,
-            to_address=f"c{k}@example.com",
-            subject="Zoë: price change",
-            html_body="<p>é</p>",
-            text_body="t",
-            reason=None if k < n - 2 else "opted out",
-        )
-        for k, it in enumerate(items)
-    ]
-    assert store.insert_messages(messages) == n
-    assert store.insert_messages(messages) == 0
-    queued = store.queued_ids(P1)
-    assert len(queued) == n - 2
-    claimed = store.claim(queued)
-    assert len(claimed) == n - 2 and store.claim(queued) == []
-    outcomes = [(m.message_id, MessageStatus.SENT, None, f"sg-{m.message_id}") for m in claimed]
-    assert store.finish(outcomes[:-3]) == []
-    assert store.finish(outcomes[:2]) == [outcomes[0][0], outcomes[1][0]]
-    stale = [m.message_id for m in claimed[-3:]]
-    store.transition(stale[0], MessageStatus.SENDING, MessageStatus.FAILED, "bounced")
-    with pytest.raises(InvalidTransition):
-        store.transition(stale[0], MessageStatus.SENDING, MessageStatus.UNKNOWN, "x")
-    assert store.expire_sending(utcnow() + timedelta(seconds=1), P2) == []
-    assert sorted(store.expire_sending(utcnow() + timedelta(seconds=1), P1)) == stale[1:]
-    assert store.expire_sending(utcnow() + timedelta(seconds=1)) == []
-    counts = store.status_counts(P1)
-    assert counts == {"sent": n - 5, "failed": 1, "unknown": 2, "suppressed": 2}
-    assert store.status_counts() == counts
-    assert store.open_message_count(P1) == 0
-    assert len(store.messages(P1, [MessageStatus.SENT])) == n - 5
-    assert len(store.messages()) == n
-    assert store.missing_messages(P1) == []
-    assert store.duplicate_sends(P1) == [] and store.duplicate_sends() == []
-    assert store.candidate_windows(None, None) == [P1]
-    assert store.candidate_windows(P2, None) == []
-
-
 def test_timestamps_keep_their_microseconds_and_are_utc() -> None:
     with mssql_store() as store:
         start = datetime(2026, 3, 2, 14, 0, 0, 123456)
@@ -263,20 +112,61 @@ def test_timestamps_keep_their_microseconds_and_are_utc() -> None:
 
 
 def test_one_statement_never_binds_more_than_the_server_takes() -> None:
-    """4,000 keys in an IN list and 3,000 rows of 12 columns: each statement within 2,100,
-    and every row arrives."""
+    """4,000 keys in an IN list and 500 change events of 12 columns as multi-row VALUES:
+    each statement within 2,100, and every row arrives."""
     with mssql_store() as store:
-        if is_babelfish(store.db):
-            pytest.skip(BABELFISH_LOST_STATEMENT)
         keys = [f"k{i}" for i in range(4000)]
         assert store.known_event_keys(keys) == set()
+        if is_babelfish(store.db):
+            pytest.skip(BABELFISH_LOST_STATEMENT)
         assert SqlServer.max_params < 2100
-        candidates = [
-            CandidateRow(f"c{i}", P1, 1, "sms", i, "Property", i, 1, "agent", 1, False)
-            for i in range(3000)
+        events = [
+            ChangeEvent(f"e{i}", P1, 1, "Property", i, "insert", "v1", 1, None, None, {})
+            for i in range(500)
         ]
-        assert store.insert_candidates(candidates) == 3000
-        assert store.candidate_count(P1) == 3000
+        assert store.save_detection(events, {}, [], [], [], []) == 500
+        assert store.event_count(P1) == 500
+
+
+def test_bulk_inserts_of_many_rows_take_every_row_once() -> None:
+    """12,000 candidates and their messages, three JSON statements each of the same text in
+    one transaction: every row arrives, every new candidate's id is returned, each message
+    has its first history row, and the same again inserts nothing."""
+    n = MSSQL_JSON_ROWS * 2 + 2000
+    with mssql_store() as store:
+        candidates = [
+            CandidateRow(f"c{i}", P1, 1, "email", i, "Property", i, i % 7, "contact", i, i % 2 == 0)
+            for i in range(n)
+        ]
+        ids: list[int] = []
+        assert store.insert_candidates(candidates, on_inserted=ids.extend) == n
+        assert len(set(ids)) == n and store.candidate_count(P1) == n
+        assert store.insert_candidates(candidates) == 0
+        keys = dict(store.db.query("SELECT candidate_id, candidate_key FROM dbo.candidate"))
+        assert sorted(keys) == sorted(ids)
+        messages = [
+            OutboundMessage(
+                cid,
+                keys[cid],
+                P1,
+                "email",
+                MessageStatus.QUEUED,
+                to_address=f"c{cid}@example.com",
+                subject="Zoë's listing",
+                html_body="<p>é</p>",
+                text_body="t",
+            )
+            for cid in ids
+        ]
+        assert store.insert_messages(messages) == n
+        assert store.insert_messages(messages) == 0
+        assert store.status_counts(P1) == {"queued": n}
+        first = store.db.scalar(
+            "SELECT COUNT(*) FROM dbo.message_event WHERE from_status IS NULL AND to_status = ?",
+            [str(MessageStatus.QUEUED)],
+        )
+        assert first == n
+        assert store.unrendered_count(P1) == 0
 
 
 def test_every_replica_query_runs_and_the_guard_refuses_a_login_that_can_write() -> None:

@@ -7,9 +7,11 @@ sends binds exactly the parameters it holds, within the driver's limits.
 """
 
 import ast
+import json
 import re
 from collections import defaultdict
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from darwin_notify_assets.errors import ConfigurationError, InvalidTransition
 from darwin_notify_assets.storage import db as db_module
 from darwin_notify_assets.storage.db import Database, DatabaseUrl, connect, masked
 from darwin_notify_assets.storage.dialects import (
+    MSSQL_JSON_ROWS,
     PG_ARRAY_ROWS,
     PostgreSQL,
     SQLite,
@@ -222,10 +225,16 @@ STORE_NAMES = sorted(read_queries("sqlite", "store_queries.sql"))
 @pytest.mark.parametrize("name", STORE_NAMES)
 def test_every_statement_takes_the_same_parameters_in_every_dialect(name: str) -> None:
     sqlite, pg, mssql = (read_queries(d, "store_queries.sql")[name] for d in DIALECTS)
-    assert _tokens(mssql) == _tokens(sqlite)
     if not _is_bulk(name):
+        assert _tokens(mssql) == _tokens(sqlite)
         assert _tokens(pg) == _tokens(sqlite)
         return
+    if "{values}" in mssql:
+        assert _tokens(mssql) == _tokens(sqlite)
+    else:
+        # The rows as one JSON parameter, the first, then the same trailing parameters.
+        assert mssql.find("?") == mssql.find("OPENJSON(?)") + len("OPENJSON(")
+        assert _tokens(mssql) == ["?"] + _tokens(sqlite)[1:]
     # Rows first: {values} before every other parameter; PostgreSQL: its arrays first.
     assert _tokens(sqlite)[0] == "{values}"
     arrays = [t for t in _tokens(pg) if t.startswith("?::")]
@@ -255,6 +264,30 @@ def test_bulk_columns_have_the_types_of_the_schema(name: str) -> None:
             for line in variable.group(1).strip().splitlines()
         }
         assert declared == {c: types[c] for c in declared}
+    json_rows_ = re.search(
+        r"INSERT INTO dbo\.(\w+) \(([^)]*)\)\s*SELECT.*?OPENJSON\(\?\) WITH \((.*?)\n\) AS s",
+        mssql,
+        re.S,
+    )
+    if json_rows_ is not None:
+        types = _column_types("mssql", "store_schema.sql")[json_rows_.group(1)]
+        inserted = [c.strip() for c in json_rows_.group(2).split(",")]
+        read = [
+            re.fullmatch(r"(\w+) ([\w(),]+) '\$\[(\d+)\]',?", line.strip())
+            for line in json_rows_.group(3).strip().splitlines()
+        ]
+        assert all(read), json_rows_.group(3)
+        # every column of the insert, by position in each row
+        assert [(m.group(1), int(m.group(3))) for m in read if m] == [
+            (c, i) for i, c in enumerate(inserted)
+        ]
+        for m in read:
+            assert m is not None
+            column, kind = m.group(1), m.group(2).lower()
+            # text is read whole (nvarchar(max)): a narrower read would cut a value short
+            # where the column's own width makes the insert fail
+            want = "nvarchar(max)" if types[column].startswith("nvarchar") else types[column]
+            assert kind == want, (column, kind, types[column])
 
 
 def test_sql_server_forms_avoid_merge_and_output() -> None:
@@ -290,14 +323,47 @@ def test_tsql_scripts_split_on_go_lines_only() -> None:
 
 # -- the dialect objects -----------------------------------------------------------------------
 def test_sql_server_bulk_statements_stay_within_its_limits() -> None:
-    sql = read_queries("mssql", "store_queries.sql")["insert_messages"]
-    rows = [tuple(range(i, i + 16)) for i in range(2500)]
+    sql = read_queries("mssql", "store_queries.sql")["insert_change_events"]
+    rows = [tuple(range(i, i + 12)) for i in range(2500)]
     chunks = list(SqlServer().bulk_statements(sql, rows))
     assert sum(n for _, _, n in chunks) == len(rows)
     for text, params, n in chunks:
         assert len(params) <= 2100 and n <= 1000
-        assert text.count("?") == len(params) == 16 * n and "{values}" not in text
+        assert text.count("?") == len(params) == 12 * n and "{values}" not in text
     assert [v for _, params, _ in chunks for v in params] == [v for r in rows for v in r]
+
+
+def test_sql_server_json_bulk_statements_bind_their_rows_as_one_parameter() -> None:
+    sql = read_queries("mssql", "store_queries.sql")["insert_messages"]
+    row = (
+        7,
+        "k'é\"",
+        "p",
+        "email",
+        None,
+        "Zoë",
+        "<p>",
+        "t",
+        None,
+        None,
+        None,
+        "queued",
+        None,
+        0,
+        "2026-03-02T14:00:00.1234560",
+        datetime(2026, 3, 2, 14, 0, 0, 1),
+        Decimal("8.10"),
+    )
+    rows = [row] * (MSSQL_JSON_ROWS * 2 + 3)
+    chunks = list(SqlServer().bulk_statements(sql, rows))
+    assert [n for _, _, n in chunks] == [MSSQL_JSON_ROWS, MSSQL_JSON_ROWS, 3]
+    for text, params, n in chunks:
+        assert text == sql and len(params) == 1
+        assert json.loads(params[0]) == [[*row[:15], "2026-03-02T14:00:00.0000010", "8.10"]] * n
+    with pytest.raises(ValueError, match="0 trailing parameters; it has 2"):
+        list(SqlServer().bulk_statements(sql + " AND 1 = ?", rows))
+    with pytest.raises(TypeError, match="bytes"):
+        list(SqlServer().bulk_statements(sql, [(b"x",)]))
 
 
 def test_trailing_parameters_follow_the_rows() -> None:

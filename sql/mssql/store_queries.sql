@@ -1,6 +1,8 @@
 -- Every statement of the notification store, by name; the same names in every dialect.
 -- {list} stands for an IN list of ?, filled in by the caller; {values} for the rows of a bulk
--- statement, whose parameters come first (see storage/dialects.py). Every value is bound.
+-- statement, whose parameters come first; a bulk statement without {values} takes its rows as
+-- its first parameter, one JSON array of arrays read with OPENJSON (see storage/dialects.py).
+-- Every value is bound.
 -- T-SQL for SQL Server 2019 and later, without MERGE: insert-if-absent is INSERT ... SELECT
 -- ... WHERE NOT EXISTS under UPDLOCK, HOLDLOCK.
 
@@ -174,12 +176,28 @@ FROM dbo.change_event WHERE partition_key = ? AND schedule_id = ? ORDER BY event
 UPDATE dbo.change_event SET expanded = ? WHERE event_id IN ({list});
 
 -- name: insert_candidates
+-- The rows arrive as one JSON array of arrays (storage/dialects.py), read with OPENJSON: one
+-- parameter per statement instead of one per value. Text columns are read as nvarchar(max),
+-- so a value too long for its column fails the insert as a VALUES row would, and is never
+-- cut short by the read.
 INSERT INTO dbo.candidate (candidate_key, partition_key, schedule_id, channel, event_id,
     source_table, record_id, agent_id, recipient_kind, recipient_id, uses_totals, created_at)
 SELECT s.candidate_key, s.partition_key, s.schedule_id, s.channel, s.event_id, s.source_table,
     s.record_id, s.agent_id, s.recipient_kind, s.recipient_id, s.uses_totals, s.created_at
-FROM (VALUES {values}) AS s (candidate_key, partition_key, schedule_id, channel, event_id,
-    source_table, record_id, agent_id, recipient_kind, recipient_id, uses_totals, created_at)
+FROM OPENJSON(?) WITH (
+    candidate_key nvarchar(max) '$[0]',
+    partition_key nvarchar(max) '$[1]',
+    schedule_id int '$[2]',
+    channel nvarchar(max) '$[3]',
+    event_id bigint '$[4]',
+    source_table nvarchar(max) '$[5]',
+    record_id bigint '$[6]',
+    agent_id bigint '$[7]',
+    recipient_kind nvarchar(max) '$[8]',
+    recipient_id bigint '$[9]',
+    uses_totals bit '$[10]',
+    created_at datetime2(7) '$[11]'
+) AS s
 WHERE NOT EXISTS (SELECT 1 FROM dbo.candidate AS t WITH (UPDLOCK, HOLDLOCK) WHERE
     t.candidate_key = s.candidate_key);
 
@@ -215,15 +233,32 @@ WHERE c.candidate_id IN ({list})
 ORDER BY c.candidate_id;
 
 -- name: insert_messages
+-- The rows as one JSON array of arrays, like insert_candidates.
 INSERT INTO dbo.message (candidate_id, candidate_key, partition_key, channel, to_address,
     subject, html_body, text_body, sms_body, sms_encoding, sms_segments, status, reason,
     attempts, created_at, updated_at, schedule_version)
 SELECT s.candidate_id, s.candidate_key, s.partition_key, s.channel, s.to_address, s.subject,
     s.html_body, s.text_body, s.sms_body, s.sms_encoding, s.sms_segments, s.status, s.reason,
     s.attempts, s.created_at, s.updated_at, s.schedule_version
-FROM (VALUES {values}) AS s (candidate_id, candidate_key, partition_key, channel, to_address,
-    subject, html_body, text_body, sms_body, sms_encoding, sms_segments, status, reason,
-    attempts, created_at, updated_at, schedule_version)
+FROM OPENJSON(?) WITH (
+    candidate_id bigint '$[0]',
+    candidate_key nvarchar(max) '$[1]',
+    partition_key nvarchar(max) '$[2]',
+    channel nvarchar(max) '$[3]',
+    to_address nvarchar(max) '$[4]',
+    subject nvarchar(max) '$[5]',
+    html_body nvarchar(max) '$[6]',
+    text_body nvarchar(max) '$[7]',
+    sms_body nvarchar(max) '$[8]',
+    sms_encoding nvarchar(max) '$[9]',
+    sms_segments int '$[10]',
+    status nvarchar(max) '$[11]',
+    reason nvarchar(max) '$[12]',
+    attempts int '$[13]',
+    created_at datetime2(7) '$[14]',
+    updated_at datetime2(7) '$[15]',
+    schedule_version nvarchar(max) '$[16]'
+) AS s
 WHERE NOT EXISTS (SELECT 1 FROM dbo.message AS t WITH (UPDLOCK, HOLDLOCK) WHERE t.candidate_id =
     s.candidate_id);
 
