@@ -106,7 +106,7 @@ class Settings:
             object.__setattr__(self, "outbox_dir", str(home / "outbox"))
         if self.send_request_group < 0:
             raise ConfigurationError(
-                "DARWIN_NOTIFY_SEND_REQUEST_GROUP must be 0 (as many as the send threads) or "
+                "DARWIN_NOTIFY_SEND_REQUEST_GROUP must be 0 (four times the send threads) or "
                 f"more, not {self.send_request_group}"
             )
         if self.sms_max_segments < 1:

@@ -405,6 +405,13 @@ class RetryPolicy:
         return max(self.delay(attempt), retry_after)
 
 
+#: Requests stamped ahead per send thread unless DARWIN_NOTIFY_SEND_REQUEST_GROUP says: a stamp
+#: then covers a quarter of a 100-message job with 8 threads, so a job costs a handful of store
+#: commits, at the price of a crash leaving at most ``concurrency * (1 + GROUP_PER_THREAD)``
+#: requests unknown.
+GROUP_PER_THREAD = 4
+
+
 class SendWorker:
     """Claims the messages of a job, sends them, records each outcome.
 
@@ -415,11 +422,12 @@ class SendWorker:
     crash can leave ``unknown``: the requests in flight, and those stamped to go out next.
 
     Args:
-        request_group: Requests stamped ahead of the threads (the threads' number unless
-            given); the next stamp is made once half of them have gone out, so the other half
+        request_group: Requests stamped ahead of the threads (``GROUP_PER_THREAD`` times
+            the threads' number unless given); the next stamp is made once half of them have gone out, so the other half
             covers its commit, and takes every place free by then.
         record_every: Outcomes recorded in one statement when no requests are left to stamp
-            (while some are, outcomes are recorded with each stamp).
+            (while some are, outcomes are recorded with each stamp); by default all of them,
+            at the last answer or after ``record_interval``.
         record_interval: Seconds an outcome waits at most before it is recorded.
     """
 
@@ -441,13 +449,15 @@ class SendWorker:
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
-        group = max(1, request_group or concurrency)
+        group = max(1, request_group or GROUP_PER_THREAD * concurrency)
         if self.budgets:
             # a group takes its tokens at once: never more than a budget holds
             group = min(group, *(max(1, int(b.burst)) for b in self.budgets.values()))
         self.request_group = group
         self._stamp_at = max(1, group // 2)
-        self.record_every = max(1, record_every or concurrency)
+        # Once nothing is left to stamp, recording sooner shortens no crash bound (those
+        # stamped are counted in it already): only the interval, or the last answer, records.
+        self.record_every = max(1, record_every or concurrency + group)
         self.record_interval = record_interval
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send")
 

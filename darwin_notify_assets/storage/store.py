@@ -679,27 +679,39 @@ class NotificationStore:
         token = uuid.uuid4().hex
         now = db.ts(utcnow())
         with db.transaction():
-            reclaimed = 0
-            for chunk in db.in_batches(list(message_ids), extra_params=3):
+            self._suppress_opted_out(message_ids, token, now)
+            won = 0
+            for chunk in db.in_batches(list(message_ids), extra_params=4):
                 cur = db.execute(
-                    self._sql("reclaim_unrequested_messages", len(chunk)),
-                    [token, now, *chunk, str(new)],
+                    self._sql("claim_messages", len(chunk)),
+                    [str(new), token, now, *chunk, str(expected)],
                 )
-                reclaimed += max(cur.rowcount or 0, 0)
+                won += max(cur.rowcount or 0, 0)
                 cur.close()
             again: set[int] = set()
-            if reclaimed:
-                again = {
+            if won < len(set(message_ids)):
+                # Some were not queued: only then look for claims that never stamped a request
+                # (a worker that died before its requests, the job redelivered).
+                before = {
                     int(r["message_id"])
                     for r in db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
                 }
-            self._suppress_opted_out(message_ids, token, now)
-            self._execute_listed(
-                "claim_messages",
-                message_ids,
-                before=[str(new), token, now],
-                after=[str(expected)],
-            )
+                rest = sorted(set(message_ids) - before)
+                reclaimed = 0
+                for chunk in db.in_batches(rest, extra_params=3):
+                    cur = db.execute(
+                        self._sql("reclaim_unrequested_messages", len(chunk)),
+                        [token, now, *chunk, str(new)],
+                    )
+                    reclaimed += max(cur.rowcount or 0, 0)
+                    cur.close()
+                if reclaimed:
+                    again = {
+                        int(r["message_id"])
+                        for r in db.query_dicts(
+                            self._sql("select_claimed_messages"), [token, str(new)]
+                        )
+                    } - before
             claimed = [
                 _message(r)
                 for r in db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])

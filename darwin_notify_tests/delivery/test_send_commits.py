@@ -1,5 +1,5 @@
 """The send path commits per group of requests, not per request: a job of 100 messages costs
-at most about 100 / (concurrency / 2) commits (each stamp carries the outcomes back so far, and
+at most about 100 / (request group / 2) commits (each stamp carries the outcomes back so far, and
 the budget's tokens when there is one), and the threads find their next request stamped."""
 
 import math
@@ -11,7 +11,7 @@ import pytest
 from darwin_notify_assets.bus.base import Job, JobKind
 from darwin_notify_assets.delivery.senders import Sender, SendResult
 from darwin_notify_assets.delivery.throttle import ProviderBudget
-from darwin_notify_assets.delivery.workers import SendWorker
+from darwin_notify_assets.delivery.workers import GROUP_PER_THREAD, SendWorker
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.storage.store import NotificationStore, OutboundMessage
 from darwin_notify_tests.conftest import PARTITION, make_messages
@@ -53,10 +53,12 @@ def test_a_job_commits_once_per_group_of_requests(store: NotificationStore, monk
     finally:
         worker.close()
     assert counts == {str(MessageStatus.SENT): BATCH}
-    assert worker.request_group == CONCURRENCY
-    # the claim, a stamp each time half a group has room (the first fills the threads and the
-    # group ahead), the outcomes left at the end (at most two more commits)
-    assert len(commits) <= 1 + math.ceil(BATCH / (CONCURRENCY // 2)) + 2
+    group = GROUP_PER_THREAD * CONCURRENCY
+    assert worker.request_group == group
+    # the claim, the first stamp (the threads and the group ahead: 40), one each time half a
+    # group has room (60 left: 4), the outcomes left at the end (at most two more commits)
+    assert len(commits) <= 1 + 1 + math.ceil((BATCH - CONCURRENCY - group) / (group // 2)) + 2
+    assert len(commits) <= 8, len(commits)
     assert provider.most_busy == CONCURRENCY
 
 

@@ -291,6 +291,29 @@ def test_a_claim_never_handed_to_the_provider_is_claimed_again_and_the_old_one_c
     assert history(store, ids[1])[-1][:2] == ("sending", "sending")
 
 
+def test_a_claim_of_queued_messages_only_looks_for_dead_claims_when_some_were_not_queued(
+    store, monkeypatch
+):
+    ids = make_messages(store, 6)
+    executed: list[str] = []
+    real = store.db.execute
+    monkeypatch.setattr(
+        store.db, "execute", lambda sql, *a: (executed.append(sql), real(sql, *a))[1]
+    )
+    first = store.claim(ids[:3])
+    assert [m.message_id for m in first] == ids[:3]
+    assert not any("requested_at IS NULL" in sql for sql in executed)
+    # a dead claim's unstamped messages beside queued ones: each claimed once by this claim
+    executed.clear()
+    second = store.claim(ids)
+    assert [m.message_id for m in second] == ids
+    assert any("requested_at IS NULL" in sql for sql in executed)
+    attempts = store.db.query("SELECT attempts FROM message ORDER BY message_id")
+    assert [a for (a,) in attempts] == [2, 2, 2, 1, 1, 1]
+    assert history(store, ids[0])[-1][:2] == ("sending", "sending")
+    assert history(store, ids[3]) == [(None, "queued", None), ("queued", "sending", None)]
+
+
 def test_expire_sending_requeues_claims_never_handed_to_the_provider(store):
     ids = make_messages(store, 3)
     claimed = store.claim(ids)
