@@ -596,6 +596,7 @@ def test_send_worker_killed_mid_batch_leaves_only_its_requests_in_flight_unknown
         "send.before_request=kill_after:4",
         batch=20,
         DARWIN_NOTIFY_SEND_CONCURRENCY="2",
+        DARWIN_NOTIFY_SEND_REQUEST_GROUP="2",  # the default (4 x the threads) would allow 10
     )
     assert 1 <= len(unknown) <= 2 + 2, sorted(unknown)  # threads + the group stamped ahead
     assert all(view.requests[k] <= 1 for k in unknown)
