@@ -1,4 +1,5 @@
-"""``darwin-notify``: seed, baseline, run windows, run workers, audit, webhooks, demo."""
+"""``darwin-notify``: seed, baseline, run windows, run workers, audit, resolve, webhooks,
+demo."""
 
 import argparse
 import json
@@ -132,6 +133,7 @@ def _failure(result: "ExecuteInProcessResult") -> str:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from darwin_notify_assets.bus.base import JobKind
+    from darwin_notify_assets.delivery.throttle import build_budgets
     from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
     from darwin_notify_assets.domain.pipeline import (
         Runtime,
@@ -175,10 +177,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 templates,
                 settings.window_minutes,
                 reload=reload,
+                sms_max_segments=settings.sms_max_segments,
                 window_snapshot=window_snapshot,
             )
         else:
-            handler = SendWorker(rt.store, rt.senders_factory(), settings.send_concurrency)
+            senders = rt.senders_factory()
+            handler = SendWorker(
+                rt.store,
+                senders,
+                settings.send_concurrency,
+                request_group=settings.send_request_group or None,
+                budgets=build_budgets(rt.store, senders, settings.send_rates),
+            )
         log.info("%s worker started", kind)
         handled = rt.bus.consume(kind, handler, stop)
         log.info("%s worker stopped after %d jobs", kind, handled)
@@ -218,6 +228,31 @@ def cmd_audit(args: argparse.Namespace) -> int:
         say(line)
     say(json.dumps(report.as_dict(), separators=(",", ":")))
     return 0 if report.clean else 1
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    """A person's decision on an ``unknown`` message, after checking with the provider."""
+    import getpass
+
+    from darwin_notify_assets.config import STORE_PASSWORD_ENV
+    from darwin_notify_assets.domain.messages import MessageStatus
+    from darwin_notify_assets.storage.store import NotificationStore
+
+    reason = " ".join(args.reason.split())
+    if not reason:
+        raise DarwinNotifyError("--reason must say why (what the provider showed)")
+    who = " ".join((args.by or getpass.getuser()).split())
+    if not who:
+        raise DarwinNotifyError("--by must name who decides")
+    new = MessageStatus.SENT if args.sent else MessageStatus.FAILED
+    store = NotificationStore.open(_settings().store_url, STORE_PASSWORD_ENV)
+    try:
+        store.ensure_schema()
+        store.resolve_unknown(args.key, new, f"resolved by {who}: {reason}")
+    finally:
+        store.close()
+    say(f"{args.key}: unknown -> {new} (resolved by {who}: {reason})")
+    return 0
 
 
 def cmd_check(_args: argparse.Namespace) -> int:
@@ -339,6 +374,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the audit as Parquet (needs the parquet extra: pyarrow)",
     )
     a.set_defaults(func=cmd_audit)
+
+    v = sub.add_parser(
+        "resolve", help="decide an unknown message (sent or failed) after checking the provider"
+    )
+    v.add_argument("key", help="the message's key, as the audit lists it")
+    outcome = v.add_mutually_exclusive_group(required=True)
+    outcome.add_argument("--sent", action="store_true", help="the provider has it")
+    outcome.add_argument("--failed", action="store_true", help="the provider never took it")
+    v.add_argument("--reason", required=True, help="why: what the provider showed")
+    v.add_argument("--by", help="who decides (default: the login name)")
+    v.set_defaults(func=cmd_resolve)
 
     h = sub.add_parser(
         "webhooks", help="serve provider webhooks, SMS replies and one-click unsubscribe"

@@ -75,6 +75,10 @@ class Settings:
     render_batch: int = 500
     send_batch: int = 100
     send_concurrency: int = 8
+    send_request_group: int = 0
+    sms_max_segments: int = 10
+    email_rate_per_second: int = 0
+    sms_rate_per_second: int = 0
     provider_timeout_seconds: int = 10
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
@@ -103,6 +107,15 @@ class Settings:
             object.__setattr__(self, "store_url", f"sqlite:///{home / 'store.db'}")
         if not self.outbox_dir:
             object.__setattr__(self, "outbox_dir", str(home / "outbox"))
+        if self.send_request_group < 0:
+            raise ConfigurationError(
+                "DARWIN_NOTIFY_SEND_REQUEST_GROUP must be 0 (four times the send threads) or "
+                f"more, not {self.send_request_group}"
+            )
+        if self.sms_max_segments < 1:
+            raise ConfigurationError(
+                f"DARWIN_NOTIFY_SMS_MAX_SEGMENTS must be at least 1, not {self.sms_max_segments}"
+            )
         if self.window_minutes <= 0 or 60 % self.window_minutes:
             raise ConfigurationError(
                 f"DARWIN_NOTIFY_WINDOW_MINUTES must divide an hour, not {self.window_minutes}"
@@ -132,6 +145,11 @@ class Settings:
                 raise ConfigurationError(f"{PREFIX}{f.name.upper()} must be a number") from None
         values.update(overrides or {})
         return cls(**values)
+
+    @property
+    def send_rates(self) -> dict[str, int]:
+        """Requests a second each channel's provider takes from every worker together."""
+        return {"email": self.email_rate_per_second, "sms": self.sms_rate_per_second}
 
     @property
     def lookback(self) -> timedelta:

@@ -17,6 +17,7 @@ HINT = "start the services with `make services-up`"
 
 # The notification store's tables, children first, so a harness can drop them in order.
 STORE_TABLES = (
+    "provider_budget",
     "delivery_event",
     "message_delivery",
     "suppression",

@@ -166,3 +166,64 @@ def test_audit_answers_bad_arguments_in_one_line(processed_env, capsys, argv, sa
     [line] = captured.err.strip().splitlines()
     assert says in line
     assert "Traceback" not in captured.err
+
+
+# -- resolve: a person decides an unknown ------------------------------------------------------
+def _unknown_message(env) -> tuple[str, int]:
+    from datetime import timedelta
+
+    from darwin_notify_assets.storage.store import utcnow
+    from darwin_notify_tests.conftest import make_messages
+
+    store = env.store()
+    [mid] = make_messages(store, 1, prefix="resolve-me-")
+    [claimed] = store.claim([mid])
+    store.mark_requested(claimed.claim_token, [mid])
+    store.expire_sending(utcnow() + timedelta(seconds=1))
+    return claimed.candidate_key, mid
+
+
+def _history(env, mid: int) -> list[tuple]:
+    return [
+        (r["from_status"], r["to_status"], r["reason"])
+        for r in env.store_rows(
+            "SELECT from_status, to_status, reason FROM message_event WHERE message_id = ? "
+            "ORDER BY message_event_id",
+            [mid],
+        )
+    ]
+
+
+@pytest.mark.parametrize("flag", ["--sent", "--failed"])
+def test_resolve_records_a_persons_decision_with_who_and_why(embedded_env, capsys, flag):
+    key, mid = _unknown_message(embedded_env)
+    why = "the provider's activity feed shows it delivered"
+    assert cli.main(["resolve", key, flag, "--reason", why, "--by", "ops-anna"]) == 0
+    status = flag.removeprefix("--")
+    assert capsys.readouterr().out.strip() == (
+        f"{key}: unknown -> {status} (resolved by ops-anna: {why})"
+    )
+    [row] = embedded_env.store_rows("SELECT status FROM message WHERE message_id = ?", [mid])
+    assert row["status"] == status
+    assert _history(embedded_env, mid)[-1] == ("unknown", status, f"resolved by ops-anna: {why}")
+
+
+def test_resolve_refuses_a_wrong_key_and_a_message_not_unknown(embedded_env, capsys):
+    key, mid = _unknown_message(embedded_env)
+    assert cli.main(["resolve", "no-such-key", "--sent", "--reason", "checked"]) == 2
+    err = capsys.readouterr().err
+    assert err == "darwin-notify resolve: no message has the key 'no-such-key'\n"
+    assert cli.main(["resolve", key, "--failed", "--reason", "never arrived", "--by", "a"]) == 0
+    before = _history(embedded_env, mid)
+    capsys.readouterr()
+    assert cli.main(["resolve", key, "--sent", "--reason", "changed my mind"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"darwin-notify resolve: message {key!r} is failed, not unknown: only an unknown "
+        "message is resolved by a person\n"
+    )
+    assert _history(embedded_env, mid) == before  # nothing changed
+    assert cli.main(["resolve", key, "--sent", "--reason", "   "]) == 2
+    assert capsys.readouterr().err == (
+        "darwin-notify resolve: --reason must say why (what the provider showed)\n"
+    )

@@ -221,6 +221,10 @@ class PipelineResource(ConfigurableResource["PipelineResource"]):
     render_batch: int = 500
     send_batch: int = 100
     send_concurrency: int = 8
+    send_request_group: int = 0
+    sms_max_segments: int = 10
+    email_rate_per_second: int = 0
+    sms_rate_per_second: int = 0
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
     reconcile_hours: int = 24

@@ -9,11 +9,14 @@ the providers' documentation for each answer.
 """
 
 import base64
+import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -52,6 +55,17 @@ class Sender(ABC):
         """Release connections."""
 
 
+def email_headers(message: OutboundMessage, from_address: str) -> dict[str, str]:
+    """``Date`` (now) and ``Message-ID`` of an email. The id is the message's own, the same
+    for every attempt; it names no recipient (a hash of the candidate key, and our id)."""
+    digest = hashlib.sha256(message.candidate_key.encode()).hexdigest()[:16]
+    domain = from_address.rpartition("@")[2] or "darwin-notify.invalid"
+    return {
+        "Date": format_datetime(datetime.now(UTC)),
+        "Message-ID": f"<darwin-notify.{message.message_id}.{digest}@{domain}>",
+    }
+
+
 class FileOutboxEmailSender(Sender):
     """Each email becomes an ``.eml`` file: the embedded default's provider."""
 
@@ -71,6 +85,8 @@ class FileOutboxEmailSender(Sender):
         msg["To"] = message.to_address
         msg["Subject"] = message.subject or ""
         msg["X-Darwin-Notify-Key"] = message.candidate_key
+        for name, value in email_headers(message, self.from_address).items():
+            msg[name] = value
         if self.unsubscribe is not None and message.message_id is not None:
             for name, value in self.unsubscribe.headers(message.message_id).items():
                 msg[name] = value
@@ -165,6 +181,8 @@ class SendGridSender(Sender):
             "from": {"email": self.from_address},
             "subject": message.subject or "",
             "content": content,
+            # SendGrid may put its own Message-ID in place of ours; Date stands.
+            "headers": email_headers(message, self.from_address),
             # Our ids only (never an address or a name): SendGrid copies custom_args into
             # every Event Webhook event, which ties the event to the message.
             "custom_args": {
@@ -173,7 +191,7 @@ class SendGridSender(Sender):
             },
         }
         if self.unsubscribe is not None and message.message_id is not None:
-            payload["headers"] = self.unsubscribe.headers(message.message_id)
+            payload["headers"].update(self.unsubscribe.headers(message.message_id))
         return payload
 
     def send(self, message: OutboundMessage) -> SendResult:

@@ -3,12 +3,16 @@
 A render job names candidates; the worker fetches every merge field the batch needs from the
 replica with one statement per table, renders, and inserts the messages if absent. A send job
 names messages; the worker claims them (``queued -> sending``, committed before any provider
-call), sends, and records each outcome with a transition conditional on ``sending``.
+call), stamps each small group as requested right before its requests go out, and records
+outcomes as they arrive (a group at a time) with a transition conditional on ``sending``: a
+crash leaves ``unknown`` only what was handed to the provider and not yet recorded.
 """
 
 import functools
 import logging
+import queue
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,11 +23,14 @@ from darwin_notify_assets.delivery.failpoints import (
     RENDER_BEFORE_WRITE,
     SEND_AFTER_CLAIM,
     SEND_AFTER_PROVIDER,
+    SEND_BEFORE_REQUEST,
     failpoint,
 )
 from darwin_notify_assets.delivery.senders import Sender
+from darwin_notify_assets.delivery.throttle import ProviderBudget
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
+    DEFAULT_SMS_MAX_SEGMENTS,
     CompiledTemplate,
     RenderError,
     address_for,
@@ -58,6 +65,9 @@ from darwin_notify_assets.storage.store import (
 
 log = logging.getLogger(__name__)
 
+#: A send's outcome as the store records it: ``(id, status, reason, provider message id)``.
+Outcome = tuple[int, MessageStatus, str | None, str | None]
+
 
 class TotalsNotFresh(DarwinNotifyError):
     """Agent totals a message displays do not yet include its window; retry later."""
@@ -91,12 +101,14 @@ class RenderWorker:
         reload: Callable[[], tuple[ScheduleSet, Mapping[int, CompiledTemplate | str]]]
         | None = None,
         reload_every: float = 60.0,
+        sms_max_segments: int = DEFAULT_SMS_MAX_SEGMENTS,
         schedule_version: str = "",
         window_snapshot: Callable[
             [str], tuple[str, ScheduleSet, Mapping[int, CompiledTemplate | str]] | None
         ]
         | None = None,
     ):
+        self.sms_max_segments = sms_max_segments
         self.replica = replica
         self.store = store
         self.schedules = schedules
@@ -316,7 +328,7 @@ class RenderWorker:
                     html_body=email.html,
                     text_body=email.text,
                 )
-            sms = render_sms(template, context)
+            sms = render_sms(template, context, self.sms_max_segments)
             return outcome(
                 MessageStatus.QUEUED,
                 to_address=to_address,
@@ -434,8 +446,31 @@ class RetryPolicy:
         return max(self.delay(attempt), retry_after)
 
 
+#: Requests stamped ahead per send thread unless DARWIN_NOTIFY_SEND_REQUEST_GROUP says: a stamp
+#: then covers a quarter of a 100-message job with 8 threads, so a job costs a handful of store
+#: commits, at the price of a crash leaving at most ``concurrency * (1 + GROUP_PER_THREAD)``
+#: requests unknown.
+GROUP_PER_THREAD = 4
+
+
 class SendWorker:
-    """Claims the messages of a job, sends them, records each outcome."""
+    """Claims the messages of a job, sends them, records each outcome.
+
+    The threads never wait for the store: while they send, the worker stamps the next requests
+    (one statement, in the transaction that also records the outcomes back so far), so that a
+    thread that finishes finds its next request stamped and queued. At most
+    ``concurrency + request_group`` requests are stamped and not yet answered, which is all a
+    crash can leave ``unknown``: the requests in flight, and those stamped to go out next.
+
+    Args:
+        request_group: Requests stamped ahead of the threads (``GROUP_PER_THREAD`` times
+            the threads' number unless given); the next stamp is made once half of them have gone out, so the other half
+            covers its commit, and takes every place free by then.
+        record_every: Outcomes recorded in one statement when no requests are left to stamp
+            (while some are, outcomes are recorded with each stamp); by default all of them,
+            at the last answer or after ``record_interval``.
+        record_interval: Seconds an outcome waits at most before it is recorded.
+    """
 
     def __init__(
         self,
@@ -444,12 +479,27 @@ class SendWorker:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        request_group: int | None = None,
+        record_every: int | None = None,
+        record_interval: float = 0.1,
+        budgets: Mapping[str, ProviderBudget] | None = None,
     ):
+        self.budgets = dict(budgets or {})
         self.store = store
         self.senders = senders
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
+        group = max(1, request_group or GROUP_PER_THREAD * concurrency)
+        if self.budgets:
+            # a group takes its tokens at once: never more than a budget holds
+            group = min(group, *(max(1, int(b.burst)) for b in self.budgets.values()))
+        self.request_group = group
+        self._stamp_at = max(1, group // 2)
+        # Once nothing is left to stamp, recording sooner shortens no crash bound (those
+        # stamped are counted in it already): only the interval, or the last answer, records.
+        self.record_every = max(1, record_every or concurrency + group)
+        self.record_interval = record_interval
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send")
 
     def __call__(self, job: Job) -> None:
@@ -458,13 +508,105 @@ class SendWorker:
     def handle(self, job: Job) -> dict[str, int]:
         claimed = self.store.claim(job.ids)
         failpoint(SEND_AFTER_CLAIM)
-        outcomes = list(self._pool.map(self.send_one, claimed))
-        failpoint(SEND_AFTER_PROVIDER)
-        self.store.finish(outcomes)
         counts: dict[str, int] = {}
-        for _, status, _, _ in outcomes:
-            counts[str(status)] = counts.get(str(status), 0) + 1
+        if not claimed:
+            return counts
+        token = claimed[0].claim_token
+        assert token is not None
+        pending = deque(claimed)
+        results: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        outstanding = 0  # stamped and handed to a thread, no outcome yet
+        done: list[Outcome] = []
+        recorded_at = time.monotonic()
+        held_until = 0.0
+        while pending or outstanding or done:
+            now = time.monotonic()
+            # Stamp once half a group has room: the rest of the queue covers the commit.
+            room = self.concurrency + self.request_group - outstanding
+            stamp = bool(pending) and room >= self._stamp_at and now >= held_until
+            # While requests are left to stamp, outcomes go with the next stamp (one commit).
+            record = bool(done) and (
+                not (pending or outstanding)
+                or (not pending and len(done) >= self.record_every)
+                or now - recorded_at >= self.record_interval
+            )
+            if stamp or record:
+                group = self._next_group(pending, outstanding) if stamp else []
+                if done:
+                    failpoint(SEND_AFTER_PROVIDER)
+                stamped, wait_s = self._progress(token, done, group)
+                for _, status, _, _ in done:
+                    counts[str(status)] = counts.get(str(status), 0) + 1
+                done, recorded_at = [], time.monotonic()
+                if wait_s > 0:  # the provider's budget has no room yet: nothing was stamped
+                    held_until = recorded_at + min(wait_s, 1.0)
+                    continue
+                for m in group:
+                    pending.popleft()
+                    # One not stamped was claimed again by another worker, which sends it.
+                    if m.message_id in stamped:
+                        self._pool.submit(self._send_into, m, results)
+                        outstanding += 1
+                continue
+            timeout = None
+            if done:
+                timeout = max(0.0, self.record_interval - (now - recorded_at))
+            elif pending and now < held_until:
+                timeout = held_until - now
+            if not outstanding:
+                time.sleep(timeout or 0.0)
+                continue
+            try:
+                back = [results.get(timeout=timeout)]
+            except queue.Empty:
+                continue
+            while True:  # and every other outcome already back
+                try:
+                    back.append(results.get_nowait())
+                except queue.Empty:
+                    break
+            outstanding -= len(back)
+            done += back
         return counts
+
+    def _next_group(
+        self, pending: deque[OutboundMessage], outstanding: int
+    ) -> list[OutboundMessage]:
+        room = min(self.concurrency + self.request_group - outstanding, len(pending))
+        group = [pending[i] for i in range(room)]
+        if self.budgets:  # one channel a group: one budget is asked for it
+            same = next((i for i, m in enumerate(group) if m.channel != group[0].channel), room)
+            group = group[:same]
+        return group
+
+    def _send_into(self, message: OutboundMessage, results: "queue.SimpleQueue[Outcome]") -> None:
+        outcome: Outcome = (
+            int(message.message_id or 0),
+            MessageStatus.UNKNOWN,
+            "the send thread stopped unexpectedly; the provider may have it",
+            None,
+        )
+        try:
+            outcome = self.send_one(message)
+        finally:
+            results.put(outcome)
+
+    def _progress(
+        self, token: str, done: list[Outcome], group: list[OutboundMessage]
+    ) -> tuple[set[int], float]:
+        """Record ``done`` and stamp ``group`` in one transaction; with a provider budget, the
+        group's tokens are taken in it too (nothing stamped, and the wait returned, when the
+        budget has no room)."""
+        ids = [int(m.message_id or 0) for m in group]
+        admit: Callable[[], float] | None = None
+        if group and self.budgets:
+            budget = self.budgets.get(group[0].channel)
+            if budget is not None:
+                budget.publish_hold()
+                admit = functools.partial(budget.wait, len(group))
+
+        stamped, wait_s = self.store.progress(token, done, ids, admit)
+        return set(stamped), wait_s
 
     def send_one(
         self, message: OutboundMessage
@@ -478,6 +620,7 @@ class SendWorker:
                 f"no sender for {message.channel}",
                 None,
             )
+        failpoint(SEND_BEFORE_REQUEST)
         attempt = 1
         while True:
             try:
@@ -491,6 +634,9 @@ class SendWorker:
                         f"{exc} (after {attempt} attempts; never accepted)",
                         None,
                     )
+                budget = self.budgets.get(message.channel)
+                if budget is not None and exc.retry_after is not None:
+                    budget.hold_off(exc.retry_after)  # every worker waits, not only this one
                 wait = self.retry.wait(attempt, exc.retry_after)
                 if wait is None:
                     return (

@@ -34,16 +34,21 @@ INITIAL_STATUSES = frozenset(
 TRANSITIONS: Mapping[MessageStatus, frozenset[MessageStatus]] = {
     # suppressed: an opt-out or suppression that arrived after rendering, found at the claim.
     MessageStatus.QUEUED: frozenset({MessageStatus.SENDING, MessageStatus.SUPPRESSED}),
+    # ``sending -> queued`` only for a claim never handed to the provider (``requested_at``
+    # unset): it provably reached no provider.
     MessageStatus.SENDING: frozenset(
-        {MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.UNKNOWN}
+        {MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.UNKNOWN, MessageStatus.QUEUED}
     ),
-    # Only on the provider's own evidence: a webhook event carrying our message id.
-    MessageStatus.UNKNOWN: frozenset({MessageStatus.SENT}),
+    # Only on evidence: a webhook event carrying our message id (sent), or a person who
+    # checked with the provider and decided (``darwin-notify resolve``: sent or failed).
+    MessageStatus.UNKNOWN: frozenset({MessageStatus.SENT, MessageStatus.FAILED}),
 }
 
-#: Transitions out of a final status that only the provider's evidence makes, never the
-#: pipeline by itself.
-EVIDENCE_TRANSITIONS = frozenset({(MessageStatus.UNKNOWN, MessageStatus.SENT)})
+#: Transitions out of a final status that only evidence makes (the provider's events, or a
+#: person's decision recorded with who and why), never the pipeline by itself.
+EVIDENCE_TRANSITIONS = frozenset(
+    {(MessageStatus.UNKNOWN, MessageStatus.SENT), (MessageStatus.UNKNOWN, MessageStatus.FAILED)}
+)
 
 #: Statuses the pipeline never moves a message on from by itself: nothing is left to do.
 FINAL_STATUSES = frozenset(

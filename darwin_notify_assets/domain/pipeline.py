@@ -33,6 +33,7 @@ from darwin_notify_assets.config import (
 )
 from darwin_notify_assets.delivery.failover import select_email_sender
 from darwin_notify_assets.delivery.senders import Sender, build_senders
+from darwin_notify_assets.delivery.throttle import build_budgets
 from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
 from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
 from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
@@ -552,6 +553,7 @@ def stage_render(
             loaded.schedules,
             loaded.templates,
             rt.settings.window_minutes,
+            sms_max_segments=rt.settings.sms_max_segments,
             schedule_version=loaded.version,
         )
 
@@ -581,7 +583,13 @@ def stage_deliver(
     def handler_factory(closers: list[Callable[[], None]]) -> SendWorker:
         worker_store = rt.store_factory()
         senders = rt.senders_factory()
-        worker = SendWorker(worker_store, senders, rt.settings.send_concurrency)
+        worker = SendWorker(
+            worker_store,
+            senders,
+            rt.settings.send_concurrency,
+            request_group=rt.settings.send_request_group or None,
+            budgets=build_budgets(worker_store, senders, rt.settings.send_rates),
+        )
         closers += [worker.close, worker_store.close, *(s.close for s in senders.values())]
         return worker
 
@@ -592,7 +600,13 @@ def stage_deliver(
         # A claim that never finished (a worker died) becomes unknown, never resent. Claims
         # live minutes, so looking for expired ones a few times a minute is enough.
         if time.monotonic() - expired_at[0] >= min(30.0, expiry.total_seconds() / 4):
-            store.expire_sending(utcnow() - expiry, window.partition_key)
+            expired = set(store.expire_sending(utcnow() - expiry, window.partition_key))
+            # one never handed to the provider is queued again: it needs a job
+            again = [mid for mid in store.queued_ids(window.partition_key) if mid in expired]
+            if again:
+                rt.bus.publish(
+                    make_jobs(JobKind.SEND, window.partition_key, again, rt.settings.send_batch)
+                )
             expired_at[0] = time.monotonic()
         return store.open_message_count(window.partition_key)
 

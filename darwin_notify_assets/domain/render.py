@@ -18,11 +18,18 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from darwin_notify_assets.domain.html_text import html_to_text
 from darwin_notify_assets.domain.model import Recipient
 from darwin_notify_assets.domain.schedules import Channel, ScheduleSet, Template
 from darwin_notify_assets.domain.sms import sms_segments
 
 DEFAULT_PHONE_REGION = "US"
+
+# -- content the providers accept ----------------------------------------------------------------
+#: Twilio: "The text of the message you want to send, limited to 1600 characters."
+SMS_MAX_CHARACTERS = 1600
+#: Segments an SMS may take unless configured (``DARWIN_NOTIFY_SMS_MAX_SEGMENTS``).
+DEFAULT_SMS_MAX_SEGMENTS = 10
 
 
 def money(value: Any) -> str:
@@ -139,12 +146,30 @@ def render_email(t: CompiledTemplate, context: Mapping[str, Any]) -> RenderedEma
     subject = " ".join(subject.split())
     html = _render(t.html, context, t.name, "html") if t.html else ""
     text = _render(t.text, context, t.name, "text") if t.text else ""
+    if not text.strip() and html:
+        text = html_to_text(html)
     return RenderedEmail(subject=subject, html=html, text=text)
 
 
-def render_sms(t: CompiledTemplate, context: Mapping[str, Any]) -> RenderedSms:
+def render_sms(
+    t: CompiledTemplate,
+    context: Mapping[str, Any],
+    max_segments: int = DEFAULT_SMS_MAX_SEGMENTS,
+) -> RenderedSms:
+    """Render an SMS; raise RenderError if the gateway would refuse it or it needs more than
+    ``max_segments`` segments (no provider would send it whole)."""
     body = _render(t.sms, context, t.name, "sms").strip()
     encoding, segments = sms_segments(body)
+    if len(body) > SMS_MAX_CHARACTERS:
+        raise RenderError(
+            f"template {t.name!r} (sms): the body has {len(body)} characters, more than the "
+            f"{SMS_MAX_CHARACTERS} the SMS gateway accepts"
+        )
+    if segments > max_segments:
+        raise RenderError(
+            f"template {t.name!r} (sms): the body needs {segments} {encoding} segments, more "
+            f"than the {max_segments} allowed (DARWIN_NOTIFY_SMS_MAX_SEGMENTS)"
+        )
     return RenderedSms(body=body, encoding=encoding, segments=segments)
 
 

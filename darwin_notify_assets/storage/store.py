@@ -129,6 +129,8 @@ class OutboundMessage:
     sms_encoding: str | None = None
     sms_segments: int | None = None
     message_id: int | None = None
+    #: The claim that holds the message for sending (set by ``claim``).
+    claim_token: str | None = None
     # The schedule snapshot it was rendered from (see ``save_snapshot``).
     schedule_version: str | None = None
 
@@ -665,8 +667,11 @@ class NotificationStore:
 
         First, in the same transaction, every one whose address or recipient has an active
         opt-out (``suppression``) becomes ``suppressed`` with that reason: an unsubscribe that
-        arrived after rendering stops the send. The claim is committed before any provider is called: a crash after it leaves the
-        message in ``sending``, which is never resent automatically.
+        arrived after rendering stops the send. The claim is committed before any provider is
+        called. A message is handed to the provider only after ``mark_requested`` stamped it
+        under this claim, so a message of the given ids still ``sending`` without that stamp
+        (its worker died before its request) is claimed again here: it provably never reached
+        a provider.
         """
         expected, new = MessageStatus.QUEUED, MessageStatus.SENDING
         check_transition(expected, new)
@@ -675,18 +680,98 @@ class NotificationStore:
         now = db.ts(utcnow())
         with db.transaction():
             self._suppress_opted_out(message_ids, token, now)
-            self._execute_listed(
-                "claim_messages",
-                message_ids,
-                before=[str(new), token, now],
-                after=[str(expected)],
-            )
+            won = 0
+            for chunk in db.in_batches(list(message_ids), extra_params=4):
+                cur = db.execute(
+                    self._sql("claim_messages", len(chunk)),
+                    [str(new), token, now, *chunk, str(expected)],
+                )
+                won += max(cur.rowcount or 0, 0)
+                cur.close()
+            again: set[int] = set()
+            if won < len(set(message_ids)):
+                # Some were not queued: only then look for claims that never stamped a request
+                # (a worker that died before its requests, the job redelivered).
+                before = {
+                    int(r["message_id"])
+                    for r in db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
+                }
+                rest = sorted(set(message_ids) - before)
+                reclaimed = 0
+                for chunk in db.in_batches(rest, extra_params=3):
+                    cur = db.execute(
+                        self._sql("reclaim_unrequested_messages", len(chunk)),
+                        [token, now, *chunk, str(new)],
+                    )
+                    reclaimed += max(cur.rowcount or 0, 0)
+                    cur.close()
+                if reclaimed:
+                    again = {
+                        int(r["message_id"])
+                        for r in db.query_dicts(
+                            self._sql("select_claimed_messages"), [token, str(new)]
+                        )
+                    } - before
             claimed = [
                 _message(r)
                 for r in db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
             ]
-            self._history([(int(m.message_id or 0), expected, new, None) for m in claimed], now)
+            reason = "claimed again: the previous claim never handed it to the provider"
+            self._history(
+                [
+                    (int(m.message_id or 0), new, new, reason)
+                    if m.message_id in again
+                    else (int(m.message_id or 0), expected, new, None)
+                    for m in claimed
+                ],
+                now,
+            )
         return claimed
+
+    def mark_requested(self, claim_token: str, message_ids: Sequence[int]) -> list[int]:
+        """Stamp ``requested_at`` on messages of this claim right before their requests go out;
+        returns the ids stamped (only those may be sent: the others were claimed again)."""
+        if not message_ids:
+            return []
+        db = self.db
+        now = db.ts(utcnow())
+        with db.transaction():
+            changed = 0
+            for chunk in db.in_batches(list(message_ids), extra_params=4):
+                cur = db.execute(
+                    self._sql("mark_messages_requested", len(chunk)),
+                    [now, now, *chunk, claim_token, str(MessageStatus.SENDING)],
+                )
+                changed += max(cur.rowcount or 0, 0)
+                cur.close()
+            if changed == len(message_ids):
+                return list(message_ids)
+            won = {
+                int(r[0])
+                for rows in self._listed(
+                    "select_requested_messages", message_ids, after=[claim_token, now]
+                )
+                for r in rows
+            }
+        return [mid for mid in message_ids if mid in won]
+
+    def progress(
+        self,
+        claim_token: str,
+        outcomes: Sequence[tuple[int, MessageStatus, str | None, str | None]],
+        next_ids: Sequence[int],
+        admit: Callable[[], float] | None = None,
+    ) -> tuple[list[int], float]:
+        """Record finished outcomes and stamp the next requests, in one transaction (one
+        commit). ``admit``, run in it before the stamp, takes the requests' share of a provider
+        budget and returns the seconds to wait when there is none: then nothing is stamped.
+        Returns the ids stamped and that wait (0 when stamped)."""
+        with self.db.transaction():
+            if outcomes:
+                self.finish(outcomes)
+            if next_ids and admit is not None and (wait := admit()) > 0:
+                return [], wait
+            return self.mark_requested(claim_token, next_ids), 0.0
 
     def _suppress_opted_out(self, message_ids: Sequence[int], token: str, now: Any) -> None:
         """``queued -> suppressed`` for the listed messages with an active opt-out: one
@@ -772,21 +857,108 @@ class NotificationStore:
         )
 
     def expire_sending(self, older_than: datetime, partition_key: str | None = None) -> list[int]:
-        """Claims that never finished become ``unknown``: never resent, listed by the audit."""
+        """Claims that never finished: a message handed to the provider becomes ``unknown``
+        (never resent, listed by the audit); one never handed to it goes back to ``queued``.
+        Returns the ids of both."""
         params: list[Any] = [str(MessageStatus.SENDING), self.db.ts(older_than)]
         with self.db.transaction():
             if partition_key:
                 rows = self._rows("select_window_stale_claims", [*params, partition_key])
             else:
                 rows = self._rows("select_stale_claims", params)
-        ids = [int(r[0]) for r in rows]
         reason = "claimed for sending but no outcome was recorded; the provider may have it"
-        for mid in ids:
+        for mid, requested_at in rows:
+            if requested_at is None:
+                self.requeue_unrequested(int(mid))
+                continue
             try:
-                self.transition(mid, MessageStatus.SENDING, MessageStatus.UNKNOWN, reason)
+                self.transition(int(mid), MessageStatus.SENDING, MessageStatus.UNKNOWN, reason)
             except InvalidTransition:
                 pass  # its outcome arrived meanwhile
-        return ids
+        return [int(r[0]) for r in rows]
+
+    def resolve_unknown(self, candidate_key: str, new: MessageStatus, reason: str) -> int:
+        """A person's decision on an ``unknown`` message: ``sent`` or ``failed``, with the
+        reason (who and why) in its history. Returns the message id; raises
+        InvalidTransition, changing nothing, for a key without a message or a message that is
+        not ``unknown``."""
+        expected = MessageStatus.UNKNOWN
+        check_transition(expected, new)
+        with self.db.transaction():
+            rows = self._rows("select_message_by_key", [candidate_key])
+        if not rows:
+            raise InvalidTransition(f"no message has the key {candidate_key!r}")
+        message_id, status = int(rows[0][0]), MessageStatus(rows[0][1])
+        if status != expected:
+            raise InvalidTransition(
+                f"message {candidate_key!r} is {status}, not {expected}: only an unknown "
+                "message is resolved by a person"
+            )
+        self.transition(message_id, expected, new, reason)
+        return message_id
+
+    def requeue_unrequested(self, message_id: int) -> bool:
+        """``sending -> queued`` for a claim never handed to the provider (conditional on
+        that, in the statement): it is sent by the next claim, once."""
+        expected, new = MessageStatus.SENDING, MessageStatus.QUEUED
+        check_transition(expected, new)
+        reason = "claimed but never handed to the provider (its worker stopped); queued again"
+        db = self.db
+        now = db.ts(utcnow())
+        with db.transaction():
+            cur = db.execute(
+                self._sql("requeue_unrequested_message"),
+                [str(new), reason, now, message_id, str(expected)],
+            )
+            changed = bool(cur.rowcount == 1)
+            cur.close()
+            if changed:
+                self._history([(message_id, expected, new, reason)], now)
+        return changed
+
+    # -- provider budgets -----------------------------------------------------------------------
+    def take_budget(
+        self, provider: str, tokens: int, rate: float, burst: float, now: float
+    ) -> float:
+        """Take ``tokens`` from the provider's shared budget (``rate`` a second, at most
+        ``burst`` saved up); returns 0 when taken, else the seconds to wait before asking
+        again. ``now`` is seconds since the epoch. Joins the caller's transaction, if any
+        (the send worker's stamp): the budget's row is then locked only until that commit."""
+        tokens = min(tokens, max(1, int(burst)))
+        db = self.db
+        for _ in range(8):
+            with db.transaction():
+                rows = self._rows("select_provider_budget", [provider])
+                if not rows:  # the first take of this provider's budget
+                    db.execute(
+                        self._sql("insert_provider_budget"), [provider, float(burst), now, provider]
+                    ).close()
+                    rows = self._rows("select_provider_budget", [provider])
+                [row] = rows
+                have, refilled, blocked = float(row[0]), float(row[1]), float(row[2])
+                version = row[3]
+                if blocked > now:
+                    return blocked - now
+                have = min(burst, have + max(0.0, now - refilled) * rate)
+                if have < tokens:
+                    return (tokens - have) / rate
+                cur = db.execute(
+                    self._sql("take_provider_budget"),
+                    [have - tokens, max(now, refilled), provider, version],
+                )
+                taken = cur.rowcount == 1
+                cur.close()
+            if taken:
+                return 0.0
+        return 0.01  # others kept taking first: ask again shortly
+
+    def block_budget(self, provider: str, until: float, now: float) -> None:
+        """The provider asked to wait (429 with ``Retry-After``): nobody takes from its budget
+        until ``until`` (seconds since the epoch), and it starts again empty."""
+        db = self.db
+        with db.transaction():
+            db.execute(self._sql("insert_provider_budget"), [provider, 0.0, now, provider]).close()
+            db.execute(self._sql("block_provider_budget"), [until, until, provider, until]).close()
 
     # -- provider events, opt-outs and suppressions -------------------------------------------
     def ping(self) -> None:
@@ -1111,4 +1283,5 @@ def _message(r: Mapping[str, Any]) -> OutboundMessage:
         sms_body=r["sms_body"],
         sms_encoding=r["sms_encoding"],
         sms_segments=_int(r["sms_segments"]),
+        claim_token=r.get("claim_token"),
     )

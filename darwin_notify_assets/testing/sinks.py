@@ -21,7 +21,9 @@ Test hooks:
   ``{"fail": 2, "status": 429}`` refuses the next two with that status (``429`` carries
   ``Retry-After``); ``{"accept_then_delay": 1, "seconds": 5}`` accepts and records the next
   one but answers only after the delay; ``{"delay_then_reject": 1, "seconds": 5,
-  "status": 503}`` waits, then refuses; ``{"reset": true}`` drops pending faults;
+  "status": 503}`` waits, then refuses; ``{"rate_limit": 20, "burst": 20}`` answers ``429``
+  (``Retry-After: 1``, recorded with ``"fault": "rate_limit"``) to email sends over 20 a
+  second; ``{"reset": true}`` drops pending faults and the rate limit;
   ``{"clear_records": true}`` empties the record file and the counters.
 * ``GET /_requests`` answers ``{"count": N, "accepted": M}`` (since start or last clear).
 * ``GET /_health`` answers ``200``.
@@ -108,12 +110,41 @@ class Fault:
     retry_after: int = 1
 
 
+class RateLimit:
+    """A token bucket: ``rate`` requests a second, ``burst`` at once; 0 means no limit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rate = 0.0
+        self.burst = 0.0
+        self._tokens = 0.0
+        self._at = time.monotonic()
+
+    def set(self, rate: float, burst: float) -> None:
+        with self._lock:
+            self.rate, self.burst = rate, max(1.0, burst or rate)
+            self._tokens, self._at = self.burst, time.monotonic()
+
+    def allow(self) -> bool:
+        with self._lock:
+            if not self.rate:
+                return True
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+
 class FaultQueue:
     """Thread-safe FIFO of faults, fed by ``POST /_control``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: collections.deque[Fault] = collections.deque()
+        self.rate_limit = RateLimit()
 
     def configure(self, command: Mapping[str, Any]) -> None:
         """Applies one control command.
@@ -133,6 +164,8 @@ class FaultQueue:
             "retry_after",
             "accept_then_delay",
             "delay_then_reject",
+            "rate_limit",
+            "burst",
         }
         unknown = set(command) - known
         if unknown:
@@ -155,6 +188,12 @@ class FaultQueue:
                 if not 400 <= status <= 599:
                     raise ValueError("status must be a 4xx or 5xx code")
             new_faults = [Fault(status, seconds, retry_after) for _ in range(count)]
+        if "rate_limit" in command or command.get("reset"):
+            rate = float(command.get("rate_limit", 0))
+            burst = float(command.get("burst", rate))
+            if rate < 0 or burst < 0:
+                raise ValueError("rate_limit and burst must be >= 0")
+            self.rate_limit.set(rate, burst)
         with self._lock:
             if command.get("reset"):
                 self._faults.clear()
@@ -539,6 +578,12 @@ class SendGridHandler(_SinkHandler):
                 {**entry, "status": 400, "message_id": None, "errors": errors}
             )
             self._send_json(400, {"errors": errors})
+            return
+        if not self.server.faults.rate_limit.allow():
+            self.server.recorder.record(
+                {**entry, "status": 429, "message_id": None, "fault": "rate_limit"}
+            )
+            self._send_json(429, self.error_body(429, _reason(429)), {"Retry-After": "1"})
             return
         message_id = secrets.token_urlsafe(16)[:22]
         entry["message_id"] = message_id

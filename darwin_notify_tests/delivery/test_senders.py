@@ -5,6 +5,7 @@ other failure is ``failed`` (a refusal) or ``unknown`` (it may have been accepte
 providers' words for each answer are in docs/guarantees.md."""
 
 import json
+import re
 import socket
 import struct
 import threading
@@ -98,6 +99,7 @@ def test_the_email_outbox_writes_one_eml_with_text_and_html_parts(tmp_path):
     assert set(parts) == {"text/plain", "text/html"}
     assert parts["text/plain"].rstrip("\n") == message.text_body
     assert parts["text/html"].rstrip("\n") == message.html_body
+    _assert_date_and_message_id({k: parsed[k] for k in ("Date", "Message-ID")}, message)
 
 
 def test_sending_the_same_email_again_rewrites_the_same_file(tmp_path):
@@ -201,8 +203,23 @@ def test_sendgrid_sends_the_exact_v3_payload(sendgrid_sink):
             "darwin_notify_key": message.candidate_key,
             "darwin_notify_message_id": "42",
         },
+        "headers": record["body"]["headers"],
     }
+    _assert_date_and_message_id(record["body"]["headers"], message)
     assert result.provider_message_id == record["message_id"]
+
+
+def _assert_date_and_message_id(headers, message) -> None:
+    from email.utils import parsedate_to_datetime
+
+    assert set(headers) == {"Date", "Message-ID"}
+    sent_at = parsedate_to_datetime(headers["Date"])
+    assert abs((datetime.now(UTC) - sent_at).total_seconds()) < 60
+    assert re.fullmatch(rf"<darwin-notify\.{message.message_id}\.[0-9a-f]{{16}}@[^>]+>",
+                        headers["Message-ID"])  # fmt: skip
+    # no personal data in it: neither the address nor the candidate key
+    assert message.to_address not in headers["Message-ID"]
+    assert message.candidate_key not in headers["Message-ID"]
 
 
 def test_sendgrid_sends_text_only_mail_without_an_html_part(sendgrid_sink):

@@ -89,7 +89,7 @@ def test_the_audit_lists_missed_open_and_unknown_keys(audited):
     add_candidate(store, "s1|Property:999999|contact:1", key)  # never rendered
     add_candidate(store, "s1|Property:999999|contact:2", key, MessageStatus.QUEUED)  # never sent
     stuck = add_candidate(store, "s1|Property:999999|contact:3", key, MessageStatus.QUEUED)
-    store.claim([stuck])
+    store.mark_requested(store.claim([stuck])[0].claim_token, [stuck])
     store.expire_sending(utcnow() + timedelta(seconds=1), key)
     report = audit_report(store, [key])
     [w] = report.windows

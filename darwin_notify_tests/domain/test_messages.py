@@ -39,9 +39,12 @@ def test_a_forbidden_transition_says_what_is_allowed():
     with pytest.raises(InvalidTransition, match="queued may become sending, suppressed"):
         check_transition(MessageStatus.QUEUED, MessageStatus.SENT)
     check_transition(MessageStatus.SENDING, MessageStatus.UNKNOWN)
-    # The provider's evidence (a webhook event with our id) resolves an unknown.
+    # Evidence resolves an unknown: the provider's event with our id (sent), or a person's
+    # decision (sent or failed); never back into the send path.
     assert is_allowed(MessageStatus.UNKNOWN, MessageStatus.SENT)
-    assert not is_allowed(MessageStatus.UNKNOWN, MessageStatus.FAILED)
+    assert is_allowed(MessageStatus.UNKNOWN, MessageStatus.FAILED)
+    assert not is_allowed(MessageStatus.UNKNOWN, MessageStatus.QUEUED)
+    assert not is_allowed(MessageStatus.UNKNOWN, MessageStatus.SENDING)
     assert not is_allowed(MessageStatus.SUPPRESSED, MessageStatus.QUEUED)
 
 

@@ -387,9 +387,10 @@ def test_a_claim_that_never_finished_becomes_unknown_and_is_not_resent(embedded_
     _run_stages(rt, env, 0, deliver=False)
     queued = [m["message_id"] for m in messages(env, "m.status = 'queued'")]
     assert len(queued) >= 2
-    # a worker claimed the first message, then died before calling the provider
+    # a worker claimed the first message, handed it to the provider, then died
     store = env.store()
     [claimed] = store.claim(queued[:1])
+    store.mark_requested(claimed.claim_token, [claimed.message_id])
     store.db.execute(
         "UPDATE message SET updated_at = ? WHERE message_id = ?",
         ["2000-01-01 00:00:00.000000", claimed.message_id],
@@ -405,6 +406,29 @@ def test_a_claim_that_never_finished_becomes_unknown_and_is_not_resent(embedded_
     assert {m["status"] for m in messages(env, "m.message_id != ?", [claimed.message_id])} <= (
         FINAL - {"unknown"}
     )
+
+
+def test_a_claim_never_handed_to_the_provider_is_queued_again_and_sent_once(embedded_env):
+    env = embedded_env
+    calls: dict[str, list] = {"email": [], "sms": []}
+    rt = _plain_runtime(env, calls)
+    _run_stages(rt, env, 0, deliver=False)
+    queued = [m["message_id"] for m in messages(env, "m.status = 'queued'")]
+    assert len(queued) >= 2
+    # a worker claimed the first message, then died before its request (its job is gone)
+    store = env.store()
+    [claimed] = store.claim(queued[:1])
+    store.db.execute(
+        "UPDATE message SET updated_at = ? WHERE message_id = ?",
+        ["2000-01-01 00:00:00.000000", claimed.message_id],
+    ).close()
+    store.db.commit()
+    stage_deliver(rt, env.window(0))
+    [again] = messages(env, "m.message_id = ?", [claimed.message_id])
+    assert again["status"] == "sent"
+    called = [m.message_id for ch in calls.values() for m in ch]
+    assert sorted(called) == sorted(queued)
+    assert store.duplicate_sends() == []
 
 
 # -- bad input never stops the line ------------------------------------------------------------

@@ -154,6 +154,60 @@ def test_render_sms_reports_encoding_and_segments():
     assert (sms.encoding, sms.segments) == ("UCS-2", 2)
 
 
+# -- content the providers accept --------------------------------------------------------------
+def test_an_sms_longer_than_the_gateway_accepts_is_a_render_error_with_the_reason():
+    t = _sms_template("{{ body }}")
+    with pytest.raises(RenderError) as caught:
+        render_sms(t, {"body": "x" * 2000}, max_segments=100)
+    assert "2000 characters" in str(caught.value) and "1600" in str(caught.value)
+    assert render_sms(t, {"body": "x" * 1600}, max_segments=100).segments == 11
+
+
+@pytest.mark.parametrize(
+    ("body", "segments", "encoding"), [("x" * 460, 4, "GSM-7"), ("伟" * 135, 3, "UCS-2")]
+)
+def test_an_sms_over_the_segment_limit_is_a_render_error_naming_the_setting(
+    body, segments, encoding
+):
+    t = _sms_template("{{ body }}")
+    assert render_sms(t, {"body": body}, max_segments=segments).segments == segments
+    with pytest.raises(RenderError) as caught:
+        render_sms(t, {"body": body}, max_segments=segments - 1)
+    reason = str(caught.value)
+    assert f"{segments} {encoding} segments" in reason
+    assert "DARWIN_NOTIFY_SMS_MAX_SEGMENTS" in reason
+
+
+def test_the_default_segment_limit_is_ten():
+    t = _sms_template("{{ body }}")
+    assert render_sms(t, {"body": "x" * 153 * 10}).segments == 10
+    with pytest.raises(RenderError):
+        render_sms(t, {"body": "x" * (153 * 10 + 1)})
+
+
+def test_an_email_without_a_text_body_gets_one_derived_from_its_html():
+    html = (
+        "<html><head><title>T</title><style>p {color: red}</style></head><body>"
+        "<h1>New listing</h1><p>Hi {{ recipient.FirstName }},\n  a home at <b>12 Maple</b>"
+        " &amp; more.</p><ul><li>3 beds</li><li>2 baths</li></ul>"
+        '<p><a href="https://example.com/l/1">See it</a><br>Thanks</p>'
+        "<script>var x = 1;</script></body></html>"
+    )
+    t = compile_template(Template(1, "Probe", "S", html, None, None))
+    email = render_email(t, {"recipient": {"FirstName": "José & Ann"}})
+    assert email.text == (
+        "New listing\n\n"
+        "Hi José & Ann, a home at 12 Maple & more.\n\n"
+        "- 3 beds\n- 2 baths\n\n"
+        "See it (https://example.com/l/1)\nThanks"
+    )
+
+
+def test_a_written_text_body_is_kept():
+    t = _email_template("<p>html</p>", text="plain {{ recipient.FirstName }}")
+    assert render_email(t, {"recipient": {"FirstName": "Bo"}}).text == "plain Bo"
+
+
 # -- filters ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("value", "expected"),

@@ -548,9 +548,13 @@ def test_render_worker_killed_mid_batch(scenario, monkeypatch: pytest.MonkeyPatc
 
 
 # -- 5./6. a send worker killed ------------------------------------------------------------------------------
-def _send_worker_killed(scenario, monkeypatch: pytest.MonkeyPatch, failpoint: str):
-    monkeypatch.setenv("DARWIN_NOTIFY_SEND_BATCH", "5")
+def _send_worker_killed(
+    scenario, monkeypatch: pytest.MonkeyPatch, failpoint: str, batch: int = 5, **env: str
+):
+    monkeypatch.setenv("DARWIN_NOTIFY_SEND_BATCH", str(batch))
     monkeypatch.setenv("DARWIN_NOTIFY_SENDING_EXPIRY_SECONDS", "3")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     s = scenario(windows=3)
     s.worker("render")
     victim = s.worker("send", failpoint)
@@ -559,10 +563,10 @@ def _send_worker_killed(scenario, monkeypatch: pytest.MonkeyPatch, failpoint: st
         s.process(i)
     assert victim.returncode == -9, f"the failpoint {failpoint} did not kill the send worker"
     view, unknown = s.verify(s.expected(), allow_unknown=True)
-    # The victim claimed one job: at most SEND_BATCH messages, all of one window.
-    assert 1 <= len(unknown) <= 5
+    # The victim claimed one job: at most its batch, all of one window.
+    assert len(unknown) <= batch
     messages = s.messages()
-    assert len({messages[k]["partition_key"] for k in unknown}) == 1
+    assert len({messages[k]["partition_key"] for k in unknown}) <= 1
     for k in unknown:
         assert messages[k]["attempts"] == 1, "an unknown message was claimed again"
     s.rerun_sends_nothing()
@@ -572,11 +576,30 @@ def _send_worker_killed(scenario, monkeypatch: pytest.MonkeyPatch, failpoint: st
 def test_send_worker_killed_after_claim_before_provider(
     scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Killed after the claim committed, before any provider call: those messages become
-    ``unknown`` once the claim expires, reached no provider, are never resent (not by the
-    job's redelivery to another worker, not by a rerun) and the audit lists them."""
+    """Killed after the claim committed, before any provider call: none of its messages was
+    handed to the provider, so none is ``unknown``: the job's redelivery to another worker
+    claims them again and each is sent exactly once (``verify``)."""
     _, view, unknown = _send_worker_killed(scenario, monkeypatch, "send.after_claim=kill")
-    assert {k: view.requests[k] for k in unknown} == dict.fromkeys(unknown, 0)
+    assert unknown == set()
+
+
+def test_send_worker_killed_mid_batch_leaves_only_its_requests_in_flight_unknown(
+    scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed before its 5th request, 4 of a batch of 20 sent, 2 threads: at most the
+    requests in flight, the group stamped to go next and the outcomes not yet recorded are
+    ``unknown`` (never the whole batch); the rest of the batch is sent exactly once by the next
+    worker."""
+    _, view, unknown = _send_worker_killed(
+        scenario,
+        monkeypatch,
+        "send.before_request=kill_after:4",
+        batch=20,
+        DARWIN_NOTIFY_SEND_CONCURRENCY="2",
+        DARWIN_NOTIFY_SEND_REQUEST_GROUP="2",  # the default (4 x the threads) would allow 10
+    )
+    assert 1 <= len(unknown) <= 2 + 2, sorted(unknown)  # threads + the group stamped ahead
+    assert all(view.requests[k] <= 1 for k in unknown)
 
 
 def test_send_worker_killed_after_provider_before_recording(
@@ -585,6 +608,7 @@ def test_send_worker_killed_after_provider_before_recording(
     """Killed after the provider accepted, before the outcome was recorded: ``unknown``, one
     accepted request each at the sink, never resent, listed by the audit."""
     _, view, unknown = _send_worker_killed(scenario, monkeypatch, "send.after_provider=kill")
+    assert unknown
     assert {k: view.accepted[k] for k in unknown} == dict.fromkeys(unknown, 1)
     assert {k: view.requests[k] for k in unknown} == dict.fromkeys(unknown, 1)
 

@@ -75,6 +75,12 @@ def test_the_send_path_and_the_audit_queries(store):
     ids = make_messages(store, 5, partition=PARTITION)
     assert store.open_message_count(PARTITION) == 5
     claimed = store.claim(ids)
+    assert store.mark_requested(claimed[0].claim_token, ids[:4]) == ids[:4]
+    # the one never handed to the provider may be claimed again, by a new claim only
+    [again] = store.claim(ids)
+    assert again.message_id == ids[4] and again.claim_token != claimed[0].claim_token
+    assert store.mark_requested(claimed[0].claim_token, ids[4:]) == []
+    assert store.mark_requested(again.claim_token, ids[4:]) == ids[4:]
     assert [m.message_id for m in claimed] == ids and store.claim(ids) == []
     not_changed = store.finish(
         [

@@ -84,6 +84,7 @@ def test_claim_moves_queued_to_sending_and_a_second_claim_gets_nothing(store):
     first = store.claim(ids)
     assert sorted(m.message_id for m in first) == sorted(ids)
     assert all(m.status == MessageStatus.SENDING for m in first)
+    assert store.mark_requested(first[0].claim_token, ids) == ids
     assert store.claim(ids) == []
     assert [status_of(store, m) for m in ids] == ["sending"] * 4
     attempts = store.db.query("SELECT attempts FROM message ORDER BY message_id")
@@ -197,7 +198,9 @@ def test_the_table_allows_exactly_the_send_path():
             (MessageStatus.SENDING, MessageStatus.SENT),
             (MessageStatus.SENDING, MessageStatus.FAILED),
             (MessageStatus.SENDING, MessageStatus.UNKNOWN),
+            (MessageStatus.SENDING, MessageStatus.QUEUED),
             (MessageStatus.UNKNOWN, MessageStatus.SENT),
+            (MessageStatus.UNKNOWN, MessageStatus.FAILED),
         ]
     )
     assert len(FORBIDDEN) == len(MessageStatus) ** 2 - len(ALLOWED)
@@ -268,10 +271,68 @@ def test_the_schema_rejects_a_status_outside_the_enum(store):
     assert status_of(store, mid) == "queued"
 
 
+def test_a_claim_never_handed_to_the_provider_is_claimed_again_and_the_old_one_cannot_send(
+    store,
+):
+    ids = make_messages(store, 4)
+    first = store.claim(ids)
+    old = first[0].claim_token
+    assert store.mark_requested(old, ids[:1]) == ids[:1]
+    second = store.claim(ids)
+    assert sorted(m.message_id for m in second) == ids[1:]
+    new = second[0].claim_token
+    assert new != old
+    # the dead claim's stamp loses: only the new claim may send them
+    assert store.mark_requested(old, ids[1:]) == []
+    assert store.mark_requested(new, ids) == ids[1:]
+    assert store.claim(ids) == []
+    attempts = store.db.query("SELECT attempts FROM message ORDER BY message_id")
+    assert [a for (a,) in attempts] == [1, 2, 2, 2]
+    assert history(store, ids[1])[-1][:2] == ("sending", "sending")
+
+
+def test_a_claim_of_queued_messages_only_looks_for_dead_claims_when_some_were_not_queued(
+    store, monkeypatch
+):
+    ids = make_messages(store, 6)
+    executed: list[str] = []
+    real = store.db.execute
+    monkeypatch.setattr(
+        store.db, "execute", lambda sql, *a: (executed.append(sql), real(sql, *a))[1]
+    )
+    first = store.claim(ids[:3])
+    assert [m.message_id for m in first] == ids[:3]
+    assert not any("requested_at IS NULL" in sql for sql in executed)
+    # a dead claim's unstamped messages beside queued ones: each claimed once by this claim
+    executed.clear()
+    second = store.claim(ids)
+    assert [m.message_id for m in second] == ids
+    assert any("requested_at IS NULL" in sql for sql in executed)
+    attempts = store.db.query("SELECT attempts FROM message ORDER BY message_id")
+    assert [a for (a,) in attempts] == [2, 2, 2, 1, 1, 1]
+    assert history(store, ids[0])[-1][:2] == ("sending", "sending")
+    assert history(store, ids[3]) == [(None, "queued", None), ("queued", "sending", None)]
+
+
+def test_expire_sending_requeues_claims_never_handed_to_the_provider(store):
+    ids = make_messages(store, 3)
+    claimed = store.claim(ids)
+    token = claimed[0].claim_token
+    store.mark_requested(token, ids[:1])
+    expired = store.expire_sending(utcnow() + timedelta(seconds=1), PARTITION)
+    assert sorted(expired) == ids
+    assert [status_of(store, m) for m in ids] == ["unknown", "queued", "queued"]
+    assert [h[:2] for h in history(store, ids[1])][-1] == ("sending", "queued")
+    # the dead claim can no longer stamp them; a new claim sends them
+    assert store.mark_requested(token, ids[1:]) == []
+    again = store.claim(ids)
+    assert sorted(m.message_id for m in again) == ids[1:]
+
+
 def test_expire_sending_turns_stale_claims_into_unknown_never_queued(store):
     stale = make_messages(store, 2, prefix="s")
     fresh_queued = make_messages(store, 1, prefix="f")
-    store.claim(stale)
+    store.mark_requested(store.claim(stale)[0].claim_token, stale)
     expired = store.expire_sending(utcnow() + timedelta(seconds=1), PARTITION)
     assert sorted(expired) == stale
     for mid in stale:
@@ -293,7 +354,8 @@ def test_expire_sending_turns_stale_claims_into_unknown_never_queued(store):
 def test_expire_sending_leaves_recent_claims_and_other_partitions(store):
     here = make_messages(store, 1, prefix="h")
     there = make_messages(store, 1, partition="2026-03-02-14:05", prefix="t")
-    store.claim(here + there)
+    claimed = store.claim(here + there)
+    store.mark_requested(claimed[0].claim_token, here + there)
     assert store.expire_sending(utcnow() - timedelta(minutes=5), PARTITION) == []
     assert store.expire_sending(utcnow() + timedelta(seconds=1), PARTITION) == here
     assert status_of(store, there[0]) == "sending"

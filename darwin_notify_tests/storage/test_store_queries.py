@@ -188,7 +188,21 @@ def _exercise(store: NotificationStore) -> None:
     queued = store.queued_ids(P1)
     assert len(queued) == n - 2
     claimed = store.claim(queued)
-    assert len(claimed) == n - 2 and store.claim(queued) == []
+    assert len(claimed) == n - 2
+    token = claimed[0].claim_token
+    assert store.mark_requested(token, [m.message_id for m in claimed]) == [
+        m.message_id for m in claimed
+    ]
+    # handed to the provider: a second claim (a redelivered job) wins none of them, nor is one
+    # stamped twice or queued again
+    assert store.claim(queued) == []
+    assert store.mark_requested(token, [claimed[0].message_id]) == []
+    assert store.requeue_unrequested(int(claimed[0].message_id or 0)) is False
+    with pytest.raises(InvalidTransition):
+        store.resolve_unknown("no such key", MessageStatus.SENT, "resolved by test: x")
+    assert store.take_budget("email:test", 2, 10.0, 5.0, 1000.0) == 0.0
+    store.block_budget("email:test", 1010.0, 1000.0)
+    assert store.take_budget("email:test", 1, 10.0, 5.0, 1001.0) == 9.0
     outcomes = [(m.message_id, MessageStatus.SENT, None, f"sg-{m.message_id}") for m in claimed]
     assert store.finish(outcomes[:-3]) == []
     assert store.finish(outcomes[:2]) == [outcomes[0][0], outcomes[1][0]]

@@ -276,9 +276,29 @@ SELECT message_id FROM dbo.message WHERE partition_key = ? AND status = ? ORDER 
 UPDATE dbo.message SET status = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
 WHERE message_id IN ({list}) AND status = ?;
 
+-- name: reclaim_unrequested_messages
+-- A claim whose messages were never handed to the provider (its worker died before its
+-- requests) passes to a new claim; the old claimant can no longer stamp them.
+UPDATE dbo.message SET claim_token = ?, attempts = attempts + 1, updated_at = ?
+WHERE message_id IN ({list}) AND status = ? AND requested_at IS NULL;
+
+-- name: mark_messages_requested
+-- Stamped right before the provider is called, only while the claim is still this worker's.
+UPDATE dbo.message SET requested_at = ?, updated_at = ?
+WHERE message_id IN ({list}) AND claim_token = ? AND status = ? AND requested_at IS NULL;
+
+-- name: select_requested_messages
+SELECT message_id FROM dbo.message
+WHERE message_id IN ({list}) AND claim_token = ? AND requested_at = ?;
+
+-- name: requeue_unrequested_message
+UPDATE dbo.message SET status = ?, claim_token = NULL, reason = ?, updated_at = ?
+WHERE message_id = ? AND status = ? AND requested_at IS NULL;
+
 -- name: select_claimed_messages
 SELECT message_id, candidate_id, candidate_key, partition_key, channel, status, reason,
-       to_address, subject, html_body, text_body, sms_body, sms_encoding, sms_segments
+       to_address, subject, html_body, text_body, sms_body, sms_encoding, sms_segments,
+       claim_token
 FROM dbo.message WHERE claim_token = ? AND status = ? ORDER BY message_id;
 
 -- name: insert_message_events
@@ -314,10 +334,10 @@ UPDATE dbo.message SET status = ?, reason = ?, updated_at = ?
 WHERE message_id = ? AND status = ?;
 
 -- name: select_stale_claims
-SELECT message_id FROM dbo.message WHERE status = ? AND updated_at < ? ORDER BY message_id;
+SELECT message_id, requested_at FROM dbo.message WHERE status = ? AND updated_at < ? ORDER BY message_id;
 
 -- name: select_window_stale_claims
-SELECT message_id FROM dbo.message WHERE status = ? AND updated_at < ? AND partition_key = ?
+SELECT message_id, requested_at FROM dbo.message WHERE status = ? AND updated_at < ? AND partition_key = ?
 ORDER BY message_id;
 
 -- name: count_messages_by_status
@@ -423,6 +443,9 @@ FROM (VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)) AS s (dedup_key, provider, channel,
     provider_message_id, event_type, delivery_status, occurred_at, detail, received_at)
 WHERE NOT EXISTS (SELECT 1 FROM dbo.delivery_event AS t WITH (UPDLOCK, HOLDLOCK) WHERE
     t.dedup_key = s.dedup_key);
+
+-- name: select_message_by_key
+SELECT message_id, status FROM dbo.message WHERE candidate_key = ?;
 
 -- name: select_message_for_event
 SELECT message_id, status FROM dbo.message WHERE message_id = ?;
@@ -545,3 +568,19 @@ SELECT partition_key, status, COUNT(*) FROM dbo.message
 WHERE partition_key >= ? AND partition_key <= ?
 GROUP BY partition_key, status
 ORDER BY partition_key, status;
+
+-- name: insert_provider_budget
+INSERT INTO dbo.provider_budget (provider, tokens, refilled_at)
+SELECT ?, ?, ? WHERE NOT EXISTS (
+    SELECT 1 FROM dbo.provider_budget WITH (UPDLOCK, HOLDLOCK) WHERE provider = ?);
+
+-- name: select_provider_budget
+SELECT tokens, refilled_at, blocked_until, version FROM dbo.provider_budget WHERE provider = ?;
+
+-- name: take_provider_budget
+UPDATE dbo.provider_budget SET tokens = ?, refilled_at = ?, version = version + 1
+WHERE provider = ? AND version = ?;
+
+-- name: block_provider_budget
+UPDATE dbo.provider_budget SET tokens = 0, refilled_at = ?, blocked_until = ?, version = version + 1
+WHERE provider = ? AND blocked_until < ?;

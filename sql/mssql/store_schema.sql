@@ -149,6 +149,8 @@ CREATE TABLE dbo.message (
     claim_token nvarchar(200) NULL,
     attempts int NOT NULL CONSTRAINT DF_message_attempts DEFAULT (0),
     provider_message_id nvarchar(200) NULL,
+    -- set right before the provider is called: a claim without it never reached a provider
+    requested_at datetime2(7) NULL,
     created_at datetime2(7) NOT NULL,
     updated_at datetime2(7) NOT NULL
 );
@@ -256,5 +258,17 @@ CREATE TABLE dbo.message_delivery (
     events int NOT NULL,
     first_event_at datetime2(7) NOT NULL,
     updated_at datetime2(7) NOT NULL
+);
+GO
+
+-- One sending budget per provider, shared by every send worker (a token bucket; times are
+-- seconds since the epoch). A conditional update on version takes tokens.
+IF OBJECT_ID(N'dbo.provider_budget', N'U') IS NULL
+CREATE TABLE dbo.provider_budget (
+    provider nvarchar(200) NOT NULL CONSTRAINT PK_provider_budget PRIMARY KEY,
+    tokens float NOT NULL,
+    refilled_at float NOT NULL,
+    blocked_until float NOT NULL CONSTRAINT DF_provider_budget_blocked DEFAULT (0),
+    version bigint NOT NULL CONSTRAINT DF_provider_budget_version DEFAULT (0)
 );
 GO

@@ -9,3 +9,7 @@ IF COL_LENGTH(N'dbo.window_run', N'schedule_version') IS NULL
 -- name: message__schedule_version
 IF COL_LENGTH(N'dbo.message', N'schedule_version') IS NULL
     ALTER TABLE dbo.message ADD schedule_version nvarchar(64) NULL;
+
+-- name: message__requested_at
+IF COL_LENGTH(N'dbo.message', N'requested_at') IS NULL
+    ALTER TABLE dbo.message ADD requested_at datetime2(7) NULL;

@@ -176,9 +176,29 @@ SELECT message_id FROM message WHERE partition_key = ? AND status = ? ORDER BY m
 UPDATE message SET status = ?, claim_token = ?, attempts = attempts + 1, updated_at = ?
 WHERE message_id IN ({list}) AND status = ?;
 
+-- name: reclaim_unrequested_messages
+-- A claim whose messages were never handed to the provider (its worker died before its
+-- requests) passes to a new claim; the old claimant can no longer stamp them.
+UPDATE message SET claim_token = ?, attempts = attempts + 1, updated_at = ?
+WHERE message_id IN ({list}) AND status = ? AND requested_at IS NULL;
+
+-- name: mark_messages_requested
+-- Stamped right before the provider is called, only while the claim is still this worker's.
+UPDATE message SET requested_at = ?, updated_at = ?
+WHERE message_id IN ({list}) AND claim_token = ? AND status = ? AND requested_at IS NULL;
+
+-- name: select_requested_messages
+SELECT message_id FROM message
+WHERE message_id IN ({list}) AND claim_token = ? AND requested_at = ?;
+
+-- name: requeue_unrequested_message
+UPDATE message SET status = ?, claim_token = NULL, reason = ?, updated_at = ?
+WHERE message_id = ? AND status = ? AND requested_at IS NULL;
+
 -- name: select_claimed_messages
 SELECT message_id, candidate_id, candidate_key, partition_key, channel, status, reason,
-       to_address, subject, html_body, text_body, sms_body, sms_encoding, sms_segments
+       to_address, subject, html_body, text_body, sms_body, sms_encoding, sms_segments,
+       claim_token
 FROM message WHERE claim_token = ? AND status = ? ORDER BY message_id;
 
 -- name: insert_message_events
@@ -200,10 +220,10 @@ UPDATE message SET status = ?, reason = ?, updated_at = ?
 WHERE message_id = ? AND status = ?;
 
 -- name: select_stale_claims
-SELECT message_id FROM message WHERE status = ? AND updated_at < ? ORDER BY message_id;
+SELECT message_id, requested_at FROM message WHERE status = ? AND updated_at < ? ORDER BY message_id;
 
 -- name: select_window_stale_claims
-SELECT message_id FROM message WHERE status = ? AND updated_at < ? AND partition_key = ?
+SELECT message_id, requested_at FROM message WHERE status = ? AND updated_at < ? AND partition_key = ?
 ORDER BY message_id;
 
 -- name: count_messages_by_status
@@ -297,6 +317,9 @@ INSERT INTO delivery_event (dedup_key, provider, channel, message_id, provider_m
                             event_type, delivery_status, occurred_at, detail, received_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (dedup_key) DO NOTHING;
+
+-- name: select_message_by_key
+SELECT message_id, status FROM message WHERE candidate_key = ?;
 
 -- name: select_message_for_event
 SELECT message_id, status FROM message WHERE message_id = ?;
@@ -411,3 +434,20 @@ SELECT partition_key, status, COUNT(*) FROM message
 WHERE partition_key >= ? AND partition_key <= ?
 GROUP BY partition_key, status
 ORDER BY partition_key, status;
+
+-- name: insert_provider_budget
+INSERT INTO provider_budget (provider, tokens, refilled_at)
+SELECT ?::text, ?::double precision, ?::double precision
+WHERE NOT EXISTS (SELECT 1 FROM provider_budget WHERE provider = ?::text)
+ON CONFLICT (provider) DO NOTHING;
+
+-- name: select_provider_budget
+SELECT tokens, refilled_at, blocked_until, version FROM provider_budget WHERE provider = ?;
+
+-- name: take_provider_budget
+UPDATE provider_budget SET tokens = ?, refilled_at = ?, version = version + 1
+WHERE provider = ? AND version = ?;
+
+-- name: block_provider_budget
+UPDATE provider_budget SET tokens = 0, refilled_at = ?, blocked_until = ?, version = version + 1
+WHERE provider = ? AND blocked_until < ?;

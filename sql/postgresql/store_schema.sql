@@ -115,6 +115,8 @@ CREATE TABLE IF NOT EXISTS message (
     claim_token TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     provider_message_id TEXT,
+    -- set right before the provider is called: a claim without it never reached a provider
+    requested_at TIMESTAMP,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );
@@ -194,4 +196,14 @@ CREATE TABLE IF NOT EXISTS message_delivery (
     events INTEGER NOT NULL,
     first_event_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
+);
+
+-- One sending budget per provider, shared by every send worker (a token bucket; times are
+-- seconds since the epoch). A conditional update on version takes tokens.
+CREATE TABLE IF NOT EXISTS provider_budget (
+    provider TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    refilled_at DOUBLE PRECISION NOT NULL,
+    blocked_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    version BIGINT NOT NULL DEFAULT 0
 );

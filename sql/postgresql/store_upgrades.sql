@@ -7,3 +7,6 @@ ALTER TABLE window_run ADD COLUMN IF NOT EXISTS schedule_version VARCHAR(64);
 
 -- name: message__schedule_version
 ALTER TABLE message ADD COLUMN IF NOT EXISTS schedule_version VARCHAR(64);
+
+-- name: message__requested_at
+ALTER TABLE message ADD COLUMN IF NOT EXISTS requested_at TIMESTAMP;

@@ -115,6 +115,8 @@ CREATE TABLE IF NOT EXISTS message (
     claim_token TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     provider_message_id TEXT,
+    -- set right before the provider is called: a claim without it never reached a provider
+    requested_at TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -187,4 +189,14 @@ CREATE TABLE IF NOT EXISTS message_delivery (
     events INTEGER NOT NULL,
     first_event_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
+);
+
+-- One sending budget per provider, shared by every send worker (a token bucket; times are
+-- seconds since the epoch). A conditional update on version takes tokens.
+CREATE TABLE IF NOT EXISTS provider_budget (
+    provider TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    refilled_at REAL NOT NULL,
+    blocked_until REAL NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0
 );

@@ -7,3 +7,6 @@ ALTER TABLE window_run ADD COLUMN schedule_version TEXT;
 
 -- name: message__schedule_version
 ALTER TABLE message ADD COLUMN schedule_version TEXT;
+
+-- name: message__requested_at
+ALTER TABLE message ADD COLUMN requested_at TEXT;
