@@ -61,6 +61,31 @@ class KafkaBusError(DarwinNotifyError):
     """Kafka did not accept or answer a request of the job bus."""
 
 
+class _Outage:
+    """Consecutive retriable failures of a consumer's polls: the pause before the next poll,
+    doubling to 15 s, and the end of patience after ``limit`` seconds of them."""
+
+    def __init__(self, limit: float):
+        self.limit = limit
+        self.since: float | None = None
+        self.pause = 1.0
+
+    def failed(self, exc: KafkaError, where: str) -> float:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if now - self.since >= self.limit:
+            raise KafkaBusError(
+                f"Kafka at {where} unreachable for {self.limit:g} s: {_describe(exc)}"
+            ) from exc
+        pause, self.pause = self.pause, min(self.pause * 2, 15.0)
+        log.warning("lost Kafka at %s (%s); polling again in %.0f s", where, _describe(exc), pause)
+        return pause
+
+    def over(self) -> None:
+        self.since, self.pause = None, 1.0
+
+
 class _Outcome(Enum):
     HANDLED = "handled"
     HANDLED_UNCOMMITTED = "handled, commit failed"
@@ -452,7 +477,7 @@ class KafkaBus(JobBus):
         """Run ``handler`` on jobs of ``kind`` until ``stop`` is set; returns jobs handled.
 
         Until it has a consumer it keeps trying to reach the brokers, for ``connect_timeout``
-        seconds. Each record's offset is committed, synchronously, right after its handler
+        seconds, and so it does when the brokers go away while it consumes. Each record's offset is committed, synchronously, right after its handler
         returned.
         A handler that raises is retried on the same record after a pause that doubles with
         each consecutive failure, up to ``retry_backoff_max``; records behind it on its
@@ -467,8 +492,18 @@ class KafkaBus(JobBus):
         failures = 0
         try:
             consumer.subscribe([self.topic(kind)])
+            outage = _Outage(self.connect_timeout)
             while not stop.is_set():
-                batches = consumer.poll(timeout_ms=self.poll_timeout_ms)
+                try:
+                    batches = consumer.poll(timeout_ms=self.poll_timeout_ms)
+                except KafkaError as exc:
+                    # A broker restart or a network cut: the consumer reconnects by itself.
+                    if not exc.retriable:
+                        raise
+                    pause = outage.failed(exc, self._where)
+                    stop.wait(pause)
+                    continue
+                outage.over()
                 failed = False
                 for tp, records in batches.items():
                     for record in records:

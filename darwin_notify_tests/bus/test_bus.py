@@ -185,3 +185,52 @@ def test_a_kafka_worker_stopped_while_it_waits_for_the_brokers_returns() -> None
     finally:
         bus.close()
     assert time.monotonic() - started < 10
+
+
+class _LosingConsumer:
+    """A consumer whose first polls fail as kafka-python's do when the broker went away."""
+
+    def __init__(self, failures: int, stop: threading.Event):
+        self.failures, self.stop, self.polls, self.closed = failures, stop, 0, False
+
+    def subscribe(self, topics) -> None:
+        pass
+
+    def poll(self, timeout_ms: int):
+        from kafka.errors import KafkaConnectionError
+
+        self.polls += 1
+        if self.polls <= self.failures:
+            raise KafkaConnectionError("111 ECONNREFUSED")
+        self.stop.set()
+        return {}
+
+    def close(self, autocommit: bool = True) -> None:
+        self.closed = True
+
+
+def test_a_kafka_worker_rides_out_brokers_lost_while_it_consumes(monkeypatch, caplog) -> None:
+    from darwin_notify_assets.bus.kafka import KafkaBus
+
+    stop = threading.Event()
+    consumer = _LosingConsumer(2, stop)
+    bus = KafkaBus("127.0.0.1:1", topic_prefix="lost", connect_timeout=60)
+    monkeypatch.setattr(bus, "_connect_consumer", lambda kind, stop: consumer)
+    with caplog.at_level(logging.WARNING, logger="darwin_notify_assets.bus.kafka"):
+        assert bus.consume(JobKind.RENDER, lambda job: None, stop) == 0
+    bus.close()
+    assert consumer.polls == 3 and consumer.closed
+    assert sum("lost Kafka at 127.0.0.1:1" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_kafka_worker_gives_up_after_connect_timeout_of_lost_brokers(monkeypatch) -> None:
+    from darwin_notify_assets.bus.kafka import KafkaBus, KafkaBusError
+
+    stop = threading.Event()
+    consumer = _LosingConsumer(1_000, stop)
+    bus = KafkaBus("127.0.0.1:1", topic_prefix="lost", connect_timeout=0.5)
+    monkeypatch.setattr(bus, "_connect_consumer", lambda kind, stop: consumer)
+    with pytest.raises(KafkaBusError, match="unreachable for 0.5 s"):
+        bus.consume(JobKind.RENDER, lambda job: None, stop)
+    bus.close()
+    assert consumer.closed and consumer.polls == 2
