@@ -86,7 +86,7 @@ class Settings:
     # A path to the source model (docs/source-model.md); empty selects the sample darwin.Cloud.
     source_model: str = ""
     # The folder of merge-field queries (NAME.sql, in the replica's dialect); empty selects
-    # the sample's, sql/<dialect>/merge_fields.
+    # the sample's, darwin_notify_assets/sample/merge_fields/<dialect>.
     merge_fields_dir: str = ""
     # The webhook service: the base URL providers and recipients reach it at (Twilio signs
     # the URL it called; unsubscribe links start with it), SendGrid's Event Webhook public key

@@ -148,7 +148,7 @@ class Template:
     html_body: str | None
     text_body: str | None
     sms_body: str | None
-    # The merge-field query its messages need (``sql/<dialect>/merge_fields/NAME.sql``).
+    # The merge-field query its messages need (``NAME.sql`` in the merge-field folder).
     merge_fields: str | None = None
 
 

@@ -1,7 +1,7 @@
 """Merge-field queries: a deployment's own SQL returning extra fields for a batch of records.
 
 A query is the file ``NAME.sql`` in the merge-fields folder (``DARWIN_NOTIFY_MERGE_FIELDS_DIR``;
-by default the sample's ``sql/<dialect>/merge_fields``), written in the replica's dialect. It
+by default the sample's ``sample/merge_fields/<dialect>``), written in the replica's dialect. It
 is one read-only statement, a ``SELECT`` (or ``WITH ... SELECT``; on SQL Server also
 ``EXEC schema.procedure ?``), with exactly one parameter: the record ids of the batch as a
 JSON array in text (``[17,42]``). Every row it returns has the column ``record_id``; the

@@ -37,7 +37,7 @@ def sample_merge_fields(dialect: str) -> Path:
     selects a deployment's own folder instead)."""
     if dialect not in DIALECTS:
         raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
-    return sql_root() / dialect / "merge_fields"
+    return Path(__file__).resolve().parents[1] / "sample" / "merge_fields" / dialect
 
 
 @functools.cache

@@ -15,7 +15,7 @@ import pytest
 from darwin_notify_assets.domain.model import Tombstone, load_model
 from darwin_notify_assets.storage.db import Database, DatabaseUrl
 from darwin_notify_assets.storage.replica import ReplicaReader
-from darwin_notify_assets.storage.sqlfiles import sql_root
+from darwin_notify_assets.storage.sqlfiles import sample_merge_fields, sql_root
 from darwin_notify_tests.storage.tsql import (
     bind_parameters,
     fill_markers,
@@ -25,7 +25,9 @@ from darwin_notify_tests.storage.tsql import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TSQL_FILES = sorted((sql_root() / "mssql").rglob("*.sql"))
+TSQL_FILES = sorted((sql_root() / "mssql").rglob("*.sql")) + sorted(
+    sample_merge_fields("mssql").glob("*.sql")
+)
 GUIDE = ROOT / "docs" / "sqlserver.md"
 
 # Each is wrong for SQL Server; the comment says how. Every one must be rejected.
