@@ -7,8 +7,12 @@ these; a missing service raises ``ServicesUnavailable`` with the command that st
 import json
 import shlex
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVICES_SH = REPO_ROOT / "infra" / "services.sh"
@@ -179,3 +183,39 @@ def start_sinks(
         "DARWIN_NOTIFY_SMS_SINK_RECORD": str(records["sms"]),
     }
     return procs, env
+
+
+def admin_connection(url: str, database: str = "postgres"):
+    """psycopg2 as the clusters' superuser (autocommit), at ``url``'s host and port."""
+    import psycopg2
+
+    parsed = urlsplit(url)
+    conn = psycopg2.connect(
+        host=parsed.hostname, port=parsed.port, user="postgres", dbname=database
+    )
+    conn.autocommit = True
+    return conn
+
+
+@contextmanager
+def own_dagster_storage(env: dict[str, str], prefix: str = "dagster") -> Iterator[str]:
+    """A Dagster storage database of its own on the services' store cluster, for one run of a
+    tool; yields its name (for ``DAGSTER_PG_DB``) and drops it after. Runs of an earlier run
+    that died (still ``STARTED`` in a shared storage) are then never seen as in flight."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://postgres@{env['DAGSTER_PG_HOST']}:{env['DAGSTER_PG_PORT']}/"
+    conn = admin_connection(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}" OWNER "{env["DAGSTER_PG_USER"]}"')
+    finally:
+        conn.close()
+    try:
+        yield name
+    finally:
+        conn = admin_connection(url)  # a fresh one: the cluster may have restarted meanwhile
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            conn.close()

@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from darwin_notify_tests.services import (  # noqa: E402 - needs the repository on the path
     STORE_TABLES,
+    own_dagster_storage,
     services_env,
     sink_control,
     sink_records,
@@ -784,7 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     os.environ.pop("DARWIN_NOTIFY_FAILPOINTS", None)
-    status = Soak(args, work, prefix).run()
+    with own_dagster_storage(dict(os.environ), "dagster_soak") as dagster_db:
+        os.environ["DAGSTER_PG_DB"] = dagster_db
+        status = Soak(args, work, prefix).run()
     if status == 0 and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return status

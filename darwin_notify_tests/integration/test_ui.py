@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -71,18 +70,6 @@ NEXT_DAY = (DEMO_START + timedelta(days=1)).strftime("%Y-%m-%d")
 RUN_TIMEOUT = 600
 
 
-def _admin_connection(url: str, database: str = "postgres"):
-    """psycopg2 as the clusters' superuser (autocommit), at ``url``'s host and port."""
-    import psycopg2
-
-    parsed = urlsplit(url)
-    conn = psycopg2.connect(
-        host=parsed.hostname, port=parsed.port, user="postgres", dbname=database
-    )
-    conn.autocommit = True
-    return conn
-
-
 def _with_database(url: str, database: str) -> str:
     head, _, _ = url.rpartition("/")
     return f"{head}/{database}"
@@ -106,14 +93,14 @@ def own_services(
     created: list[tuple[str, str]] = []
     sinks: list = []
     try:
-        conn = _admin_connection(primary_url)
+        conn = shared.admin_connection(primary_url)
         try:
             with conn.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{source}"')
         finally:
             conn.close()
         created.append((primary_url, source))
-        conn = _admin_connection(primary_url, source)
+        conn = shared.admin_connection(primary_url, source)
         try:
             with conn.cursor() as cur:
                 cur.execute(f"GRANT USAGE ON SCHEMA public TO {PIPELINE_ROLE}")
@@ -123,7 +110,7 @@ def own_services(
                 )
         finally:
             conn.close()
-        conn = _admin_connection(store_url)
+        conn = shared.admin_connection(store_url)
         try:
             with conn.cursor() as cur:
                 for name in (store, dagster):
@@ -151,7 +138,7 @@ def own_services(
         shared.stop_processes(sinks)
         # Fresh connections: a cluster may have been restarted meanwhile.
         for url, name in reversed(created):
-            conn = _admin_connection(url)
+            conn = shared.admin_connection(url)
             try:
                 with conn.cursor() as cur:
                     cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
