@@ -436,10 +436,13 @@ def test_paused_replay_holds_the_window_back_until_resumed(
 
     s.stack.wait_replayed(s.primary)
 
-    def requested() -> list[str]:
-        return _requested(_evaluate_sensor(s.instance, a.partition_key))
+    last: list[Any] = []
 
-    assert poll(lambda: requested() == [b.partition_key], timeout=15, interval=0.5), requested()
+    def requested() -> list[str]:
+        last[:] = [_evaluate_sensor(s.instance, a.partition_key)]
+        return _requested(last[0])
+
+    assert poll(lambda: requested() == [b.partition_key], timeout=30, interval=0.5), last
     s.run(1)
     s.verify(s.expected())
 
