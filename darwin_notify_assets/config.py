@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from darwin_notify_assets.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from darwin_notify_assets.delivery.rules import SendRules
 
 PREFIX = "DARWIN_NOTIFY_"
 
@@ -98,6 +101,14 @@ class Settings:
     unsubscribe_mailto: str = ""
     # A sent message with no provider event after this long is listed as without delivery.
     delivery_event_grace_seconds: int = 3600
+    # Quiet hours per channel, local to the recipient (``21:00-08:00``; empty: none), and a
+    # cap of messages per recipient per local day (0: none); delivery/rules.py. A recipient
+    # without a valid time zone is decided in the default zone.
+    quiet_hours_email: str = ""
+    quiet_hours_sms: str = ""
+    daily_cap_email: int = 0
+    daily_cap_sms: int = 0
+    default_time_zone: str = "UTC"
 
     def __post_init__(self) -> None:
         home = Path(self.home)
@@ -121,6 +132,7 @@ class Settings:
                 f"DARWIN_NOTIFY_WINDOW_MINUTES must divide an hour, not {self.window_minutes}"
             )
         check_email_provider(self.email_provider, self.email_failover)
+        self.send_rules  # noqa: B018 - raises ConfigurationError for a bad quiet-hours setting
         try:
             datetime.strptime(self.partition_start, "%Y-%m-%d-%H:%M")
         except ValueError:
@@ -150,6 +162,17 @@ class Settings:
     def send_rates(self) -> dict[str, int]:
         """Requests a second each channel's provider takes from every worker together."""
         return {"email": self.email_rate_per_second, "sms": self.sms_rate_per_second}
+
+    @property
+    def send_rules(self) -> "SendRules":
+        """Quiet hours and daily caps per channel, as the claim applies them."""
+        from darwin_notify_assets.delivery.rules import SendRules
+
+        return SendRules.from_values(
+            {"email": self.quiet_hours_email, "sms": self.quiet_hours_sms},
+            {"email": self.daily_cap_email, "sms": self.daily_cap_sms},
+            self.default_time_zone,
+        )
 
     @property
     def lookback(self) -> timedelta:

@@ -228,6 +228,12 @@ class PipelineResource(ConfigurableResource["PipelineResource"]):
     stage_timeout_seconds: int = 1800
     sending_expiry_seconds: int = 300
     reconcile_hours: int = 24
+    # Quiet hours (``21:00-08:00``, local to the recipient) and daily caps per channel.
+    quiet_hours_email: str = ""
+    quiet_hours_sms: str = ""
+    daily_cap_email: int = 0
+    daily_cap_sms: int = 0
+    default_time_zone: str = "UTC"
 
     def settings(self, **connections: Any) -> Settings:
         return Settings(**self.model_dump(), **connections)

@@ -172,6 +172,15 @@ class RenderWorker:
                 continue
             for rid, row in self.replica.fetch_by_ids(table, sorted(ids)).items():
                 records[(table, rid)] = jsonable_row(row)
+        zone = model.contact.time_zone
+        contact_agent = model.relations.record_agent.get(model.contact.table)
+        if zone is not None and zone.office is not None and contact_agent:
+            # a contact's time zone is its own agent's office's: that agent comes in the
+            # same statement as the records' agents
+            for cid in contact_ids:
+                row = records.get((model.contact.table, cid)) if cid is not None else None
+                if row is not None and row.get(contact_agent) is not None:
+                    agent_ids.add(int(row[contact_agent]))
         agents = {
             k: jsonable_row(v)
             for k, v in self.replica.fetch_by_ids(
@@ -318,11 +327,13 @@ class RenderWorker:
         except ValueError as exc:
             return outcome(MessageStatus.SUPPRESSED, str(exc))
         context = self.context(item, schedule, record, agent, recipient, data)
+        time_zone = self.time_zone(item.recipient_kind, recipient, data)
         try:
             if item.channel == Channel.EMAIL:
                 email = render_email(template, context)
                 return outcome(
                     MessageStatus.QUEUED,
+                    recipient_tz=time_zone,
                     to_address=to_address,
                     subject=email.subject,
                     html_body=email.html,
@@ -331,6 +342,7 @@ class RenderWorker:
             sms = render_sms(template, context, self.sms_max_segments)
             return outcome(
                 MessageStatus.QUEUED,
+                recipient_tz=time_zone,
                 to_address=to_address,
                 sms_body=sms.body,
                 sms_encoding=sms.encoding,
@@ -338,6 +350,33 @@ class RenderWorker:
             )
         except RenderError as exc:
             return outcome(MessageStatus.RENDER_FAILED, str(exc))
+
+    def time_zone(
+        self, recipient_kind: str, recipient: Mapping[str, Any], data: RenderContextData
+    ) -> str | None:
+        """The recipient's time zone as the source model says where it is (not checked here:
+        the claim decides in the configured default zone for one that is not an IANA name,
+        and says so)."""
+        model = self.replica.model
+        kind = "agent" if recipient_kind == "agent" else "contact"
+        source = model.recipients[kind].time_zone
+        if source is None:
+            return None
+        if source.column is not None:
+            value = recipient.get(source.column)
+        else:
+            office_rel = model.relations.agent_office
+            agent: Mapping[str, Any] | None = recipient
+            if kind == "contact":
+                column = model.relations.record_agent.get(model.contact.table)
+                agent_id = recipient.get(column) if column else None
+                agent = data.agents.get(int(agent_id)) if agent_id is not None else None
+            office_id = agent.get(office_rel.column) if agent and office_rel else None
+            office = data.offices.get(int(office_id)) if office_id is not None else None
+            value = office.get(source.office) if office else None
+        text = str(value).strip() if value is not None else ""
+        # the store keeps at most 64 characters; longer is no IANA name either
+        return text[:64] or None
 
     def context(
         self,

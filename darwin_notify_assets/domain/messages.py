@@ -2,8 +2,9 @@
 
 The store checks every status change against this table before it writes, and its schema
 refuses any status outside ``MessageStatus`` (a CHECK constraint in each dialect). The table
-holds the transitions the code makes; the architecture's ``queued -> deferred -> queued``
-joins it with the code that makes it.
+holds the transitions the code makes, and nothing else: ``queued -> deferred`` is made by the
+claim (quiet hours, a daily cap: ``delivery/rules.py``), ``deferred -> queued`` by the delivery
+step once the message may go (``NotificationStore.release_deferred``).
 """
 
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ class MessageStatus(StrEnum):
     UNKNOWN = "unknown"
     SUPPRESSED = "suppressed"
     RENDER_FAILED = "render_failed"
+    #: Held by the claim until ``deferred_until`` (quiet hours, a daily cap); never final.
+    DEFERRED = "deferred"
 
 
 #: What rendering may create a message as.
@@ -33,7 +36,14 @@ INITIAL_STATUSES = frozenset(
 #: ``queued -> sending`` before the provider is called; its outcome moves it on once.
 TRANSITIONS: Mapping[MessageStatus, frozenset[MessageStatus]] = {
     # suppressed: an opt-out or suppression that arrived after rendering, found at the claim.
-    MessageStatus.QUEUED: frozenset({MessageStatus.SENDING, MessageStatus.SUPPRESSED}),
+    # deferred: due inside the recipient's quiet hours or over a daily cap, found at the claim
+    # (instead of ``sending``: a message in ``sending`` is always one going to the provider).
+    MessageStatus.QUEUED: frozenset(
+        {MessageStatus.SENDING, MessageStatus.SUPPRESSED, MessageStatus.DEFERRED}
+    ),
+    # Once ``deferred_until`` has passed: queued again, by a conditional update, and claimed
+    # (once) like any queued message.
+    MessageStatus.DEFERRED: frozenset({MessageStatus.QUEUED}),
     # ``sending -> queued`` only for a claim never handed to the provider (``requested_at``
     # unset): it provably reached no provider.
     MessageStatus.SENDING: frozenset(

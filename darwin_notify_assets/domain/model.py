@@ -118,6 +118,23 @@ class OptIn(_Strict):
     sms: str | None = None
 
 
+class TimeZoneSource(_Strict):
+    """Where a recipient's time zone (an IANA name, like ``America/Chicago``) is read: a column
+    of the recipient's own table (``{column: TimeZone}``), or a column of the office its agent
+    works in (``{office: TimeZone}``, through ``relations.agent_office``; an agent's own
+    office, a contact's agent's, the agent named by ``relations.record_agent`` of the
+    contact table)."""
+
+    column: str | None = None
+    office: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "TimeZoneSource":
+        if (self.column is None) == (self.office is None):
+            raise ValueError("time_zone names exactly one of column or office")
+        return self
+
+
 class Recipient(_Strict):
     """A kind of person a message is addressed to."""
 
@@ -129,6 +146,8 @@ class Recipient(_Strict):
     phone: str
     active: str | None = None
     opt_in: OptIn | None = None
+    # Quiet hours and daily caps are local to it; none: the configured default zone.
+    time_zone: TimeZoneSource | None = None
 
     def opt_in_column(self, channel: str) -> str | None:
         return getattr(self.opt_in, channel, None) if self.opt_in else None
@@ -285,6 +304,20 @@ class SourceModel(_Strict):
         described = set(self.tables) | {r.table for r in self.recipients.values()}
         if office and office.to not in described:
             raise ValueError(f"relations.agent_office names {office.to}, which tables lacks")
+        for kind, recipient in self.recipients.items():
+            zone = recipient.time_zone
+            if zone is None or zone.office is None:
+                continue
+            if office is None:
+                raise ValueError(
+                    f"recipients.{kind}.time_zone names an office column, but "
+                    "relations.agent_office is not described"
+                )
+            if kind == "contact" and recipient.table not in self.relations.record_agent:
+                raise ValueError(
+                    f"recipients.contact.time_zone names an office column, but "
+                    f"relations.record_agent does not name the agent of {recipient.table}"
+                )
         if self.totals:
             for ledger in (self.totals.deals, self.totals.listings):
                 if ledger.table not in self.tables:
@@ -456,6 +489,11 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
         opt = r.opt_in or OptIn()
         has(f"recipients.{kind}", r.table, r.key, r.first_name, r.last_name, r.email, r.phone)
         has(f"recipients.{kind}", r.table, r.active, opt.email, opt.sms)
+        if r.time_zone and r.time_zone.column:
+            has(f"recipients.{kind}.time_zone", r.table, r.time_zone.column)
+        if r.time_zone and r.time_zone.office and model.relations.agent_office:
+            office_table = model.relations.agent_office.to
+            has(f"recipients.{kind}.time_zone", office_table, r.time_zone.office)
     rel = model.relations
     if rel.agent_office:
         has("relations.agent_office", rel.agent_office.from_, rel.agent_office.column)

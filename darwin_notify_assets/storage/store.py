@@ -133,6 +133,8 @@ class OutboundMessage:
     claim_token: str | None = None
     # The schedule snapshot it was rendered from (see ``save_snapshot``).
     schedule_version: str | None = None
+    #: The recipient's time zone as the source model gives it (quiet hours, daily caps).
+    recipient_tz: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,13 +191,14 @@ class NotificationStore:
 
     def ensure_schema(self) -> None:
         """Create what is missing: the schema, then the upgrades of ``store_upgrades.sql``
-        (forward only) whose column an older store lacks."""
+        (forward only) whose column an older store lacks. An upgrade may be a few statements
+        (SQLite rebuilds a table to change its CHECK constraint): they run in one
+        transaction."""
         self.db.run_script(read_script(self.db.dialect, "store_schema.sql"))
         for name, statement in read_queries(self.db.dialect, "store_upgrades.sql").items():
             table, column = name.split("__")
             if not self._has_column(table, column):
-                with self.db.transaction():
-                    self.db.execute(statement).close()
+                self.db.run_script(statement)
 
     def _has_column(self, table: str, column: str) -> bool:
         qualified = f"dbo.{table}" if self.db.dialect == "mssql" else table
@@ -645,6 +648,7 @@ class NotificationStore:
                         now,
                         now,
                         m.schedule_version,
+                        m.recipient_tz,
                     )
                     for m in messages
                 ],

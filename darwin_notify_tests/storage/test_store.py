@@ -195,6 +195,8 @@ def test_the_table_allows_exactly_the_send_path():
         [
             (MessageStatus.QUEUED, MessageStatus.SENDING),
             (MessageStatus.QUEUED, MessageStatus.SUPPRESSED),
+            (MessageStatus.QUEUED, MessageStatus.DEFERRED),
+            (MessageStatus.DEFERRED, MessageStatus.QUEUED),
             (MessageStatus.SENDING, MessageStatus.SENT),
             (MessageStatus.SENDING, MessageStatus.FAILED),
             (MessageStatus.SENDING, MessageStatus.UNKNOWN),

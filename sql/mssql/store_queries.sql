@@ -236,10 +236,10 @@ ORDER BY c.candidate_id;
 -- The rows as one JSON array of arrays, like insert_candidates.
 INSERT INTO dbo.message (candidate_id, candidate_key, partition_key, channel, to_address,
     subject, html_body, text_body, sms_body, sms_encoding, sms_segments, status, reason,
-    attempts, created_at, updated_at, schedule_version)
+    attempts, created_at, updated_at, schedule_version, recipient_tz)
 SELECT s.candidate_id, s.candidate_key, s.partition_key, s.channel, s.to_address, s.subject,
     s.html_body, s.text_body, s.sms_body, s.sms_encoding, s.sms_segments, s.status, s.reason,
-    s.attempts, s.created_at, s.updated_at, s.schedule_version
+    s.attempts, s.created_at, s.updated_at, s.schedule_version, s.recipient_tz
 FROM OPENJSON(?) WITH (
     candidate_id bigint '$[0]',
     candidate_key nvarchar(max) '$[1]',
@@ -257,7 +257,8 @@ FROM OPENJSON(?) WITH (
     attempts int '$[13]',
     created_at datetime2(7) '$[14]',
     updated_at datetime2(7) '$[15]',
-    schedule_version nvarchar(max) '$[16]'
+    schedule_version nvarchar(max) '$[16]',
+    recipient_tz nvarchar(max) '$[17]'
 ) AS s
 WHERE NOT EXISTS (SELECT 1 FROM dbo.message AS t WITH (UPDLOCK, HOLDLOCK) WHERE t.candidate_id =
     s.candidate_id);

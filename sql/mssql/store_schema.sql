@@ -144,7 +144,7 @@ CREATE TABLE dbo.message (
     sms_encoding nvarchar(200) NULL,
     sms_segments int NULL,
     -- the statuses of domain/messages.py MessageStatus
-    status nvarchar(200) NOT NULL CONSTRAINT CK_message_status CHECK (status IN (N'queued', N'sending', N'sent', N'failed', N'unknown', N'suppressed', N'render_failed')),
+    status nvarchar(200) NOT NULL CONSTRAINT CK_message_status CHECK (status IN (N'queued', N'sending', N'sent', N'failed', N'unknown', N'suppressed', N'render_failed', N'deferred')),
     reason nvarchar(max) NULL,
     claim_token nvarchar(200) NULL,
     attempts int NOT NULL CONSTRAINT DF_message_attempts DEFAULT (0),
@@ -152,7 +152,11 @@ CREATE TABLE dbo.message (
     -- set right before the provider is called: a claim without it never reached a provider
     requested_at datetime2(7) NULL,
     created_at datetime2(7) NOT NULL,
-    updated_at datetime2(7) NOT NULL
+    updated_at datetime2(7) NOT NULL,
+    -- the recipient's time zone as the source model gives it (quiet hours, daily caps)
+    recipient_tz nvarchar(64) NULL,
+    -- a deferred message may go from then on (UTC)
+    deferred_until datetime2(7) NULL
 );
 GO
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.message')
@@ -163,10 +167,24 @@ IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.messa
     AND (name = N'message_claim' OR name LIKE LEFT(N'message_claimmessage', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX message_claim ON dbo.message (claim_token);
 GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.message')
+    AND (name = N'message_recipient' OR name LIKE LEFT(N'message_recipientmessage', 31) + REPLICATE(N'[0-9a-f]', 32)))
+    CREATE INDEX message_recipient ON dbo.message (to_address, channel);
+GO
+-- the deferred-messages sensor looks for deferred messages (few), then their due time
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.message')
+    AND (name = N'message_status' OR name LIKE LEFT(N'message_statusmessage', 31) + REPLICATE(N'[0-9a-f]', 32)))
+    CREATE INDEX message_status ON dbo.message (status, updated_at);
+GO
+-- A store whose constraint predates 'deferred' drops it here, to get the current one below.
+IF EXISTS (SELECT 1 FROM sys.check_constraints WHERE name = N'CK_message_status' AND parent_object_id = OBJECT_ID(N'dbo.message')
+    AND definition NOT LIKE N'%deferred%')
+    ALTER TABLE dbo.message DROP CONSTRAINT CK_message_status;
+GO
 -- A store created before the constraint existed gets it here.
 IF NOT EXISTS (SELECT 1 FROM sys.check_constraints WHERE name = N'CK_message_status' AND parent_object_id = OBJECT_ID(N'dbo.message'))
     ALTER TABLE dbo.message ADD CONSTRAINT CK_message_status
-        CHECK (status IN (N'queued', N'sending', N'sent', N'failed', N'unknown', N'suppressed', N'render_failed'));
+        CHECK (status IN (N'queued', N'sending', N'sent', N'failed', N'unknown', N'suppressed', N'render_failed', N'deferred'));
 GO
 
 IF OBJECT_ID(N'dbo.message_event', N'U') IS NULL

@@ -13,3 +13,11 @@ IF COL_LENGTH(N'dbo.message', N'schedule_version') IS NULL
 -- name: message__requested_at
 IF COL_LENGTH(N'dbo.message', N'requested_at') IS NULL
     ALTER TABLE dbo.message ADD requested_at datetime2(7) NULL;
+
+-- name: message__recipient_tz
+IF COL_LENGTH(N'dbo.message', N'recipient_tz') IS NULL
+    ALTER TABLE dbo.message ADD recipient_tz nvarchar(64) NULL;
+
+-- name: message__deferred_until
+IF COL_LENGTH(N'dbo.message', N'deferred_until') IS NULL
+    ALTER TABLE dbo.message ADD deferred_until datetime2(7) NULL;

@@ -156,10 +156,12 @@ ORDER BY c.candidate_id;
 -- name: insert_messages
 INSERT INTO message (candidate_id, candidate_key, partition_key, channel, to_address, subject,
                      html_body, text_body, sms_body, sms_encoding, sms_segments, status,
-                     reason, attempts, created_at, updated_at, schedule_version)
+                     reason, attempts, created_at, updated_at, schedule_version,
+                     recipient_tz)
 SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
                      ?::text[], ?::text[], ?::text[], ?::text[], ?::integer[], ?::text[],
-                     ?::text[], ?::integer[], ?::timestamp[], ?::timestamp[], ?::varchar(64)[])
+                     ?::text[], ?::integer[], ?::timestamp[], ?::timestamp[], ?::varchar(64)[],
+                     ?::varchar(64)[])
 ON CONFLICT (candidate_id) DO NOTHING;
 
 -- name: insert_first_message_events

@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS message (
     sms_encoding TEXT,
     sms_segments INTEGER,
     -- the statuses of domain/messages.py MessageStatus
-    status TEXT NOT NULL CONSTRAINT message_status_known CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed')),
+    status TEXT NOT NULL CONSTRAINT message_status_known CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed', 'deferred')),
     reason TEXT,
     claim_token TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -118,17 +118,30 @@ CREATE TABLE IF NOT EXISTS message (
     -- set right before the provider is called: a claim without it never reached a provider
     requested_at TIMESTAMP,
     created_at TIMESTAMP NOT NULL,
-    updated_at TIMESTAMP NOT NULL
+    updated_at TIMESTAMP NOT NULL,
+    -- the recipient's time zone as the source model gives it (quiet hours, daily caps)
+    recipient_tz VARCHAR(64),
+    -- a deferred message may go from then on (UTC)
+    deferred_until TIMESTAMP
 );
 CREATE INDEX IF NOT EXISTS message_partition_status ON message (partition_key, status);
 CREATE INDEX IF NOT EXISTS message_claim ON message (claim_token);
--- A store created before the constraint existed gets it here (one statement: the loader
--- splits on a semicolon at the end of a line).
+-- a daily cap counts a recipient's sends of the day at the claim
+CREATE INDEX IF NOT EXISTS message_recipient ON message (to_address, channel);
+-- the deferred-messages sensor looks for deferred messages (few), then their due time
+CREATE INDEX IF NOT EXISTS message_status ON message (status, updated_at);
+-- A store created before the constraint existed gets it here, and one whose constraint
+-- predates 'deferred' gets the current one (one statement: the loader splits on a semicolon
+-- at the end of a line).
 DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'message_status_known'
+               AND conrelid = 'message'::regclass
+               AND pg_get_constraintdef(oid) NOT LIKE '%deferred%') THEN
+        ALTER TABLE message DROP CONSTRAINT message_status_known; END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'message_status_known'
                    AND conrelid = 'message'::regclass) THEN
         ALTER TABLE message ADD CONSTRAINT message_status_known
-            CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed')); END IF; END $$;
+            CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed', 'deferred')); END IF; END $$;
 
 CREATE TABLE IF NOT EXISTS message_event (
     message_event_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

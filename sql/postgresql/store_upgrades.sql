@@ -10,3 +10,9 @@ ALTER TABLE message ADD COLUMN IF NOT EXISTS schedule_version VARCHAR(64);
 
 -- name: message__requested_at
 ALTER TABLE message ADD COLUMN IF NOT EXISTS requested_at TIMESTAMP;
+
+-- name: message__recipient_tz
+ALTER TABLE message ADD COLUMN IF NOT EXISTS recipient_tz VARCHAR(64);
+
+-- name: message__deferred_until
+ALTER TABLE message ADD COLUMN IF NOT EXISTS deferred_until TIMESTAMP;

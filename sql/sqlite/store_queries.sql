@@ -150,7 +150,8 @@ ORDER BY c.candidate_id;
 -- name: insert_messages
 INSERT INTO message (candidate_id, candidate_key, partition_key, channel, to_address, subject,
                      html_body, text_body, sms_body, sms_encoding, sms_segments, status,
-                     reason, attempts, created_at, updated_at, schedule_version)
+                     reason, attempts, created_at, updated_at, schedule_version,
+                     recipient_tz)
 VALUES {values}
 ON CONFLICT (candidate_id) DO NOTHING;
 

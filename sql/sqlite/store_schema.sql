@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS message (
     sms_encoding TEXT,
     sms_segments INTEGER,
     -- the statuses of domain/messages.py MessageStatus
-    status TEXT NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed')),
+    status TEXT NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed', 'deferred')),
     reason TEXT,
     claim_token TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -118,10 +118,18 @@ CREATE TABLE IF NOT EXISTS message (
     -- set right before the provider is called: a claim without it never reached a provider
     requested_at TEXT,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    -- the recipient's time zone as the source model gives it (quiet hours, daily caps)
+    recipient_tz TEXT,
+    -- a deferred message may go from then on (UTC)
+    deferred_until TEXT
 );
 CREATE INDEX IF NOT EXISTS message_partition_status ON message (partition_key, status);
 CREATE INDEX IF NOT EXISTS message_claim ON message (claim_token);
+-- a daily cap counts a recipient's sends of the day at the claim
+CREATE INDEX IF NOT EXISTS message_recipient ON message (to_address, channel);
+-- the deferred-messages sensor looks for deferred messages (few), then their due time
+CREATE INDEX IF NOT EXISTS message_status ON message (status, updated_at);
 
 CREATE TABLE IF NOT EXISTS message_event (
     message_event_id INTEGER PRIMARY KEY AUTOINCREMENT,
