@@ -188,6 +188,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 settings.send_concurrency,
                 request_group=settings.send_request_group or None,
                 budgets=build_budgets(rt.store, senders, settings.send_rates),
+                rules=settings.send_rules,
             )
         log.info("%s worker started", kind)
         handled = rt.bus.consume(kind, handler, stop)

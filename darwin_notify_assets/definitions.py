@@ -18,7 +18,10 @@ from darwin_notify_assets.defs.audit import assets as audit_assets
 from darwin_notify_assets.defs.audit.jobs import reconcile_job, reconcile_schedule
 from darwin_notify_assets.defs.notifications import assets as notification_assets
 from darwin_notify_assets.defs.notifications.jobs import notify_window_job
-from darwin_notify_assets.defs.notifications.sensors import replica_lag_sensor
+from darwin_notify_assets.defs.notifications.sensors import (
+    deferred_messages_sensor,
+    replica_lag_sensor,
+)
 from darwin_notify_assets.defs.operations import health
 from darwin_notify_assets.defs.resources import resources_from_env
 
@@ -29,7 +32,7 @@ def build_defs(resources: Mapping[str, ConfigurableResource[Any]] | None = None)
         Definitions(
             assets=load_assets_from_modules([notification_assets]),
             jobs=[notify_window_job],
-            sensors=[replica_lag_sensor],
+            sensors=[replica_lag_sensor, deferred_messages_sensor],
         ),
         Definitions(
             assets=load_assets_from_modules([audit_assets]),

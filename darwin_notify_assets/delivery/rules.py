@@ -159,9 +159,7 @@ class SendRules:
         fallback = _zone(self.default_zone)
         assert fallback is not None
         why = (
-            f"time zone {name!r} is not an IANA name"
-            if name
-            else "the recipient has no time zone"
+            f"time zone {name!r} is not an IANA name" if name else "the recipient has no time zone"
         )
         return fallback, f"{why}; decided in {self.default_zone} (DARWIN_NOTIFY_DEFAULT_TIME_ZONE)"
 

@@ -26,6 +26,7 @@ from darwin_notify_assets.delivery.failpoints import (
     SEND_BEFORE_REQUEST,
     failpoint,
 )
+from darwin_notify_assets.delivery.rules import SendRules
 from darwin_notify_assets.delivery.senders import Sender
 from darwin_notify_assets.delivery.throttle import ProviderBudget
 from darwin_notify_assets.domain.messages import MessageStatus
@@ -509,6 +510,8 @@ class SendWorker:
             (while some are, outcomes are recorded with each stamp); by default all of them,
             at the last answer or after ``record_interval``.
         record_interval: Seconds an outcome waits at most before it is recorded.
+        rules: Quiet hours and daily caps (``Settings.send_rules``): a message they hold is
+            ``deferred`` at the claim, never sent then.
     """
 
     def __init__(
@@ -522,8 +525,11 @@ class SendWorker:
         record_every: int | None = None,
         record_interval: float = 0.1,
         budgets: Mapping[str, ProviderBudget] | None = None,
+        rules: SendRules | None = None,
     ):
         self.budgets = dict(budgets or {})
+        # Quiet hours and daily caps, applied in the claim's own transaction.
+        self.rules = rules if rules is not None and rules.active else None
         self.store = store
         self.senders = senders
         self.concurrency = concurrency
@@ -545,7 +551,7 @@ class SendWorker:
         self.handle(job)
 
     def handle(self, job: Job) -> dict[str, int]:
-        claimed = self.store.claim(job.ids)
+        claimed = self.store.claim(job.ids, self.rules)
         failpoint(SEND_AFTER_CLAIM)
         counts: dict[str, int] = {}
         if not claimed:

@@ -8,6 +8,7 @@ or failed notification, with its key, status and reason (masked).
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -15,7 +16,12 @@ import pandas as pd
 from darwin_notify_assets.domain.messages import FINAL_STATUSES, MessageStatus
 from darwin_notify_assets.domain.privacy import mask_text
 from darwin_notify_assets.errors import DarwinNotifyError
-from darwin_notify_assets.storage.store import NotificationStore
+from darwin_notify_assets.storage.db import as_datetime
+from darwin_notify_assets.storage.store import NotificationStore, utcnow
+
+#: A deferred message still deferred this long after its time is stranded, not waiting: the
+#: deferred-messages sensor releases due ones within a minute or two.
+STRANDED_AFTER = timedelta(minutes=30)
 
 NOT_RENDERED = (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED)
 NOT_SENT = (MessageStatus.RENDER_FAILED, MessageStatus.SUPPRESSED, MessageStatus.FAILED)
@@ -25,6 +31,16 @@ def rendered_count(status_counts: Mapping[str, int]) -> int:
     """Messages that were rendered: every message but those that failed or were suppressed."""
     statuses = set(MessageStatus)
     return sum(n for s, n in status_counts.items() if s in statuses and s not in NOT_RENDERED)
+
+
+def accounted_for(message: Mapping[str, Any], now: datetime | None = None) -> bool:
+    """Final, or deferred and waiting for its time (not stranded past it)."""
+    if message["status"] in FINAL_STATUSES:
+        return True
+    if message["status"] != MessageStatus.DEFERRED:
+        return False
+    until = as_datetime(message.get("deferred_until"))
+    return until is not None and until + STRANDED_AFTER > (now or utcnow())
 
 
 @dataclass
@@ -88,8 +104,9 @@ def audit_window(store: NotificationStore, partition_key: str) -> WindowAudit:
     outcomes: dict[str, int] = {}
     for m in messages:
         outcomes[m["status"]] = outcomes.get(m["status"], 0) + 1
+    now = utcnow()
     missed = store.missing_messages(partition_key) + [
-        m["candidate_key"] for m in messages if m["status"] not in FINAL_STATUSES
+        m["candidate_key"] for m in messages if not accounted_for(m, now)
     ]
     return WindowAudit(
         partition_key=partition_key,

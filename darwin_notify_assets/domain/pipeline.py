@@ -572,9 +572,13 @@ def stage_render(
 def stage_deliver(
     rt: Runtime, window: Window, log_progress: Callable[[str], None] = log.info
 ) -> dict[str, int]:
-    """Publish send jobs for the window's queued messages and wait until each is final."""
+    """Publish send jobs for the window's queued messages and wait until each is final, or
+    deferred (quiet hours, a daily cap): the window's deferred messages whose time has come
+    are queued again first, so a later run of the window (the deferred-messages sensor
+    requests one) sends them."""
     store = rt.store
     sent_before = store.status_counts(window.partition_key).get(MessageStatus.SENT, 0)
+    released = store.release_deferred(window.partition_key)
     ids = store.queued_ids(window.partition_key)
     published = rt.bus.publish(
         make_jobs(JobKind.SEND, window.partition_key, ids, rt.settings.send_batch)
@@ -589,6 +593,7 @@ def stage_deliver(
             rt.settings.send_concurrency,
             request_group=rt.settings.send_request_group or None,
             budgets=build_budgets(worker_store, senders, rt.settings.send_rates),
+            rules=rt.settings.send_rules,
         )
         closers += [worker.close, worker_store.close, *(s.close for s in senders.values())]
         return worker
@@ -615,6 +620,7 @@ def stage_deliver(
     return {
         "send_jobs": published,
         "messages_queued_at_start": len(ids),
+        "deferred_released": len(released),
         "sent_in_this_run": counts[MessageStatus.SENT] - sent_before,
         **counts,
     }

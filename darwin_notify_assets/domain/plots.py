@@ -13,13 +13,15 @@ from matplotlib import pyplot as plt  # noqa: E402
 
 from darwin_notify_assets.domain.messages import MessageStatus  # noqa: E402
 
-#: The outcomes plotted, in this order; ``deferred`` joins them with the status.
+#: The outcomes plotted, in this order (``deferred``: held by quiet hours or a daily cap,
+#: waiting for its time).
 PLOTTED = (
     MessageStatus.SENT,
     MessageStatus.SUPPRESSED,
     MessageStatus.FAILED,
     MessageStatus.UNKNOWN,
     MessageStatus.RENDER_FAILED,
+    MessageStatus.DEFERRED,
 )
 
 

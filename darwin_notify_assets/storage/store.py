@@ -14,9 +14,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from darwin_notify_assets.delivery.rules import Claimable, Deferral, SendRules
 from darwin_notify_assets.domain.delivery import RANK, SUPPRESSING, DeliveryEvent
 from darwin_notify_assets.domain.messages import (
-    FINAL_STATUSES,
     MessageStatus,
     check_initial,
     check_transition,
@@ -169,7 +169,11 @@ MESSAGE_COLUMNS = (
 LIST_MARK = "{list}"
 
 _ALL_STATUSES = tuple(str(s) for s in MessageStatus)
-_OPEN_STATUSES = tuple(str(s) for s in MessageStatus if s not in FINAL_STATUSES)
+#: What the delivery step waits for: a deferred message is not final, but waits for its time,
+#: released by a later delivery step (the deferred-messages sensor's run).
+_WAITED_STATUSES = (str(MessageStatus.QUEUED), str(MessageStatus.SENDING))
+#: What a daily cap counts: sends that reached (or may have reached) the provider, or will.
+_COUNTED_SENDS = (str(MessageStatus.SENDING), str(MessageStatus.SENT), str(MessageStatus.UNKNOWN))
 
 
 class NotificationStore:
@@ -666,12 +670,22 @@ class NotificationStore:
             )
         return [int(r[0]) for r in rows]
 
-    def claim(self, message_ids: Sequence[int]) -> list[OutboundMessage]:
+    def claim(
+        self,
+        message_ids: Sequence[int],
+        rules: SendRules | None = None,
+        now_utc: datetime | None = None,
+    ) -> list[OutboundMessage]:
         """Move ``queued -> sending`` for the given ids; return only the ones this call won.
 
         First, in the same transaction, every one whose address or recipient has an active
         opt-out (``suppression``) becomes ``suppressed`` with that reason: an unsubscribe that
-        arrived after rendering stops the send. The claim is committed before any provider is
+        arrived after rendering stops the send. Then, with ``rules`` (quiet hours, daily caps),
+        every one that may not go yet becomes ``deferred`` with the time it may go and why
+        (``queued -> deferred``: a message in ``sending`` is always one going to the
+        provider). Without rules this costs nothing; with them, one statement reads the
+        batch's channels, addresses and time zones, one per capped channel counts the
+        recipients' sends of the day, and one per deferral time writes. The claim is committed before any provider is
         called. A message is handed to the provider only after ``mark_requested`` stamped it
         under this claim, so a message of the given ids still ``sending`` without that stamp
         (its worker died before its request) is claimed again here: it provably never reached
@@ -681,9 +695,12 @@ class NotificationStore:
         check_transition(expected, new)
         db = self.db
         token = uuid.uuid4().hex
-        now = db.ts(utcnow())
+        moment = now_utc or utcnow()
+        now = db.ts(moment)
         with db.transaction():
             self._suppress_opted_out(message_ids, token, now)
+            if rules is not None and rules.active:
+                self._defer_held(message_ids, rules, token, moment)
             won = 0
             for chunk in db.in_batches(list(message_ids), extra_params=4):
                 cur = db.execute(
@@ -776,6 +793,108 @@ class NotificationStore:
             if next_ids and admit is not None and (wait := admit()) > 0:
                 return [], wait
             return self.mark_requested(claim_token, next_ids), 0.0
+
+    def _defer_held(
+        self, message_ids: Sequence[int], rules: SendRules, token: str, moment: datetime
+    ) -> list[Deferral]:
+        """``queued -> deferred`` for the listed messages that quiet hours or a daily cap hold
+        at ``moment``; part of the claim's transaction. Returns the deferrals written."""
+        expected, new = MessageStatus.QUEUED, MessageStatus.DEFERRED
+        check_transition(expected, new)
+        db = self.db
+        rows = [
+            Claimable(int(r[0]), str(r[1]), r[2], r[3])
+            for rows in self._listed(
+                "select_claimable_for_rules", message_ids, after=[str(expected)]
+            )
+            for r in rows
+        ]
+        rows = [r for r in rows if r.channel in rules.channels]
+        if not rows:
+            return []
+        sent: dict[tuple[str, str], list[datetime]] = {}
+        for channel in sorted({r.channel for r in rows if rules.capped(r.channel)}):
+            capped = [r for r in rows if r.channel == channel and r.to_address]
+            if not capped:
+                continue
+            since = min(rules.day_start(r.time_zone, moment) for r in capped)
+            addresses = sorted({str(r.to_address) for r in capped})
+            for found in self._listed(
+                "select_recipient_sends",
+                addresses,
+                after=[channel, *_COUNTED_SENDS, db.ts(since)],
+            ):
+                for address, at in found:
+                    when = as_datetime(at)
+                    if when is not None:
+                        sent.setdefault((channel, address), []).append(when)
+        deferrals = rules.decide(rows, moment, sent)
+        if not deferrals:
+            return []
+        now = db.ts(moment)
+        groups: dict[tuple[datetime, str], list[int]] = {}
+        for d in deferrals:
+            groups.setdefault((d.until, d.reason), []).append(d.message_id)
+        for (until, reason), ids in sorted(groups.items()):
+            self._execute_listed(
+                "defer_messages",
+                ids,
+                before=[str(new), db.ts(until), reason, token, now],
+                after=[str(expected)],
+            )
+        held = db.query_dicts(self._sql("select_claimed_messages"), [token, str(new)])
+        if held:
+            self._history([(int(r["message_id"]), expected, new, r["reason"]) for r in held], now)
+            log.info("%d messages deferred at the claim (quiet hours, daily caps)", len(held))
+        written = {int(r["message_id"]) for r in held}
+        return [d for d in deferrals if d.message_id in written]
+
+    def release_deferred(self, partition_key: str, now_utc: datetime | None = None) -> list[int]:
+        """``deferred -> queued`` for the window's deferred messages whose time has come, by
+        one conditional statement: of two callers at once each message is released by one,
+        and then claimed once like any queued message. Returns the ids this call released;
+        those not yet due stay deferred."""
+        expected, new = MessageStatus.DEFERRED, MessageStatus.QUEUED
+        check_transition(expected, new)
+        db = self.db
+        token = uuid.uuid4().hex
+        moment = now_utc or utcnow()
+        now = db.ts(moment)
+        with db.transaction():
+            db.execute(
+                self._sql("release_deferred"),
+                [str(new), token, now, partition_key, str(expected), now],
+            ).close()
+            rows = self._rows("select_released_messages", [token, str(new)])
+            self._history(
+                [
+                    (
+                        int(mid),
+                        expected,
+                        new,
+                        f"its time came ({_when(until)} UTC); queued again",
+                    )
+                    for mid, until in rows
+                ],
+                now,
+            )
+        return [int(r[0]) for r in rows]
+
+    def due_deferred_windows(self, now_utc: datetime | None = None) -> dict[str, int]:
+        """Windows with deferred messages due by ``now_utc``: how many each."""
+        with self.db.transaction():
+            rows = self._rows(
+                "select_due_deferred_windows",
+                [str(MessageStatus.DEFERRED), self.db.ts(now_utc or utcnow())],
+            )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def deferred_summary(self) -> tuple[int, datetime | None]:
+        """Deferred messages, and the earliest time one of them may go."""
+        with self.db.transaction():
+            rows = self._rows("select_deferred_summary", [str(MessageStatus.DEFERRED)])
+        n, due = rows[0] if rows else (0, None)
+        return int(n or 0), as_datetime(due)
 
     def _suppress_opted_out(self, message_ids: Sequence[int], token: str, now: Any) -> None:
         """``queued -> suppressed`` for the listed messages with an active opt-out: one
@@ -1174,11 +1293,12 @@ class NotificationStore:
         return {str(s): int(n) for s, n in rows}
 
     def open_message_count(self, partition_key: str) -> int:
-        """Messages of the window not yet in a final status (queued or being sent)."""
+        """Messages of the window the delivery step waits for: queued or being sent (a
+        deferred one waits for its time, and is released by a later delivery step)."""
         with self.db.transaction():
             rows = self.db.query(
-                self._sql("count_window_messages_in_statuses", len(_OPEN_STATUSES)),
-                [partition_key, *_OPEN_STATUSES],
+                self._sql("count_window_messages_in_statuses", len(_WAITED_STATUSES)),
+                [partition_key, *_WAITED_STATUSES],
             )
         return int(rows[0][0] or 0) if rows else 0
 
@@ -1259,6 +1379,11 @@ def _event(r: Sequence[Any]) -> ChangeEvent:
         old_values=json.loads(r[10]) if r[10] else None,
         row_values=json.loads(r[11]) if r[11] else None,
     )
+
+
+def _when(value: Any) -> str:
+    moment = as_datetime(value)
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "?"
 
 
 def _int(value: Any) -> int | None:

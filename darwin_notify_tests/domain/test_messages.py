@@ -36,7 +36,7 @@ def test_a_final_status_has_no_way_out_but_evidence_and_every_other_has_one():
 def test_a_forbidden_transition_says_what_is_allowed():
     with pytest.raises(InvalidTransition, match=r"sent -> queued .* \(sent may become nothing\)"):
         check_transition(MessageStatus.SENT, MessageStatus.QUEUED)
-    with pytest.raises(InvalidTransition, match="queued may become sending, suppressed"):
+    with pytest.raises(InvalidTransition, match="queued may become deferred, sending, suppressed"):
         check_transition(MessageStatus.QUEUED, MessageStatus.SENT)
     check_transition(MessageStatus.SENDING, MessageStatus.UNKNOWN)
     # Evidence resolves an unknown: the provider's event with our id (sent), or a person's

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyodbc
 import pytest
 
+from darwin_notify_assets.delivery.rules import SendRules
 from darwin_notify_assets.domain.messages import INITIAL_STATUSES, MessageStatus, is_allowed
 from darwin_notify_assets.errors import InvalidTransition
 from darwin_notify_assets.storage.store import (
@@ -179,6 +180,12 @@ def message_in(store: NotificationStore, status: MessageStatus) -> int:
         [mid] = make_messages(store, 1, status=status, prefix=f"{status}-")
         return mid
     [mid] = make_messages(store, 1, prefix=f"{status}-")
+    if status == MessageStatus.DEFERRED:
+        # the claim defers it: claimed at 23:00 UTC, inside quiet hours
+        rules = SendRules.from_values({"email": "21:00-08:00"}, {})
+        assert store.claim([mid], rules, now_utc=utcnow().replace(hour=23)) == []
+        assert status_of(store, mid) == str(status)
+        return mid
     store.claim([mid])
     if status != MessageStatus.SENDING:
         assert store.finish([(mid, status, None, None)]) == []

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from darwin_notify_assets.delivery.rules import SendRules
 from darwin_notify_assets.domain.delivery import DeliveryEvent, DeliveryStatus
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.errors import InvalidTransition
@@ -187,6 +188,15 @@ def _exercise(store: NotificationStore) -> None:
     assert (queued_n, stuck) == (n - 2, 0) and oldest is not None
     queued = store.queued_ids(P1)
     assert len(queued) == n - 2
+    # held at the claim by quiet hours (a daily cap counted too), queued again once due
+    rules = SendRules.from_values({"email": "21:00-08:00"}, {"email": 5})
+    late = datetime(2026, 3, 2, 23, 0)
+    assert store.claim(queued[:2], rules, now_utc=late) == []
+    assert store.deferred_summary() == (2, datetime(2026, 3, 3, 8, 0))
+    assert store.due_deferred_windows(late) == {}
+    assert store.due_deferred_windows(datetime(2026, 3, 3, 8, 0)) == {P1: 2}
+    assert store.release_deferred(P1, datetime(2026, 3, 3, 8, 0)) == queued[:2]
+    assert store.release_deferred(P1, datetime(2026, 3, 3, 8, 0)) == []
     claimed = store.claim(queued)
     assert len(claimed) == n - 2
     token = claimed[0].claim_token

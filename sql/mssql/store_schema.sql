@@ -178,7 +178,7 @@ IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.messa
 GO
 -- A store whose constraint predates 'deferred' drops it here, to get the current one below.
 IF EXISTS (SELECT 1 FROM sys.check_constraints WHERE name = N'CK_message_status' AND parent_object_id = OBJECT_ID(N'dbo.message')
-    AND definition NOT LIKE N'%deferred%')
+    AND [definition] NOT LIKE N'%deferred%')
     ALTER TABLE dbo.message DROP CONSTRAINT CK_message_status;
 GO
 -- A store created before the constraint existed gets it here.

@@ -239,12 +239,12 @@ SELECT COUNT(*) FROM message WHERE partition_key = ? AND status IN ({list});
 
 -- name: select_messages
 SELECT message_id, candidate_key, partition_key, channel, to_address, status, reason,
-       provider_message_id, attempts
+       provider_message_id, attempts, deferred_until
 FROM message WHERE status IN ({list}) ORDER BY message_id;
 
 -- name: select_window_messages
 SELECT message_id, candidate_key, partition_key, channel, to_address, status, reason,
-       provider_message_id, attempts
+       provider_message_id, attempts, deferred_until
 FROM message WHERE partition_key = ? AND status IN ({list}) ORDER BY message_id;
 
 -- name: select_missing_messages
@@ -453,3 +453,38 @@ WHERE provider = ? AND version = ?;
 -- name: block_provider_budget
 UPDATE provider_budget SET tokens = 0, refilled_at = ?, blocked_until = ?, version = version + 1
 WHERE provider = ? AND blocked_until < ?;
+
+-- name: select_claimable_for_rules
+-- What quiet hours and daily caps decide on, for the listed queued messages (at the claim).
+SELECT message_id, channel, to_address, recipient_tz FROM message
+WHERE message_id IN ({list}) AND status = ?;
+
+-- name: select_recipient_sends
+-- The listed addresses' messages of a channel sending or sent (or unknown: the provider may
+-- have them) since a time: what a daily cap counts, shared by every send worker.
+SELECT to_address, COALESCE(requested_at, updated_at) AS at FROM message
+WHERE to_address IN ({list}) AND channel = ? AND status IN (?, ?, ?)
+  AND COALESCE(requested_at, updated_at) >= ?;
+
+-- name: defer_messages
+-- queued -> deferred at the claim, only while still queued, marked with the claim token.
+UPDATE message SET status = ?, deferred_until = ?, reason = ?, claim_token = ?, updated_at = ?
+WHERE message_id IN ({list}) AND status = ?;
+
+-- name: release_deferred
+-- deferred -> queued for a window's messages whose time has come, only while still deferred:
+-- of two callers at once, each message is released by one, marked with its token.
+UPDATE message SET status = ?, claim_token = ?, reason = NULL, updated_at = ?
+WHERE partition_key = ? AND status = ? AND deferred_until <= ?;
+
+-- name: select_released_messages
+SELECT message_id, deferred_until FROM message WHERE claim_token = ? AND status = ? ORDER BY message_id;
+
+-- name: select_due_deferred_windows
+-- Windows with deferred messages due by a time: how many, and since when.
+SELECT partition_key, COUNT(*) AS n, MIN(deferred_until) AS due FROM message
+WHERE status = ? AND deferred_until <= ?
+GROUP BY partition_key ORDER BY partition_key;
+
+-- name: select_deferred_summary
+SELECT COUNT(*) AS n, MIN(deferred_until) AS due FROM message WHERE status = ?;

@@ -11,6 +11,7 @@ of one run after the other.
 from datetime import datetime, timedelta
 
 from dagster import (
+    AssetKey,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -22,7 +23,12 @@ from dagster import (
 )
 
 from darwin_notify_assets.defs.notifications.jobs import notify_window_job
-from darwin_notify_assets.defs.notifications.partitions import WINDOWS_TAG, day_of, windows_tag
+from darwin_notify_assets.defs.notifications.partitions import (
+    WINDOWS_TAG,
+    day_of,
+    window_keys_by_day,
+    windows_tag,
+)
 from darwin_notify_assets.defs.resources import PipelineResource, ReplicaResource, StoreResource
 from darwin_notify_assets.domain.detect import first_change_since
 from darwin_notify_assets.domain.pipeline import load_schedules
@@ -145,3 +151,59 @@ def replica_lag_sensor(
         ],
         cursor=run[-1].partition_key,
     )
+
+
+#: The tag of a run the deferred-messages sensor requested (only the delivery step).
+DEFERRED_TAG = "darwin_notify/deferred"
+
+
+@sensor(
+    job=notify_window_job,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Sends deferred messages (quiet hours, daily caps) once their time has come: "
+    "requests a run of delivery_log for the windows that have due ones, one run a day; that "
+    "step queues them again (deferred -> queued, once) and sends them.",
+)
+def deferred_messages_sensor(
+    context: SensorEvaluationContext, pipeline: PipelineResource, store: StoreResource
+) -> SensorResult | SkipReason:
+    """Decides from the store alone (an indexed count of deferred messages); the run works."""
+    now = utcnow()
+    due = store.store.due_deferred_windows(now)
+    if not due:
+        waiting, first = store.store.deferred_summary()
+        if waiting and first is not None:
+            return SkipReason(
+                f"no deferred message is due; {waiting} deferred, the first may go at "
+                f"{first:%Y-%m-%d %H:%M} UTC"
+            )
+        return SkipReason("no message is deferred")
+    in_flight = context.instance.get_runs(
+        filters=RunsFilter(
+            job_name=notify_window_job.name, statuses=IN_FLIGHT, tags={DEFERRED_TAG: "true"}
+        ),
+        limit=1,
+    )
+    if in_flight:
+        return SkipReason(
+            f"run {in_flight[0].run_id[:8]} sends deferred messages; "
+            f"{sum(due.values())} due in {len(due)} window(s) wait for it"
+        )
+    requests = []
+    for day, keys in window_keys_by_day(sorted(due)).items():
+        windows = [Window.from_key(k, pipeline.window_minutes) for k in (keys[0], keys[-1])]
+        tag = windows_tag(windows)
+        context.log.info(
+            f"requesting delivery of {day} {tag}: {sum(due[k] for k in keys)} deferred "
+            "message(s) due"
+        )
+        requests.append(
+            RunRequest(
+                run_key=f"deferred {keys[0]}..{keys[-1]} at {now:%Y-%m-%dT%H:%M}",
+                partition_key=day,
+                asset_selection=[AssetKey("delivery_log")],
+                tags={WINDOWS_TAG: tag, DEFERRED_TAG: "true"},
+            )
+        )
+    return SensorResult(run_requests=requests)
