@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from darwin_notify_assets.bus.base import Job
@@ -179,9 +180,9 @@ class RenderWorker:
             # a contact's time zone is its own agent's office's: that agent comes in the
             # same statement as the records' agents
             for cid in contact_ids:
-                row = records.get((model.contact.table, cid)) if cid is not None else None
-                if row is not None and row.get(contact_agent) is not None:
-                    agent_ids.add(int(row[contact_agent]))
+                contact_row = records.get((model.contact.table, cid)) if cid is not None else None
+                if contact_row is not None and contact_row.get(contact_agent) is not None:
+                    agent_ids.add(int(contact_row[contact_agent]))
         agents = {
             k: jsonable_row(v)
             for k, v in self.replica.fetch_by_ids(
@@ -359,8 +360,7 @@ class RenderWorker:
         the claim decides in the configured default zone for one that is not an IANA name,
         and says so)."""
         model = self.replica.model
-        kind = "agent" if recipient_kind == "agent" else "contact"
-        source = model.recipients[kind].time_zone
+        source = (model.agent if recipient_kind == "agent" else model.contact).time_zone
         if source is None:
             return None
         if source.column is not None:
@@ -368,13 +368,13 @@ class RenderWorker:
         else:
             office_rel = model.relations.agent_office
             agent: Mapping[str, Any] | None = recipient
-            if kind == "contact":
+            if recipient_kind != "agent":
                 column = model.relations.record_agent.get(model.contact.table)
-                agent_id = recipient.get(column) if column else None
+                agent_id = recipient.get(column) if column is not None else None
                 agent = data.agents.get(int(agent_id)) if agent_id is not None else None
             office_id = agent.get(office_rel.column) if agent and office_rel else None
             office = data.offices.get(int(office_id)) if office_id is not None else None
-            value = office.get(source.office) if office else None
+            value = office.get(source.office) if office and source.office else None
         text = str(value).strip() if value is not None else ""
         # the store keeps at most 64 characters; longer is no IANA name either
         return text[:64] or None
@@ -512,6 +512,7 @@ class SendWorker:
         record_interval: Seconds an outcome waits at most before it is recorded.
         rules: Quiet hours and daily caps (``Settings.send_rules``): a message they hold is
             ``deferred`` at the claim, never sent then.
+        clock: The claim's time (naive UTC) for the rules; the store's clock unless given.
     """
 
     def __init__(
@@ -526,10 +527,12 @@ class SendWorker:
         record_interval: float = 0.1,
         budgets: Mapping[str, ProviderBudget] | None = None,
         rules: SendRules | None = None,
+        clock: Callable[[], datetime] | None = None,
     ):
         self.budgets = dict(budgets or {})
         # Quiet hours and daily caps, applied in the claim's own transaction.
         self.rules = rules if rules is not None and rules.active else None
+        self.clock = clock
         self.store = store
         self.senders = senders
         self.concurrency = concurrency
@@ -551,7 +554,8 @@ class SendWorker:
         self.handle(job)
 
     def handle(self, job: Job) -> dict[str, int]:
-        claimed = self.store.claim(job.ids, self.rules)
+        now = self.clock() if self.clock is not None else None
+        claimed = self.store.claim(job.ids, self.rules, now_utc=now)
         failpoint(SEND_AFTER_CLAIM)
         counts: dict[str, int] = {}
         if not claimed:
