@@ -554,8 +554,8 @@ class SendWorker:
         self.handle(job)
 
     def handle(self, job: Job) -> dict[str, int]:
-        now = self.clock() if self.clock is not None else None
-        claimed = self.store.claim(job.ids, self.rules, now_utc=now)
+        claim_time = self.clock() if self.clock is not None else None
+        claimed = self.store.claim(job.ids, self.rules, now_utc=claim_time)
         failpoint(SEND_AFTER_CLAIM)
         counts: dict[str, int] = {}
         if not claimed:
