@@ -18,7 +18,7 @@ from darwin_notify_assets.delivery.workers import SendWorker
 from darwin_notify_assets.domain.audit import accounted_for
 from darwin_notify_assets.domain.model import check_model, load_model, parse_model
 from darwin_notify_assets.errors import ConfigurationError
-from darwin_notify_assets.storage.store import NotificationStore
+from darwin_notify_assets.storage.store import NotificationStore, utcnow
 from darwin_notify_assets.testing.senders import RecordingSender
 from darwin_notify_tests.conftest import PARTITION, make_messages, sqlite_rows
 
@@ -313,7 +313,7 @@ def test_the_sensor_requests_delivery_runs_for_windows_with_due_deferred_message
     try:
         ids = make_messages(store, 3, channel="sms")
         later = make_messages(store, 1, channel="sms", partition="2026-03-02-14:05", prefix="l")
-        past = datetime.now().replace(microsecond=0) - timedelta(days=2)
+        past = utcnow().replace(microsecond=0) - timedelta(days=2)
         # deferred at a time long past: due now
         assert store.claim(ids + later, QUIET, now_utc=past.replace(hour=23)) == []
     finally:
@@ -345,7 +345,7 @@ def test_the_sensor_says_when_the_first_deferred_message_may_go(tmp_path):
     store = resource.open()
     try:
         ids = make_messages(store, 2, channel="sms")
-        now = datetime.now().replace(microsecond=0)
+        now = utcnow().replace(microsecond=0)
         store.claim(ids, SendRules.from_values({"sms": "00:00-23:59"}, {}), now_utc=now)
         [until] = {_row(store, m)["deferred_until"] for m in ids}
     finally:

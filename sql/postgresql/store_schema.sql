@@ -137,9 +137,9 @@ DO $$ BEGIN
     IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'message_status_known'
                AND conrelid = 'message'::regclass
                AND pg_get_constraintdef(oid) NOT LIKE '%deferred%') THEN
-        ALTER TABLE message DROP CONSTRAINT message_status_known; END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'message_status_known'
-                   AND conrelid = 'message'::regclass) THEN
+        ALTER TABLE message DROP CONSTRAINT message_status_known; END IF; IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint WHERE conname = 'message_status_known'
+        AND conrelid = 'message'::regclass) THEN
         ALTER TABLE message ADD CONSTRAINT message_status_known
             CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'suppressed', 'render_failed', 'deferred')); END IF; END $$;
 
