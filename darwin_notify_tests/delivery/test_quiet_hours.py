@@ -528,3 +528,37 @@ def test_an_earlier_sqlite_store_is_rebuilt_with_the_new_check_and_keeps_its_row
         assert {"message_partition_status", "message_claim", "message_recipient"} <= indexes
     finally:
         store.close()
+
+
+# -- the send hot path -------------------------------------------------------------------------
+def _claim_statements(store: NotificationStore, ids: list[int], rules, now) -> list[str]:
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+    try:
+        store.claim(ids, rules, now_utc=now)
+    finally:
+        store.db.conn.set_trace_callback(None)
+    return [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
+
+
+def test_rules_off_cost_the_claim_nothing_and_on_two_statements_per_batch_not_per_message(
+    store,
+):
+    day = utc(2026, 3, 2, 15, 0)  # no quiet hours anywhere in Europe or the Americas
+    small, large, plain, default = (
+        make_messages(store, n, channel="sms", prefix=p)
+        for n, p in ((3, "s"), (60, "l"), (3, "p"), (3, "d"))
+    )
+    for ids in (small, large):
+        _with_zone(store, ids, "Europe/Berlin")
+    without = _claim_statements(store, plain, None, day)
+    # the default settings: no rules, not one statement more
+    assert len(_claim_statements(store, default, Settings.from_env({}).send_rules, day)) == len(
+        without
+    )
+    rules = SendRules.from_values({"sms": "21:00-08:00"}, {"sms": 5})
+    with_small = _claim_statements(store, small, rules, day)
+    with_large = _claim_statements(store, large, rules, day)
+    # one read of the batch's channels, addresses and zones, one count of the day's sends
+    assert len(with_small) == len(without) + 2, with_small
+    assert len(with_large) == len(with_small)
