@@ -698,9 +698,13 @@ class NotificationStore:
         moment = now_utc or utcnow()
         now = db.ts(moment)
         with db.transaction():
-            self._suppress_opted_out(message_ids, token, now)
+            held: list[Claimable] = []
             if rules is not None and rules.active:
-                self._defer_held(message_ids, rules, token, moment)
+                held = self._claimable(message_ids, rules)
+            suppressed = self._suppress_opted_out(message_ids, token, now)
+            if held and rules is not None:
+                held = [m for m in held if m.message_id not in suppressed]
+                self._defer_held(held, rules, token, moment)
             won = 0
             for chunk in db.in_batches(list(message_ids), extra_params=4):
                 cur = db.execute(
@@ -794,24 +798,37 @@ class NotificationStore:
                 return [], wait
             return self.mark_requested(claim_token, next_ids), 0.0
 
+    def _claimable(self, message_ids: Sequence[int], rules: SendRules) -> list[Claimable]:
+        """The listed queued messages of a channel with rules, and, first thing in the claim's
+        transaction, the lock on each capped recipient (channel and address): two claims of one
+        recipient's messages count its sends one after the other, so the cap holds across
+        workers. Taken before the claim writes anything, and in one order, so that no claim
+        waits for a recipient's lock while it holds a message row another one waits for."""
+        rows = [
+            Claimable(int(r[0]), str(r[1]), r[2], r[3])
+            for found in self._listed(
+                "select_claimable_for_rules", message_ids, after=[str(MessageStatus.QUEUED)]
+            )
+            for r in found
+        ]
+        rows = [r for r in rows if r.channel in rules.channels]
+        for channel in sorted({r.channel for r in rows if rules.capped(r.channel)}):
+            addresses = sorted(
+                {str(r.to_address) for r in rows if r.channel == channel and r.to_address}
+            )
+            for _ in self._listed("lock_recipients", addresses, after=[channel]):
+                pass
+        return rows
+
     def _defer_held(
-        self, message_ids: Sequence[int], rules: SendRules, token: str, moment: datetime
+        self, rows: Sequence[Claimable], rules: SendRules, token: str, moment: datetime
     ) -> list[Deferral]:
-        """``queued -> deferred`` for the listed messages that quiet hours or a daily cap hold
-        at ``moment``; part of the claim's transaction. Returns the deferrals written."""
+        """``queued -> deferred`` for those of ``rows`` (from ``_claimable``) that quiet hours
+        or a daily cap hold at ``moment``; part of the claim's transaction. Returns the
+        deferrals written."""
         expected, new = MessageStatus.QUEUED, MessageStatus.DEFERRED
         check_transition(expected, new)
         db = self.db
-        rows = [
-            Claimable(int(r[0]), str(r[1]), r[2], r[3])
-            for rows in self._listed(
-                "select_claimable_for_rules", message_ids, after=[str(expected)]
-            )
-            for r in rows
-        ]
-        rows = [r for r in rows if r.channel in rules.channels]
-        if not rows:
-            return []
         sent: dict[tuple[str, str], list[datetime]] = {}
         for channel in sorted({r.channel for r in rows if rules.capped(r.channel)}):
             capped = [r for r in rows if r.channel == channel and r.to_address]
@@ -896,10 +913,10 @@ class NotificationStore:
         n, due = rows[0] if rows else (0, None)
         return int(n or 0), as_datetime(due)
 
-    def _suppress_opted_out(self, message_ids: Sequence[int], token: str, now: Any) -> None:
+    def _suppress_opted_out(self, message_ids: Sequence[int], token: str, now: Any) -> set[int]:
         """``queued -> suppressed`` for the listed messages with an active opt-out: one
         statement per batch of ids, then their history rows. Part of the caller's
-        transaction."""
+        transaction. Returns the ids suppressed."""
         expected, new = MessageStatus.QUEUED, MessageStatus.SUPPRESSED
         check_transition(expected, new)
         self._execute_listed(
@@ -914,6 +931,7 @@ class NotificationStore:
                 [(int(r["message_id"]), expected, new, r["reason"]) for r in suppressed], now
             )
             log.info("%d messages suppressed at the claim (opted out)", len(suppressed))
+        return {int(r["message_id"]) for r in suppressed}
 
     def finish(
         self, outcomes: Sequence[tuple[int, MessageStatus, str | None, str | None]]

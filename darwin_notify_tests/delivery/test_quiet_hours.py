@@ -541,7 +541,7 @@ def _claim_statements(store: NotificationStore, ids: list[int], rules, now) -> l
     return [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
 
 
-def test_rules_off_cost_the_claim_nothing_and_on_two_statements_per_batch_not_per_message(
+def test_rules_off_cost_the_claim_nothing_and_on_three_statements_per_batch_not_per_message(
     store,
 ):
     day = utc(2026, 3, 2, 15, 0)  # no quiet hours anywhere in Europe or the Americas
@@ -559,6 +559,47 @@ def test_rules_off_cost_the_claim_nothing_and_on_two_statements_per_batch_not_pe
     rules = SendRules.from_values({"sms": "21:00-08:00"}, {"sms": 5})
     with_small = _claim_statements(store, small, rules, day)
     with_large = _claim_statements(store, large, rules, day)
-    # one read of the batch's channels, addresses and zones, one count of the day's sends
-    assert len(with_small) == len(without) + 2, with_small
+    # one read of the batch's channels, addresses and zones, one lock of its capped
+    # recipients, one count of their sends of the day
+    assert len(with_small) == len(without) + 3, with_small
     assert len(with_large) == len(with_small)
+
+
+def cap_race(stores: list[NotificationStore], partition: str) -> RecordingSender:
+    """Two workers, each with its own connection, claim halves of one recipient's ten SMS at
+    the same moment under a cap of three."""
+    ids = make_messages(stores[0], 10, channel="sms", partition=partition)
+    stores[0].db.execute("UPDATE message SET to_address = '+13125550199'").close()
+    stores[0].db.commit()
+    rules = SendRules.from_values({}, {"sms": 3})
+    sender = RecordingSender("sms")
+    now = utc(2026, 3, 2, 15, 0)
+    workers = [_worker(s, sender, rules, now) for s in stores]
+    go = threading.Barrier(2)
+
+    def send(i: int) -> None:
+        go.wait()
+        workers[i].handle(Job(JobKind.SEND, partition, tuple(ids[i::2])))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for w in workers:
+            w.close()
+    return sender
+
+
+def test_two_workers_claiming_one_recipient_at_once_send_no_more_than_the_cap(store, tmp_path):
+    other = NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        sender = cap_race([store, other], PARTITION)
+    finally:
+        other.close()
+    assert len(sender.calls) == 3
+    deferred = store.db.scalar("SELECT COUNT(*) FROM message WHERE status = 'deferred'")
+    store.db.commit()
+    assert deferred == 7

@@ -196,3 +196,23 @@ def test_an_earlier_postgresql_store_gets_the_constraint_that_admits_deferred(
     finally:
         other.close()
     assert sorted(first + second) == ids and not set(first) & set(second)
+
+
+def test_two_workers_claiming_one_recipient_at_once_keep_to_the_cap_on_postgresql(
+    pg_store: NotificationStore, services: dict[str, str]
+) -> None:
+    from darwin_notify_tests.delivery.test_quiet_hours import cap_race
+
+    schema = pg_store.db.scalar("SELECT current_schema()")
+    pg_store.db.commit()
+    other = NotificationStore(connect(services["DARWIN_NOTIFY_STORE_URL"]))
+    try:
+        other.db.execute(f"SET search_path TO {schema}").close()
+        other.db.commit()
+        sender = cap_race([pg_store, other], "2026-03-02-14:00")
+    finally:
+        other.close()
+    assert len(sender.calls) == 3
+    statuses = pg_store.db.query("SELECT status, COUNT(*) FROM message GROUP BY status")
+    pg_store.db.commit()
+    assert dict(statuses) == {"sent": 3, "deferred": 7}

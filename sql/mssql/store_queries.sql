@@ -620,3 +620,21 @@ GROUP BY partition_key ORDER BY partition_key;
 
 -- name: select_deferred_summary
 SELECT COUNT(*) AS n, MIN(deferred_until) AS due FROM dbo.message WHERE status = ?;
+
+-- name: lock_recipients
+-- A daily cap counts a recipient's sends one claim at a time: an application lock per channel
+-- and address held until the claim's transaction ends, taken in one order.
+DECLARE @resource nvarchar(255);
+DECLARE recipients CURSOR LOCAL FAST_FORWARD FOR
+    SELECT DISTINCT LEFT(N'darwin-notify cap ' + channel + N':' + to_address, 255) AS r
+    FROM dbo.message WHERE to_address IN ({list}) AND channel = ? ORDER BY r;
+OPEN recipients;
+FETCH NEXT FROM recipients INTO @resource;
+WHILE @@FETCH_STATUS = 0
+BEGIN
+    EXEC sp_getapplock @Resource = @resource, @LockMode = N'Exclusive',
+        @LockOwner = N'Transaction';
+    FETCH NEXT FROM recipients INTO @resource;
+END;
+CLOSE recipients;
+DEALLOCATE recipients;

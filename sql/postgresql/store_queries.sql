@@ -488,3 +488,12 @@ GROUP BY partition_key ORDER BY partition_key;
 
 -- name: select_deferred_summary
 SELECT COUNT(*) AS n, MIN(deferred_until) AS due FROM message WHERE status = ?;
+
+-- name: lock_recipients
+-- A daily cap counts a recipient's sends one claim at a time: a lock per channel and address
+-- held until the claim commits, taken in one order.
+SELECT COUNT(*) FROM (
+    SELECT pg_advisory_xact_lock(hashtext(t.r)) AS locked
+    FROM (SELECT DISTINCT channel || ':' || to_address AS r FROM message
+          WHERE to_address IN ({list}) AND channel = ? ORDER BY r) AS t
+) AS l;

@@ -478,3 +478,10 @@ GROUP BY partition_key ORDER BY partition_key;
 
 -- name: select_deferred_summary
 SELECT COUNT(*) AS n, MIN(deferred_until) AS due FROM message WHERE status = ?;
+
+-- name: lock_recipients
+-- A daily cap counts a recipient's sends one claim at a time. SQLite has one writer at a time:
+-- this takes the database's write lock (it changes no row) before the claim reads the counts,
+-- which is what the other dialects' lock per recipient does.
+UPDATE message SET claim_token = claim_token
+WHERE 0 = 1 AND to_address IN ({list}) AND channel = ?;
