@@ -259,7 +259,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
     """The source model and the schedules against the replica's catalog: one line per
     problem, exit 1 when there is any."""
     from darwin_notify_assets.domain.model import load_model
-    from darwin_notify_assets.domain.pipeline import load_schedules
+    from darwin_notify_assets.domain.pipeline import load_schedules, merge_field_problems
     from darwin_notify_assets.storage.replica import ReplicaReader
 
     settings = _settings()
@@ -272,16 +272,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
     )
     try:
         loaded = load_schedules(replica)
-        # A query named by several schedules is reported once, naming each of them.
-        users: dict[str, list[str]] = {}
-        for s in loaded.schedules.schedules:
-            if s.merge_fields:
-                users.setdefault(s.merge_fields, []).append(f"{s.schedule_id} ({s.name})")
-        query_problems = [
-            f"schedule {', '.join(names)}: {problem}"
-            for query, names in sorted(users.items())
-            if (problem := replica.merge_field_problem(query)) is not None
-        ]
+        query_problems = merge_field_problems(replica, loaded.schedules)
     finally:
         replica.close()
     for p in loaded.model_problems:
