@@ -1,5 +1,5 @@
-"""``darwin-notify``: seed, baseline, run windows, run workers, audit, resolve, webhooks,
-demo."""
+"""``darwin-notify``: seed, baseline, run windows, run workers, check, grants, audit, resolve,
+webhooks, demo."""
 
 import argparse
 import json
@@ -290,6 +290,26 @@ def cmd_check(_args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_grants(args: argparse.Namespace) -> int:
+    """Print the least-privilege grants for the configured source model; connects nowhere."""
+    from darwin_notify_assets.domain.model import SAMPLE_MODEL, load_model
+    from darwin_notify_assets.storage.grants import Principals, grant_script
+    from darwin_notify_assets.storage.sqlfiles import sample_merge_fields
+
+    settings = _settings()
+    path = args.model or settings.source_model
+    model = load_model(path or None)
+    merge_dir = (
+        Path(settings.merge_fields_dir)
+        if settings.merge_fields_dir
+        else sample_merge_fields(args.dialect)
+    )
+    principals = Principals(args.reader, args.readers_role, args.store)
+    source = str(Path(path).resolve()) if path else f"of the sample ({SAMPLE_MODEL.name})"
+    sys.stdout.write(grant_script(model, args.dialect, principals, merge_dir, source))
+    return 0
+
+
 def cmd_webhooks(args: argparse.Namespace) -> int:
     from darwin_notify_assets.webhooks.service import serve
 
@@ -376,6 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--reason", required=True, help="why: what the provider showed")
     v.add_argument("--by", help="who decides (default: the login name)")
     v.set_defaults(func=cmd_resolve)
+
+    g = sub.add_parser(
+        "grants", help="print the least-privilege grants the source model needs (connects nowhere)"
+    )
+    g.add_argument("--dialect", required=True, choices=("mssql", "postgresql"))
+    g.add_argument("--model", help="the source model (default: DARWIN_NOTIFY_SOURCE_MODEL)")
+    g.add_argument("--reader", default="darwin_notify_reader", help="the replica's login")
+    g.add_argument(
+        "--readers-role",
+        default="darwin_notify_readers",
+        help="the role that holds the reader's grants (SQL Server)",
+    )
+    g.add_argument("--store", default="darwin_notify_store", help="the store's login")
+    g.set_defaults(func=cmd_grants)
 
     h = sub.add_parser(
         "webhooks", help="serve provider webhooks, SMS replies and one-click unsubscribe"
