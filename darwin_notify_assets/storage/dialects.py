@@ -90,18 +90,20 @@ class Dialect:
         self, columns: Sequence[str], table: str, key: Sequence[str], keys: Sequence[Sequence[Any]]
     ) -> Iterator[tuple[str, list[Any]]]:
         """``(statement, parameters)`` reading ``table``'s rows whose composite ``key`` is one
-        of ``keys``, one statement per chunk: a row-value ``IN`` over a ``VALUES`` list.
+        of ``keys`` (distinct), one statement per chunk: a join of the table to a ``VALUES``
+        list of the keys, which both SQLite and PostgreSQL answer by seeking the key's index
+        for each (SQLite scans the table for a row-value ``IN`` instead).
 
         ``columns``, ``table`` and ``key`` are quoted already; ``keys`` are bound.
         """
         cols = ", ".join(f"t.{c}" for c in columns)
-        tuple_ = "(" + ", ".join(f"t.{k}" for k in key) + ")"
+        on = " AND ".join(f"t.{k} = v.column{n}" for n, k in enumerate(key, 1))
         row = "(" + placeholders(len(key)) + ")"
         per = max(1, min(self.max_rows, (self.max_params - 10) // len(key)))
         for start in range(0, len(keys), per):
             chunk = keys[start : start + per]
             values = ", ".join([row] * len(chunk))
-            sql = f"SELECT {cols} FROM {table} AS t WHERE {tuple_} IN (VALUES {values})"
+            sql = f"SELECT {cols} FROM (VALUES {values}) AS v JOIN {table} AS t ON {on}"
             yield sql, [v for k in chunk for v in k]
 
     def bulk_statements(
