@@ -176,7 +176,7 @@ class RenderWorker:
             for rid, row in self.replica.fetch_by_ids(table, sorted(ids)).items():
                 records[(table, rid)] = jsonable_row(row)
         agents = {
-            k: jsonable_row(v)
+            int(k): jsonable_row(v)
             for k, v in self.replica.fetch_by_ids(
                 model.agent.table, sorted(agent_ids), model.agent.key
             ).items()
@@ -190,13 +190,13 @@ class RenderWorker:
                 if a.get(office_rel.column) is not None
             }
             offices = {
-                k: jsonable_row(v)
+                int(k): jsonable_row(v)
                 for k, v in self.replica.fetch_by_ids(
                     office_rel.to, sorted(int(i) for i in office_ids if i is not None)
                 ).items()
             }
         contacts = {
-            rid: row for (table, rid), row in records.items() if table == model.contact.table
+            int(rid): row for (table, rid), row in records.items() if table == model.contact.table
         }
         totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
         totals = self.store.totals(totals_ids) if totals_ids else {}

@@ -143,7 +143,9 @@ def _record_contacts(
     out: dict[tuple[str, RecordId], list[int]] = {}
     for table, ids in sorted(by_table.items()):
         join = model.relations.record_contacts[table]
-        rows = replica.fetch_grouped(join.through, join.record, sorted(ids), [join.contact])
+        # A join table names a record by one column: single-column keys only (model.py).
+        record_ids = sorted(int(i) for i in ids)
+        rows = replica.fetch_grouped(join.through, join.record, record_ids, [join.contact])
         for record_id, pairs in rows.items():
             contacts = {int(r[join.contact]) for r in pairs if r[join.contact] is not None}
             out[(table, record_id)] = sorted(contacts)

@@ -391,7 +391,7 @@ def _changes(
 
 def _tenants(
     replica: ReplicaReader, model: SourceModel, index: ScheduleIndex, table: str, rows: Any
-) -> dict[int, Any] | None:
+) -> dict[RecordId, Any] | None:
     """Rows' tenants when some schedule judges them and the rows lack the column."""
     return tenants_of(replica, model, table, rows) if index.needs_tenant else None
 
@@ -453,7 +453,8 @@ def _ledger_rows(
             continue
         if plan.soft_delete is not None and plan.soft_delete.deleted(r) and plan.ledger_kind:
             agents.append((window.partition_key, int(agent)))
-            removed.append((plan.ledger_kind, record_id(r, plan.key)))
+            # A ledger table's key is one column (model.py): its id is an int.
+            removed.append((plan.ledger_kind, int(record_id(r, plan.key))))
             continue
         agents.append((window.partition_key, int(agent)))
         if plan.ledger_kind == "deal" and d.counts_when and not d.counts_when.holds(r):

@@ -8,7 +8,6 @@ keys share and which never looks like a plain number. The store keeps both as te
 """
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -19,8 +18,6 @@ RecordId = int | str
 
 # The store's record_id columns hold at most this many characters.
 MAX_RECORD_ID = 200
-
-_DECIMAL = re.compile(r"-?[0-9]+")
 
 
 def columns(key: str | Sequence[str]) -> tuple[str, ...]:
@@ -87,4 +84,5 @@ def from_stored(value: Any) -> RecordId:
     if isinstance(value, int):
         return value
     text = str(value)
-    return int(text) if _DECIMAL.fullmatch(text) else text
+    # A composite key's form is a JSON array; anything else is a single key's decimal text.
+    return text if text.startswith("[") else int(text)

@@ -303,11 +303,11 @@ class SourceModel(_Strict):
                 raise ValueError(f"{field_name}.columns has unknown {', '.join(unknown)}")
         if any(t.deletions == "tombstone" for t in self.tables.values()) and not self.tombstone:
             raise ValueError("a table's deletions are 'tombstone' but no tombstone is described")
-        for name, table in self.tables.items():
-            width = len(table.key_columns)
+        for name, described_table in self.tables.items():
+            width = len(described_table.key_columns)
             if width == 1:
                 continue
-            if table.deletions == "tombstone" and self.tombstone:
+            if described_table.deletions == "tombstone" and self.tombstone:
                 if len(self.tombstone.key_columns) < width:
                     raise ValueError(
                         f"tables.{name}: its key has {width} columns, the tombstone's "
