@@ -9,7 +9,7 @@ DEMO_DIR ?= .demo
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv demo ui test test-unit test-integration test-mssql services-up services-down services-status lint bench bench-ui soak clean
+.PHONY: help venv demo ui test test-unit test-integration test-mssql services-up services-down services-status lint bench bench-ui bench-throttle soak clean
 
 help:
 	@echo "make demo            run the main job on the embedded default (no servers)"
@@ -20,6 +20,7 @@ help:
 	@echo "make services-down   stop them"
 	@echo "make ui              Dagster UI on the demo's data"
 	@echo "make bench           benchmark on the real stack"
+	@echo "make bench-throttle  two send workers against a rate-limited sink"
 	@echo "make bench-ui        the Dagster UI's partitions page with ten years of days"
 
 venv: $(STAMP)
@@ -84,6 +85,12 @@ bench: venv
 bench-ui: venv
 	bash infra/services.sh up
 	$(BIN)/python benchmarks/ui_partitions.py $(BENCH_ARGS)
+
+# Two send worker processes against a rate-limited sink, with and without the shared provider
+# budget (BENCHMARKS.md); e.g. `make bench-throttle BENCH_ARGS="--sink-rate 100 --budgets 80,0"`.
+bench-throttle: venv
+	bash infra/services.sh up
+	$(BIN)/python benchmarks/throttle.py $(BENCH_ARGS)
 
 # The randomized fault soak on the real stack; e.g. `make soak SOAK_ARGS="--windows 10 --seed 2"`.
 soak: venv

@@ -1,5 +1,5 @@
-"""``darwin-notify``: seed, baseline, run windows, run workers, audit, resolve, webhooks,
-demo."""
+"""``darwin-notify``: seed, baseline, run windows, run workers, check, grants, audit, resolve,
+webhooks, demo."""
 
 import argparse
 import json
@@ -259,7 +259,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
     """The source model and the schedules against the replica's catalog: one line per
     problem, exit 1 when there is any."""
     from darwin_notify_assets.domain.model import load_model
-    from darwin_notify_assets.domain.pipeline import load_schedules
+    from darwin_notify_assets.domain.pipeline import load_schedules, merge_field_problems
     from darwin_notify_assets.storage.replica import ReplicaReader
 
     settings = _settings()
@@ -272,16 +272,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
     )
     try:
         loaded = load_schedules(replica)
-        # A query named by several schedules is reported once, naming each of them.
-        users: dict[str, list[str]] = {}
-        for s in loaded.schedules.schedules:
-            if s.merge_fields:
-                users.setdefault(s.merge_fields, []).append(f"{s.schedule_id} ({s.name})")
-        query_problems = [
-            f"schedule {', '.join(names)}: {problem}"
-            for query, names in sorted(users.items())
-            if (problem := replica.merge_field_problem(query)) is not None
-        ]
+        query_problems = merge_field_problems(replica, loaded.schedules)
     finally:
         replica.close()
     for p in loaded.model_problems:
@@ -297,6 +288,26 @@ def cmd_check(_args: argparse.Namespace) -> int:
         else f"ok: {len(loaded.schedules.schedules)} schedule(s) would run"
     )
     return 1 if problems else 0
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    """Print the least-privilege grants for the configured source model; connects nowhere."""
+    from darwin_notify_assets.domain.model import SAMPLE_MODEL, load_model
+    from darwin_notify_assets.storage.grants import Principals, grant_script
+    from darwin_notify_assets.storage.sqlfiles import sample_merge_fields
+
+    settings = _settings()
+    path = args.model or settings.source_model
+    model = load_model(path or None)
+    merge_dir = (
+        Path(settings.merge_fields_dir)
+        if settings.merge_fields_dir
+        else sample_merge_fields(args.dialect)
+    )
+    principals = Principals(args.reader, args.readers_role, args.store)
+    source = str(Path(path).resolve()) if path else f"of the sample ({SAMPLE_MODEL.name})"
+    sys.stdout.write(grant_script(model, args.dialect, principals, merge_dir, source))
+    return 0
 
 
 def cmd_webhooks(args: argparse.Namespace) -> int:
@@ -385,6 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--reason", required=True, help="why: what the provider showed")
     v.add_argument("--by", help="who decides (default: the login name)")
     v.set_defaults(func=cmd_resolve)
+
+    g = sub.add_parser(
+        "grants", help="print the least-privilege grants the source model needs (connects nowhere)"
+    )
+    g.add_argument("--dialect", required=True, choices=("mssql", "postgresql"))
+    g.add_argument("--model", help="the source model (default: DARWIN_NOTIFY_SOURCE_MODEL)")
+    g.add_argument("--reader", default="darwin_notify_reader", help="the replica's login")
+    g.add_argument(
+        "--readers-role",
+        default="darwin_notify_readers",
+        help="the role that holds the reader's grants (SQL Server)",
+    )
+    g.add_argument("--store", default="darwin_notify_store", help="the store's login")
+    g.set_defaults(func=cmd_grants)
 
     h = sub.add_parser(
         "webhooks", help="serve provider webhooks, SMS replies and one-click unsubscribe"

@@ -295,9 +295,9 @@ class RenderWorker:
                     MessageStatus.RENDER_FAILED,
                     f"agent {item.agent_id} of {item.source_table} {item.record_id} not found",
                 )
-            active = self.replica.model.agent.active
-            if active and recipient.get(active) in (False, 0):
-                return outcome(MessageStatus.SUPPRESSED, f"agent {item.agent_id} is inactive")
+            gone = self._departed("agent", item.agent_id, recipient)
+            if gone:
+                return outcome(MessageStatus.SUPPRESSED, gone)
         else:
             recipient = (
                 data.contacts.get(item.recipient_id) if item.recipient_id is not None else None
@@ -307,6 +307,9 @@ class RenderWorker:
                     MessageStatus.RENDER_FAILED,
                     f"contact {item.recipient_id} not found on the replica",
                 )
+            gone = self._departed("contact", item.recipient_id, recipient)
+            if gone:
+                return outcome(MessageStatus.SUPPRESSED, gone)
             flag = self.replica.model.contact.opt_in_column(str(item.channel))
             if flag and not recipient.get(flag):
                 return outcome(
@@ -341,6 +344,19 @@ class RenderWorker:
             )
         except RenderError as exc:
             return outcome(MessageStatus.RENDER_FAILED, str(exc))
+
+    def _departed(self, kind: str, rid: int | None, row: Mapping[str, Any]) -> str | None:
+        """Why a recipient found on the replica is no longer addressed: its ``active`` column
+        is off, or its table's soft-delete column marks it deleted (after its candidate was
+        made)."""
+        model = self.replica.model
+        recipient = model.recipients["agent" if kind == "agent" else "contact"]
+        if recipient.active and row.get(recipient.active) in (False, 0):
+            return f"{kind} {rid} is inactive"
+        soft = model.soft_delete_of(recipient.table)
+        if soft is not None and soft.deleted(row):
+            return f"{kind} {rid} is deleted ({soft.soft_delete} is set)"
+        return None
 
     def context(
         self,

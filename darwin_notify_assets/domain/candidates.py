@@ -29,6 +29,8 @@ class CandidateResult:
     inserted: int = 0
     events: int = 0
     skipped_inactive: int = 0
+    # Recipients the model marks soft-deleted (their table's ``deletions: {soft_delete: ...}``).
+    skipped_deleted_recipients: int = 0
     render_jobs: int = 0
 
     def as_metadata(self) -> dict[str, Any]:
@@ -39,6 +41,7 @@ class CandidateResult:
             "candidates_new": self.inserted,
             "duplicates_prevented": total - self.inserted,
             "events_of_inactive_schedules": self.skipped_inactive,
+            "recipients_soft_deleted": self.skipped_deleted_recipients,
             "render_jobs_published": self.render_jobs,
             **{f"candidates_schedule_{k}": v for k, v in sorted(self.by_schedule.items())},
         }
@@ -124,7 +127,9 @@ def build_candidates(
                         uses_totals=s.uses_agent_totals,
                     )
                 )
-                result.by_schedule[s.schedule_id] += 1
+        rows, dropped = _without_deleted_recipients(replica, schedules.model, rows)
+        result.skipped_deleted_recipients += dropped
+        result.by_schedule.update(r.schedule_id for r in rows)
         result.inserted += store.insert_candidates(rows, expanded, on_inserted=inserted)
     return result
 
@@ -150,6 +155,29 @@ def _record_contacts(
             contacts = {int(r[join.contact]) for r in pairs if r[join.contact] is not None}
             out[(table, record_id)] = sorted(contacts)
     return out
+
+
+def _without_deleted_recipients(
+    replica: ReplicaReader, model: SourceModel, rows: list[CandidateRow]
+) -> tuple[list[CandidateRow], int]:
+    """``rows`` less those addressed to a recipient whose row the model marks soft-deleted,
+    and how many those were: one statement per recipient table per batch, and none for a
+    recipient table without a soft-delete column."""
+    gone: set[tuple[str, int]] = set()
+    for kind, recipient in sorted(model.recipients.items()):
+        soft = model.soft_delete_of(recipient.table)
+        if soft is None:
+            continue
+        ids = {r.recipient_id for r in rows if r.recipient_kind == kind}
+        wanted = sorted(i for i in ids if i is not None)
+        if not wanted:
+            continue
+        found = replica.fetch_grouped(recipient.table, recipient.key, wanted, [soft.soft_delete])
+        gone.update((kind, rid) for rid, rs in found.items() if any(soft.deleted(r) for r in rs))
+    if not gone:
+        return rows, 0
+    kept = [r for r in rows if (r.recipient_kind, r.recipient_id) not in gone]
+    return kept, len(rows) - len(kept)
 
 
 def _schedule(schedules: ScheduleSet, event: ChangeEvent) -> Schedule | None:

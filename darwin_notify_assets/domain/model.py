@@ -363,6 +363,11 @@ class SourceModel(_Strict):
         names += [j.through for j in self.relations.record_contacts.values()]
         return names
 
+    def tables_read(self) -> list[str]:
+        """Every table darwin-notify reads through the model, once each, in the model's order:
+        what the replica's login needs SELECT on (``darwin-notify grants``)."""
+        return list(dict.fromkeys(self._table_names()))
+
     # -- lookups the stages make -----------------------------------------------------------
     def key_of(self, table: str) -> str | tuple[str, ...]:
         """A table's key: its column's name, or the names of a composite key's columns."""

@@ -86,6 +86,21 @@ class LoadedSchedules:
         }
 
 
+def merge_field_problems(replica: ReplicaReader, schedules: ScheduleSet) -> list[str]:
+    """What is wrong with each merge-field query the runnable schedules name, once per query,
+    naming every schedule that uses it (``schedule 1 (New listing), 2 (Price drop): ...``).
+    Each query is run once for no record, so a query the database refuses is named too."""
+    users: dict[str, list[str]] = {}
+    for s in schedules.schedules:
+        if s.merge_fields:
+            users.setdefault(s.merge_fields, []).append(f"{s.schedule_id} ({s.name})")
+    return [
+        f"schedule {', '.join(names)}: {problem}"
+        for query, names in sorted(users.items())
+        if (problem := replica.merge_field_problem(query)) is not None
+    ]
+
+
 def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
     """Active schedules, validated, with their templates compiled, as the replica has them now.
 

@@ -1,8 +1,8 @@
 """A deterministic sample darwin.Cloud: base data, a stream of changes, and their writers.
 
-The demo, the tests and the benchmarks all use this model of darwin.Cloud (see
-``sql/<dialect>/darwin_schema.sql``). Everything is drawn from ``random.Random`` seeded by the
-caller, so the same arguments always give the same rows, the same changes in the same order
+The demo, the tests and the benchmarks all use this model of darwin.Cloud (its DDL is
+``sample/schema/<dialect>/darwin_schema.sql``). Everything is drawn from ``random.Random``
+seeded by the caller, so the same arguments always give the same rows, the same changes in the same order
 with the same timestamps. The data is realistic on purpose, including a small share of bad
 input (invalid addresses and phones, markup and non-Latin script in names) that the pipeline
 must survive without stopping.
@@ -1608,7 +1608,7 @@ def _insert(db: Database, table: str, rows: Sequence[Sequence[Any]]) -> int:
 
 def create_schema(db: Database) -> None:
     """Create the sample darwin.Cloud tables and indexes (absent ones only) and commit."""
-    db.run_script(sqlfiles.read_script(db.dialect, "darwin_schema.sql"))
+    db.run_script(sqlfiles.read_sample_schema(db.dialect))
 
 
 def write_base(db: Database, dataset: Dataset) -> dict[str, int]:

@@ -488,9 +488,11 @@ class ReplicaReader:
         return merge_sql.keyed(rows, name, key if key and not isinstance(key, str) else None)
 
     def merge_field_problem(self, name: str) -> str | None:
-        """What is wrong with merge-field query ``name`` without running it (``check``)."""
+        """What is wrong with merge-field query ``name``: its file (missing, not one read-only
+        statement with one parameter), or what the database answers when it is run for no
+        record (a missing table or column); None when nothing is."""
         try:
-            self.merge_field_query(name)
+            self.merge_fields(name, [])
         except MergeFieldError as exc:
             return str(exc)
         return None

@@ -40,6 +40,20 @@ def sample_merge_fields(dialect: str) -> Path:
     return Path(__file__).resolve().parents[1] / "sample" / "merge_fields" / dialect
 
 
+def sample_schema(dialect: str) -> Path:
+    """The sample darwin.Cloud's DDL of a dialect, which the seed and the demo create (the
+    product reads a customer's own schema, described by the source model)."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
+    return Path(__file__).resolve().parents[1] / "sample" / "schema" / dialect / "darwin_schema.sql"
+
+
+@functools.cache
+def read_sample_schema(dialect: str) -> str:
+    """The whole text of the sample darwin.Cloud's DDL of a dialect."""
+    return sample_schema(dialect).read_text(encoding="utf-8")
+
+
 @functools.cache
 def read_script(dialect: str, filename: str) -> str:
     """The whole text of a script file."""

@@ -59,12 +59,15 @@ def expected_sends(world: World, windows: Iterable[WindowOps]) -> Expected:
                 inserted[op.table].add(op.key)
             elif op.kind == "update":
                 state[op.table][op.key].update(op.values)
-            elif op.kind == "cancel":
-                state[op.table].pop(op.key)
-                cancelled.append((op.key, op.at))
             else:
+                # A soft-deleted row is gone for every alert: a removed client is addressed
+                # by none, a removed listing only by the withdrawal alert (25), a cancelled
+                # showing only by alert 30.
                 state[op.table].pop(op.key)
-                deleted.append((op.key, op.at))
+                if op.table == "crm.Listing":
+                    deleted.append((op.key, op.at))
+                elif op.table == SHOWING:
+                    cancelled.append((op.key, op.at))
         brokers, clients = state["crm.Broker"], state["crm.Client"]
 
         def broker_can(no: int, check: Any, column: str, brokers=brokers) -> bool:

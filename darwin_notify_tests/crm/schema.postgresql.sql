@@ -13,7 +13,7 @@ CREATE TABLE crm."Broker" (
 CREATE TABLE crm."Client" (
     "ClientNo" integer PRIMARY KEY, "BrokerNo" integer NOT NULL, "GivenName" varchar(100),
     "FamilyName" varchar(100), "EmailAddr" varchar(200), "CellNumber" varchar(40),
-    "MailOK" smallint NOT NULL, "TextOK" smallint NOT NULL,
+    "MailOK" smallint NOT NULL, "TextOK" smallint NOT NULL, "Removed" smallint NOT NULL DEFAULT 0,
     "CreatedAt" timestamp NOT NULL, "ChangedAt" timestamp NOT NULL
 );
 CREATE TABLE crm."Listing" (

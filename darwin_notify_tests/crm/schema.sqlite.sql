@@ -11,7 +11,7 @@ CREATE TABLE "crm.Broker" (
 CREATE TABLE "crm.Client" (
     ClientNo INTEGER PRIMARY KEY, BrokerNo INTEGER NOT NULL, GivenName TEXT, FamilyName TEXT,
     EmailAddr TEXT, CellNumber TEXT, MailOK INTEGER NOT NULL, TextOK INTEGER NOT NULL,
-    CreatedAt TEXT NOT NULL, ChangedAt TEXT NOT NULL
+    Removed INTEGER NOT NULL DEFAULT 0, CreatedAt TEXT NOT NULL, ChangedAt TEXT NOT NULL
 );
 CREATE TABLE "crm.Listing" (
     ListingNo INTEGER PRIMARY KEY, BrokerNo INTEGER NOT NULL, Street TEXT NOT NULL,

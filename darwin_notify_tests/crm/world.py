@@ -2,10 +2,10 @@
 
 Schema-qualified tables (``crm.Listing``, ``crm.Client``, ``crm.Broker``, ``crm.Sale``), other
 keys (``ListingNo``; showings keyed by the pair ``(ListingNo, ShowingSeq)``), other watch columns
-(``CreatedAt``, ``ChangedAt``), deletions by soft-delete columns (``crm.Listing.DeletedAt``,
-``crm.Showing.CancelledAt``), schedules and templates in ``crm.Alert`` and ``crm.AlertLayout``
-with other column names, and a sales ledger that counts a sale only once its ``Stage`` is
-``Closed``.
+(``CreatedAt``, ``ChangedAt``), deletions by a soft-delete column (``crm.Listing.DeletedAt``,
+``crm.Showing.CancelledAt``) or flag (``crm.Client.Removed``, a recipient table), schedules and
+templates in ``crm.Alert`` and ``crm.AlertLayout`` with other column names, and a sales ledger
+that counts a sale only once its ``Stage`` is ``Closed``.
 
 Everything here is deterministic for a seed: a base state and, per window, a list of
 operations (insert, update, soft delete) with their timestamps, which ``apply_window`` writes to a
@@ -39,6 +39,9 @@ KEYS: dict[str, str | tuple[str, ...]] = {
     "crm.AlertLayout": "LayoutNo",
 }
 SHOWING = "crm.Showing"
+# What a soft deletion sets, per table: a timestamp, or a flag beside ChangedAt.
+REMOVED_AT = {"crm.Listing": "DeletedAt", SHOWING: "CancelledAt"}
+REMOVED_FLAG = {"crm.Client": "Removed"}
 # The join table of listings and the clients interested in them (no key of its own).
 INTEREST = "crm.ListingInterest"
 # Written in this order (a row's references first).
@@ -284,8 +287,8 @@ ALERTS: tuple[dict[str, Any], ...] = (
 @dataclass(frozen=True)
 class Op:
     """One write: ``insert`` (``values`` is the whole row), ``update`` (the columns it sets),
-    ``delete`` (a listing's ``DeletedAt`` set to ``at``) or ``cancel`` (a showing's
-    ``CancelledAt`` set to ``at``). ``key`` is a showing's ``(ListingNo, ShowingSeq)``."""
+    or ``delete`` (a soft deletion at ``at``: ``REMOVED_AT`` or ``REMOVED_FLAG``; a showing's
+    is its cancellation). ``key`` is a showing's ``(ListingNo, ShowingSeq)``."""
 
     kind: str
     table: str
@@ -400,6 +403,7 @@ def _client(rng: random.Random, no: int, at: datetime) -> dict[str, Any]:
         "CellNumber": _phone(rng, True),
         "MailOK": int(rng.random() > 0.3),
         "TextOK": int(rng.random() > 0.5),
+        "Removed": 0,
         "CreatedAt": at,
         "ChangedAt": at,
     }
@@ -425,6 +429,7 @@ def _changes(
     pairs: set[tuple[int, int]],
 ) -> list[WindowOps]:
     listings = {k: dict(v) for k, v in base["crm.Listing"].items()}
+    clients = {k: dict(v) for k, v in base["crm.Client"].items()}
     sales = {k: dict(v) for k, v in base["crm.Sale"].items()}
     next_no = {"crm.Listing": 1000, "crm.Client": 1000, "crm.Sale": 1000}
     out = []
@@ -433,6 +438,7 @@ def _changes(
         ops: list[Op] = []
         # Each record is touched at most once a window, except the double price cut below.
         busy: set[tuple[str, int]] = set()
+        lowered: set[int] = set()
 
         def at(second: int, start: datetime = start) -> datetime:
             return start + timedelta(seconds=second, microseconds=rng.randrange(1000, 999000))
@@ -455,6 +461,8 @@ def _changes(
             t = at(rng.randrange(30, 200))
             ops.append(Op("update", "crm.Listing", no, t, {"AskingPrice": price, "ChangedAt": t}))
             listings[no]["AskingPrice"] = price
+            if down:
+                lowered.add(no)
             if down and w % 2 == 0:
                 # Two cuts inside one window are seen as one change, to the latest price.
                 price = (price * factor).quantize(Decimal("1"))
@@ -476,6 +484,23 @@ def _changes(
             t = at(rng.randrange(5, 250))
             row = {"ListingNo": listing_no, "ClientNo": client_no, "CreatedAt": t}
             ops.append(Op("insert", INTEREST, len(pairs) + 10_000, t, row))
+        # One client is removed (the soft-delete flag) each window, chosen among those this
+        # window's alerts address: interested in a cut listing, or a client of a new
+        # listing's broker; preferably one who takes email, so that a send is at stake.
+        brokers = {
+            op.values["BrokerNo"]
+            for op in ops
+            if op.kind == "insert" and op.table == "crm.Listing" and op.values["State"] == "Open"
+        }
+        addressed = {c for listing_no, c in pairs if listing_no in lowered}
+        addressed |= {k for k, c in clients.items() if c["BrokerNo"] in brokers}
+        addressed &= set(clients)
+        if addressed:
+            mailing = sorted(k for k in addressed if clients[k]["MailOK"])
+            no = rng.choice(mailing or sorted(addressed))
+            ops.append(Op("delete", "crm.Client", no, at(rng.randrange(200, 280))))
+            busy.add(("crm.Client", no))
+            del clients[no]
         for _ in range(2):
             no = next_no["crm.Client"] = next_no["crm.Client"] + 1
             row = _client(rng, no, at(rng.randrange(5, 250)))
@@ -570,7 +595,7 @@ def _showings(
         live[key].update(values)
         busy.add(key)
         key = rng.choice(sorted(k for k in live if k not in busy))
-        ops.append(Op("cancel", SHOWING, key, at(rng.randrange(30, 280))))
+        ops.append(Op("delete", SHOWING, key, at(rng.randrange(30, 280))))
         del live[key]
         w.ops.extend(ops)
         w.ops.sort(key=lambda o: o.at)
@@ -623,13 +648,15 @@ def apply_window(db: Database, window: WindowOps) -> None:
                 params = [_bind(db, op.values[c]) for c in cols]
                 db.execute(f"UPDATE {table} SET {sets} WHERE {where}", [*params, *values]).close()
             else:
-                # The CRM deletes a listing by setting DeletedAt and cancels a showing by
-                # setting CancelledAt (the model's soft_delete columns).
-                column = db.quote("CancelledAt" if op.kind == "cancel" else "DeletedAt")
+                # The CRM deletes by an UPDATE (the model's soft_delete).
                 at = _bind(db, op.at)
+                if op.table in REMOVED_FLAG:
+                    column, value = REMOVED_FLAG[op.table], 1
+                else:
+                    column, value = REMOVED_AT[op.table], at
                 db.execute(
-                    f'UPDATE {table} SET {column} = ?, "ChangedAt" = ? WHERE {where}',
-                    [at, at, *values],
+                    f'UPDATE {table} SET "{column}" = ?, "ChangedAt" = ? WHERE {where}',
+                    [value, at, *values],
                 ).close()
 
 

@@ -13,6 +13,7 @@ from darwin_notify_assets.domain.model import SAMPLE_MODEL, load_model
 from darwin_notify_assets.domain.pipeline import load_schedules
 from darwin_notify_assets.storage.replica import ReplicaReader
 from darwin_notify_assets.storage.sqlfiles import sample_merge_fields
+from darwin_notify_tests.conftest import materialization_metadata
 from darwin_notify_tests.delivery.test_workers import _candidates_of_window
 
 QUERY = "agent_active_listings"
@@ -213,3 +214,43 @@ def test_the_sample_query_returns_the_fields_by_record_id(embedded_env):
     finally:
         replica.close()
     assert rows == {i: {"AgentActiveListings": expected[i]} for i in ids}
+
+
+def test_notification_schedules_names_a_missing_and_a_failing_query(
+    embedded_env, model_path, tmp_path
+):
+    env = embedded_env
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    shutil.copy(sample_merge_fields("sqlite") / f"{QUERY}.sql", queries)
+    (queries / "broken.sql").write_text(
+        "SELECT CAST(value AS INTEGER) AS record_id, NoSuchColumn FROM json_each(?)\n",
+        encoding="utf-8",
+    )
+    name_queries(env.source, templates={1: "broken", 2: QUERY}, schedules={3: "nowhere"})
+    env.mp.setenv("DARWIN_NOTIFY_SOURCE_MODEL", str(model_path))
+    env.mp.setenv("DARWIN_NOTIFY_MERGE_FIELDS_DIR", str(queries))
+    result = env.run_window(0)
+    assert result.success
+    meta = materialization_metadata(env.instance, "notification_schedules", env.key(0))
+    # By schedule and query, beside the other problems; the query that works is not named.
+    assert meta["merge_field_problems"].split("; ") == [
+        "schedule 1 (New listing): merge-field query 'broken' failed: no such column: NoSuchColumn",
+        "schedule 3 (Deal posted): merge-field query 'nowhere' not found: no file "
+        f"{queries / 'nowhere.sql'}",
+    ]
+    assert meta["rejected"] == "(none)"
+    # The schedules keep running: their messages end render_failed, the others proceed.
+    assert {m["status"] for m in messages(env, 1)} == {"render_failed"}
+    drops = {m["status"] for m in messages(env, 2)}
+    assert "sent" in drops and "render_failed" not in drops
+    # Fixed, the next run names nothing.
+    (queries / "broken.sql").write_text(
+        (queries / f"{QUERY}.sql").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (queries / "nowhere.sql").write_text(
+        (queries / f"{QUERY}.sql").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    assert env.run_window(1).success
+    meta = materialization_metadata(env.instance, "notification_schedules", env.key(1))
+    assert meta["merge_field_problems"] == "(none)"

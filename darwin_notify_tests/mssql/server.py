@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 from darwin_notify_assets.storage.db import Database, connect
-from darwin_notify_assets.storage.sqlfiles import read_script
+from darwin_notify_assets.storage.sqlfiles import read_sample_schema
 from darwin_notify_assets.storage.store import NotificationStore
 
 URL_ENV = "DARWIN_NOTIFY_TEST_MSSQL_URL"
@@ -117,4 +117,4 @@ def mssql_store() -> Iterator[NotificationStore]:
 
 
 def apply_darwin_schema(db: Database) -> None:
-    db.run_script(read_script("mssql", "darwin_schema.sql"))
+    db.run_script(read_sample_schema("mssql"))

@@ -105,7 +105,7 @@ def test_sqlite_watch_range_read_uses_an_index(sqlite_db):
 
 @pytest.mark.parametrize("dialect", ["postgresql", "mssql"])
 def test_server_schemas_declare_the_same_tables_columns_and_indexes(dialect):
-    text = sqlfiles.read_script(dialect, "darwin_schema.sql")
+    text = sqlfiles.read_sample_schema(dialect)
     statements = sqlfiles.split_script(dialect, text)
     q = '"' if dialect == "postgresql" else ""
     prefix = "" if dialect == "postgresql" else "dbo."

@@ -2,7 +2,8 @@
 
 No SQL Server runs here, so this is syntax only, not execution (docs/sqlserver.md lists what
 is and is not verified). It covers every batch of every file in ``sql/mssql`` (found anew on
-each run, so files and queries added later are checked too), the statements the Python layer
+each run, so files and queries added later are checked too) and of the sample's T-SQL
+(``sample/schema``, ``sample/merge_fields``), the statements the Python layer
 builds for SQL Server, and the T-SQL in the DBA's guide. Known-bad statements must each be
 rejected, so that a check that passes everything fails here.
 """
@@ -15,7 +16,7 @@ import pytest
 from darwin_notify_assets.domain.model import Tombstone, load_model
 from darwin_notify_assets.storage.db import Database, DatabaseUrl
 from darwin_notify_assets.storage.replica import ReplicaReader
-from darwin_notify_assets.storage.sqlfiles import sample_merge_fields, sql_root
+from darwin_notify_assets.storage.sqlfiles import sample_merge_fields, sample_schema, sql_root
 from darwin_notify_tests.storage.tsql import (
     bind_parameters,
     fill_markers,
@@ -25,8 +26,12 @@ from darwin_notify_tests.storage.tsql import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TSQL_FILES = sorted((sql_root() / "mssql").rglob("*.sql")) + sorted(
-    sample_merge_fields("mssql").glob("*.sql")
+# The product's files, and the sample's T-SQL (its schema and merge-field query), which lives
+# with the sample; the generated grants are parsed in test_grants.py.
+TSQL_FILES = (
+    sorted((sql_root() / "mssql").rglob("*.sql"))
+    + [sample_schema("mssql")]
+    + sorted(sample_merge_fields("mssql").glob("*.sql"))
 )
 GUIDE = ROOT / "docs" / "sqlserver.md"
 

@@ -41,6 +41,7 @@ from darwin_notify_assets.domain.audit import rendered_count
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.pipeline import (
     LoadedSchedules,
+    merge_field_problems,
     schedules_for_run,
     stage_agent_totals,
     stage_candidates,
@@ -200,13 +201,18 @@ def notification_schedules(
     against the source tables' real columns and templates are compiled here, so a broken
     schedule or template is reported once, by name, and skipped while the others run."""
     loaded = schedules_for_run(replica.reader, store.store, context.run_id)
+    queries = merge_field_problems(replica.reader, loaded.schedules)
     for p in loaded.model_problems:
         context.log.warning(f"source model: {p}")
     for r in loaded.rejected:
         context.log.warning(f"skipped {r.reason}")
+    for q in queries:
+        context.log.warning(f"merge fields: {q}")
     return MaterializeResult(
         metadata={
             **loaded.as_metadata(),
+            # The schedules keep running: their messages end render_failed with the reason.
+            "merge_field_problems": "; ".join(queries) or "(none)",
             "schedules": MetadataValue.md(
                 "\n".join(
                     f"- {s.schedule_id} **{s.name}**: {s.source_table} {s.event_type} "

@@ -1,11 +1,13 @@
 """The window's asset checks, one property each, computed from the store.
 
-The checks are declared on their assets (``check_specs``) and evaluated in the same step, so a
-partitioned check reads only its own window.
+The checks are declared on their assets (``check_specs``) and evaluated in the same step, so
+each one reads the windows its run processed (the run's ``darwin_notify/windows`` tag), as the
+asset did, not the whole day of its partition; each says which windows in its metadata.
 """
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
@@ -37,6 +39,13 @@ NO_MISSED_NOTIFICATIONS = AssetCheckSpec(
 )
 
 
+def checked_windows(keys: Sequence[str]) -> dict[str, Any]:
+    """Which windows a check evaluated: how many, the first and the last."""
+    if not keys:
+        return {"windows_checked": 0}
+    return {"windows_checked": len(keys), "first_window": keys[0], "last_window": keys[-1]}
+
+
 def replica_caught_up(
     watermark: ReplicaWatermark | None, windows: Sequence[Window], grace: timedelta
 ) -> AssetCheckResult:
@@ -44,7 +53,7 @@ def replica_caught_up(
     nothing and passes)."""
     if watermark is None or not windows:
         return AssetCheckResult(
-            check_name=REPLICA_CAUGHT_UP.name, passed=True, metadata={"windows": 0}
+            check_name=REPLICA_CAUGHT_UP.name, passed=True, metadata=checked_windows([])
         )
     needed = windows[-1].end + grace
     applied = watermark.applied_through
@@ -56,6 +65,7 @@ def replica_caught_up(
             "needed_through": str(needed),
             "applied_through": str(applied),
             "replica_state": watermark.describe(),
+            **checked_windows([w.partition_key for w in windows]),
         },
     )
 
@@ -73,6 +83,7 @@ def agent_totals_fresh(
         metadata={
             "stale_agents": len(stale),
             "examples": ", ".join(map(str, stale[:50])) or "(none)",
+            **checked_windows([w.partition_key for _, w in touched]),
         },
     )
 
@@ -85,6 +96,7 @@ def no_duplicate_sends(store: NotificationStore, window_keys: Sequence[str]) -> 
         metadata={
             "duplicates": len(duplicates),
             "duplicate_keys": ", ".join(duplicates[:50]) or "(none)",
+            **checked_windows(window_keys),
         },
     )
 
@@ -105,5 +117,6 @@ def no_missed_notifications(
             "unknown": len(unknown),
             "unknown_keys": ", ".join(unknown[:50]) or "(none)",
             "examples": ", ".join(missing[:20] + open_messages[:20]) or "(none)",
+            **checked_windows(window_keys),
         },
     )
