@@ -30,6 +30,7 @@ from darwin_notify_assets.delivery.failpoints import (
 from darwin_notify_assets.delivery.rules import SendRules
 from darwin_notify_assets.delivery.senders import Sender
 from darwin_notify_assets.delivery.throttle import ProviderBudget
+from darwin_notify_assets.domain.keys import RecordId
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
     DEFAULT_SMS_MAX_SEGMENTS,
@@ -77,7 +78,7 @@ class TotalsNotFresh(DarwinNotifyError):
 
 @dataclass(frozen=True)
 class RenderContextData:
-    records: Mapping[tuple[str, int], Mapping[str, Any]]
+    records: Mapping[tuple[str, RecordId], Mapping[str, Any]]
     agents: Mapping[int, Mapping[str, Any]]
     offices: Mapping[int, Mapping[str, Any]]
     contacts: Mapping[int, Mapping[str, Any]]
@@ -85,7 +86,9 @@ class RenderContextData:
     # For window digests: (partition, schedule) -> the window's events of that schedule.
     digests: Mapping[tuple[str, int], list[ChangeEvent]] = field(default_factory=dict)
     # Merge-field queries' rows: (query, source table) -> record id -> fields.
-    extras: Mapping[tuple[str, str], Mapping[int, Mapping[str, Any]]] = field(default_factory=dict)
+    extras: Mapping[tuple[str, str], Mapping[RecordId, Mapping[str, Any]]] = field(
+        default_factory=dict
+    )
     # (query, source table) -> why that query gave nothing.
     extra_failures: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
@@ -153,7 +156,7 @@ class RenderWorker:
 
     def fetch(self, items: list[RenderItem]) -> RenderContextData:
         """Every merge field of the batch: one statement per table, never one per row."""
-        by_table: dict[str, set[int]] = {}
+        by_table: dict[str, set[RecordId]] = {}
         agent_ids = {i.agent_id for i in items if i.agent_id is not None}
         contact_ids = {i.recipient_id for i in items if i.recipient_kind == "contact"}
         for i in items:
@@ -184,7 +187,7 @@ class RenderWorker:
                 if contact_row is not None and contact_row.get(contact_agent) is not None:
                     agent_ids.add(int(contact_row[contact_agent]))
         agents = {
-            k: jsonable_row(v)
+            int(k): jsonable_row(v)
             for k, v in self.replica.fetch_by_ids(
                 model.agent.table, sorted(agent_ids), model.agent.key
             ).items()
@@ -198,13 +201,13 @@ class RenderWorker:
                 if a.get(office_rel.column) is not None
             }
             offices = {
-                k: jsonable_row(v)
+                int(k): jsonable_row(v)
                 for k, v in self.replica.fetch_by_ids(
                     office_rel.to, sorted(int(i) for i in office_ids if i is not None)
                 ).items()
             }
         contacts = {
-            rid: row for (table, rid), row in records.items() if table == model.contact.table
+            int(rid): row for (table, rid), row in records.items() if table == model.contact.table
         }
         totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
         totals = self.store.totals(totals_ids) if totals_ids else {}
@@ -215,20 +218,20 @@ class RenderWorker:
 
     def _merge_fields(
         self, items: list[RenderItem]
-    ) -> tuple[dict[tuple[str, str], dict[int, dict[str, Any]]], dict[tuple[str, str], str]]:
+    ) -> tuple[dict[tuple[str, str], dict[RecordId, dict[str, Any]]], dict[tuple[str, str], str]]:
         """The rows of every merge-field query the batch's schedules name: one call per query
         (and source table) for all of the batch's records, never one per record."""
         named = {s.schedule_id: s.merge_fields for s in self.schedules.schedules if s.merge_fields}
-        wanted: dict[tuple[str, str], set[int]] = {}
+        wanted: dict[tuple[str, str], set[RecordId]] = {}
         for i in items if named else ():
             query = named.get(i.schedule_id)
             if query:
                 wanted.setdefault((query, i.source_table), set()).add(i.record_id)
-        extras: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        extras: dict[tuple[str, str], dict[RecordId, dict[str, Any]]] = {}
         failures: dict[tuple[str, str], str] = {}
         for key, ids in sorted(wanted.items()):
             try:
-                rows = self.replica.merge_fields(key[0], sorted(ids))
+                rows = self.replica.merge_fields(key[0], sorted(ids), table=key[1])
             except MergeFieldError as exc:
                 log.warning("%s", exc)
                 failures[key] = str(exc)

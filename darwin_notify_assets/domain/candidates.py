@@ -2,7 +2,8 @@
 
 The key is deterministic per ``DedupeScope``:
 
-- ``record``: once per record ever (``s1|Property:42|contact:7``);
+- ``record``: once per record ever (``s1|Property:42|contact:7``; a record of a composite
+  key is named by its key's JSON form, ``s31|crm.Showing:[1004,2]|contact:7``);
 - ``change``: once per change, the change named by its watch-column value;
 - ``window``: one digest per recipient per window.
 
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from darwin_notify_assets.domain.keys import RecordId
 from darwin_notify_assets.domain.model import SourceModel
 from darwin_notify_assets.domain.schedules import Audience, DedupeScope, Schedule, ScheduleSet
 from darwin_notify_assets.storage.replica import ReplicaReader
@@ -136,17 +138,19 @@ def _record_contacts(
     replica: ReplicaReader,
     model: SourceModel,
     resolved: list[tuple[ChangeEvent, Schedule | None]],
-) -> dict[tuple[str, int], list[int]]:
+) -> dict[tuple[str, RecordId], list[int]]:
     """The contacts each record of the batch reaches through its join table: one statement
     per table per batch."""
-    by_table: dict[str, set[int]] = {}
+    by_table: dict[str, set[RecordId]] = {}
     for e, s in resolved:
         if s is not None and s.audience == Audience.RECORD_CONTACTS:
             by_table.setdefault(e.source_table, set()).add(e.record_id)
-    out: dict[tuple[str, int], list[int]] = {}
+    out: dict[tuple[str, RecordId], list[int]] = {}
     for table, ids in sorted(by_table.items()):
         join = model.relations.record_contacts[table]
-        rows = replica.fetch_grouped(join.through, join.record, sorted(ids), [join.contact])
+        # A join table names a record by one column: single-column keys only (model.py).
+        record_ids = sorted(int(i) for i in ids)
+        rows = replica.fetch_grouped(join.through, join.record, record_ids, [join.contact])
         for record_id, pairs in rows.items():
             contacts = {int(r[join.contact]) for r in pairs if r[join.contact] is not None}
             out[(table, record_id)] = sorted(contacts)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from darwin_notify_assets.domain.keys import RecordId, record_id
 from darwin_notify_assets.domain.model import SoftDelete, SourceModel
 from darwin_notify_assets.domain.schedule_index import ScheduleIndex, tenants_of
 from darwin_notify_assets.domain.schedules import (
@@ -94,7 +95,8 @@ class DetectionResult:
 @dataclass(frozen=True)
 class TablePlan:
     table: str
-    key: str
+    # The table's key: one column, or a composite key's columns.
+    key: str | tuple[str, ...]
     watch_columns: tuple[str, ...]
     schedules: tuple[Schedule, ...]
     keep_snapshot: bool
@@ -174,15 +176,15 @@ def _in_range(value: Any, start: datetime, end: datetime) -> bool:
     return bool(start <= value < end)
 
 
-def event_key(table: str, record_id: int, schedule_id: int, event: str, version: str) -> str:
-    return f"{table}:{record_id}:s{schedule_id}:{event}:{version}"
+def event_key(table: str, rid: RecordId, schedule_id: int, event: str, version: str) -> str:
+    return f"{table}:{rid}:s{schedule_id}:{event}:{version}"
 
 
 def _event(
     plan: TablePlan,
     schedule: Schedule,
     window: Window,
-    record_id: int,
+    rid: RecordId,
     row: Mapping[str, Any] | None,
     version: str,
     old_values: Mapping[str, Any] | None,
@@ -191,16 +193,16 @@ def _event(
     source = row or {}
     agent = source.get(plan.agent_column) if plan.agent_column else None
     if agent is None and plan.agent_column == plan.key:
-        agent = record_id
+        agent = rid
     contact = source.get(plan.contact_column) if plan.contact_column else None
     return ChangeEvent(
         event_key=event_key(
-            schedule.source_table, record_id, schedule.schedule_id, schedule.event_type, version
+            schedule.source_table, rid, schedule.schedule_id, schedule.event_type, version
         ),
         partition_key=window.partition_key,
         schedule_id=schedule.schedule_id,
         source_table=schedule.source_table,
-        record_id=record_id,
+        record_id=rid,
         event_type=str(schedule.event_type),
         version=version,
         agent_id=int(agent) if agent is not None else None,
@@ -239,12 +241,15 @@ def _update_fires(
 
 
 def _judged(
-    row: Mapping[str, Any], column: str | None, tenants: Mapping[int, Any] | None, record_id: int
+    row: Mapping[str, Any],
+    column: str | None,
+    tenants: Mapping[RecordId, Any] | None,
+    rid: RecordId,
 ) -> Mapping[str, Any]:
     """The row criteria are judged on: with its tenant when the row does not carry it."""
     if tenants is None or column is None or column in row:
         return row
-    return {**row, column: tenants.get(record_id)}
+    return {**row, column: tenants.get(rid)}
 
 
 def decide_row(
@@ -254,12 +259,12 @@ def decide_row(
     window: Window,
     read_from: datetime,
     out: Decisions,
-    tenants: Mapping[int, Any] | None = None,
+    tenants: Mapping[RecordId, Any] | None = None,
 ) -> None:
     """Decide, for each schedule whose watch column this row's value falls in the read
     range and whose tenant criterion the row meets, whether that version of the row fires;
     append the decision to ``out``. ``tenants`` gives rows without the tenant column theirs."""
-    record_id = int(row[plan.key])
+    rid = record_id(row, plan.key)
     if plan.soft_delete is not None and plan.soft_delete.deleted(row):
         _decide_soft_deletion(plan, plan.soft_delete, row, previous, window, read_from, out)
         return
@@ -267,7 +272,7 @@ def decide_row(
         row.get(plan.created_column), read_from, window.end
     )
     index = plan.index
-    judged = _judged(row, plan.tenant_column, tenants, record_id)
+    judged = _judged(row, plan.tenant_column, tenants, rid)
     watched_columns = [w for w, _ in index.groups if _in_range(row.get(w), read_from, window.end)]
     tenant = judged.get(plan.tenant_column) if plan.tenant_column else None
     for s in index.applicable(watched_columns, tenant):
@@ -280,7 +285,7 @@ def decide_row(
                 plan, s, judged, previous, created_here, version
             )
             out.no_baseline += no_baseline
-        event = _event(plan, s, window, record_id, row, version, old, None)
+        event = _event(plan, s, window, rid, row, version, old, None)
         (out.fired if fires else out.skipped).append(event)
 
 
@@ -302,36 +307,38 @@ def _decide_soft_deletion(
     if not _in_range(at, read_from, window.end):
         return
     version = str(jsonable(at))
-    record_id = int(row[plan.key])
+    rid = record_id(row, plan.key)
     for s in plan.delete_schedules:
         fires = all(c.matches(row, None) for c in s.criteria)
-        event = _event(plan, s, window, record_id, row, version, None, dict(row))
+        event = _event(plan, s, window, rid, row, version, None, dict(row))
         (out.fired if fires else out.skipped).append(event)
 
 
 def decide_rows(
     plan: TablePlan,
     rows: Sequence[Mapping[str, Any]],
-    previous: Mapping[int, Mapping[str, Any]],
+    previous: Mapping[RecordId, Mapping[str, Any]],
     window: Window,
     read_from: datetime,
-    tenants: Mapping[int, Any] | None = None,
+    tenants: Mapping[RecordId, Any] | None = None,
 ) -> Decisions:
     """The decisions of a batch of changed rows, given the last-seen values by record id
     (and, for rows without the tenant column, their tenants: ``schedule_index.tenants_of``)."""
     out = Decisions()
     for row in rows:
-        decide_row(plan, row, previous.get(int(row[plan.key])), window, read_from, out, tenants)
+        decide_row(
+            plan, row, previous.get(record_id(row, plan.key)), window, read_from, out, tenants
+        )
     return out
 
 
 def decide_deletions(
     schedules: ScheduleSet,
     table: str,
-    deletions: Sequence[tuple[int, datetime]],
-    last_seen: Mapping[int, Mapping[str, Any]],
+    deletions: Sequence[tuple[RecordId, datetime]],
+    last_seen: Mapping[RecordId, Mapping[str, Any]],
     window: Window,
-    tenants: Mapping[int, Any] | None = None,
+    tenants: Mapping[RecordId, Any] | None = None,
 ) -> Decisions:
     """The decisions of ``table``'s deletions ``(record id, deleted at)``: each delete
     schedule's criteria are judged on the record's last-seen values (a record never seen
@@ -341,17 +348,17 @@ def decide_deletions(
     plan = _deletion_plan(schedules.model, table)
     index = ScheduleIndex(delete_schedules, plan.tenant_column)
     watches = [w for w, _ in index.groups]
-    for record_id, deleted_at in deletions:
-        row = last_seen.get(record_id)
+    for rid, deleted_at in deletions:
+        row = last_seen.get(rid)
         version = str(jsonable(deleted_at))
-        judged = _judged(row, plan.tenant_column, tenants, record_id) if row is not None else None
+        judged = _judged(row, plan.tenant_column, tenants, rid) if row is not None else None
         # A record never seen has no known tenant: no tenant's schedule applies to it.
         tenant = (
             judged.get(plan.tenant_column) if judged is not None and plan.tenant_column else None
         )
         for s in index.applicable(watches, tenant):
             fires = judged is None or all(c.matches(judged, None) for c in s.criteria)
-            event = _event(plan, s, window, record_id, row, version, None, row)
+            event = _event(plan, s, window, rid, row, version, None, row)
             (out.fired if fires else out.skipped).append(event)
     return out
 
@@ -384,7 +391,7 @@ def _changes(
 
 def _tenants(
     replica: ReplicaReader, model: SourceModel, index: ScheduleIndex, table: str, rows: Any
-) -> dict[int, Any] | None:
+) -> dict[RecordId, Any] | None:
     """Rows' tenants when some schedule judges them and the rows lack the column."""
     return tenants_of(replica, model, table, rows) if index.needs_tenant else None
 
@@ -408,13 +415,15 @@ def detect_changes(
         for batch in _changes(replica, plan, read_from, window.end, batch_size):
             result.rows_read[plan.table] += len(batch)
             rows = [jsonable_row(r) for r in batch]
-            ids = [int(r[plan.key]) for r in rows]
+            ids = [record_id(r, plan.key) for r in rows]
             previous = store.snapshots(plan.table, ids) if plan.keep_snapshot else {}
             tenants = _tenants(replica, schedules.model, plan.index, plan.table, rows)
             decided = decide_rows(plan, rows, previous, window, read_from, tenants)
             result.add(decided)
             snapshots = (
-                {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
+                {(plan.table, record_id(r, plan.key)): r for r in rows}
+                if plan.keep_snapshot
+                else {}
             )
             deals, listings, removed, agents = _ledger_rows(schedules.model, plan, rows, window)
             result.events_new += store.save_detection(
@@ -444,7 +453,8 @@ def _ledger_rows(
             continue
         if plan.soft_delete is not None and plan.soft_delete.deleted(r) and plan.ledger_kind:
             agents.append((window.partition_key, int(agent)))
-            removed.append((plan.ledger_kind, int(r[plan.key])))
+            # A ledger table's key is one column (model.py): its id is an int.
+            removed.append((plan.ledger_kind, int(record_id(r, plan.key))))
             continue
         agents.append((window.partition_key, int(agent)))
         if plan.ledger_kind == "deal" and d.counts_when and not d.counts_when.holds(r):
@@ -487,10 +497,10 @@ def _detect_deletions(
         last_seen = store.snapshots(table, [rid for rid, _ in items])
         kind = model.ledger_kind(table)
         column = model.agent_column(table)
-        for record_id, _ in items:
+        for rid, _ in items:
             if kind:
-                removed.append((kind, record_id))
-            row = last_seen.get(record_id)
+                removed.append((kind, int(rid)))
+            row = last_seen.get(rid)
             if row is not None and column and row.get(column) is not None:
                 agents.append((window.partition_key, int(row[column])))
         tenants = _tenants(
@@ -518,7 +528,7 @@ def read_deletions(
     tables: Sequence[str],
     start: datetime,
     end: datetime,
-) -> list[tuple[str, int, datetime]]:
+) -> list[tuple[str, RecordId, datetime]]:
     """``(table, record id, deleted at)`` of ``tables``' deletions in ``[start, end)``, each
     table read where the model says its deletions are: the tombstone or CDC."""
     found = replica.read_deletions(model.tombstoned(tables), start, end)
@@ -526,11 +536,11 @@ def read_deletions(
 
 
 def _by_table(
-    deletions: Sequence[tuple[str, int, datetime]],
-) -> dict[str, list[tuple[int, datetime]]]:
-    by_table: dict[str, list[tuple[int, datetime]]] = {}
-    for table, record_id, deleted_at in deletions:
-        by_table.setdefault(table, []).append((record_id, deleted_at))
+    deletions: Sequence[tuple[str, RecordId, datetime]],
+) -> dict[str, list[tuple[RecordId, datetime]]]:
+    by_table: dict[str, list[tuple[RecordId, datetime]]] = {}
+    for table, rid, deleted_at in deletions:
+        by_table.setdefault(table, []).append((rid, deleted_at))
     return by_table
 
 
@@ -550,7 +560,9 @@ def baseline(
         for batch in replica.read_all(plan.table, batch_size):
             rows = [jsonable_row(r) for r in batch]
             snapshots = (
-                {(plan.table, int(r[plan.key])): r for r in rows} if plan.keep_snapshot else {}
+                {(plan.table, record_id(r, plan.key)): r for r in rows}
+                if plan.keep_snapshot
+                else {}
             )
             deals, listings, removed, _ = _ledger_rows(schedules.model, plan, rows, window)
             store.save_detection((), snapshots, deals, listings, removed, ())
@@ -608,7 +620,7 @@ def reconcile(
             continue
         for batch in _changes(replica, plan, start, end, batch_size):
             rows = [jsonable_row(r) for r in batch]
-            ids = [int(r[plan.key]) for r in rows]
+            ids = [record_id(r, plan.key) for r in rows]
             previous = store.snapshots(plan.table, ids) if plan.keep_snapshot else {}
             result.rows_read += len(rows)
             for row in batch:

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from darwin_notify_assets.domain import keys
 from darwin_notify_assets.errors import ConfigurationError
 
 
@@ -85,15 +86,36 @@ class CdcDeletions(_Strict):
         return value
 
 
-class SourceTable(_Strict):
-    """One table darwin-notify may read."""
+def _key_columns(value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    """A key of one column is its name; a composite key its names, distinct, in order."""
+    if isinstance(value, str):
+        return value
+    if not value:
+        raise ValueError("a key names at least one column")
+    if len(set(value)) != len(value):
+        raise ValueError(f"key {list(value)} names a column twice")
+    return value[0] if len(value) == 1 else value
 
-    key: str
+
+class SourceTable(_Strict):
+    """One table darwin-notify may read; its primary key is one column (``key: ListingNo``,
+    an integer) or several (``key: [ListingNo, ShowingSeq]``)."""
+
+    key: str | tuple[str, ...]
     watch: tuple[str, ...] = ()
     # The column that dates a record's creation: an update read inside the window that
     # created the record has no earlier version to compare with.
     created: str | None = None
     deletions: Literal["tombstone"] | SoftDelete | CdcDeletions | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        return _key_columns(value)
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return keys.columns(self.key)
 
     @property
     def soft_delete(self) -> SoftDelete | None:
@@ -105,12 +127,23 @@ class SourceTable(_Strict):
 
 
 class Tombstone(_Strict):
-    """A table with one row per deleted record."""
+    """A table with one row per deleted record. ``key_column`` is one column, or a list when
+    a tombstoned table's key is composite: a record of a table whose key has n columns is
+    named by the first n of them."""
 
     table: str
     table_column: str
-    key_column: str
+    key_column: str | tuple[str, ...]
     time_column: str
+
+    @field_validator("key_column")
+    @classmethod
+    def _key(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        return _key_columns(value)
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return keys.columns(self.key_column)
 
 
 class OptIn(_Strict):
@@ -289,6 +322,28 @@ class SourceModel(_Strict):
                 raise ValueError(f"{field_name}.columns has unknown {', '.join(unknown)}")
         if any(t.deletions == "tombstone" for t in self.tables.values()) and not self.tombstone:
             raise ValueError("a table's deletions are 'tombstone' but no tombstone is described")
+        for name, described_table in self.tables.items():
+            width = len(described_table.key_columns)
+            if width == 1:
+                continue
+            if described_table.deletions == "tombstone" and self.tombstone:
+                if len(self.tombstone.key_columns) < width:
+                    raise ValueError(
+                        f"tables.{name}: its key has {width} columns, the tombstone's "
+                        f"key_column {len(self.tombstone.key_columns)}"
+                    )
+            if name in self.relations.record_contacts:
+                raise ValueError(
+                    f"relations.record_contacts.{name}: a join table names a record by one "
+                    f"column, and {name}'s key is composite"
+                )
+        for kind, recipient in self.recipients.items():
+            listed = self.tables.get(recipient.table)
+            if listed is not None and not isinstance(listed.key, str):
+                raise ValueError(
+                    f"recipients.{kind}: {recipient.table}'s key is composite; a recipient "
+                    "table's key is one column"
+                )
         for kind in ("agent", "contact"):
             if kind not in self.recipients:
                 raise ValueError(f"recipients misses {kind}")
@@ -322,6 +377,11 @@ class SourceModel(_Strict):
             for ledger in (self.totals.deals, self.totals.listings):
                 if ledger.table not in self.tables:
                     raise ValueError(f"totals names {ledger.table}, which tables lacks")
+                if not isinstance(self.tables[ledger.table].key, str):
+                    raise ValueError(
+                        f"totals names {ledger.table}, whose key is composite; a ledger "
+                        "table's key is one column"
+                    )
         return self
 
     def _table_names(self) -> list[str]:
@@ -342,7 +402,8 @@ class SourceModel(_Strict):
         return list(dict.fromkeys(self._table_names()))
 
     # -- lookups the stages make -----------------------------------------------------------
-    def key_of(self, table: str) -> str:
+    def key_of(self, table: str) -> str | tuple[str, ...]:
+        """A table's key: its column's name, or the names of a composite key's columns."""
         if table in self.tables:
             return self.tables[table].key
         for recipient in self.recipients.values():
@@ -366,6 +427,9 @@ class SourceModel(_Strict):
 
     def contact_column(self, table: str) -> str | None:
         return self.relations.record_contact.get(table)
+
+    def key_columns(self, table: str) -> tuple[str, ...]:
+        return keys.columns(self.key_of(table))
 
     def soft_delete_of(self, table: str) -> SoftDelete | None:
         return self.tables[table].soft_delete if table in self.tables else None
@@ -483,13 +547,13 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
                 )
 
     for name, table in model.tables.items():
-        has(f"tables.{name}", name, table.key, *table.watch, table.created)
+        has(f"tables.{name}", name, *table.key_columns, *table.watch, table.created)
         if table.soft_delete:
             soft = table.soft_delete
             has(f"tables.{name}.deletions", name, soft.soft_delete, soft.at)
     if model.tombstone:
         t = model.tombstone
-        has("tombstone", t.table, t.table_column, t.key_column, t.time_column)
+        has("tombstone", t.table, t.table_column, *t.key_columns, t.time_column)
     for kind, r in model.recipients.items():
         opt = r.opt_in or OptIn()
         has(f"recipients.{kind}", r.table, r.key, r.first_name, r.last_name, r.email, r.phone)
@@ -502,7 +566,11 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
     rel = model.relations
     if rel.agent_office:
         has("relations.agent_office", rel.agent_office.from_, rel.agent_office.column)
-        has("relations.agent_office", rel.agent_office.to, model.key_of(rel.agent_office.to))
+        has(
+            "relations.agent_office",
+            rel.agent_office.to,
+            *keys.columns(model.key_of(rel.agent_office.to)),
+        )
     for name, mapping in (
         ("record_agent", rel.record_agent),
         ("record_contact", rel.record_contact),

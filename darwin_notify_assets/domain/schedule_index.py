@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from darwin_notify_assets.domain.keys import RecordId, record_id
 from darwin_notify_assets.domain.model import SourceModel
 from darwin_notify_assets.domain.schedules import UNINDEXABLE, Schedule, equality_key
 from darwin_notify_assets.storage.replica import ReplicaReader
@@ -122,7 +123,7 @@ def tenants_of(
     model: SourceModel,
     table: str,
     rows: Sequence[Mapping[str, Any]],
-) -> dict[int, Any] | None:
+) -> dict[RecordId, Any] | None:
     """The tenant of each row by record id, for a table whose rows lack the tenant column:
     their agent's (one statement per batch of agents). None when the rows carry it, or the
     model declares no tenant, or the table names no agent."""
@@ -135,9 +136,9 @@ def tenants_of(
     key = model.key_of(table)
     agents = [int(r[agent_column]) for r in rows if r.get(agent_column) is not None]
     found = replica.fetch_grouped(model.agent.table, model.agent.key, agents, [column])
-    out: dict[int, Any] = {}
+    out: dict[RecordId, Any] = {}
     for r in rows:
         agent = r.get(agent_column)
         group = found.get(int(agent)) if agent is not None else None
-        out[int(r[key])] = group[0].get(column) if group else None
+        out[record_id(r, key)] = group[0].get(column) if group else None
     return out

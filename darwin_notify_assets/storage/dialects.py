@@ -86,6 +86,26 @@ class Dialect:
         for start in range(0, len(ids), size):
             yield ids[start : start + size]
 
+    def rows_by_keys(
+        self, columns: Sequence[str], table: str, key: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> Iterator[tuple[str, list[Any]]]:
+        """``(statement, parameters)`` reading ``table``'s rows whose composite ``key`` is one
+        of ``keys`` (distinct), one statement per chunk: a join of the table to a ``VALUES``
+        list of the keys, which both SQLite and PostgreSQL answer by seeking the key's index
+        for each (SQLite scans the table for a row-value ``IN`` instead).
+
+        ``columns``, ``table`` and ``key`` are quoted already; ``keys`` are bound.
+        """
+        cols = ", ".join(f"t.{c}" for c in columns)
+        on = " AND ".join(f"t.{k} = v.column{n}" for n, k in enumerate(key, 1))
+        row = "(" + placeholders(len(key)) + ")"
+        per = max(1, min(self.max_rows, (self.max_params - 10) // len(key)))
+        for start in range(0, len(keys), per):
+            chunk = keys[start : start + per]
+            values = ", ".join([row] * len(chunk))
+            sql = f"SELECT {cols} FROM (VALUES {values}) AS v JOIN {table} AS t ON {on}"
+            yield sql, [v for k in chunk for v in k]
+
     def bulk_statements(
         self, sql: str, rows: Sequence[Sequence[Any]], trailing: Sequence[Any] = ()
     ) -> Iterator[tuple[str, list[Any], int]]:
@@ -272,6 +292,21 @@ class SqlServer(Dialect):
         for start in range(0, len(rows), MSSQL_JSON_ROWS):
             chunk = rows[start : start + MSSQL_JSON_ROWS]
             yield sql, [json_rows(chunk), *trailing], len(chunk)
+
+    def rows_by_keys(
+        self, columns: Sequence[str], table: str, key: Sequence[str], keys: Sequence[Sequence[Any]]
+    ) -> Iterator[tuple[str, list[Any]]]:
+        """T-SQL has no row-value ``IN``: the keys travel as one JSON array of arrays, joined
+        through ``OPENJSON ... WITH``; each part is read as text and converted to the key
+        column's own type by the comparison, so the key's index is sought."""
+        cols = ", ".join(f"t.{c}" for c in columns)
+        parts = ", ".join(
+            f"{self.quote(f'key_{n}')} nvarchar(4000) '$[{n}]'" for n in range(len(key))
+        )
+        on = " AND ".join(f"t.{k} = j.{self.quote(f'key_{n}')}" for n, k in enumerate(key))
+        sql = f"SELECT {cols} FROM {table} AS t JOIN OPENJSON(?) WITH ({parts}) AS j ON {on}"
+        for start in range(0, len(keys), MSSQL_JSON_ROWS):
+            yield sql, [json_rows(keys[start : start + MSSQL_JSON_ROWS])]
 
     def result(self, cur: Any) -> tuple[list[str], list[Any]]:
         """A T-SQL batch reports each statement's row count as a result of its own: the rows

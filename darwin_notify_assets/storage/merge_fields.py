@@ -5,7 +5,10 @@ by default the sample's ``sample/merge_fields/<dialect>``), written in the repli
 is one read-only statement, a ``SELECT`` (or ``WITH ... SELECT``; on SQL Server also
 ``EXEC schema.procedure ?``), with exactly one parameter: the record ids of the batch as a
 JSON array in text (``[17,42]``). Every row it returns has the column ``record_id``; the
-other columns are the merge fields of that record. docs/source-model.md has examples.
+other columns are the merge fields of that record. For a table whose key is composite, the
+parameter is a JSON array of the keys' values (``[[1042,1],[1042,2]]``) and each row carries
+the key's columns, by the model's names, instead of ``record_id``. docs/source-model.md has
+examples.
 """
 
 import json
@@ -14,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from darwin_notify_assets.domain import keys
+from darwin_notify_assets.domain.keys import RecordId
 from darwin_notify_assets.domain.privacy import mask_text
 from darwin_notify_assets.errors import MergeFieldError
 
@@ -75,14 +80,23 @@ def checked(text: str, dialect: str, name: str) -> str:
     return body
 
 
-def ids_parameter(ids: Sequence[int]) -> str:
-    """The one parameter: the distinct record ids, ascending, as a JSON array."""
-    return json.dumps(sorted({int(i) for i in ids}), separators=(",", ":"))
+def ids_parameter(ids: Sequence[RecordId], width: int = 1) -> str:
+    """The one parameter: the distinct record ids, ascending, as a JSON array (of arrays of
+    the key's values, for a composite key of ``width`` columns)."""
+    if width == 1:
+        return json.dumps(sorted({int(i) for i in ids}), separators=(",", ":"))
+    values = [list(keys.decode(i, width)) for i in sorted({str(i) for i in ids})]
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
 
-def keyed(rows: Sequence[dict[str, Any]], name: str) -> dict[int, dict[str, Any]]:
-    """The rows by their ``record_id`` (whatever case the database gives the column)."""
-    out: dict[int, dict[str, Any]] = {}
+def keyed(
+    rows: Sequence[dict[str, Any]], name: str, key: Sequence[str] | None = None
+) -> dict[RecordId, dict[str, Any]]:
+    """The rows by their ``record_id`` (whatever case the database gives the column), or by
+    the columns of a composite ``key``."""
+    if key is not None:
+        return _keyed_composite(rows, name, tuple(key))
+    out: dict[RecordId, dict[str, Any]] = {}
     for row in rows:
         key = next((k for k in row if k.lower() == RECORD_ID), None)
         if key is None:
@@ -101,6 +115,31 @@ def keyed(rows: Sequence[dict[str, Any]], name: str) -> dict[int, dict[str, Any]
                 f"merge-field query {name!r} returns more than one row for record {rid}"
             )
         out[rid] = {k: v for k, v in row.items() if k != key}
+    return out
+
+
+def _keyed_composite(
+    rows: Sequence[dict[str, Any]], name: str, key: tuple[str, ...]
+) -> dict[RecordId, dict[str, Any]]:
+    out: dict[RecordId, dict[str, Any]] = {}
+    for row in rows:
+        names = {k.lower(): k for k in row}
+        missing = [c for c in key if c.lower() not in names]
+        if missing:
+            raise MergeFieldError(
+                f"merge-field query {name!r} returns no column {', '.join(missing)} of the key "
+                f"(it returns {', '.join(row) or 'no columns'})"
+            )
+        found = [names[c.lower()] for c in key]
+        try:
+            rid = keys.encode([row[c] for c in found])
+        except ValueError as exc:
+            raise MergeFieldError(f"merge-field query {name!r}: {exc}") from None
+        if rid in out:
+            raise MergeFieldError(
+                f"merge-field query {name!r} returns more than one row for record {rid}"
+            )
+        out[rid] = {k: v for k, v in row.items() if k not in found}
     return out
 
 

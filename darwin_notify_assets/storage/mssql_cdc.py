@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from darwin_notify_assets.domain import keys
+from darwin_notify_assets.domain.keys import RecordId
 from darwin_notify_assets.domain.model import Problem
 from darwin_notify_assets.errors import CdcRetentionExceeded, ConfigurationError, ReplicaBehind
 from darwin_notify_assets.storage.db import as_datetime
@@ -94,17 +96,23 @@ def lsn_range(
 
 
 def deletions_from_rows(
-    table: str, rows: Sequence[Mapping[str, Any]], start: datetime, end: datetime
-) -> list[tuple[str, int, datetime]]:
+    table: str,
+    rows: Sequence[Mapping[str, Any]],
+    start: datetime,
+    end: datetime,
+    width: int = 1,
+) -> list[tuple[str, RecordId, datetime]]:
     """``(table, record id, deleted at)`` per ``cdc_deletions`` row whose commit time falls
     in ``[start, end)``; a key deleted twice in the range (deleted, inserted again, deleted)
-    is two deletions."""
-    out: list[tuple[str, int, datetime]] = []
+    is two deletions. A composite key of ``width`` columns comes as ``record_key_1``, ..."""
+    out: list[tuple[str, RecordId, datetime]] = []
+    names = ["record_id"] if width == 1 else [f"record_key_{n}" for n in range(1, width + 1)]
     for r in rows:
         at = as_datetime(r.get("deleted_at"))
-        if at is None or not start <= at < end or r.get("record_id") is None:
+        values = [r.get(n) for n in names]
+        if at is None or not start <= at < end or any(v is None for v in values):
             continue
-        out.append((table, int(r["record_id"]), at))
+        out.append((table, keys.encode(values), at))
     return out
 
 
@@ -145,7 +153,7 @@ def capture_part(capture_instance: str) -> str:
 
 
 def capture_problems(
-    table: str, key: str, capture_instance: str, found: CaptureInstance | None
+    table: str, key: str | Sequence[str], capture_instance: str, found: CaptureInstance | None
 ) -> list[Problem]:
     """What stops ``table``'s deletions being read from ``capture_instance``, one each."""
     path = f"tables.{table}.deletions"
@@ -165,10 +173,11 @@ def capture_problems(
             f"capture instance {capture_instance} captures "
             f"{found.source_schema}.{found.source_table}, not {table}"
         )
-    if key not in found.columns:
-        messages.append(
-            f"capture instance {capture_instance} does not capture the key column {key}"
-        )
+    for column in keys.columns(key):
+        if column not in found.columns:
+            messages.append(
+                f"capture instance {capture_instance} does not capture the key column {column}"
+            )
     if not found.can_select:
         messages.append(
             "this login may not select from "

@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from darwin_notify_assets.domain import keys
+from darwin_notify_assets.domain.keys import RecordId
 from darwin_notify_assets.domain.model import Problem, SourceModel, load_model
 from darwin_notify_assets.domain.schedules import ScheduleSet, build_schedule_set
 from darwin_notify_assets.errors import CdcRetentionExceeded, ConfigurationError, MergeFieldError
@@ -214,20 +216,32 @@ class ReplicaReader:
 
     def read_deletions(
         self, tables: Sequence[str], start: datetime, end: datetime
-    ) -> list[tuple[str, int, datetime]]:
+    ) -> list[tuple[str, RecordId, datetime]]:
+        """``(table, record id, deleted at)`` of the tombstone's rows for ``tables``; a
+        table whose key has n columns names its record by the first n key columns."""
         tomb = self.model.tombstone
         if not tables or tomb is None:
             return []
-        self.checked(tomb.table, tomb.table_column, tomb.key_column, tomb.time_column)
+        self.checked(tomb.table, tomb.table_column, *tomb.key_columns, tomb.time_column)
         q, qt = self.db.quote, self.db.quote_table
-        name, key, at = q(tomb.table_column), q(tomb.key_column), q(tomb.time_column)
+        name, at = q(tomb.table_column), q(tomb.time_column)
+        described = self.model.tables
+        widths = {t: len(described[t].key_columns) if t in described else 1 for t in tables}
+        key_cols = tomb.key_columns[: max(widths.values())]
+        key = ", ".join(q(c) for c in key_cols)
         sql = (
             f"SELECT {name}, {key}, {at} FROM {qt(tomb.table)} "
             f"WHERE {at} >= ? AND {at} < ? AND {name} IN ({placeholders(len(tables))})"
         )
         rows = self.db.query(sql, [self.db.ts(start), self.db.ts(end), *tables])
         self._done()
-        return [(str(t), int(rid), as_datetime(d) or datetime.min) for t, rid, d in rows]
+        out = []
+        for r in rows:
+            table = str(r[0])
+            width = widths.get(table, 1)
+            rid = keys.encode(r[1 : 1 + width])
+            out.append((table, rid, as_datetime(r[-1]) or datetime.min))
+        return out
 
     # -- deletions from SQL Server Change Data Capture --------------------------------------------
     def capture_instance(self, name: str) -> CaptureInstance | None:
@@ -242,7 +256,7 @@ class ReplicaReader:
         """Why a table's CDC deletions cannot be read, one each (``darwin-notify check``)."""
         problems: list[Problem] = []
         for table, name in sorted(self.model.cdc_tables.items()):
-            key = self.model.key_of(table)
+            key = self.model.key_columns(table)
             problems += capture_problems(table, key, name, self.capture_instance(name))
         return problems
 
@@ -257,18 +271,23 @@ class ReplicaReader:
 
     def _changes_sql(self, query: str, table: str, capture_instance: str) -> str:
         """A ``cdc_*`` query with its capture instance's function and the table's key, both
-        checked against cdc.change_tables first, then quoted."""
-        key = self.model.key_of(table)
+        checked against cdc.change_tables first, then quoted. A single-column key is selected
+        as ``record_id``, a composite key's columns as ``record_key_1``, ``record_key_2``, ..."""
+        key = self.model.key_columns(table)
         found = self.capture_instance(capture_instance)
         problems = capture_problems(table, key, capture_instance, found)
         if problems:
             raise ConfigurationError(str(problems[0]))
         q = self.db.quote
         function = f"{q('cdc')}.{q('fn_cdc_get_all_changes_' + capture_instance)}"
+        if len(key) == 1:
+            selected = f"c.{q(key[0])} AS record_id"
+        else:
+            selected = ", ".join(f"c.{q(k)} AS record_key_{n}" for n, k in enumerate(key, 1))
         return (
             self.queries[query]
             .replace("{changes_function}", function)
-            .replace("{key_column}", q(key))
+            .replace("{key_columns}", selected)
         )
 
     def cdc_deletion_rows(
@@ -290,10 +309,10 @@ class ReplicaReader:
 
     def read_cdc_deletions(
         self, tables: Sequence[str], start: datetime, end: datetime
-    ) -> list[tuple[str, int, datetime]]:
+    ) -> list[tuple[str, RecordId, datetime]]:
         """``(table, record id, deleted at)`` of the deletions CDC recorded in ``[start, end)``
         for those of ``tables`` the model reads that way; the others are not read here."""
-        out: list[tuple[str, int, datetime]] = []
+        out: list[tuple[str, RecordId, datetime]] = []
         for table in tables:
             name = self.model.capture_instance_of(table)
             if name is None:
@@ -301,7 +320,11 @@ class ReplicaReader:
             lsns = lsn_range(self.cdc_bounds(name, start, end), name, table, start, end)
             if lsns is not None:
                 out += deletions_from_rows(
-                    table, self.cdc_deletion_rows(table, name, lsns), start, end
+                    table,
+                    self.cdc_deletion_rows(table, name, lsns),
+                    start,
+                    end,
+                    len(self.model.key_columns(table)),
                 )
         return out
 
@@ -375,19 +398,40 @@ class ReplicaReader:
 
     # -- merge fields and audiences -------------------------------------------------------------
     def fetch_by_ids(
-        self, table: str, ids: Sequence[int], key: str | None = None
-    ) -> dict[int, dict[str, Any]]:
-        """Rows by key, one statement per batch of ids."""
+        self, table: str, ids: Sequence[RecordId], key: str | Sequence[str] | None = None
+    ) -> dict[RecordId, dict[str, Any]]:
+        """Rows by key, one statement per batch of ids (record ids of a composite key are
+        read by all of its columns at once: ``rows_by_keys``)."""
         key = key or self.model.key_of(table)
+        if not isinstance(key, str):
+            return self._fetch_by_keys(table, tuple(key), ids)
         self.checked(table, key)
         q, qt = self.db.quote, self.db.quote_table
         cols = ", ".join(q(c) for c in self.columns(table))
-        out: dict[int, dict[str, Any]] = {}
+        out: dict[RecordId, dict[str, Any]] = {}
         unique = sorted({int(i) for i in ids if i is not None})
         for chunk in self.db.in_batches(unique):
             sql = f"SELECT {cols} FROM {qt(table)} WHERE {q(key)} IN ({placeholders(len(chunk))})"
             for row in self.db.query_dicts(sql, chunk):
                 out[int(row[key])] = row
+        self._done()
+        return out
+
+    def _fetch_by_keys(
+        self, table: str, key: tuple[str, ...], ids: Sequence[RecordId]
+    ) -> dict[RecordId, dict[str, Any]]:
+        self.checked(table, *key)
+        q, qt = self.db.quote, self.db.quote_table
+        names = self.columns(table)
+        wanted = sorted({str(i) for i in ids if i is not None})
+        values = [keys.decode(i, len(key)) for i in wanted]
+        out: dict[RecordId, dict[str, Any]] = {}
+        statements = self.db.sql_dialect.rows_by_keys(
+            [q(c) for c in names], qt(table), [q(k) for k in key], values
+        )
+        for sql, params in statements:
+            for row in self.db.query_dicts(sql, params):
+                out[keys.record_id(row, key)] = row
         self._done()
         return out
 
@@ -414,8 +458,12 @@ class ReplicaReader:
         none or it is not one read-only statement with one parameter."""
         return merge_sql.query_text(self.merge_fields_dir, self.db.dialect, name)
 
-    def merge_fields(self, name: str, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """The rows of merge-field query ``name`` for ``ids``, by record id: one call for all.
+    def merge_fields(
+        self, name: str, ids: Sequence[RecordId], table: str | None = None
+    ) -> dict[RecordId, dict[str, Any]]:
+        """The rows of merge-field query ``name`` for ``ids`` of ``table``, by record id: one
+        call for all. For a table with a composite key the parameter is a JSON array of key
+        arrays and the rows carry the key's columns instead of ``record_id``.
 
         A query the database refuses or fails raises MergeFieldError with the database's
         message; when the replica itself cannot be reached, the driver's error goes up as it
@@ -426,7 +474,9 @@ class ReplicaReader:
             importlib.import_module(type(self.db.conn).__module__), "Error", Exception
         )
         try:
-            rows = self.db.query_dicts(sql, [merge_sql.ids_parameter(ids)])
+            key = self.model.key_of(table) if table else None
+            width = len(keys.columns(key)) if key else 1
+            rows = self.db.query_dicts(sql, [merge_sql.ids_parameter(ids, width)])
         except driver_error as exc:
             self._done()
             # Still reachable? Then the query is at fault, not the connection.
@@ -435,7 +485,7 @@ class ReplicaReader:
             raise MergeFieldError(f"merge-field query {name!r} failed: {message}") from None
         finally:
             self._done()
-        return merge_sql.keyed(rows, name)
+        return merge_sql.keyed(rows, name, key if key and not isinstance(key, str) else None)
 
     def merge_field_problem(self, name: str) -> str | None:
         """What is wrong with merge-field query ``name``: its file (missing, not one read-only

@@ -16,6 +16,7 @@ from typing import Any
 
 from darwin_notify_assets.delivery.rules import Claimable, Deferral, SendRules
 from darwin_notify_assets.domain.delivery import RANK, SUPPRESSING, DeliveryEvent
+from darwin_notify_assets.domain.keys import RecordId, from_stored, stored
 from darwin_notify_assets.domain.messages import (
     MessageStatus,
     check_initial,
@@ -66,7 +67,7 @@ class ChangeEvent:
     partition_key: str
     schedule_id: int
     source_table: str
-    record_id: int
+    record_id: RecordId
     event_type: str
     version: str
     agent_id: int | None
@@ -84,7 +85,7 @@ class CandidateRow:
     channel: str
     event_id: int
     source_table: str
-    record_id: int
+    record_id: RecordId
     agent_id: int | None
     recipient_kind: str
     recipient_id: int | None
@@ -101,7 +102,7 @@ class RenderItem:
     schedule_id: int
     channel: str
     source_table: str
-    record_id: int
+    record_id: RecordId
     agent_id: int | None
     recipient_kind: str
     recipient_id: int | None
@@ -195,14 +196,30 @@ class NotificationStore:
 
     def ensure_schema(self) -> None:
         """Create what is missing: the schema, then the upgrades of ``store_upgrades.sql``
-        (forward only) whose column an older store lacks. An upgrade may be a few statements
-        (SQLite rebuilds a table to change its CHECK constraint): they run in one
-        transaction."""
+        (forward only) whose column an older store lacks, or has not yet as text. An upgrade
+        may be a few statements (SQLite rebuilds a table to change its CHECK constraint):
+        they run in one transaction."""
         self.db.run_script(read_script(self.db.dialect, "store_schema.sql"))
         for name, statement in read_queries(self.db.dialect, "store_upgrades.sql").items():
-            table, column = name.split("__")
-            if not self._has_column(table, column):
+            table, column, *kind = name.split("__")
+            needed = (
+                not self._is_text(table, column)
+                if kind == ["text"]
+                else not self._has_column(table, column)
+            )
+            if needed:
                 self.db.run_script(statement)
+
+    def column_type(self, table: str, column: str) -> str | None:
+        """A store column's type as the database's catalog names it, lower case."""
+        with self.db.transaction():
+            rows = self.db.query(self._sql("column_type"), [table, column])
+        return str(rows[0][0]).lower() if rows else None
+
+    def _is_text(self, table: str, column: str) -> bool:
+        """Whether a store column is of a text type already (or absent)."""
+        kind = self.column_type(table, column) or "text"
+        return "char" in kind or "text" in kind
 
     def _has_column(self, table: str, column: str) -> bool:
         qualified = f"dbo.{table}" if self.db.dialect == "mssql" else table
@@ -344,18 +361,19 @@ class NotificationStore:
         return rows[0] if rows else None
 
     # -- last-seen values and ledgers -----------------------------------------------------------
-    def snapshots(self, table: str, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        out: dict[int, dict[str, Any]] = {}
+    def snapshots(self, table: str, ids: Sequence[RecordId]) -> dict[RecordId, dict[str, Any]]:
+        out: dict[RecordId, dict[str, Any]] = {}
         with self.db.transaction():
-            for rows in self._listed("select_snapshots", ids, before=[table]):
+            wanted = [stored(i) for i in ids]
+            for rows in self._listed("select_snapshots", wanted, before=[table]):
                 for rid, text in rows:
-                    out[int(rid)] = json.loads(text)
+                    out[from_stored(rid)] = json.loads(text)
         return out
 
     def save_detection(
         self,
         events: Sequence[ChangeEvent],
-        snapshots: Mapping[tuple[str, int], Mapping[str, Any]],
+        snapshots: Mapping[tuple[str, RecordId], Mapping[str, Any]],
         deals: Sequence[tuple[int, int, datetime | None, Any, Any]],
         listings: Sequence[tuple[int, int, str | None]],
         removed: Sequence[tuple[str, int]],
@@ -379,7 +397,7 @@ class NotificationStore:
                         e.partition_key,
                         e.schedule_id,
                         e.source_table,
-                        e.record_id,
+                        stored(e.record_id),
                         e.event_type,
                         e.version,
                         e.agent_id,
@@ -393,7 +411,7 @@ class NotificationStore:
             )
             db.bulk_execute(
                 self._sql("upsert_record_snapshots"),
-                [(t, rid, dumps(v), now) for (t, rid), v in snapshots.items()],
+                [(t, stored(rid), dumps(v), now) for (t, rid), v in snapshots.items()],
             )
             db.bulk_execute(
                 self._sql("upsert_deal_ledger"),
@@ -555,7 +573,7 @@ class NotificationStore:
                         c.channel,
                         c.event_id,
                         c.source_table,
-                        c.record_id,
+                        stored(c.record_id),
                         c.agent_id,
                         c.recipient_kind,
                         c.recipient_id,
@@ -606,7 +624,7 @@ class NotificationStore:
                         schedule_id=int(r[3]),
                         channel=r[4],
                         source_table=r[5],
-                        record_id=int(r[6]),
+                        record_id=from_stored(r[6]),
                         agent_id=_int(r[7]),
                         recipient_kind=r[8],
                         recipient_id=_int(r[9]),
@@ -1389,7 +1407,7 @@ def _event(r: Sequence[Any]) -> ChangeEvent:
         partition_key=r[2],
         schedule_id=int(r[3]),
         source_table=r[4],
-        record_id=int(r[5]),
+        record_id=from_stored(r[5]),
         event_type=r[6],
         version=r[7],
         agent_id=_int(r[8]),

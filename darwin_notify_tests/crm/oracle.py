@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from darwin_notify_assets.domain.render import check_email, check_phone
-from darwin_notify_tests.crm.world import INTEREST, WindowOps, World
+from darwin_notify_tests.crm.world import INTEREST, SHOWING, WindowOps, World
 
 
 @dataclass
@@ -31,6 +31,12 @@ def _ts(value: datetime) -> str:
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
+def _showing(key: tuple[int, int]) -> str:
+    """A showing as candidate keys name it: its key's values as a JSON array, in the model's
+    column order (ListingNo, ShowingSeq), as docs/source-model.md describes."""
+    return f"{SHOWING}:[{key[0]},{key[1]}]"
+
+
 def _ok(check: Any, value: Any) -> bool:
     try:
         check(value)
@@ -44,8 +50,9 @@ def expected_sends(world: World, windows: Iterable[WindowOps]) -> Expected:
     out = Expected()
     for w in windows:
         before = {t: {k: dict(v) for k, v in rows.items()} for t, rows in state.items()}
-        inserted: dict[str, set[int]] = {t: set() for t in state}
+        inserted: dict[str, set[Any]] = {t: set() for t in state}
         deleted: list[tuple[int, datetime]] = []
+        cancelled: list[tuple[tuple[int, int], datetime]] = []
         for op in w.ops:
             if op.kind == "insert":
                 state[op.table][op.key] = dict(op.values)
@@ -54,10 +61,13 @@ def expected_sends(world: World, windows: Iterable[WindowOps]) -> Expected:
                 state[op.table][op.key].update(op.values)
             else:
                 # A soft-deleted row is gone for every alert: a removed client is addressed
-                # by none, a removed listing only by the withdrawal alert (25).
+                # by none, a removed listing only by the withdrawal alert (25), a cancelled
+                # showing only by alert 30.
                 state[op.table].pop(op.key)
                 if op.table == "crm.Listing":
                     deleted.append((op.key, op.at))
+                elif op.table == SHOWING:
+                    cancelled.append((op.key, op.at))
         brokers, clients = state["crm.Broker"], state["crm.Client"]
 
         def broker_can(no: int, check: Any, column: str, brokers=brokers) -> bool:
@@ -134,6 +144,26 @@ def expected_sends(world: World, windows: Iterable[WindowOps]) -> Expected:
         for no in inserted["crm.Client"]:
             if client_mail(no):
                 out.email.add(f"s24|crm.Client:{no}|contact:{no}")
+        # 28: a new showing -> email to its client, if the client takes email.
+        for key in inserted[SHOWING]:
+            showing = state[SHOWING][key]
+            if client_mail(showing["ClientNo"]):
+                out.email.add(f"s28|{_showing(key)}|contact:{showing['ClientNo']}")
+        # 29: a showing seen before became Confirmed -> SMS to its broker, per change.
+        for key, showing in state[SHOWING].items():
+            old = before[SHOWING].get(key)
+            if old is None or old["Status"] == "Confirmed" or showing["Status"] != "Confirmed":
+                continue
+            if broker_can(showing["BrokerNo"], check_phone, "CellNumber"):
+                out.sms.add(
+                    f"s29|{_showing(key)}:update@{_ts(showing['ChangedAt'])}"
+                    f"|agent:{showing['BrokerNo']}"
+                )
+        # 30: a showing seen before was cancelled -> email to its broker.
+        for key, at in cancelled:
+            old = before[SHOWING].get(key)
+            if old is not None and broker_can(old["BrokerNo"], check_email, "EmailAddr"):
+                out.email.add(f"s30|{_showing(key)}:delete@{_ts(at)}|agent:{old['BrokerNo']}")
         # 25: a listing seen before was removed -> email to its broker.
         for no, at in deleted:
             old = before["crm.Listing"].get(no)

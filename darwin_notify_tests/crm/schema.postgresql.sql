@@ -43,6 +43,13 @@ CREATE TABLE crm."ListingInterest" (
     "ListingNo" integer NOT NULL, "ClientNo" integer NOT NULL, "CreatedAt" timestamp NOT NULL,
     PRIMARY KEY ("ListingNo", "ClientNo")
 );
+CREATE TABLE crm."Showing" (
+    "ListingNo" integer NOT NULL, "ShowingSeq" integer NOT NULL, "BrokerNo" integer NOT NULL,
+    "ClientNo" integer NOT NULL, "ShowAt" timestamp NOT NULL, "Status" varchar(20) NOT NULL,
+    "Note" varchar(200) NOT NULL, "CreatedAt" timestamp NOT NULL,
+    "ChangedAt" timestamp NOT NULL, "CancelledAt" timestamp,
+    PRIMARY KEY ("ListingNo", "ShowingSeq")
+);
 CREATE INDEX ix_crm_client_createdat ON crm."Client" ("CreatedAt");
 CREATE INDEX ix_crm_client_changedat ON crm."Client" ("ChangedAt");
 CREATE INDEX ix_crm_listing_createdat ON crm."Listing" ("CreatedAt");
@@ -53,5 +60,8 @@ CREATE INDEX ix_crm_broker_createdat ON crm."Broker" ("CreatedAt");
 CREATE INDEX ix_crm_broker_changedat ON crm."Broker" ("ChangedAt");
 CREATE INDEX ix_crm_client_brokerno ON crm."Client" ("BrokerNo");
 CREATE INDEX ix_crm_listing_deletedat ON crm."Listing" ("DeletedAt");
+CREATE INDEX ix_crm_showing_createdat ON crm."Showing" ("CreatedAt");
+CREATE INDEX ix_crm_showing_changedat ON crm."Showing" ("ChangedAt");
+CREATE INDEX ix_crm_showing_cancelledat ON crm."Showing" ("CancelledAt");
 GRANT USAGE ON SCHEMA crm TO darwin_notify;
 GRANT SELECT ON ALL TABLES IN SCHEMA crm TO darwin_notify;

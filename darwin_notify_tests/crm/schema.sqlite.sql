@@ -37,6 +37,12 @@ CREATE TABLE "crm.ListingInterest" (
     ListingNo INTEGER NOT NULL, ClientNo INTEGER NOT NULL, CreatedAt TEXT NOT NULL,
     PRIMARY KEY (ListingNo, ClientNo)
 );
+CREATE TABLE "crm.Showing" (
+    ListingNo INTEGER NOT NULL, ShowingSeq INTEGER NOT NULL, BrokerNo INTEGER NOT NULL,
+    ClientNo INTEGER NOT NULL, ShowAt TEXT NOT NULL, Status TEXT NOT NULL, Note TEXT NOT NULL,
+    CreatedAt TEXT NOT NULL, ChangedAt TEXT NOT NULL, CancelledAt TEXT,
+    PRIMARY KEY (ListingNo, ShowingSeq)
+);
 CREATE INDEX "ix_crm_Client_CreatedAt" ON "crm.Client" (CreatedAt);
 CREATE INDEX "ix_crm_Client_ChangedAt" ON "crm.Client" (ChangedAt);
 CREATE INDEX "ix_crm_Listing_CreatedAt" ON "crm.Listing" (CreatedAt);
@@ -47,3 +53,6 @@ CREATE INDEX "ix_crm_Broker_CreatedAt" ON "crm.Broker" (CreatedAt);
 CREATE INDEX "ix_crm_Broker_ChangedAt" ON "crm.Broker" (ChangedAt);
 CREATE INDEX "ix_crm_Client_BrokerNo" ON "crm.Client" (BrokerNo);
 CREATE INDEX "ix_crm_Listing_DeletedAt" ON "crm.Listing" (DeletedAt);
+CREATE INDEX "ix_crm_Showing_CreatedAt" ON "crm.Showing" (CreatedAt);
+CREATE INDEX "ix_crm_Showing_ChangedAt" ON "crm.Showing" (ChangedAt);
+CREATE INDEX "ix_crm_Showing_CancelledAt" ON "crm.Showing" (CancelledAt);

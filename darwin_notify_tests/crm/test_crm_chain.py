@@ -75,8 +75,23 @@ def test_the_crm_model_loads_and_checks_clean(crm_env: CrmEnv) -> None:
         rt.close()
     assert loaded.model_problems == ()
     assert loaded.rejected == ()
-    assert [s.schedule_id for s in loaded.schedules.schedules] == [21, 22, 23, 24, 25, 27]
-    assert loaded.schedules.source_tables == ("crm.Client", "crm.Listing", "crm.Sale")
+    assert [s.schedule_id for s in loaded.schedules.schedules] == [
+        21,
+        22,
+        23,
+        24,
+        25,
+        27,
+        28,
+        29,
+        30,
+    ]
+    assert loaded.schedules.source_tables == (
+        "crm.Client",
+        "crm.Listing",
+        "crm.Sale",
+        "crm.Showing",
+    )
 
 
 def test_whole_windows_send_exactly_what_the_oracle_expects(
@@ -90,7 +105,17 @@ def test_whole_windows_send_exactly_what_the_oracle_expects(
         assert result.success, f"window {env.key(index)} failed"
     expected = expected_sends(env.world, env.world.windows)
     assert expected.email and expected.sms and expected.totals
-    assert {k.split("|")[0] for k in expected.all} == {"s21", "s22", "s23", "s24", "s25", "s27"}
+    assert {k.split("|")[0] for k in expected.all} == {
+        "s21",
+        "s22",
+        "s23",
+        "s24",
+        "s25",
+        "s27",
+        "s28",
+        "s29",
+        "s30",
+    }
 
     calls = recorder.for_home(env.home)
     email_keys = [m.candidate_key for m in calls["email"]]
@@ -113,6 +138,19 @@ def test_whole_windows_send_exactly_what_the_oracle_expects(
         text = bodies[key]
         assert f"{units} closed sales, {money(volume)} this year; {open_listings} open" in text
 
+    # Showings are keyed by (ListingNo, ShowingSeq): each message shows its own showing's
+    # row, read by the composite key, though the same ShowingSeq recurs across listings.
+    showings = [k for k in expected.all if k.split("|")[1].startswith("crm.Showing:")]
+    assert len(
+        {k.split("|")[1].split(":")[1][1:].split(",")[1].rstrip("]") for k in showings}
+    ) < len(showings)
+    sms_bodies = {m.candidate_key: m.sms_body or "" for m in calls["sms"]}
+    for key in showings:
+        listing_no, seq = (int(v) for v in key.split("|")[1].split(":")[1].strip("[]").split(","))
+        text = bodies.get(key) or sms_bodies[key]
+        assert f"showing #{seq} of listing {listing_no}".lower() in text.lower()
+        assert f"visit {listing_no}-{seq}" in text
+
     # A rerun of every window sends nothing new.
     for index in range(WINDOWS):
         assert run_partition(env.key(index), env.instance).success
@@ -127,16 +165,17 @@ def _tables_in(statements: list[str]) -> set[str]:
     ("alerts", "tables_read", "statement_tables"),
     [
         (
-            (21, 22, 23, 24, 25, 27),
-            ["crm.Client", "crm.Listing", "crm.Sale"],
-            {"crm.Client", "crm.Listing", "crm.Sale"},
+            (21, 22, 23, 24, 25, 27, 28, 29, 30),
+            ["crm.Client", "crm.Listing", "crm.Sale", "crm.Showing"],
+            {"crm.Client", "crm.Listing", "crm.Sale", "crm.Showing"},
         ),
+        ((29,), ["crm.Showing"], {"crm.Showing"}),
         ((22,), ["crm.Listing"], {"crm.Listing"}),
         ((24,), ["crm.Client"], {"crm.Client"}),
         ((23,), ["crm.Listing", "crm.Sale"], {"crm.Listing", "crm.Sale"}),
         ((), [], set()),
     ],
-    ids=["all", "price-cut-only", "welcome-only", "totals", "none"],
+    ids=["all", "showing-confirmed-only", "price-cut-only", "welcome-only", "totals", "none"],
 )
 def test_only_tables_with_an_active_schedule_are_read(
     tmp_path: Path,

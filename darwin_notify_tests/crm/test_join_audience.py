@@ -103,7 +103,7 @@ def test_darwin_notify_check_on_the_crm_names_a_missing_join_table_and_soft_dele
     try:
         capsys.readouterr()
         assert cli.main(["check"]) == 0
-        assert capsys.readouterr().out.strip() == "ok: 6 schedule(s) would run"
+        assert capsys.readouterr().out.strip() == "ok: 9 schedule(s) would run"
         broken = tmp_path / "broken.model.yaml"
         broken.write_text(
             world.MODEL.read_text(encoding="utf-8")
@@ -123,8 +123,8 @@ def test_darwin_notify_check_on_the_crm_names_a_missing_join_table_and_soft_dele
             "on the replica" in lines
         )
         # Schedules on crm.Listing are skipped, and the sale's (its totals count listings);
-        # the welcome still runs.
-        assert lines[-1] == f"{len(lines) - 1} problem(s); 1 schedule(s) would run"
+        # the welcome and the showings still run.
+        assert lines[-1] == f"{len(lines) - 1} problem(s); 4 schedule(s) would run"
     finally:
         env.source.close()
         env.instance.dispose()

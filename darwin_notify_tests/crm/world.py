@@ -1,9 +1,11 @@
 """A second source schema for the tests: a brokerage CRM shaped unlike the sample darwin.Cloud.
 
 Schema-qualified tables (``crm.Listing``, ``crm.Client``, ``crm.Broker``, ``crm.Sale``), other
-keys (``ListingNo``), other watch columns (``CreatedAt``, ``ChangedAt``), deletions by a soft-delete
-column (``crm.Listing.DeletedAt``) or flag (``crm.Client.Removed``, a recipient table), schedules and templates in ``crm.Alert`` and ``crm.AlertLayout`` with other
-column names, and a sales ledger that counts a sale only once its ``Stage`` is ``Closed``.
+keys (``ListingNo``; showings keyed by the pair ``(ListingNo, ShowingSeq)``), other watch columns
+(``CreatedAt``, ``ChangedAt``), deletions by a soft-delete column (``crm.Listing.DeletedAt``,
+``crm.Showing.CancelledAt``) or flag (``crm.Client.Removed``, a recipient table), schedules and
+templates in ``crm.Alert`` and ``crm.AlertLayout`` with other column names, and a sales ledger
+that counts a sale only once its ``Stage`` is ``Closed``.
 
 Everything here is deterministic for a seed: a base state and, per window, a list of
 operations (insert, update, soft delete) with their timestamps, which ``apply_window`` writes to a
@@ -26,17 +28,19 @@ MODEL = HERE / "crm.model.yaml"
 START = datetime(2026, 5, 4, 9, 0)
 WINDOW = timedelta(minutes=5)
 
-KEYS = {
+KEYS: dict[str, str | tuple[str, ...]] = {
     "crm.Branch": "BranchNo",
     "crm.Broker": "BrokerNo",
     "crm.Client": "ClientNo",
     "crm.Listing": "ListingNo",
     "crm.Sale": "SaleNo",
+    "crm.Showing": ("ListingNo", "ShowingSeq"),
     "crm.Alert": "AlertNo",
     "crm.AlertLayout": "LayoutNo",
 }
+SHOWING = "crm.Showing"
 # What a soft deletion sets, per table: a timestamp, or a flag beside ChangedAt.
-REMOVED_AT = {"crm.Listing": "DeletedAt"}
+REMOVED_AT = {"crm.Listing": "DeletedAt", SHOWING: "CancelledAt"}
 REMOVED_FLAG = {"crm.Client": "Removed"}
 # The join table of listings and the clients interested in them (no key of its own).
 INTEREST = "crm.ListingInterest"
@@ -86,6 +90,34 @@ LAYOUTS: tuple[dict[str, Any], ...] = (
         "MailSubject": "Price cut: {{ Street }}",
         "MailHtml": "<p>{{ recipient.GivenName }}, {{ Street }} is now {{ AskingPrice|money }}.</p>",
         "MailText": "{{ recipient.GivenName }}, {{ Street }} is now {{ AskingPrice|money }}.",
+        "TextMessage": None,
+    },
+    {
+        "LayoutNo": 16,
+        "Title": "Showing booked",
+        "MailSubject": "Showing #{{ ShowingSeq }} of listing {{ ListingNo }}",
+        "MailHtml": "<p>{{ recipient.GivenName }}, showing #{{ ShowingSeq }} of listing "
+        "{{ ListingNo }} ({{ Note }}) is booked with {{ agent.GivenName }}.</p>",
+        "MailText": "{{ recipient.GivenName }}, showing #{{ ShowingSeq }} of listing "
+        "{{ ListingNo }} ({{ Note }}) is booked with {{ agent.GivenName }}.",
+        "TextMessage": None,
+    },
+    {
+        "LayoutNo": 17,
+        "Title": "Showing confirmed",
+        "MailSubject": None,
+        "MailHtml": None,
+        "MailText": None,
+        "TextMessage": "Showing #{{ ShowingSeq }} of listing {{ ListingNo }} confirmed: {{ Note }}",
+    },
+    {
+        "LayoutNo": 18,
+        "Title": "Showing cancelled",
+        "MailSubject": "Showing #{{ ShowingSeq }} of listing {{ ListingNo }} cancelled",
+        "MailHtml": "<p>Showing #{{ ShowingSeq }} of listing {{ ListingNo }} ({{ Note }}) "
+        "was cancelled.</p>",
+        "MailText": "Showing #{{ ShowingSeq }} of listing {{ ListingNo }} ({{ Note }}) "
+        "was cancelled.",
         "TextMessage": None,
     },
     {
@@ -190,6 +222,51 @@ ALERTS: tuple[dict[str, Any], ...] = (
         "Enabled": True,
     },
     {
+        "AlertNo": 28,
+        "Title": "Showing booked to its client",
+        "OnTable": "crm.Showing",
+        "OnEvent": "insert",
+        "WatchCol": "CreatedAt",
+        "ColsChanged": None,
+        "Filter": None,
+        "Via": "email",
+        "Who": "record_contact",
+        "LayoutNo": 16,
+        "Once": "record",
+        "WithTotals": False,
+        "Enabled": True,
+    },
+    {
+        "AlertNo": 29,
+        "Title": "Showing confirmed to the broker",
+        "OnTable": "crm.Showing",
+        "OnEvent": "update",
+        "WatchCol": "ChangedAt",
+        "ColsChanged": "Status",
+        "Filter": [{"column": "Status", "op": "eq", "value": "Confirmed"}],
+        "Via": "sms",
+        "Who": "agent",
+        "LayoutNo": 17,
+        "Once": "change",
+        "WithTotals": False,
+        "Enabled": True,
+    },
+    {
+        "AlertNo": 30,
+        "Title": "Showing cancelled to the broker",
+        "OnTable": "crm.Showing",
+        "OnEvent": "delete",
+        "WatchCol": None,
+        "ColsChanged": None,
+        "Filter": None,
+        "Via": "email",
+        "Who": "agent",
+        "LayoutNo": 18,
+        "Once": "change",
+        "WithTotals": False,
+        "Enabled": True,
+    },
+    {
         "AlertNo": 26,
         "Title": "Broker edited (disabled)",
         "OnTable": "crm.Broker",
@@ -210,11 +287,12 @@ ALERTS: tuple[dict[str, Any], ...] = (
 @dataclass(frozen=True)
 class Op:
     """One write: ``insert`` (``values`` is the whole row), ``update`` (the columns it sets),
-    or ``delete`` (a soft deletion at ``at``: ``REMOVED_AT`` or ``REMOVED_FLAG``)."""
+    or ``delete`` (a soft deletion at ``at``: ``REMOVED_AT`` or ``REMOVED_FLAG``; a showing's
+    is its cancellation). ``key`` is a showing's ``(ListingNo, ShowingSeq)``."""
 
     kind: str
     table: str
-    key: int
+    key: Any
     at: datetime
     values: Mapping[str, Any] = field(default_factory=dict)
 
@@ -229,7 +307,7 @@ class WindowOps:
 class World:
     """The base rows by table and key, and the operations of each window."""
 
-    base: dict[str, dict[int, dict[str, Any]]]
+    base: dict[str, dict[Any, dict[str, Any]]]
     windows: list[WindowOps]
 
 
@@ -249,7 +327,7 @@ TOWNS = ("Salem", "Lynn", "Quincy", "Newton")
 def generate(seed: int = 11, windows: int = 4) -> World:
     rng = random.Random(seed)
     t0 = START - timedelta(days=30)
-    base: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in TABLES}
+    base: dict[str, dict[Any, dict[str, Any]]] = {t: {} for t in TABLES}
     for no, (name, tz) in enumerate(
         (("Harbor", "America/New_York"), ("Prairie", "America/Chicago")), 1
     ):
@@ -304,7 +382,10 @@ def generate(seed: int = 11, windows: int = 4) -> World:
         base["crm.AlertLayout"][layout["LayoutNo"]] = dict(layout)
     for alert in ALERTS:
         base["crm.Alert"][alert["AlertNo"]] = {**alert, "Filter": _json(alert["Filter"])}
-    return World(base, _changes(rng, base, windows, pairs))
+    changes = _changes(rng, base, windows, pairs)
+    # Showings draw from a generator of their own, so the other tables' data stay as they were.
+    _showings(random.Random(seed + 1000), base, changes)
+    return World(base, changes)
 
 
 def _json(value: Any) -> str | None:
@@ -460,6 +541,66 @@ def _changes(
     return out
 
 
+def _showing(
+    rng: random.Random, listing: Mapping[str, Any], seq: int, at: datetime
+) -> dict[str, Any]:
+    no = listing["ListingNo"]
+    return {
+        "ListingNo": no,
+        "ShowingSeq": seq,
+        "BrokerNo": listing["BrokerNo"],
+        "ClientNo": rng.randrange(1, 41),
+        "ShowAt": START + timedelta(days=rng.randrange(1, 10), hours=rng.randrange(0, 8)),
+        "Status": "Booked" if rng.random() > 0.3 else "Confirmed",
+        "Note": f"visit {no}-{seq}",
+        "CreatedAt": at,
+        "ChangedAt": at,
+        "CancelledAt": None,
+    }
+
+
+def _showings(
+    rng: random.Random, base: dict[str, dict[Any, dict[str, Any]]], windows: list[WindowOps]
+) -> None:
+    """Base showings (numbered 1, 2, ... per listing, so the same ShowingSeq recurs across
+    listings), and per window two bookings, one confirmation and one cancellation."""
+    t0 = START - timedelta(days=30)
+    listings = base["crm.Listing"]
+    for no in range(1, 13):
+        for seq in range(1, rng.randrange(1, 4)):
+            base[SHOWING][(no, seq)] = _showing(rng, listings[no], seq, t0)
+    live = {k: dict(v) for k, v in base[SHOWING].items()}
+    # A cancelled showing keeps its row, and so its number.
+    taken = set(live)
+    for w in windows:
+        busy: set[tuple[int, int]] = set()
+
+        def at(second: int, start: datetime = w.start) -> datetime:
+            return start + timedelta(seconds=second, microseconds=rng.randrange(1000, 999000))
+
+        ops: list[Op] = []
+        for no in rng.sample(range(1, 13), 2):
+            seq = 1 + max((s for n, s in taken if n == no), default=0)
+            taken.add((no, seq))
+            row = _showing(rng, listings[no], seq, at(rng.randrange(5, 250)))
+            row["Status"] = "Booked"
+            ops.append(Op("insert", SHOWING, (no, seq), row["CreatedAt"], row))
+            live[(no, seq)] = dict(row)
+            busy.add((no, seq))
+        booked = sorted(k for k, v in live.items() if v["Status"] == "Booked" and k not in busy)
+        key = rng.choice(booked)
+        t = at(rng.randrange(30, 250))
+        values = {"Status": "Confirmed", "ChangedAt": t}
+        ops.append(Op("update", SHOWING, key, t, values))
+        live[key].update(values)
+        busy.add(key)
+        key = rng.choice(sorted(k for k in live if k not in busy))
+        ops.append(Op("delete", SHOWING, key, at(rng.randrange(30, 280))))
+        del live[key]
+        w.ops.extend(ops)
+        w.ops.sort(key=lambda o: o.at)
+
+
 # -- writing ----------------------------------------------------------------------------------
 def _bind(db: Database, value: Any) -> Any:
     if isinstance(value, datetime):
@@ -494,14 +635,18 @@ def apply_window(db: Database, window: WindowOps) -> None:
     """One window's operations in one transaction, in time order."""
     with db.transaction():
         for op in window.ops:
-            table, key = db.quote_table(op.table), db.quote(KEYS.get(op.table, ""))
+            table = db.quote_table(op.table)
+            key = KEYS.get(op.table, "")
+            columns = (key,) if isinstance(key, str) else key
+            where = " AND ".join(f"{db.quote(c)} = ?" for c in columns)
+            values = list(op.key) if isinstance(op.key, tuple) else [op.key]
             if op.kind == "insert":
                 _insert(db, op.table, op.values)
             elif op.kind == "update":
                 cols = list(op.values)
                 sets = ", ".join(f"{db.quote(c)} = ?" for c in cols)
                 params = [_bind(db, op.values[c]) for c in cols]
-                db.execute(f"UPDATE {table} SET {sets} WHERE {key} = ?", [*params, op.key]).close()
+                db.execute(f"UPDATE {table} SET {sets} WHERE {where}", [*params, *values]).close()
             else:
                 # The CRM deletes by an UPDATE (the model's soft_delete).
                 at = _bind(db, op.at)
@@ -510,8 +655,8 @@ def apply_window(db: Database, window: WindowOps) -> None:
                 else:
                     column, value = REMOVED_AT[op.table], at
                 db.execute(
-                    f'UPDATE {table} SET "{column}" = ?, "ChangedAt" = ? WHERE {key} = ?',
-                    [value, at, op.key],
+                    f'UPDATE {table} SET "{column}" = ?, "ChangedAt" = ? WHERE {where}',
+                    [value, at, *values],
                 ).close()
 
 

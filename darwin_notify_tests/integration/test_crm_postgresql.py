@@ -76,6 +76,12 @@ def test_the_crm_schema_through_the_chain_on_the_replica(
     rt = Runtime.from_settings(settings)
     try:
         sent = {m["candidate_key"] for m in rt.store.messages(statuses=[MessageStatus.SENT])}
+        bodies = {
+            r["candidate_key"]: r["text_body"] or ""
+            for r in rt.store.db.query_dicts(
+                "SELECT candidate_key, text_body FROM message WHERE candidate_key LIKE ?", ["s28|%"]
+            )
+        }
         open_ = rt.store.messages(statuses=[MessageStatus.QUEUED, MessageStatus.SENDING])
     finally:
         rt.close()
@@ -84,7 +90,7 @@ def test_the_crm_schema_through_the_chain_on_the_replica(
 
     # Detection reads the tables with an active schedule (and the tombstone), never the
     # others: crm.Broker has only a disabled schedule, crm.Branch none.
-    for table in ("crm.Listing", "crm.Sale", "crm.Client"):
+    for table in ("crm.Listing", "crm.Sale", "crm.Client", "crm.Showing"):
         assert _range_reads(stack, table) > 0, f"{table} was not read"
     for table in ("crm.Broker", "crm.Branch"):
         assert _range_reads(stack, table) == 0, f"{table} was read by range"
@@ -93,6 +99,16 @@ def test_the_crm_schema_through_the_chain_on_the_replica(
     joins = _statements(stack, '%FROM "crm"."ListingInterest" WHERE%')
     assert 0 < joins <= len(keys), joins
     assert any(k.startswith("s27|") for k in expected.all)
+
+    # Showings, keyed by (ListingNo, ShowingSeq), are read by both columns at once: one
+    # statement per render batch, and each message shows its own showing's row.
+    showings = _statements(stack, '%FROM (VALUES %JOIN "crm"."Showing" AS t ON%')
+    assert 0 < showings <= 2 * len(keys), showings
+    booked = [k for k in expected.email if k.startswith("s28|")]
+    assert booked
+    for key in booked:
+        listing_no, seq = key.split("|")[1].split(":")[1].strip("[]").split(",")
+        assert f"visit {listing_no}-{seq}" in bodies[key], key
 
     assert stack.primary_statements() == statements_before == 0
     primary.close()

@@ -132,3 +132,40 @@ def test_detection_candidates_and_totals_round_trip(store):
     assert len(created) == 1 and len(created[0]) == 12
     assert store.candidate_count(PARTITION) == 12 and store.unrendered_count(PARTITION) == 12
     assert [len(page) for page in store.stream_events(PARTITION, 100)] == [9]
+
+
+def test_a_store_with_integer_record_ids_is_upgraded_to_text_and_keeps_its_rows(
+    store: NotificationStore,
+) -> None:
+    db = store.db
+    # A store created before keys could be composite had bigint record ids.
+    with db.transaction():
+        for table in ("change_event", "record_snapshot", "candidate"):
+            db.execute(
+                f"ALTER TABLE {table} ALTER COLUMN record_id TYPE BIGINT USING record_id::bigint"
+            ).close()
+        db.execute(
+            "INSERT INTO record_snapshot VALUES ('crm.Listing', 42, '{\"a\": 1}', ?)", [utcnow()]
+        ).close()
+    assert store.column_type("record_snapshot", "record_id") == "bigint"
+    store.ensure_schema()
+    for table in ("change_event", "record_snapshot", "candidate"):
+        assert store.column_type(table, "record_id") == "text", table
+    assert store.snapshots("crm.Listing", [42]) == {42: {"a": 1}}
+    event = ChangeEvent(
+        "crm.Showing:[3,1]:s28:insert:v",
+        PARTITION,
+        28,
+        "crm.Showing",
+        "[3,1]",
+        "insert",
+        "v",
+        2,
+        5,
+        None,
+        None,
+    )
+    store.save_detection([event], {("crm.Showing", "[3,1]"): {"b": 2}}, (), (), (), ())
+    assert store.snapshots("crm.Showing", ["[3,1]", "[3,2]"]) == {"[3,1]": {"b": 2}}
+    (loaded,) = next(store.stream_events(PARTITION, 10))
+    assert loaded.record_id == "[3,1]"

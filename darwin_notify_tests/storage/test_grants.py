@@ -30,6 +30,7 @@ CRM_TABLES = {
     "Client",
     "Listing",
     "Sale",
+    "Showing",
     "ListingInterest",
     "Alert",
     "AlertLayout",

@@ -83,7 +83,7 @@ def _column_types(dialect: str, filename: str) -> dict[str, dict[str, str]]:
 
 
 ADDED = re.compile(
-    r"ALTER TABLE (?:dbo\.)?(\w+) ADD (?:COLUMN )?(?:IF NOT EXISTS )?(\w+) ([\w()]+)",
+    r"ALTER TABLE (?:dbo\.)?(\w+) ADD (?:COLUMN )?(?:IF NOT EXISTS )?(?!CONSTRAINT\b)(\w+) ([\w()]+)",
     re.IGNORECASE,
 )
 

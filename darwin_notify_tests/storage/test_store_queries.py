@@ -81,6 +81,8 @@ def _exercise(store: NotificationStore) -> None:
     in one chunk (the chunking is ``test_one_statement_never_binds_more_than_the_server_takes``)."""
     now = utcnow()
     store.ping()
+    assert store.column_type("change_event", "event_key") in ("text", "nvarchar")
+    assert store.column_type("change_event", "no_such_column") is None
     store.save_snapshot("v1", '{"schedules": []}')
     store.save_snapshot("v1", '{"changed": true}')
     assert store.snapshot("v1") == '{"schedules": []}' and store.snapshot("v2") is None

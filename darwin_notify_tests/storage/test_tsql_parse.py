@@ -223,6 +223,9 @@ def _generated_forms() -> list[tuple[str, str, tuple]]:
         "read_deletions": lambda: reader.read_deletions(["Listing Item", "Agent"], start, end),
         "read_all": lambda: [b for b in reader.read_all("Listing Item")],
         "fetch_by_ids": lambda: reader.fetch_by_ids("Listing Item", [3, 1, 2], key="ListingID"),
+        "fetch_by_ids_composite": lambda: reader.fetch_by_ids(
+            "Listing Item", ['[3,"a"]', '[1,"b"]'], key=("ListingID", "Odd]Name")
+        ),
         "fetch_grouped": lambda: reader.fetch_grouped(
             "Listing Item", "AgentID", [7, 8], ["ListingID", "Odd]Name"]
         ),

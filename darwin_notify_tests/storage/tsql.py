@@ -32,7 +32,7 @@ MARKERS = {
     "values": "(?, ?, ?), (?, ?, ?)",
     "list": "?, ?, ?",
     "changes_function": "[cdc].[fn_cdc_get_all_changes_dbo_Listing]",
-    "key_column": "[ListingID]",
+    "key_columns": "c.[ListingID] AS record_id",
 }
 _MARKER = re.compile(r"\{(\w+)\}")
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)

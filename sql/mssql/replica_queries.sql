@@ -85,9 +85,10 @@ FROM (SELECT sys.fn_cdc_get_min_lsn(?) AS min_lsn,
 -- name: cdc_deletions
 -- The deletions (operation 1) a capture instance recorded in an LSN range, with the commit
 -- time of each in UTC. {changes_function} is cdc.fn_cdc_get_all_changes_<capture instance>
--- and {key_column} the table's key, both checked against cdc.change_tables and
+-- and {key_columns} the table's key (c.<key> AS record_id; a composite key's columns as
+-- record_key_1, record_key_2, ...), checked against cdc.change_tables and
 -- cdc.captured_columns first, then quoted. Parameters: from LSN, to LSN (binary(10)).
-SELECT c.{key_column} AS record_id,
+SELECT {key_columns},
        DATEADD(minute, -DATEPART(TZOFFSET, SYSDATETIMEOFFSET()),
                sys.fn_cdc_map_lsn_to_time(c.__$start_lsn)) AS deleted_at,
        c.__$start_lsn AS start_lsn

@@ -27,6 +27,11 @@ SELECT partition_key FROM dbo.window_run WHERE window_start >= ? AND window_end 
 -- name: select_last_window
 SELECT MAX(partition_key) FROM dbo.window_run;
 
+-- name: column_type
+-- A store column's type (store_upgrades.sql's table__column__text).
+SELECT DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS
+WHERE TABLE_SCHEMA = N'dbo' AND TABLE_NAME = ? AND COLUMN_NAME = ?;
+
 -- name: select_known_event_keys
 SELECT event_key FROM dbo.change_event WHERE event_key IN ({list});
 
@@ -50,7 +55,7 @@ WHERE NOT EXISTS (SELECT 1 FROM dbo.change_event AS t WITH (UPDLOCK, HOLDLOCK) W
 -- the present keys (range-locked, so no one inserts them meanwhile) and an insert of the rest.
 DECLARE @s TABLE (
     source_table nvarchar(200) NOT NULL,
-    record_id bigint NOT NULL,
+    record_id nvarchar(200) NOT NULL,
     row_values nvarchar(max) NOT NULL,
     seen_at datetime2(7) NOT NULL
 );
@@ -191,7 +196,7 @@ FROM OPENJSON(?) WITH (
     channel nvarchar(max) '$[3]',
     event_id bigint '$[4]',
     source_table nvarchar(max) '$[5]',
-    record_id bigint '$[6]',
+    record_id nvarchar(max) '$[6]',
     agent_id bigint '$[7]',
     recipient_kind nvarchar(max) '$[8]',
     recipient_id bigint '$[9]',

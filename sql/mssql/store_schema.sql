@@ -23,7 +23,7 @@ CREATE TABLE dbo.change_event (
     partition_key nvarchar(200) NOT NULL,
     schedule_id int NOT NULL,
     source_table nvarchar(200) NOT NULL,
-    record_id bigint NOT NULL,
+    record_id nvarchar(200) NOT NULL,
     event_type nvarchar(200) NOT NULL,
     version nvarchar(200) NOT NULL,
     agent_id bigint NULL,
@@ -53,7 +53,7 @@ GO
 IF OBJECT_ID(N'dbo.record_snapshot', N'U') IS NULL
 CREATE TABLE dbo.record_snapshot (
     source_table nvarchar(200) NOT NULL,
-    record_id bigint NOT NULL,
+    record_id nvarchar(200) NOT NULL,
     row_values nvarchar(max) NOT NULL,
     seen_at datetime2(7) NOT NULL,
     CONSTRAINT PK_record_snapshot PRIMARY KEY (source_table, record_id)
@@ -116,7 +116,7 @@ CREATE TABLE dbo.candidate (
     channel nvarchar(200) NOT NULL,
     event_id bigint NOT NULL,
     source_table nvarchar(200) NOT NULL,
-    record_id bigint NOT NULL,
+    record_id nvarchar(200) NOT NULL,
     agent_id bigint NULL,
     recipient_kind nvarchar(200) NOT NULL,
     recipient_id bigint NULL,

@@ -22,6 +22,11 @@ SELECT partition_key FROM window_run WHERE window_start >= ? AND window_end <= ?
 -- name: select_last_window
 SELECT MAX(partition_key) FROM window_run;
 
+-- name: column_type
+-- A store column's type (store_upgrades.sql's table__column__text).
+SELECT data_type FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?;
+
 -- name: select_known_event_keys
 SELECT event_key FROM change_event WHERE event_key IN ({list});
 
@@ -34,13 +39,13 @@ WHERE source_table = ? AND record_id IN ({list});
 INSERT INTO change_event (event_key, partition_key, schedule_id, source_table, record_id,
                           event_type, version, agent_id, contact_id, old_values, row_values,
                           detected_at)
-SELECT * FROM unnest(?::text[], ?::text[], ?::integer[], ?::text[], ?::bigint[], ?::text[],
+SELECT * FROM unnest(?::text[], ?::text[], ?::integer[], ?::text[], ?::text[], ?::text[],
                      ?::text[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::timestamp[])
 ON CONFLICT (event_key) DO NOTHING;
 
 -- name: upsert_record_snapshots
 INSERT INTO record_snapshot (source_table, record_id, row_values, seen_at)
-SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::timestamp[])
+SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamp[])
 ON CONFLICT (source_table, record_id) DO UPDATE
 SET row_values = excluded.row_values, seen_at = excluded.seen_at;
 
@@ -118,7 +123,7 @@ INSERT INTO candidate (candidate_key, partition_key, schedule_id, channel, event
                        source_table, record_id, agent_id, recipient_kind, recipient_id,
                        uses_totals, created_at)
 SELECT * FROM unnest(?::text[], ?::text[], ?::integer[], ?::text[], ?::bigint[], ?::text[],
-                     ?::bigint[], ?::bigint[], ?::text[], ?::bigint[], ?::boolean[],
+                     ?::text[], ?::bigint[], ?::text[], ?::bigint[], ?::boolean[],
                      ?::timestamp[])
 ON CONFLICT (candidate_key) DO NOTHING;
 

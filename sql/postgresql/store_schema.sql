@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS change_event (
     partition_key TEXT NOT NULL,
     schedule_id INTEGER NOT NULL,
     source_table TEXT NOT NULL,
-    record_id BIGINT NOT NULL,
+    record_id TEXT NOT NULL,
     event_type TEXT NOT NULL,
     version TEXT NOT NULL,
     agent_id BIGINT,
@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS change_decision (
 
 CREATE TABLE IF NOT EXISTS record_snapshot (
     source_table TEXT NOT NULL,
-    record_id BIGINT NOT NULL,
+    record_id TEXT NOT NULL,
     row_values TEXT NOT NULL,
     seen_at TIMESTAMP NOT NULL,
     PRIMARY KEY (source_table, record_id)
@@ -87,7 +87,7 @@ CREATE TABLE IF NOT EXISTS candidate (
     channel TEXT NOT NULL,
     event_id BIGINT NOT NULL,
     source_table TEXT NOT NULL,
-    record_id BIGINT NOT NULL,
+    record_id TEXT NOT NULL,
     agent_id BIGINT,
     recipient_kind TEXT NOT NULL,
     recipient_id BIGINT,

@@ -21,6 +21,10 @@ SELECT partition_key FROM window_run WHERE window_start >= ? AND window_end <= ?
 -- name: select_last_window
 SELECT MAX(partition_key) FROM window_run;
 
+-- name: column_type
+-- A store column's declared type, lower case (store_upgrades.sql's table__column__text).
+SELECT lower(type) FROM pragma_table_info(?) WHERE name = ?;
+
 -- name: select_known_event_keys
 SELECT event_key FROM change_event WHERE event_key IN ({list});
 

@@ -10,6 +10,9 @@ CREATE TABLE IF NOT EXISTS window_run (
     detected_at TEXT
 );
 
+-- record_id is a record's id (domain/keys.py): a single integer key's value, or a composite
+-- key's JSON text. SQLite's INTEGER affinity keeps the first as an integer and the second,
+-- which never reads as a number, as text; keys.from_stored reads both.
 CREATE TABLE IF NOT EXISTS change_event (
     event_id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_key TEXT NOT NULL UNIQUE,
