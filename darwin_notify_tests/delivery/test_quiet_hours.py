@@ -3,6 +3,7 @@ due (consumer), each message is sent once; the recipient's time zone comes from 
 model, in the sample's shape and in the CRM's."""
 
 import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,33 @@ from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_assets.storage.store import NotificationStore, utcnow
 from darwin_notify_assets.testing.senders import RecordingSender
 from darwin_notify_tests.conftest import PARTITION, make_messages, sqlite_rows
+from darwin_notify_tests.mssql.server import connect_server, mssql_store
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mssql", marks=pytest.mark.mssql)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotificationStore]:
+    """An empty store: a SQLite file, and the SQL Server of the executed tier when one is
+    named (``make test-mssql``), so that the claim's deferral, its locks and the release run
+    on T-SQL too."""
+    if request.param == "mssql":
+        with mssql_store() as s:
+            yield s
+        return
+    s = NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
+    s.ensure_schema()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def other_connection(store: NotificationStore, tmp_path: Path) -> Callable[[], NotificationStore]:
+    """Opens another connection to ``store``'s database (another worker's)."""
+    if store.db.dialect == "mssql":
+        return lambda: NotificationStore(connect_server())
+    return lambda: NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
+
 
 QUIET = SendRules.from_values({"sms": "21:00-08:00", "email": "21:00-08:00"}, {})
 
@@ -218,14 +246,14 @@ def test_due_deferred_messages_are_queued_again_and_sent_exactly_once(store):
     assert store.deferred_summary() == (1, utc(2026, 3, 2, 14, 0))
 
 
-def test_a_daily_cap_counts_the_sends_every_worker_recorded_in_the_store(store, tmp_path):
+def test_a_daily_cap_counts_the_sends_every_worker_recorded_in_the_store(store, other_connection):
     rules = SendRules.from_values({}, {"email": 2})
     ids = make_messages(store, 5)
     store.db.execute("UPDATE message SET to_address = 'same@example.com'").close()
     store.db.commit()
     _with_zone(store, ids, "Europe/Berlin")
     now = utc(2026, 3, 2, 12, 0)
-    other = NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
+    other = other_connection()
     sender = RecordingSender("email")
     try:
         # one send recorded by another worker's connection, this morning
@@ -249,10 +277,10 @@ def test_a_daily_cap_counts_the_sends_every_worker_recorded_in_the_store(store, 
     assert "daily cap of 2 email message(s) per recipient" in held[0]["reason"]
 
 
-def test_two_callers_releasing_at_once_release_each_message_once(store, tmp_path):
+def test_two_callers_releasing_at_once_release_each_message_once(store, other_connection):
     ids = make_messages(store, 40, channel="sms")
     assert store.claim(ids, QUIET, now_utc=utc(2026, 3, 2, 23, 0)) == []
-    stores = [NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}") for _ in range(2)]
+    stores = [other_connection() for _ in range(2)]
     released: list[list[int]] = [[], []]
     start = threading.Barrier(2)
 
@@ -541,9 +569,21 @@ def _claim_statements(store: NotificationStore, ids: list[int], rules, now) -> l
     return [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
 
 
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[NotificationStore]:
+    s = NotificationStore.open(f"sqlite:///{tmp_path / 'trace.db'}")
+    s.ensure_schema()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def test_rules_off_cost_the_claim_nothing_and_on_three_statements_per_batch_not_per_message(
-    store,
+    sqlite_store,
 ):
+    # Counted with SQLite's statement trace.
+    store = sqlite_store
     day = utc(2026, 3, 2, 15, 0)  # no quiet hours anywhere in Europe or the Americas
     small, large, plain, default = (
         make_messages(store, n, channel="sms", prefix=p)
@@ -593,8 +633,10 @@ def cap_race(stores: list[NotificationStore], partition: str) -> RecordingSender
     return sender
 
 
-def test_two_workers_claiming_one_recipient_at_once_send_no_more_than_the_cap(store, tmp_path):
-    other = NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
+def test_two_workers_claiming_one_recipient_at_once_send_no_more_than_the_cap(
+    store, other_connection
+):
+    other = other_connection()
     try:
         sender = cap_race([store, other], PARTITION)
     finally:

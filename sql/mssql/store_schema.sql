@@ -144,7 +144,7 @@ CREATE TABLE dbo.message (
     sms_encoding nvarchar(200) NULL,
     sms_segments int NULL,
     -- the statuses of domain/messages.py MessageStatus
-    status nvarchar(200) NOT NULL CONSTRAINT CK_message_status CHECK (status IN (N'queued', N'sending', N'sent', N'failed', N'unknown', N'suppressed', N'render_failed', N'deferred')),
+    status nvarchar(200) NOT NULL CONSTRAINT CK_message_status_2 CHECK (status IN (N'queued', N'sending', N'sent', N'failed', N'unknown', N'suppressed', N'render_failed', N'deferred')),
     reason nvarchar(max) NULL,
     claim_token nvarchar(200) NULL,
     attempts int NOT NULL CONSTRAINT DF_message_attempts DEFAULT (0),
@@ -176,14 +176,15 @@ IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'dbo.messa
     AND (name = N'message_status' OR name LIKE LEFT(N'message_statusmessage', 31) + REPLICATE(N'[0-9a-f]', 32)))
     CREATE INDEX message_status ON dbo.message (status, updated_at);
 GO
--- A store whose constraint predates 'deferred' drops it here, to get the current one below.
-IF EXISTS (SELECT 1 FROM sys.check_constraints WHERE name = N'CK_message_status' AND parent_object_id = OBJECT_ID(N'dbo.message')
-    AND [definition] NOT LIKE N'%deferred%')
+-- The statuses' constraint has a version in its name, so that a store made before 'deferred'
+-- is told by the name alone (reading a constraint's definition back is not needed, and
+-- Babelfish cannot): such a store drops CK_message_status here and gets CK_message_status_2.
+IF EXISTS (SELECT 1 FROM sys.check_constraints WHERE name = N'CK_message_status' AND parent_object_id = OBJECT_ID(N'dbo.message'))
     ALTER TABLE dbo.message DROP CONSTRAINT CK_message_status;
 GO
--- A store created before the constraint existed gets it here.
-IF NOT EXISTS (SELECT 1 FROM sys.check_constraints WHERE name = N'CK_message_status' AND parent_object_id = OBJECT_ID(N'dbo.message'))
-    ALTER TABLE dbo.message ADD CONSTRAINT CK_message_status
+-- A store created before the constraint existed, or before its version 2, gets it here.
+IF NOT EXISTS (SELECT 1 FROM sys.check_constraints WHERE name = N'CK_message_status_2' AND parent_object_id = OBJECT_ID(N'dbo.message'))
+    ALTER TABLE dbo.message ADD CONSTRAINT CK_message_status_2
         CHECK (status IN (N'queued', N'sending', N'sent', N'failed', N'unknown', N'suppressed', N'render_failed', N'deferred'));
 GO
 
