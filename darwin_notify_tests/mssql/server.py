@@ -6,13 +6,14 @@ and the sample darwin.Cloud tables in its ``dbo`` schema.
 """
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from darwin_notify_assets.storage.db import Database, connect
-from darwin_notify_assets.storage.sqlfiles import read_sample_schema
+from darwin_notify_assets.storage.sqlfiles import read_sample_schema, read_script
 from darwin_notify_assets.storage.store import NotificationStore
 
 URL_ENV = "DARWIN_NOTIFY_TEST_MSSQL_URL"
@@ -21,24 +22,14 @@ SKIP_REASON = (
     f"{URL_ENV} names no SQL Server: the executed T-SQL tier (make test-mssql) did not run here"
 )
 
-# The store's tables (sql/mssql/store_schema.sql) and the sample darwin.Cloud's.
-STORE_TABLES = (
-    "window_run",
-    "change_event",
-    "change_decision",
-    "record_snapshot",
-    "deal_ledger",
-    "listing_ledger",
-    "window_agent",
-    "agent_totals",
-    "candidate",
-    "message",
-    "message_event",
-    "schedule_snapshot",
-    "run_schedule",
-    "delivery_event",
-    "suppression",
-    "message_delivery",
+# The store's tables, as sql/mssql/store_schema.sql creates them (a table added there is
+# dropped and emptied here too), and the sample darwin.Cloud's.
+STORE_TABLES = tuple(
+    dict.fromkeys(
+        re.findall(
+            r"OBJECT_ID\(N'dbo\.(\w+)', N'U'\) IS NULL", read_script("mssql", "store_schema.sql")
+        )
+    )
 )
 DARWIN_TABLES = (
     "Office",
