@@ -22,24 +22,16 @@ from darwin_notify_assets.errors import ConfigurationError
 from darwin_notify_assets.storage.store import NotificationStore, utcnow
 from darwin_notify_assets.testing.senders import RecordingSender
 from darwin_notify_tests.conftest import PARTITION, make_messages, sqlite_rows
-from darwin_notify_tests.mssql.server import connect_server, mssql_store
+from darwin_notify_tests.mssql.server import STORE_DIALECTS, connect_server, dialect_store
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mssql", marks=pytest.mark.mssql)])
+@pytest.fixture(params=STORE_DIALECTS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotificationStore]:
     """An empty store: a SQLite file, and the SQL Server of the executed tier when one is
     named (``make test-mssql``), so that the claim's deferral, its locks and the release run
     on T-SQL too."""
-    if request.param == "mssql":
-        with mssql_store() as s:
-            yield s
-        return
-    s = NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
-    s.ensure_schema()
-    try:
+    with dialect_store(request.param, tmp_path / "store.db") as s:
         yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture

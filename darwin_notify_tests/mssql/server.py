@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,23 @@ def mssql_store() -> Iterator[NotificationStore]:
 
 def apply_darwin_schema(db: Database) -> None:
     db.run_script(read_sample_schema("mssql"))
+
+
+#: The dialects a store suite runs on: SQLite always, and the tier's SQL Server when one is
+#: named (``make test-mssql``).
+STORE_DIALECTS = ["sqlite", pytest.param("mssql", marks=pytest.mark.mssql)]
+
+
+@contextmanager
+def dialect_store(dialect: str, path: Path) -> Iterator[NotificationStore]:
+    """An empty store of ``dialect``: a SQLite file at ``path``, or the tier's server."""
+    if dialect == "mssql":
+        with mssql_store() as s:
+            yield s
+        return
+    s = NotificationStore.open(f"sqlite:///{path}")
+    s.ensure_schema()
+    try:
+        yield s
+    finally:
+        s.close()

@@ -20,23 +20,15 @@ from darwin_notify_assets.storage.store import (
     utcnow,
 )
 from darwin_notify_tests.conftest import PARTITION, make_messages
-from darwin_notify_tests.mssql.server import mssql_store
+from darwin_notify_tests.mssql.server import STORE_DIALECTS, dialect_store
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mssql", marks=pytest.mark.mssql)])
+@pytest.fixture(params=STORE_DIALECTS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotificationStore]:
     """An empty store: a SQLite file, and the SQL Server of the executed tier when one is
     named (``make test-mssql``); every test of this module runs on each."""
-    if request.param == "mssql":
-        with mssql_store() as s:
-            yield s
-        return
-    s = NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
-    s.ensure_schema()
-    try:
+    with dialect_store(request.param, tmp_path / "store.db") as s:
         yield s
-    finally:
-        s.close()
 
 
 def status_of(store: NotificationStore, message_id: int) -> str:

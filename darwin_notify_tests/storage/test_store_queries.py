@@ -24,7 +24,7 @@ from darwin_notify_assets.storage.store import (
     OutboundMessage,
     utcnow,
 )
-from darwin_notify_tests.mssql.server import is_babelfish, mssql_store
+from darwin_notify_tests.mssql.server import STORE_DIALECTS, dialect_store, is_babelfish
 
 P1, P2 = "2026-03-02-14:00", "2026-03-02-14:05"
 
@@ -36,18 +36,11 @@ P1, P2 = "2026-03-02-14:00", "2026-03-02-14:05"
 # made on its own; on SQL Server the whole call runs as production makes it.
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mssql", marks=pytest.mark.mssql)])
+@pytest.fixture(params=STORE_DIALECTS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotificationStore]:
-    if request.param == "mssql":
-        with mssql_store() as s:
-            yield s
-        return
-    s = NotificationStore.open(f"sqlite:///{tmp_path / 'store.db'}")
-    s.ensure_schema()
-    try:
+    """An empty store on each dialect of ``STORE_DIALECTS``."""
+    with dialect_store(request.param, tmp_path / "store.db") as s:
         yield s
-    finally:
-        s.close()
 
 
 def _pattern(sql: str) -> re.Pattern[str]:
