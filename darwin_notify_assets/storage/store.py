@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from darwin_notify_assets.delivery.rules import Claimable, Deferral, SendRules
+from darwin_notify_assets.delivery.rules import Claimable, SendRules
 from darwin_notify_assets.domain.delivery import RANK, SUPPRESSING, DeliveryEvent
 from darwin_notify_assets.domain.keys import RecordId, from_stored, stored
 from darwin_notify_assets.domain.messages import (
@@ -840,10 +840,9 @@ class NotificationStore:
 
     def _defer_held(
         self, rows: Sequence[Claimable], rules: SendRules, token: str, moment: datetime
-    ) -> list[Deferral]:
+    ) -> None:
         """``queued -> deferred`` for those of ``rows`` (from ``_claimable``) that quiet hours
-        or a daily cap hold at ``moment``; part of the claim's transaction. Returns the
-        deferrals written."""
+        or a daily cap hold at ``moment``; part of the claim's transaction."""
         expected, new = MessageStatus.QUEUED, MessageStatus.DEFERRED
         check_transition(expected, new)
         db = self.db
@@ -865,7 +864,7 @@ class NotificationStore:
                         sent.setdefault((channel, address), []).append(when)
         deferrals = rules.decide(rows, moment, sent)
         if not deferrals:
-            return []
+            return
         now = db.ts(moment)
         groups: dict[tuple[datetime, str], list[int]] = {}
         for d in deferrals:
@@ -881,8 +880,6 @@ class NotificationStore:
         if held:
             self._history([(int(r["message_id"]), expected, new, r["reason"]) for r in held], now)
             log.info("%d messages deferred at the claim (quiet hours, daily caps)", len(held))
-        written = {int(r["message_id"]) for r in held}
-        return [d for d in deferrals if d.message_id in written]
 
     def release_deferred(self, partition_key: str, now_utc: datetime | None = None) -> list[int]:
         """``deferred -> queued`` for the window's deferred messages whose time has come, by
