@@ -8,6 +8,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,23 @@ def make_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stack:
 
 def windows_of(changes: list[seed.WindowChanges], minutes: int = 5) -> list[Window]:
     return [Window.containing(wc.start, minutes) for wc in changes]
+
+
+@contextmanager
+def schema_store(store_url: str, prefix: str) -> Iterator[NotificationStore]:
+    """A store in a PostgreSQL schema of its own on the store cluster, dropped after."""
+    db = connect(store_url)
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    db.execute(f"CREATE SCHEMA {schema}").close()
+    db.execute(f"SET search_path TO {schema}").close()
+    db.commit()
+    try:
+        yield NotificationStore(db)
+    finally:
+        db.rollback()
+        db.execute(f"DROP SCHEMA {schema} CASCADE").close()
+        db.commit()
+        db.close()
 
 
 def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:

@@ -5,7 +5,6 @@ recipient's office zone) and send every email; once they are over, the deferred-
 sensor requests the delivery step, which queues the SMS again, and the workers send each once.
 An earlier PostgreSQL store gets the CHECK constraint that admits ``deferred``."""
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -23,7 +22,7 @@ from darwin_notify_assets.sample.demo import DEMO_START
 from darwin_notify_assets.storage.db import connect
 from darwin_notify_assets.storage.store import NotificationStore, utcnow
 from darwin_notify_tests.conftest import make_messages
-from darwin_notify_tests.integration.conftest import Stack, stop_processes, windows_of
+from darwin_notify_tests.integration.conftest import Stack, schema_store, stop_processes, windows_of
 from darwin_notify_tests.oracle import expected_sends
 
 pytestmark = pytest.mark.integration
@@ -138,20 +137,9 @@ def test_sms_in_quiet_hours_are_deferred_then_sent_once_by_the_sensor_s_run(
 
 @pytest.fixture
 def pg_store(services: dict[str, str]) -> Iterator[NotificationStore]:
-    db = connect(services["DARWIN_NOTIFY_STORE_URL"])
-    schema = f"store_quiet_{uuid.uuid4().hex[:10]}"
-    db.execute(f"CREATE SCHEMA {schema}").close()
-    db.execute(f"SET search_path TO {schema}").close()
-    db.commit()
-    s = NotificationStore(db)
-    s.ensure_schema()
-    try:
+    with schema_store(services["DARWIN_NOTIFY_STORE_URL"], "store_quiet") as s:
+        s.ensure_schema()
         yield s
-    finally:
-        db.rollback()
-        db.execute(f"DROP SCHEMA {schema} CASCADE").close()
-        db.commit()
-        db.close()
 
 
 def test_an_earlier_postgresql_store_gets_the_constraint_that_admits_deferred(

@@ -1,7 +1,6 @@
 """The store's named statements on PostgreSQL: the state machine, the status CHECK, and each
 bulk and listed statement, in a schema of their own on the integration tier's store server."""
 
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -10,9 +9,9 @@ import pytest
 
 from darwin_notify_assets.domain.messages import MessageStatus, is_allowed
 from darwin_notify_assets.errors import InvalidTransition
-from darwin_notify_assets.storage.db import connect
 from darwin_notify_assets.storage.store import CandidateRow, ChangeEvent, NotificationStore, utcnow
 from darwin_notify_tests.conftest import make_messages
+from darwin_notify_tests.integration.conftest import schema_store
 
 pytestmark = pytest.mark.integration
 
@@ -21,21 +20,10 @@ PARTITION = "2026-03-02-14:00"
 
 @pytest.fixture
 def store(services: dict[str, str]) -> Iterator[NotificationStore]:
-    db = connect(services["DARWIN_NOTIFY_STORE_URL"])
-    schema = f"store_probe_{uuid.uuid4().hex[:10]}"
-    db.execute(f"CREATE SCHEMA {schema}").close()
-    db.execute(f"SET search_path TO {schema}").close()
-    db.commit()
-    s = NotificationStore(db)
-    s.ensure_schema()
-    s.ensure_schema()  # re-runnable: the constraint of an existing table is kept
-    try:
+    with schema_store(services["DARWIN_NOTIFY_STORE_URL"], "store_probe") as s:
+        s.ensure_schema()
+        s.ensure_schema()  # re-runnable: the constraint of an existing table is kept
         yield s
-    finally:
-        db.rollback()
-        db.execute(f"DROP SCHEMA {schema} CASCADE").close()
-        db.commit()
-        db.close()
 
 
 def status_of(store: NotificationStore, mid: int) -> str:
