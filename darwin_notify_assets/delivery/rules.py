@@ -12,13 +12,13 @@ IANA time zone, is decided in ``DARWIN_NOTIFY_DEFAULT_TIME_ZONE`` (UTC unless se
 deferral's reason says so.
 """
 
-import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from darwin_notify_assets.domain.zones import zone_info
 from darwin_notify_assets.errors import ConfigurationError
 
 CHANNELS = ("email", "sms")
@@ -88,18 +88,6 @@ class Deferral:
     reason: str
 
 
-@functools.lru_cache(maxsize=512)
-def _zone(name: str) -> ZoneInfo | None:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
-def valid_zone(name: str | None) -> bool:
-    return bool(name) and _zone(str(name).strip()) is not None
-
-
 def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
@@ -113,7 +101,7 @@ class SendRules:
     default_zone: str = "UTC"
 
     def __post_init__(self) -> None:
-        if _zone(self.default_zone) is None:
+        if zone_info(self.default_zone) is None:
             raise ConfigurationError(
                 f"DARWIN_NOTIFY_DEFAULT_TIME_ZONE must be an IANA time zone (like "
                 f"America/Chicago), not {self.default_zone!r}"
@@ -154,9 +142,9 @@ class SendRules:
 
     def zone(self, name: str | None) -> tuple[ZoneInfo, str | None]:
         """The recipient's zone, or the default one with why it was used."""
-        if name and (found := _zone(name.strip())) is not None:
+        if name and (found := zone_info(name.strip())) is not None:
             return found, None
-        fallback = _zone(self.default_zone)
+        fallback = zone_info(self.default_zone)
         assert fallback is not None
         why = (
             f"time zone {name!r} is not an IANA name" if name else "the recipient has no time zone"

@@ -30,6 +30,7 @@ from darwin_notify_assets.delivery.failpoints import (
 from darwin_notify_assets.delivery.rules import SendRules
 from darwin_notify_assets.delivery.senders import Sender
 from darwin_notify_assets.delivery.throttle import ProviderBudget
+from darwin_notify_assets.domain import zones
 from darwin_notify_assets.domain.keys import RecordId
 from darwin_notify_assets.domain.messages import MessageStatus
 from darwin_notify_assets.domain.render import (
@@ -91,6 +92,11 @@ class RenderContextData:
     )
     # (query, source table) -> why that query gave nothing.
     extra_failures: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # The rows on the way to a recipient's time zone, by table (``domain/zones.py``).
+    zone_rows: Mapping[str, Mapping[int, Mapping[str, Any]]] = field(default_factory=dict)
+
+    def zone_row(self, table: str, key: int) -> Mapping[str, Any] | None:
+        return self.zone_rows.get(table, {}).get(key)
 
 
 class RenderWorker:
@@ -125,6 +131,7 @@ class RenderWorker:
         self.reload = reload
         self.reload_every = reload_every
         self._loaded_at = time.monotonic()
+        self._zone_paths: dict[str, zones.ZonePath | None] = {}
 
     def __call__(self, job: Job) -> None:
         self.handle(job)
@@ -177,15 +184,16 @@ class RenderWorker:
                 continue
             for rid, row in self.replica.fetch_by_ids(table, sorted(ids)).items():
                 records[(table, rid)] = jsonable_row(row)
-        zone = model.contact.time_zone
-        contact_agent = model.relations.record_agent.get(model.contact.table)
-        if zone is not None and zone.office is not None and contact_agent:
-            # a contact's time zone is its own agent's office's: that agent comes in the
-            # same statement as the records' agents
-            for cid in contact_ids:
-                contact_row = records.get((model.contact.table, cid)) if cid is not None else None
-                if contact_row is not None and contact_row.get(contact_agent) is not None:
-                    agent_ids.add(int(contact_row[contact_agent]))
+        contact_zone = self._zone_path("contact")
+        if contact_zone is not None and contact_zone.hops[:1]:
+            first = contact_zone.hops[0]
+            if first.table == model.agent.table:
+                # a contact's time zone is reached through its agent: that agent comes in the
+                # same statement as the records' agents
+                for cid in contact_ids:
+                    found = records.get((model.contact.table, cid)) if cid is not None else None
+                    if found is not None and found.get(first.column) is not None:
+                        agent_ids.add(int(found[first.column]))
         agents = {
             int(k): jsonable_row(v)
             for k, v in self.replica.fetch_by_ids(
@@ -209,12 +217,39 @@ class RenderWorker:
         contacts = {
             int(rid): row for (table, rid), row in records.items() if table == model.contact.table
         }
+        # the rows a recipient's time zone is read from, by table: those read above, and
+        # those only the way to a zone needs (one statement per foreign key per batch)
+        zone_rows: dict[str, dict[int, dict[str, Any]]] = {
+            model.agent.table: agents,
+            model.contact.table: contacts,
+        }
+        if office_rel is not None:
+            zone_rows[office_rel.to] = offices
+        for kind, starts in (("agent", agents), ("contact", contacts)):
+            path = self._zone_path(kind)
+            if path is None or not path.hops:
+                continue
+            more = zones.prefetch(
+                path,
+                list(starts.values()),
+                lambda t: zone_rows.get(t, {}),
+                self.replica.fetch_by_ids,
+            )
+            for table, rows in more.items():
+                zone_rows.setdefault(table, {}).update(
+                    (k, jsonable_row(v)) for k, v in rows.items()
+                )
         totals_ids = sorted({i.agent_id for i in items if i.uses_totals and i.agent_id is not None})
         totals = self.store.totals(totals_ids) if totals_ids else {}
         extras, failures = self._merge_fields(items)
         return RenderContextData(
-            records, agents, offices, contacts, totals, digests, extras, failures
+            records, agents, offices, contacts, totals, digests, extras, failures, zone_rows
         )
+
+    def _zone_path(self, kind: str) -> zones.ZonePath | None:
+        if kind not in self._zone_paths:
+            self._zone_paths[kind] = zones.zone_path(self.replica.model, kind)
+        return self._zone_paths[kind]
 
     def _merge_fields(
         self, items: list[RenderItem]
@@ -365,25 +400,8 @@ class RenderWorker:
         """The recipient's time zone as the source model says where it is (not checked here:
         the claim decides in the configured default zone for one that is not an IANA name,
         and says so)."""
-        model = self.replica.model
-        source = (model.agent if recipient_kind == "agent" else model.contact).time_zone
-        if source is None:
-            return None
-        if source.column is not None:
-            value = recipient.get(source.column)
-        else:
-            office_rel = model.relations.agent_office
-            agent: Mapping[str, Any] | None = recipient
-            if recipient_kind != "agent":
-                column = model.relations.record_agent.get(model.contact.table)
-                agent_id = recipient.get(column) if column is not None else None
-                agent = data.agents.get(int(agent_id)) if agent_id is not None else None
-            office_id = agent.get(office_rel.column) if agent and office_rel else None
-            office = data.offices.get(int(office_id)) if office_id is not None else None
-            value = office.get(source.office) if office and source.office else None
-        text = str(value).strip() if value is not None else ""
-        # the store keeps at most 64 characters; longer is no IANA name either
-        return text[:64] or None
+        path = self._zone_path("agent" if recipient_kind == "agent" else "contact")
+        return path.walk(recipient, data.zone_row) if path is not None else None
 
     def _departed(self, kind: str, rid: int | None, row: Mapping[str, Any]) -> str | None:
         """Why a recipient found on the replica is no longer addressed: its ``active`` column

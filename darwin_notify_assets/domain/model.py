@@ -22,8 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-from darwin_notify_assets.domain import keys
+from darwin_notify_assets.domain import keys, zones
 from darwin_notify_assets.errors import ConfigurationError
+
+AGENT_YEAR = "agent"
 
 
 @dataclass(frozen=True)
@@ -151,20 +153,34 @@ class OptIn(_Strict):
     sms: str | None = None
 
 
+class ZoneHop(_Strict):
+    """One foreign key on the way to a recipient's time zone: ``column`` of the table before
+    names a row of ``to`` by its key."""
+
+    column: str
+    to: str
+
+
 class TimeZoneSource(_Strict):
     """Where a recipient's time zone (an IANA name, like ``America/Chicago``) is read: a column
-    of the recipient's own table (``{column: TimeZone}``), or a column of the office its agent
+    of the recipient's own table (``{column: TimeZone}``); a column of the office its agent
     works in (``{office: TimeZone}``, through ``relations.agent_office``; an agent's own
     office, a contact's agent's, the agent named by ``relations.record_agent`` of the
-    contact table)."""
+    contact table); or a column at the end of a path of foreign keys from the recipient's
+    table (``{via: [{column: RegionNo, to: crm.Region}], column: TZ}``)."""
 
     column: str | None = None
     office: str | None = None
+    via: list[ZoneHop] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> "TimeZoneSource":
         if (self.column is None) == (self.office is None):
             raise ValueError("time_zone names exactly one of column or office")
+        if self.via is not None and self.column is None:
+            raise ValueError("time_zone with via names the column of its last table")
+        if self.via is not None and not self.via:
+            raise ValueError("time_zone via lists at least one foreign key")
         return self
 
 
@@ -250,6 +266,19 @@ class ListingLedger(_Strict):
 class Totals(_Strict):
     deals: DealLedger
     listings: ListingLedger
+    # Whose year "year to date" is: ``agent`` (from January 1 in the agent's time zone,
+    # ``recipients.agent.time_zone``), or one IANA zone for every agent.
+    year_time_zone: str = "UTC"
+
+    @field_validator("year_time_zone")
+    @classmethod
+    def _year_zone(cls, value: str) -> str:
+        if value != AGENT_YEAR and zones.zone_info(value) is None:
+            raise ValueError(
+                f"year_time_zone is {AGENT_YEAR!r} or an IANA time zone (America/Chicago), "
+                f"not {value!r}"
+            )
+        return value
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -361,6 +390,16 @@ class SourceModel(_Strict):
             raise ValueError(f"relations.agent_office names {office.to}, which tables lacks")
         for kind, recipient in self.recipients.items():
             zone = recipient.time_zone
+            for n, hop in enumerate(zone.via or () if zone else ()):
+                if hop.to not in described:
+                    raise ValueError(
+                        f"recipients.{kind}.time_zone.via.{n} names {hop.to}, which tables lacks"
+                    )
+                if not isinstance(self.key_of(hop.to), str):
+                    raise ValueError(
+                        f"recipients.{kind}.time_zone.via.{n}: {hop.to}'s key is composite; "
+                        "a foreign key on the way to a time zone names one column"
+                    )
             if zone is None or zone.office is None:
                 continue
             if office is None:
@@ -374,6 +413,10 @@ class SourceModel(_Strict):
                     f"relations.record_agent does not name the agent of {recipient.table}"
                 )
         if self.totals:
+            if self.totals.year_time_zone == AGENT_YEAR and self.agent.time_zone is None:
+                raise ValueError(
+                    "totals.year_time_zone is 'agent', but recipients.agent has no time_zone"
+                )
             for ledger in (self.totals.deals, self.totals.listings):
                 if ledger.table not in self.tables:
                     raise ValueError(f"totals names {ledger.table}, which tables lacks")
@@ -394,6 +437,9 @@ class SourceModel(_Strict):
         if self.relations.agent_contacts:
             names.append(self.relations.agent_contacts.table)
         names += [j.through for j in self.relations.record_contacts.values()]
+        for recipient in self.recipients.values():
+            if recipient.time_zone and recipient.time_zone.via:
+                names += [hop.to for hop in recipient.time_zone.via]
         return names
 
     def tables_read(self) -> list[str]:
@@ -485,6 +531,35 @@ def _line_of(root: yaml.Node | None, loc: Sequence[Any]) -> int | None:
     return line
 
 
+def _loc_of(root: yaml.Node | None, dotted: str) -> list[Any]:
+    """The path of keys a whole-model problem names (``tables.crm.Showing``: a table's name
+    may hold a dot), as far as the document has it."""
+    parts, loc, node = dotted.split("."), [], root
+    while parts:
+        if isinstance(node, yaml.MappingNode):
+            keys_here = {k.value: v for k, v in node.value}
+            for n in range(len(parts), 0, -1):
+                name = ".".join(parts[:n])
+                if name in keys_here:
+                    loc.append(name)
+                    node, parts = keys_here[name], parts[n:]
+                    break
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and parts[0].isdigit():
+            index = int(parts.pop(0))
+            if index >= len(node.value):
+                break
+            loc.append(index)
+            node = node.value[index]
+        else:
+            break
+    return loc
+
+
+_VALUE_ERROR = "Value error, "
+
+
 def parse_model(text: str, source: str = "<model>") -> SourceModel:
     """Validate a model's YAML text; raise ConfigurationError naming file, line, path, problem."""
     try:
@@ -505,10 +580,17 @@ def parse_model(text: str, source: str = "<model>") -> SourceModel:
         for err in exc.errors():
             loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
             # A Literal-keyed dict reports the key's own check as a further path part.
+            msg = err["msg"]
+            if not loc and msg.startswith(_VALUE_ERROR):
+                # a problem across sections names its path first: point at that line
+                msg = msg[len(_VALUE_ERROR) :]
+                line = _line_of(root, _loc_of(root, msg.split(" ", 1)[0].rstrip(":")))
+                problems.append(f"{source}:{line}: {msg}" if line else f"{source}: {msg}")
+                continue
             path = ".".join(str(p) for p in loc if p != "[key]") or "(top)"
             line = _line_of(root, [p for p in loc if p != "[key]"])
             where = f"{source}:{line}" if line else source
-            problems.append(f"{where}: {path}: {err['msg']}")
+            problems.append(f"{where}: {path}: {msg}")
         raise ConfigurationError("; ".join(problems)) from None
 
 
@@ -559,7 +641,12 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
         has(f"recipients.{kind}", r.table, r.key, r.first_name, r.last_name, r.email, r.phone)
         has(f"recipients.{kind}", r.table, r.active, opt.email, opt.sms)
         if r.time_zone and r.time_zone.column:
-            has(f"recipients.{kind}.time_zone", r.table, r.time_zone.column)
+            before = r.table
+            for n, hop in enumerate(r.time_zone.via or ()):
+                has(f"recipients.{kind}.time_zone.via.{n}", before, hop.column)
+                has(f"recipients.{kind}.time_zone.via.{n}", hop.to, *model.key_columns(hop.to))
+                before = hop.to
+            has(f"recipients.{kind}.time_zone", before, r.time_zone.column)
         if r.time_zone and r.time_zone.office and model.relations.agent_office:
             office_table = model.relations.agent_office.to
             has(f"recipients.{kind}.time_zone", office_table, r.time_zone.office)

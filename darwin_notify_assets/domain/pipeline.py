@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,10 +35,17 @@ from darwin_notify_assets.delivery.failover import select_email_sender
 from darwin_notify_assets.delivery.senders import Sender, build_senders
 from darwin_notify_assets.delivery.throttle import build_budgets
 from darwin_notify_assets.delivery.workers import RenderWorker, SendWorker
+from darwin_notify_assets.domain import zones
 from darwin_notify_assets.domain.candidates import CandidateResult, build_candidates
 from darwin_notify_assets.domain.detect import DetectionResult, detect_changes
 from darwin_notify_assets.domain.messages import MessageStatus
-from darwin_notify_assets.domain.model import Problem, SourceModel, check_model, load_model
+from darwin_notify_assets.domain.model import (
+    AGENT_YEAR,
+    Problem,
+    SourceModel,
+    check_model,
+    load_model,
+)
 from darwin_notify_assets.domain.render import CompiledTemplate, compile_templates
 from darwin_notify_assets.domain.schedules import (
     Audience,
@@ -370,7 +377,44 @@ def stage_agent_totals(rt: Runtime, window: Window) -> int:
     totals = rt.replica.model.totals
     if not agents or totals is None:
         return 0
-    return rt.store.recompute_totals(agents, window.end, totals.listings.active_value)
+    years = agent_years(rt, agents, window.end)
+    return rt.store.recompute_totals(agents, window.end, totals.listings.active_value, years)
+
+
+def agent_years(
+    rt: Runtime, agents: Sequence[int], moment: datetime
+) -> dict[int, tuple[int, datetime]]:
+    """Each agent's year at ``moment`` (naive UTC) and its first instant, in the zone the
+    model's ``totals.year_time_zone`` names: one zone for all, or each agent's own (read from
+    the replica, one statement per table on the way per batch; an agent without a valid zone
+    is counted in ``DARWIN_NOTIFY_DEFAULT_TIME_ZONE``)."""
+    model = rt.replica.model
+    assert model.totals is not None
+    name = model.totals.year_time_zone
+    if name != AGENT_YEAR:
+        zone = zones.zone_info(name)
+        assert zone is not None, "validated with the model"
+        year = zones.year_start(zone, moment)
+        return {int(a): year for a in agents}
+    fallback = zones.zone_info(rt.settings.default_time_zone) or zones.zone_info("UTC")
+    assert fallback is not None
+    found = zones.read_zones(model, "agent", agents, rt.replica.fetch_by_ids)
+    defaulted = 0
+    years = {}
+    for agent in agents:
+        zone = zones.zone_info(found.get(int(agent)) or "")
+        if zone is None:
+            defaulted += 1
+        years[int(agent)] = zones.year_start(zone or fallback, moment)
+    if defaulted:
+        log.info(
+            "%d of %d agents have no valid time zone; their year is %s's "
+            "(DARWIN_NOTIFY_DEFAULT_TIME_ZONE)",
+            defaulted,
+            len(agents),
+            rt.settings.default_time_zone,
+        )
+    return years
 
 
 def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> CandidateResult:

@@ -460,54 +460,68 @@ class NotificationStore:
         return sorted(int(r[0]) for r in rows)
 
     def recompute_totals(
-        self, agent_ids: Sequence[int], through: datetime, active_status: str
+        self,
+        agent_ids: Sequence[int],
+        through: datetime,
+        active_status: str,
+        years: Mapping[int, tuple[int, datetime]] | None = None,
     ) -> int:
         """Recompute these agents' year-to-date production from the ledgers.
 
         A listing counts as active when its status is ``active_status`` (the source model's).
+        ``years`` gives an agent's year and its first instant (naive UTC) when its year is not
+        the UTC year of ``through`` (``totals.year_time_zone``); agents that share a year
+        start are summed by one statement per batch.
 
         The ledgers hold the replica's rows as last read, so the totals include every change
         read so far; ``computed_through`` never moves backwards when an older window reruns.
         """
         db = self.db
-        year = through.year
-        year_start = db.ts(datetime(year, 1, 1))
+        utc_year = (through.year, datetime(through.year, 1, 1))
+        agents = sorted({int(a) for a in agent_ids})
+        by_start: dict[tuple[int, datetime], list[int]] = {}
+        for agent in agents:
+            year = years.get(agent, utc_year) if years is not None else utc_year
+            by_start.setdefault(year, []).append(agent)
         now = db.ts(utcnow())
         existing = self.totals(agent_ids)
         written = 0
         with db.transaction():
-            for chunk in db.in_batches(sorted(set(agent_ids)), extra_params=2):
-                deals = {
-                    int(a): (int(n), v, c)
-                    for a, n, v, c in db.query(
-                        self._sql("select_deal_totals", len(chunk)), [*chunk, year_start]
-                    )
-                }
-                active = {
-                    int(a): int(n)
+            active: dict[int, int] = {}
+            for chunk in db.in_batches(agents, extra_params=1):
+                active.update(
+                    (int(a), int(n))
                     for a, n in db.query(
                         self._sql("select_listing_counts", len(chunk)), [*chunk, active_status]
                     )
-                }
-                rows = []
-                for agent in chunk:
-                    n, v, c = deals.get(int(agent), (0, 0, 0))
-                    previous = existing.get(int(agent))
-                    mark = max(through, previous.computed_through) if previous else through
-                    rows.append(
-                        (
-                            int(agent),
-                            year,
-                            n,
-                            _money(v),
-                            _money(c),
-                            active.get(int(agent), 0),
-                            db.ts(mark),
-                            now,
+                )
+            for (ytd_year, start), group in sorted(by_start.items()):
+                for chunk in db.in_batches(group, extra_params=1):
+                    deals = {
+                        int(a): (int(n), v, c)
+                        for a, n, v, c in db.query(
+                            self._sql("select_deal_totals", len(chunk)), [*chunk, db.ts(start)]
                         )
-                    )
-                db.bulk_execute(self._sql("upsert_agent_totals"), rows)
-                written += len(rows)
+                    }
+                    rows = []
+                    for agent in chunk:
+                        n, v, c = deals.get(agent, (0, 0, 0))
+                        previous = existing.get(agent)
+                        mark = max(through, previous.computed_through) if previous else through
+                        rows.append(
+                            (
+                                agent,
+                                ytd_year,
+                                n,
+                                _money(v),
+                                _money(c),
+                                active.get(agent, 0),
+                                db.ts(mark),
+                                now,
+                            )
+                        )
+                    db.bulk_execute(self._sql("upsert_agent_totals"), rows)
+                    written += len(rows)
         return written
 
     def totals(self, agent_ids: Sequence[int]) -> dict[int, AgentTotals]:

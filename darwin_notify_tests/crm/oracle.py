@@ -7,12 +7,13 @@ sees it. It shares no code with the pipeline but the address checks.
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from darwin_notify_assets.domain.render import check_email, check_phone
-from darwin_notify_tests.crm.world import INTEREST, SHOWING, WindowOps, World
+from darwin_notify_tests.crm.world import INTEREST, SHOWING, WINDOW, WindowOps, World
 
 
 @dataclass
@@ -25,6 +26,20 @@ class Expected:
     @property
     def all(self) -> set[str]:
         return self.email | self.sms
+
+
+# The CRM's year is New York's for every broker (its model's totals.year_time_zone).
+YEAR_ZONE = ZoneInfo("America/New_York")
+
+
+def year_bounds(moment: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The year holding ``moment`` (naive UTC) in ``zone``, as naive UTC [start, end)."""
+    year = moment.replace(tzinfo=UTC).astimezone(zone).year
+
+    def first(y: int) -> datetime:
+        return datetime(y, 1, 1, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+
+    return first(year), first(year + 1)
 
 
 def _ts(value: datetime) -> str:
@@ -45,7 +60,9 @@ def _ok(check: Any, value: Any) -> bool:
         return False
 
 
-def expected_sends(world: World, windows: Iterable[WindowOps]) -> Expected:
+def expected_sends(
+    world: World, windows: Iterable[WindowOps], year_zone: ZoneInfo = YEAR_ZONE
+) -> Expected:
     state = {t: {k: dict(v) for k, v in rows.items()} for t, rows in world.base.items()}
     out = Expected()
     for w in windows:
@@ -121,14 +138,14 @@ def expected_sends(world: World, windows: Iterable[WindowOps]) -> Expected:
             if broker_can(broker, check_email, "EmailAddr"):
                 key = f"s23|crm.Sale:{no}|agent:{broker}"
                 out.email.add(key)
-                year = w.start.year
+                start, end = year_bounds(w.start + WINDOW, year_zone)
                 mine = [
                     s
                     for s in state["crm.Sale"].values()
                     if s["BrokerNo"] == broker
                     and s["Stage"] == "Closed"
                     and s["CloseDate"] is not None
-                    and s["CloseDate"].year == year
+                    and start <= s["CloseDate"] < end
                 ]
                 open_listings = sum(
                     1

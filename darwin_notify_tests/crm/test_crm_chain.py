@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from dagster import DagsterInstance
@@ -137,6 +138,10 @@ def test_whole_windows_send_exactly_what_the_oracle_expects(
     for key, (units, volume, open_listings) in expected.totals.items():
         text = bodies[key]
         assert f"{units} closed sales, {money(volume)} this year; {open_listings} open" in text
+    # ...in New York's year (the model's totals.year_time_zone): a sale closed in the first
+    # hours of January 1 UTC is of the year before there, and the fixture has one that shows.
+    utc_year = expected_sends(env.world, env.world.windows, year_zone=ZoneInfo("UTC")).totals
+    assert utc_year != expected.totals
 
     # Showings are keyed by (ListingNo, ShowingSeq): each message shows its own showing's
     # row, read by the composite key, though the same ShowingSeq recurs across listings.

@@ -367,8 +367,13 @@ def generate(seed: int = 11, windows: int = 4) -> World:
             "Price": listing["AskingPrice"],
             "Fee": (listing["AskingPrice"] * Decimal("0.03")).quantize(Decimal("0.01")),
             "Stage": "Closed" if closed else "Pending",
-            # A pending sale's CloseDate is the planned one: only Stage says it counts.
-            "CloseDate": t0 if closed else START + timedelta(days=20),
+            # A pending sale's CloseDate is the planned one: only Stage says it counts. Sale 1
+            # closed at 02:00 UTC on January 1: in New York, the CRM's year, the year before.
+            "CloseDate": (
+                (datetime(START.year, 1, 1, 2, 0) if no == 1 else t0)
+                if closed
+                else START + timedelta(days=20)
+            ),
             "CreatedAt": t0,
             "ChangedAt": t0,
         }

@@ -388,7 +388,10 @@ def test_both_models_say_where_each_recipient_kind_s_time_zone_is():
     assert sample.agent.time_zone.office == "TimeZone"
     assert sample.contact.time_zone.office == "TimeZone"
     crm = load_model(Path(__file__).parents[1] / "crm" / "crm.model.yaml")
-    assert crm.agent.time_zone.office == "TZ" and crm.contact.time_zone.office == "TZ"
+    # the CRM lists the foreign keys to its branch's TZ
+    assert crm.agent.time_zone.column == crm.contact.time_zone.column == "TZ"
+    assert [h.to for h in crm.agent.time_zone.via] == ["crm.Branch"]
+    assert [h.to for h in crm.contact.time_zone.via] == ["crm.Broker", "crm.Branch"]
 
 
 def _model_text(zone_line: str) -> str:

@@ -3,14 +3,17 @@ plain stages where a test needs to reach inside (a redelivered job, a worker tha
 
 import json
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from dagster import ExecuteInProcessResult
@@ -22,6 +25,7 @@ from darwin_notify_assets.domain.candidates import build_candidates
 from darwin_notify_assets.domain.messages import FINAL_STATUSES
 from darwin_notify_assets.domain.pipeline import (
     Runtime,
+    agent_years,
     load_schedules,
     stage_agent_totals,
     stage_candidates,
@@ -232,13 +236,22 @@ def test_deal_posted_emails_show_totals_that_include_the_window(processed):
         )
         text = msg["text_body"]
         window = env.window(keys.index(m["partition_key"]))
-        # every deal of the agent posted this year up to the end of the message's window
+        # every deal of the agent posted in the agent's year (its office's time zone, the
+        # sample's totals.year_time_zone) up to the end of the message's window
+        [office] = env.source_rows(
+            'SELECT o."TimeZone" FROM "Agent" a JOIN "Office" o ON o."OfficeID" = a."OfficeID" '
+            'WHERE a."AgentID" = ?',
+            [m["agent_id"]],
+        )
+        zone = ZoneInfo(office["TimeZone"])
+        local_year = window.end.replace(tzinfo=UTC).astimezone(zone).year
+        year_start = datetime(local_year, 1, 1, tzinfo=zone).astimezone(UTC)
         deals = env.source_rows(
             'SELECT "SalePrice", "GrossCommission" FROM "Deal" WHERE "AgentID" = ? '
             'AND "PostDate" >= ? AND "PostDate" < ?',
             [
                 m["agent_id"],
-                f"{window.start.year}-01-01",
+                year_start.strftime("%Y-%m-%d %H:%M:%S.%f"),
                 window.end.strftime("%Y-%m-%d %H:%M:%S.%f"),
             ],
         )
@@ -249,6 +262,32 @@ def test_deal_posted_emails_show_totals_that_include_the_window(processed):
         assert _money_in(text, "Gross commission") == sum(
             (Decimal(str(d["GrossCommission"])) for d in deals), Decimal(0)
         )
+
+
+def test_each_agent_s_year_begins_in_its_office_s_time_zone(embedded_env):
+    env = embedded_env
+    source = env.home / "darwin.db"
+    # an office whose zone is not an IANA name: its agents' year is the default zone's
+    with sqlite3.connect(source) as conn:
+        conn.execute('UPDATE "Office" SET "TimeZone" = ? WHERE "OfficeID" = 1', ["Nowhere/Else"])
+    offices = {
+        r["AgentID"]: r["TimeZone"]
+        for r in env.source_rows(
+            'SELECT a."AgentID", o."TimeZone" FROM "Agent" a '
+            'JOIN "Office" o ON o."OfficeID" = a."OfficeID"'
+        )
+    }
+    # 05:30 UTC on January 1: the year has begun in New York, not yet in Chicago
+    moment = datetime(2027, 1, 1, 5, 30)
+    years = agent_years(env.runtime(), sorted(offices), moment)
+    assert set(years) == set(offices)
+    for agent, name in offices.items():
+        zone = ZoneInfo(name if name != "Nowhere/Else" else env.settings.default_time_zone)
+        local = moment.replace(tzinfo=UTC).astimezone(zone).year
+        start = datetime(local, 1, 1, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+        assert years[agent] == (local, start), (agent, name)
+    assert {year for year, _ in years.values()} == {2026, 2027}
+    assert "Nowhere/Else" in offices.values()
 
 
 def test_a_rerun_of_a_partition_sends_nothing_new(processed):

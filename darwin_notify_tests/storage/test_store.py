@@ -3,13 +3,16 @@ change decisions that are made once."""
 
 import sqlite3
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pyodbc
 import pytest
 
 from darwin_notify_assets.delivery.rules import SendRules
+from darwin_notify_assets.domain import zones
 from darwin_notify_assets.domain.messages import INITIAL_STATUSES, MessageStatus, is_allowed
 from darwin_notify_assets.errors import InvalidTransition
 from darwin_notify_assets.storage.store import (
@@ -442,3 +445,37 @@ def test_a_change_that_fired_keeps_its_event_when_a_later_read_decides_against(s
         (fired.event_key, PARTITION)
     ]
     assert store.db.query("SELECT fired FROM change_decision") == [(1,)]
+
+
+def test_totals_count_a_deal_in_the_year_of_the_agent_s_zone(store):
+    # 02:00 UTC on January 1 is still December 31 in New York: a deal posted then is of the
+    # year before there, of the new year in UTC
+    new_year = datetime(2027, 1, 1)
+    deals = [
+        (1, 1, new_year + timedelta(hours=2), Decimal("100.00"), Decimal("3.00")),
+        (2, 1, new_year - timedelta(days=30), Decimal("200.00"), Decimal("6.00")),
+        (3, 2, new_year + timedelta(hours=2), Decimal("400.00"), Decimal("12.00")),
+        (4, 2, new_year - timedelta(days=30), Decimal("800.00"), Decimal("24.00")),
+    ]
+    listings = [(1, 1, "Active"), (2, 2, "Active"), (3, 2, "Sold")]
+    store.save_detection([], {}, deals, listings, [], [(PARTITION, 1), (PARTITION, 2)])
+    through = new_year + timedelta(hours=3)
+    york = zones.year_start(ZoneInfo("America/New_York"), through)
+    assert york == (2026, datetime(2026, 1, 1, 5))
+    # agent 1 counts in New York's year, agent 2 in UTC's (the default)
+    assert store.recompute_totals([1, 2], through, "Active", {1: york}) == 2
+    totals = store.totals([1, 2])
+    assert (totals[1].year, totals[1].units_ytd, totals[1].volume_ytd) == (
+        2026,
+        2,
+        Decimal("300.00"),
+    )
+    assert (totals[2].year, totals[2].units_ytd, totals[2].volume_ytd) == (
+        2027,
+        1,
+        Decimal("400.00"),
+    )
+    assert (totals[1].active_listings, totals[2].active_listings) == (1, 1)
+    # without zones, both are UTC years
+    store.recompute_totals([1, 2], through, "Active")
+    assert store.totals([1])[1].units_ytd == 1
