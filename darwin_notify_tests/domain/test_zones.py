@@ -1,6 +1,7 @@
 """A recipient's time zone at the end of the path the source model gives, read for a batch with
 one statement per foreign key; and the year of the agent totals in a zone."""
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -189,3 +190,36 @@ def test_check_names_each_missing_column_on_the_way_to_a_zone():
         in (problems)
     )
     assert "recipients.agent.time_zone: column Region.TZ does not exist on the replica" in problems
+
+
+def test_the_crm_clients_zones_are_read_from_the_replica_one_statement_per_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from darwin_notify_assets.storage.db import connect
+    from darwin_notify_assets.storage.replica import ReplicaReader
+    from darwin_notify_tests.crm.test_crm_chain import build_crm_env
+
+    env = build_crm_env(tmp_path / "home", monkeypatch)
+    model = load_model(CRM_MODEL)
+    reader = ReplicaReader(connect(f"sqlite:///{env.home / 'darwin.db'}", read_only=True), model)
+    try:
+        clients = sorted(env.world.base["crm.Client"])
+        statements: list[str] = []
+        reader.db.conn.set_trace_callback(statements.append)
+        found = zones.read_zones(model, "contact", clients, reader.fetch_by_ids)
+        reader.db.conn.set_trace_callback(None)
+    finally:
+        reader.close()
+        env.source.close()
+        env.instance.dispose()
+    base = env.world.base
+    assert found == {
+        c: base["crm.Branch"][base["crm.Broker"][base["crm.Client"][c]["BrokerNo"]]["BranchNo"]][
+            "TZ"
+        ]
+        for c in clients
+    }
+    assert len(set(found.values())) == 2
+    # the catalog aside, one statement per table on the way
+    read = [m for s in statements for m in re.findall(r'FROM "(crm\.\w+)" WHERE', s)]
+    assert read == ["crm.Client", "crm.Broker", "crm.Branch"]
