@@ -4,8 +4,8 @@ Same replica (pyodbc + psqlODBC, read-only), same schedules and rules, same temp
 renderers, same SendGrid / Twilio clients and sinks, same store cluster. What differs is the
 shape of the work: for each changed record read from the replica, it looks up the record's
 last-seen values (one query), decides which schedules fire, and for each recipient it queries
-every merge field one row at a time (recipient, agent, office, and the agent's totals as
-aggregates over the replica), renders, inserts the message with its own commit, sends it with
+every merge field one row at a time (recipient, agent, office, a deal's property, and the
+agent's totals as aggregates over the replica, in the year of the agent's office), renders, inserts the message with its own commit, sends it with
 one HTTP request and records the outcome with another commit.
 
 It runs on a random sample of the window's changed records (in random order, so the sample
@@ -17,8 +17,9 @@ import itertools
 import random
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from benchmarks.instrument import peak_rss_mb
 from darwin_notify_assets.config import SENDGRID_API_KEY_ENV, TWILIO_AUTH_TOKEN_ENV, Settings
@@ -308,8 +309,14 @@ class NaivePipeline:
             change={"event": str(event.event_type), "old": event.old_values or {}},
             window={"start": window.start, "end": window.end, "key": window.partition_key},
         )
+        if s.source_table == "Deal":
+            context["property"] = (
+                self.one('SELECT * FROM "Property" WHERE "PropertyID" = ?', [record["PropertyID"]])
+                or {}
+            )
         if s.uses_agent_totals:
-            context["totals"] = self.totals(agent_id=int(agent["AgentID"]), window=window)
+            zone = (office or {}).get("TimeZone") or "UTC"
+            context["totals"] = self.totals(int(agent["AgentID"]), window, zone)
         template = self.templates[s.template_id]
         try:
             if s.channel == Channel.EMAIL:
@@ -329,9 +336,12 @@ class NaivePipeline:
         except RenderError as exc:
             return MessageStatus.RENDER_FAILED, str(exc), {}
 
-    def totals(self, agent_id: int, window: Window) -> dict[str, Any]:
-        """The agent's year to date, aggregated on the replica for this one message."""
-        year_start = datetime(window.end.year, 1, 1)
+    def totals(self, agent_id: int, window: Window, zone_name: str) -> dict[str, Any]:
+        """The agent's year to date (from January 1 in its office's zone), aggregated on the
+        replica for this one message."""
+        zone = ZoneInfo(zone_name)
+        year = window.end.replace(tzinfo=UTC).astimezone(zone).year
+        year_start = datetime(year, 1, 1, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
         deals = self.one(
             'SELECT count(*) AS n, coalesce(sum("SalePrice"), 0) AS v, '
             'coalesce(sum("GrossCommission"), 0) AS c FROM "Deal" '
@@ -347,7 +357,7 @@ class NaivePipeline:
             "volume_ytd": deals["v"],
             "commission_ytd": deals["c"],
             "active_listings": active["n"],
-            "year": window.end.year,
+            "year": year,
         }
 
     def close(self) -> None:

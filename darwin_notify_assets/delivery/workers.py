@@ -178,12 +178,7 @@ class RenderWorker:
         # Contacts who receive and contact records that changed come in one statement.
         people = by_table.setdefault(model.contact.table, set())
         people.update(c for c in contact_ids if c is not None)
-        records = {}
-        for table, ids in by_table.items():
-            if not ids:
-                continue
-            for rid, row in self.replica.fetch_by_ids(table, sorted(ids)).items():
-                records[(table, rid)] = jsonable_row(row)
+        records = self._fetch_records(items, by_table)
         contact_zone = self._zone_path("contact")
         if contact_zone is not None and contact_zone.hops[:1]:
             first = contact_zone.hops[0]
@@ -245,6 +240,53 @@ class RenderWorker:
         return RenderContextData(
             records, agents, offices, contacts, totals, digests, extras, failures, zone_rows
         )
+
+    def _fetch_records(
+        self, items: list[RenderItem], by_table: Mapping[str, set[RecordId]]
+    ) -> dict[tuple[str, RecordId], dict[str, Any]]:
+        """The batch's records, by table and id, with the related records the model names for
+        their tables (``relations.related``): one statement per table. A table that related
+        records are of is read after the tables that name them, with its own ids and theirs."""
+        related = self.replica.model.relations.related
+        records: dict[tuple[str, RecordId], dict[str, Any]] = {}
+        # a deleted record's related records are named by its last-seen values
+        deleted = [
+            (i.source_table, i.row_values)
+            for i in items
+            if i.event_type == "delete" and i.row_values and i.source_table in related
+        ]
+        sources = set(by_table) | {table for table, _ in deleted}
+        targets = {rel.to for table in sources for rel in related.get(table, {}).values()}
+        read: dict[str, set[RecordId]] = {}
+
+        def fetch(table: str, ids: set[RecordId]) -> None:
+            missing = ids - read.setdefault(table, set())
+            if not missing:
+                return
+            read[table] |= missing
+            for rid, row in self.replica.fetch_by_ids(table, sorted(missing)).items():
+                records[(table, rid)] = jsonable_row(row)
+
+        def named(target: str) -> set[RecordId]:
+            ids: set[RecordId] = set()
+            for table, rels in related.items():
+                columns = [rel.column for rel in rels.values() if rel.to == target]
+                if not columns or table not in sources:
+                    continue
+                rows: list[Mapping[str, Any]] = [r for (t, _), r in records.items() if t == table]
+                rows += [row for t, row in deleted if t == table]
+                ids.update(int(r[c]) for r in rows for c in columns if r.get(c) is not None)
+            return ids
+
+        for table, ids in by_table.items():
+            if table not in targets:
+                fetch(table, set(ids))
+        for table in sorted(targets):
+            fetch(table, set(by_table.get(table, ())) | named(table))
+        # a related record of a related record's table: read what the first pass did not
+        for table in sorted(targets):
+            fetch(table, named(table))
+        return records
 
     def _zone_path(self, kind: str) -> zones.ZonePath | None:
         if kind not in self._zone_paths:
@@ -439,6 +481,10 @@ class RenderWorker:
             change={"event": item.event_type, "old": item.old_values or {}},
             window={"start": window.start, "end": window.end, "key": item.partition_key},
         )
+        for name, rel in self.replica.model.relations.related.get(item.source_table, {}).items():
+            # No row: a template that shows one of its fields fails by name.
+            value = record.get(rel.column)
+            context[name] = data.records.get((rel.to, int(value)), {}) if value is not None else {}
         if schedule.merge_fields:
             # No row for the record: a template that shows one of its fields fails by name.
             rows = data.extras.get((schedule.merge_fields, item.source_table), {})

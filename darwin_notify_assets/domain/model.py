@@ -222,6 +222,30 @@ class JoinTable(_Strict):
     contact: str
 
 
+class Related(_Strict):
+    """A record a template shows beside the changed one: ``column`` of the changed record's
+    table names a row of ``to`` by its key."""
+
+    column: str
+    to: str
+
+
+# What a template's context already names (``delivery/workers.py``): a related record may not
+# take one of these names.
+CONTEXT_NAMES = (
+    "record",
+    "records",
+    "agent",
+    "office",
+    "recipient",
+    "change",
+    "window",
+    "extra",
+    "totals",
+)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class Relations(_Strict):
     agent_office: ForeignKey | None = None
     record_agent: dict[str, str] = Field(default_factory=dict)
@@ -229,6 +253,8 @@ class Relations(_Strict):
     agent_contacts: OneToMany | None = None
     # Per table, the contacts a record reaches through a join table (audience record_contacts).
     record_contacts: dict[str, JoinTable] = Field(default_factory=dict)
+    # Per table, the records its templates show beside a changed one, by the name they see.
+    related: dict[str, dict[str, Related]] = Field(default_factory=dict)
 
 
 class Condition(_Strict):
@@ -386,6 +412,23 @@ class SourceModel(_Strict):
                     raise ValueError(f"relations.{name} names {table}, which tables lacks")
         office = self.relations.agent_office
         described = set(self.tables) | {r.table for r in self.recipients.values()}
+        for table, named in self.relations.related.items():
+            if table not in self.tables:
+                raise ValueError(f"relations.related names {table}, which tables lacks")
+            for name, link in named.items():
+                path = f"relations.related.{table}.{name}"
+                if not _NAME.match(name) or name in CONTEXT_NAMES:
+                    raise ValueError(
+                        f"{path}: a related record's name is a word templates can use and "
+                        f"none of {', '.join(CONTEXT_NAMES)}"
+                    )
+                if link.to not in described:
+                    raise ValueError(f"{path} names {link.to}, which tables lacks")
+                if not isinstance(self.key_of(link.to), str):
+                    raise ValueError(
+                        f"{path}: {link.to}'s key is composite; a related record is named by "
+                        "one column"
+                    )
         if office and office.to not in described:
             raise ValueError(f"relations.agent_office names {office.to}, which tables lacks")
         for kind, recipient in self.recipients.items():
@@ -534,7 +577,8 @@ def _line_of(root: yaml.Node | None, loc: Sequence[Any]) -> int | None:
 def _loc_of(root: yaml.Node | None, dotted: str) -> list[Any]:
     """The path of keys a whole-model problem names (``tables.crm.Showing``: a table's name
     may hold a dot), as far as the document has it."""
-    parts, loc, node = dotted.split("."), [], root
+    parts, node = dotted.split("."), root
+    loc: list[Any] = []
     while parts:
         if isinstance(node, yaml.MappingNode):
             keys_here = {k.value: v for k, v in node.value}
@@ -668,6 +712,11 @@ def check_model(model: SourceModel, columns_of: Callable[[str], Sequence[str]]) 
         has("relations.agent_contacts", rel.agent_contacts.table, rel.agent_contacts.column)
     for table_name, join in rel.record_contacts.items():
         has(f"relations.record_contacts.{table_name}", join.through, join.record, join.contact)
+    for table_name, named in rel.related.items():
+        for name, related in named.items():
+            path = f"relations.related.{table_name}.{name}"
+            has(path, table_name, related.column)
+            has(path, related.to, *model.key_columns(related.to))
     if model.totals:
         d, li = model.totals.deals, model.totals.listings
         has("totals.deals", d.table, d.key, d.agent, d.posted, d.volume, d.commission, d.watch)

@@ -674,8 +674,9 @@ _PRICE_DROP_SMS = (
 )
 _DEAL_POSTED_HTML = """\
 <p>Congratulations {{ agent.FirstName }}!</p>
-<p>Deal {{ DealID }} closed on {{ CloseDate|date }} at {{ SalePrice|money }} and was posted
-on {{ PostDate|date }}. Gross commission: {{ GrossCommission|money }}.</p>
+<p>Deal {{ DealID }} on {{ property.Address }}, {{ property.City }} closed on
+{{ CloseDate|date }} at {{ SalePrice|money }} and was posted on {{ PostDate|date }}.
+Gross commission: {{ GrossCommission|money }}.</p>
 <p>Your year to date:</p>
 <ul>
 <li>Deals posted: {{ totals.units_ytd }}</li>
@@ -687,8 +688,9 @@ on {{ PostDate|date }}. Gross commission: {{ GrossCommission|money }}.</p>
 _DEAL_POSTED_TEXT = """\
 Congratulations {{ agent.FirstName }}!
 
-Deal {{ DealID }} closed on {{ CloseDate|date }} at {{ SalePrice|money }} and was posted \
-on {{ PostDate|date }}. Gross commission: {{ GrossCommission|money }}.
+Deal {{ DealID }} on {{ property.Address }}, {{ property.City }} closed on \
+{{ CloseDate|date }} at {{ SalePrice|money }} and was posted on {{ PostDate|date }}. \
+Gross commission: {{ GrossCommission|money }}.
 
 Your year to date:
 - Deals posted: {{ totals.units_ytd }}

@@ -150,11 +150,22 @@ def test_whole_windows_send_exactly_what_the_oracle_expects(
         {k.split("|")[1].split(":")[1][1:].split(",")[1].rstrip("]") for k in showings}
     ) < len(showings)
     sms_bodies = {m.candidate_key: m.sms_body or "" for m in calls["sms"]}
+    # ...and its listing's street: the related record the model names `listing`, of a
+    # cancelled showing too (read through its last-seen ListingNo)
+    streets = {r[0]: r[1] for r in env.source.query('SELECT ListingNo, Street FROM "crm.Listing"')}
     for key in showings:
         listing_no, seq = (int(v) for v in key.split("|")[1].split(":")[1].strip("[]").split(","))
         text = bodies.get(key) or sms_bodies[key]
         assert f"showing #{seq} of listing {listing_no}".lower() in text.lower()
         assert f"visit {listing_no}-{seq}" in text
+        if key in bodies:
+            assert f"of listing {listing_no} at {streets[listing_no]} (" in text
+    assert any(k.startswith("s30|") for k in bodies), "no cancelled showing was emailed"
+    subjects = {m.candidate_key: m.subject or "" for m in calls["email"]}
+    sale_listing = dict(env.source.query('SELECT SaleNo, ListingNo FROM "crm.Sale"'))
+    for key in expected.totals:
+        sale = int(key.split("|")[1].split(":")[1])
+        assert subjects[key] == f"Sale {sale} of {streets[sale_listing[sale]]} closed"
 
     # A rerun of every window sends nothing new.
     for index in range(WINDOWS):

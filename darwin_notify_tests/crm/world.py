@@ -69,7 +69,7 @@ LAYOUTS: tuple[dict[str, Any], ...] = (
     {
         "LayoutNo": 12,
         "Title": "Sale closed",
-        "MailSubject": "Sale {{ SaleNo }} closed",
+        "MailSubject": "Sale {{ SaleNo }} of {{ listing.Street }} closed",
         "MailHtml": "<p>{{ agent.GivenName }}: {{ totals.units_ytd }} closed sales, "
         "{{ totals.volume_ytd|money }} this year; {{ totals.active_listings }} open.</p>",
         "MailText": "{{ agent.GivenName }}: {{ totals.units_ytd }} closed sales, "
@@ -97,9 +97,11 @@ LAYOUTS: tuple[dict[str, Any], ...] = (
         "Title": "Showing booked",
         "MailSubject": "Showing #{{ ShowingSeq }} of listing {{ ListingNo }}",
         "MailHtml": "<p>{{ recipient.GivenName }}, showing #{{ ShowingSeq }} of listing "
-        "{{ ListingNo }} ({{ Note }}) is booked with {{ agent.GivenName }}.</p>",
+        "{{ ListingNo }} at {{ listing.Street }} ({{ Note }}) is booked with "
+        "{{ agent.GivenName }}.</p>",
         "MailText": "{{ recipient.GivenName }}, showing #{{ ShowingSeq }} of listing "
-        "{{ ListingNo }} ({{ Note }}) is booked with {{ agent.GivenName }}.",
+        "{{ ListingNo }} at {{ listing.Street }} ({{ Note }}) is booked with "
+        "{{ agent.GivenName }}.",
         "TextMessage": None,
     },
     {
@@ -114,10 +116,10 @@ LAYOUTS: tuple[dict[str, Any], ...] = (
         "LayoutNo": 18,
         "Title": "Showing cancelled",
         "MailSubject": "Showing #{{ ShowingSeq }} of listing {{ ListingNo }} cancelled",
-        "MailHtml": "<p>Showing #{{ ShowingSeq }} of listing {{ ListingNo }} ({{ Note }}) "
-        "was cancelled.</p>",
-        "MailText": "Showing #{{ ShowingSeq }} of listing {{ ListingNo }} ({{ Note }}) "
-        "was cancelled.",
+        "MailHtml": "<p>Showing #{{ ShowingSeq }} of listing {{ ListingNo }} at "
+        "{{ listing.Street }} ({{ Note }}) was cancelled.</p>",
+        "MailText": "Showing #{{ ShowingSeq }} of listing {{ ListingNo }} at "
+        "{{ listing.Street }} ({{ Note }}) was cancelled.",
         "TextMessage": None,
     },
     {

@@ -235,6 +235,13 @@ def test_deal_posted_emails_show_totals_that_include_the_window(processed):
             "SELECT text_body FROM message WHERE message_id = ?", [m["message_id"]]
         )
         text = msg["text_body"]
+        # the deal's property, the related record the sample model names `property`
+        [place] = env.source_rows(
+            'SELECT p."Address", p."City" FROM "Deal" d '
+            'JOIN "Property" p ON p."PropertyID" = d."PropertyID" WHERE d."DealID" = ?',
+            [int(m["record_id"])],
+        )
+        assert f"Deal {int(m['record_id'])} on {place['Address']}, {place['City']} closed" in text
         window = env.window(keys.index(m["partition_key"]))
         # every deal of the agent posted in the agent's year (its office's time zone, the
         # sample's totals.year_time_zone) up to the end of the message's window

@@ -12,6 +12,7 @@ import jinja2.sandbox
 import phonenumbers
 import pytest
 
+from darwin_notify_assets.domain.model import load_model
 from darwin_notify_assets.sample import seed
 from darwin_notify_assets.sample.seed import (
     COLUMNS,
@@ -343,7 +344,9 @@ def test_templates_use_only_the_render_context(small_base, schedule_id):
         if t["TemplateID"] == schedule["TemplateID"]
     )
     env = _template_env()
-    allowed = set(COLUMNS[schedule["SourceTable"]]) | RENDER_CONTEXT
+    # and the related records the sample model names for the table
+    related = set(load_model().relations.related.get(schedule["SourceTable"], {}))
+    allowed = set(COLUMNS[schedule["SourceTable"]]) | RENDER_CONTEXT | related
     for part in ("Subject", "HtmlBody", "TextBody", "SmsBody"):
         if template[part]:
             names = jinja2.meta.find_undeclared_variables(env.parse(template[part]))
