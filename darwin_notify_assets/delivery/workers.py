@@ -50,6 +50,7 @@ from darwin_notify_assets.domain.schedules import (
 )
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.errors import (
+    ConfigurationError,
     DarwinNotifyError,
     MergeFieldError,
     ProviderError,
@@ -224,12 +225,17 @@ class RenderWorker:
             path = self._zone_path(kind)
             if path is None or not path.hops:
                 continue
-            more = zones.prefetch(
-                path,
-                list(starts.values()),
-                lambda t: zone_rows.get(t, {}),
-                self.replica.fetch_by_ids,
-            )
+            try:
+                more = zones.prefetch(
+                    path,
+                    list(starts.values()),
+                    lambda t: zone_rows.get(t, {}),
+                    self.replica.fetch_by_ids,
+                )
+            except ConfigurationError as exc:
+                # the claim decides in the default zone, and its reason says so
+                log.warning("time zones of %s recipients not read: %s", kind, exc)
+                continue
             for table, rows in more.items():
                 zone_rows.setdefault(table, {}).update(
                     (k, jsonable_row(v)) for k, v in rows.items()
@@ -282,10 +288,15 @@ class RenderWorker:
             if table not in targets:
                 fetch(table, set(ids))
         for table in sorted(targets):
-            fetch(table, set(by_table.get(table, ())) | named(table))
-        # a related record of a related record's table: read what the first pass did not
-        for table in sorted(targets):
-            fetch(table, named(table))
+            try:
+                fetch(table, set(by_table.get(table, ())) | named(table))
+                # a related record of a related record's table: what the pass above missed
+                fetch(table, named(table))
+            except ConfigurationError as exc:
+                if table in by_table:
+                    raise
+                # only the templates that show these records fail, by name
+                log.warning("related records of %s not read: %s", table, exc)
         return records
 
     def _zone_path(self, kind: str) -> zones.ZonePath | None:

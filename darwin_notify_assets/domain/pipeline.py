@@ -56,7 +56,7 @@ from darwin_notify_assets.domain.schedules import (
 )
 from darwin_notify_assets.domain.snapshots import ScheduleSnapshot
 from darwin_notify_assets.domain.windows import Window
-from darwin_notify_assets.errors import DarwinNotifyError, ReplicaBehind
+from darwin_notify_assets.errors import ConfigurationError, DarwinNotifyError, ReplicaBehind
 from darwin_notify_assets.storage.mssql_cdc import capture_part
 from darwin_notify_assets.storage.replica import ReplicaReader, ReplicaWatermark
 from darwin_notify_assets.storage.store import NotificationStore, utcnow
@@ -398,7 +398,12 @@ def agent_years(
         return {int(a): year for a in agents}
     fallback = zones.zone_info(rt.settings.default_time_zone) or zones.zone_info("UTC")
     assert fallback is not None
-    found = zones.read_zones(model, "agent", agents, rt.replica.fetch_by_ids)
+    try:
+        found = zones.read_zones(model, "agent", agents, rt.replica.fetch_by_ids)
+    except ConfigurationError as exc:
+        # check names the table or column; the totals are still computed, in the default zone
+        log.warning("agents' time zones not read: %s", exc)
+        found = {}
     defaulted = 0
     years = {}
     for agent in agents:
