@@ -260,7 +260,11 @@ def cmd_check(_args: argparse.Namespace) -> int:
     """The source model and the schedules against the replica's catalog: one line per
     problem, exit 1 when there is any."""
     from darwin_notify_assets.domain.model import load_model
-    from darwin_notify_assets.domain.pipeline import load_schedules, merge_field_problems
+    from darwin_notify_assets.domain.pipeline import (
+        load_schedules,
+        merge_field_problems,
+        zone_problems,
+    )
     from darwin_notify_assets.storage.replica import ReplicaReader
 
     settings = _settings()
@@ -274,6 +278,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
     try:
         loaded = load_schedules(replica)
         query_problems = merge_field_problems(replica, loaded.schedules)
+        query_problems += zone_problems(replica, settings.default_time_zone)
     finally:
         replica.close()
     for p in loaded.model_problems:

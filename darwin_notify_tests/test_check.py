@@ -102,3 +102,19 @@ def test_check_names_a_merge_field_query_whose_file_is_missing(
     ]
     (queries / "office_counts.sql").write_text("SELECT value AS record_id FROM json_each(?)")
     assert cli.main(["check"]) == 0
+
+
+def test_check_names_a_time_zone_value_that_is_no_iana_zone(embedded_env, capsys):
+    import sqlite3
+
+    with sqlite3.connect(embedded_env.home / "darwin.db") as conn:
+        conn.execute('UPDATE "Office" SET "TimeZone" = ? WHERE "OfficeID" = 2', ["Mars/Olympus"])
+    capsys.readouterr()
+    assert cli.main(["check"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    # both kinds read the office's zone: named once
+    assert lines[:-1] == [
+        "recipients.agent.time_zone: Office.TimeZone holds 'Mars/Olympus', which is not an IANA "
+        "time zone; its recipients are decided in UTC (DARWIN_NOTIFY_DEFAULT_TIME_ZONE)"
+    ]
+    assert lines[-1] == f"1 problem(s); {len(seed.SAMPLE_SCHEDULES)} schedule(s) would run"

@@ -108,6 +108,34 @@ def merge_field_problems(replica: ReplicaReader, schedules: ScheduleSet) -> list
     ]
 
 
+def zone_problems(replica: ReplicaReader, default_zone: str) -> list[str]:
+    """Values of the recipients' time-zone columns that are no IANA zone, one line each: the
+    recipients they are read for are decided (and agents' years counted) in the default zone.
+    A missing table or column is not named here but by the model's check."""
+    model, out = replica.model, []
+    seen: set[tuple[str, str]] = set()
+    for kind in ("agent", "contact"):
+        path = zones.zone_path(model, kind)
+        if path is None:
+            continue
+        table = path.hops[-1].table if path.hops else model.recipients[kind].table
+        if (table, path.column) in seen:
+            continue
+        seen.add((table, path.column))
+        try:
+            values = replica.distinct_values(table, path.column)
+        except ConfigurationError:
+            continue
+        for value in sorted({str(v).strip() for v in values if v is not None} - {""}):
+            if zones.zone_info(value[: zones.MAX_ZONE]) is None:
+                out.append(
+                    f"recipients.{kind}.time_zone: {table}.{path.column} holds {value!r}, which "
+                    f"is not an IANA time zone; its recipients are decided in {default_zone} "
+                    "(DARWIN_NOTIFY_DEFAULT_TIME_ZONE)"
+                )
+    return out
+
+
 def load_schedules(replica: ReplicaReader) -> LoadedSchedules:
     """Active schedules, validated, with their templates compiled, as the replica has them now.
 

@@ -435,6 +435,15 @@ class ReplicaReader:
         self._done()
         return out
 
+    def distinct_values(self, table: str, column: str) -> list[Any]:
+        """Every value ``column`` of ``table`` holds, once (``darwin-notify check`` asks for a
+        column of few values, like a time zone's)."""
+        self.checked(table, column)
+        q, qt = self.db.quote, self.db.quote_table
+        rows = self.db.query(f"SELECT DISTINCT {q(column)} FROM {qt(table)}")
+        self._done()
+        return [r[0] for r in rows]
+
     def fetch_grouped(
         self, table: str, column: str, values: Sequence[int], columns: Sequence[str]
     ) -> dict[int, list[dict[str, Any]]]:
