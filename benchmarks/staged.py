@@ -189,7 +189,7 @@ def run(config: dict[str, Any], say) -> dict[str, Any]:
 
     detection = stage("detect", detect)
     results["detect"] = detection.as_metadata()
-    results["totals"] = stage("totals", lambda rt: stage_agent_totals(rt, window))
+    results["totals"] = stage("totals", lambda rt: stage_agent_totals(rt, window)).as_metadata()
     candidates = stage(
         "candidates",
         lambda rt: stage_candidates(rt, window, loaded_box["loaded"]),

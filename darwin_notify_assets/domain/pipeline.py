@@ -400,22 +400,45 @@ def stage_change_window(
     return result, watermark
 
 
-def stage_agent_totals(rt: Runtime, window: Window) -> int:
+@dataclass(frozen=True)
+class TotalsResult:
+    """What one window's totals stage did."""
+
+    agents_touched: int = 0
+    totals_written: int = 0
+    # The zone whose year is counted (the model's totals.year_time_zone).
+    year_time_zone: str = ""
+    # Agents without a valid zone of their own, counted in the default zone's year.
+    agents_in_default_zone: int = 0
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "agents_touched": self.agents_touched,
+            "totals_written": self.totals_written,
+            "year_time_zone": self.year_time_zone or "(no totals)",
+            "agents_in_default_zone": self.agents_in_default_zone,
+        }
+
+
+def stage_agent_totals(rt: Runtime, window: Window) -> TotalsResult:
     agents = rt.store.window_agents(window.partition_key)
     totals = rt.replica.model.totals
-    if not agents or totals is None:
-        return 0
-    years = agent_years(rt, agents, window.end)
-    return rt.store.recompute_totals(agents, window.end, totals.listings.active_value, years)
+    if totals is None:
+        return TotalsResult(len(agents))
+    if not agents:
+        return TotalsResult(year_time_zone=totals.year_time_zone)
+    years, defaulted = agent_years(rt, agents, window.end)
+    written = rt.store.recompute_totals(agents, window.end, totals.listings.active_value, years)
+    return TotalsResult(len(agents), written, totals.year_time_zone, defaulted)
 
 
 def agent_years(
     rt: Runtime, agents: Sequence[int], moment: datetime
-) -> dict[int, tuple[int, datetime]]:
+) -> tuple[dict[int, tuple[int, datetime]], int]:
     """Each agent's year at ``moment`` (naive UTC) and its first instant, in the zone the
     model's ``totals.year_time_zone`` names: one zone for all, or each agent's own (read from
     the replica, one statement per table on the way per batch; an agent without a valid zone
-    is counted in ``DARWIN_NOTIFY_DEFAULT_TIME_ZONE``)."""
+    is counted in ``DARWIN_NOTIFY_DEFAULT_TIME_ZONE``); and how many were so counted."""
     model = rt.replica.model
     assert model.totals is not None
     name = model.totals.year_time_zone
@@ -423,7 +446,7 @@ def agent_years(
         zone = zones.zone_info(name)
         assert zone is not None, "validated with the model"
         year = zones.year_start(zone, moment)
-        return {int(a): year for a in agents}
+        return {int(a): year for a in agents}, 0
     fallback = zones.zone_info(rt.settings.default_time_zone) or zones.zone_info("UTC")
     assert fallback is not None
     try:
@@ -447,7 +470,7 @@ def agent_years(
             len(agents),
             rt.settings.default_time_zone,
         )
-    return years
+    return years, defaulted
 
 
 def stage_candidates(rt: Runtime, window: Window, loaded: LoadedSchedules) -> CandidateResult:

@@ -190,6 +190,8 @@ def test_materializations_carry_their_counts(processed):
     )
     totals = materialization_metadata(env.instance, "agent_totals", env.key(2))
     assert totals["agents_touched"] >= totals["totals_written"] > 0
+    # whose year it is: each agent's own, and every sample office has a valid zone
+    assert (totals["year_time_zone"], totals["agents_in_default_zone"]) == ("agent", 0)
 
 
 def test_rendered_count_is_the_number_of_messages_actually_rendered(processed):
@@ -286,8 +288,9 @@ def test_each_agent_s_year_begins_in_its_office_s_time_zone(embedded_env):
     }
     # 05:30 UTC on January 1: the year has begun in New York, not yet in Chicago
     moment = datetime(2027, 1, 1, 5, 30)
-    years = agent_years(env.runtime(), sorted(offices), moment)
+    years, defaulted = agent_years(env.runtime(), sorted(offices), moment)
     assert set(years) == set(offices)
+    assert defaulted == sum(1 for name in offices.values() if name == "Nowhere/Else") > 0
     for agent, name in offices.items():
         zone = ZoneInfo(name if name != "Nowhere/Else" else env.settings.default_time_zone)
         local = moment.replace(tzinfo=UTC).astimezone(zone).year

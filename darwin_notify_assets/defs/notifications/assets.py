@@ -301,10 +301,10 @@ def agent_totals(
     rows = []
     touched: list[tuple[list[int], Window]] = []
     for window in run_windows(context, pipeline):
-        written = stage_agent_totals(rt, window)
+        result = stage_agent_totals(rt, window)
         agents = rt.store.window_agents(window.partition_key)
         touched.append((agents, window))
-        rows.append((window, {"agents_touched": len(agents), "totals_written": written}))
+        rows.append((window, result.as_metadata()))
     return MaterializeResult(
         metadata=per_window_metadata(rows),
         check_results=[checks.agent_totals_fresh(rt.store, touched)],
