@@ -267,6 +267,15 @@ def clean_environment(mp: pytest.MonkeyPatch, home: Path) -> None:
     mp.setenv("DARWIN_NOTIFY_STAGE_TIMEOUT_SECONDS", "60")
 
 
+def take_baseline(settings: Settings) -> None:
+    """Record the replica's rows as last seen, as a deployment does before its first window."""
+    rt = Runtime.from_settings(settings)
+    try:
+        detect.baseline(rt.replica, rt.store, load_schedules(rt.replica).schedules)
+    finally:
+        rt.close()
+
+
 def build_env(
     home: Path,
     mp: pytest.MonkeyPatch,
@@ -293,11 +302,7 @@ def build_env(
     if customize is not None:
         customize(source, dataset, changes)
         source.commit()
-    rt = Runtime.from_settings(settings)
-    try:
-        detect.baseline(rt.replica, rt.store, load_schedules(rt.replica).schedules)
-    finally:
-        rt.close()
+    take_baseline(settings)
     return EmbeddedEnv(
         home=home,
         settings=settings,

@@ -17,7 +17,12 @@ from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 from darwin_notify_assets.domain.render import money
 from darwin_notify_assets.domain.windows import Window
 from darwin_notify_assets.storage.db import Database, connect
-from darwin_notify_tests.conftest import clean_environment, install_recording_senders, run_partition
+from darwin_notify_tests.conftest import (
+    clean_environment,
+    install_recording_senders,
+    run_partition,
+    take_baseline,
+)
 from darwin_notify_tests.crm import world
 from darwin_notify_tests.crm.oracle import expected_sends
 
@@ -50,11 +55,7 @@ def build_crm_env(home: Path, mp: pytest.MonkeyPatch, alerts: tuple[int, ...] = 
     world.write_base(source, w)
     if alerts:
         world.set_enabled(source, alerts)
-    rt = Runtime.from_settings(settings)
-    try:
-        detect.baseline(rt.replica, rt.store, load_schedules(rt.replica).schedules)
-    finally:
-        rt.close()
+    take_baseline(settings)
     return CrmEnv(home, settings, w, source, DagsterInstance.ephemeral())
 
 

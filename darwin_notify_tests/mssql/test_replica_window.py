@@ -12,15 +12,19 @@ import pytest
 from dagster import DagsterInstance
 
 from darwin_notify_assets.config import REPLICA_PASSWORD_ENV, STORE_PASSWORD_ENV, Settings
-from darwin_notify_assets.domain import detect
 from darwin_notify_assets.domain.model import load_model
-from darwin_notify_assets.domain.pipeline import Runtime, load_schedules
 from darwin_notify_assets.errors import MergeFieldError
 from darwin_notify_assets.sample import seed
 from darwin_notify_assets.storage import db as db_module
 from darwin_notify_assets.storage.db import Database
 from darwin_notify_assets.storage.replica import ReplicaReader
-from darwin_notify_tests.conftest import SEED, START, EmbeddedEnv, clean_environment
+from darwin_notify_tests.conftest import (
+    SEED,
+    START,
+    EmbeddedEnv,
+    clean_environment,
+    take_baseline,
+)
 from darwin_notify_tests.mssql.server import (
     DARWIN_TABLES,
     connect_server,
@@ -30,8 +34,7 @@ from darwin_notify_tests.mssql.server import (
     require_server,
     server_password,
 )
-from darwin_notify_tests.mssql.test_window import outbox_key
-from darwin_notify_tests.oracle import expected_sends
+from darwin_notify_tests.mssql.test_window import windows_send_what_the_oracle_expects
 
 pytestmark = pytest.mark.mssql
 
@@ -123,11 +126,7 @@ def server_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Embe
         home, settings, dataset, changes, source, DagsterInstance.ephemeral(), monkeypatch
     )
     env.write_base()
-    rt = Runtime.from_settings(settings)
-    try:
-        detect.baseline(rt.replica, rt.store, load_schedules(rt.replica).schedules)
-    finally:
-        rt.close()
+    take_baseline(settings)
     env = EmbeddedEnv(
         home, settings, dataset, changes, source, DagsterInstance.ephemeral(), monkeypatch
     )
@@ -144,16 +143,7 @@ def test_windows_read_from_a_sql_server_replica_send_what_the_oracle_expects(
 ) -> None:
     env = server_env
     assert env.settings.replica_url.startswith("mssql://")
-    for i in range(WINDOWS):
-        result = env.run_window(i)
-        assert result.success, f"window {env.key(i)} failed"
-    expected = expected_sends(env.dataset, env.changes[:WINDOWS])
-    assert expected.email and expected.sms
-    sent = sorted(outbox_key(p) for p in env.outbox_files())
-    assert sent == sorted(expected.email | expected.sms)
-    # a rerun reads the same replica and sends nothing new
-    assert env.run_window(0, apply=False).success
-    assert sorted(outbox_key(p) for p in env.outbox_files()) == sent
+    windows_send_what_the_oracle_expects(env, WINDOWS)
     # the deal-posted emails show their property, read as a related record by id
     sent_bodies = env.source.query(
         "SELECT candidate_key, text_body FROM dbo.message WHERE candidate_key LIKE ? "
