@@ -244,6 +244,22 @@ class UIPage:
                     raise
                 time.sleep(2 * attempt)
 
+    def choose(self, opener: Any, item: Any, attempts: int = 3) -> None:
+        """Open a menu with the locator ``opener`` and click its entry ``item``. The community
+        dialog may appear while the menu is open, and dismissing it closes the menu: then the
+        menu is opened again."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        for attempt in range(1, attempts + 1):
+            opener.click()
+            try:
+                item.click(timeout=15_000)
+                return
+            except PlaywrightTimeout:
+                if attempt == attempts:
+                    raise
+                self.page.keyboard.press("Escape")
+
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
         """A step of a scenario: a screenshot of the page as it was when the step failed."""

@@ -502,8 +502,10 @@ def _lineage(ui: UIPage, days: int) -> None:
         ).first.wait_for(),
     )
     if len(ui.asset_node_names()) < len(ALL_ASSETS):
-        page.locator("button:has([aria-label=settings])").last.click()
-        page.get_by_text("Expand all groups").last.click()
+        ui.choose(
+            page.locator("button:has([aria-label=settings])").last,
+            page.get_by_text("Expand all groups").last,
+        )
         page.keyboard.press("Escape")
     expected = ALL_ASSETS
     _wait(lambda: ui.asset_node_names() == expected, 60, f"asset nodes {expected}", 0.5)
@@ -600,6 +602,25 @@ def _checks(ui: UIPage) -> None:
     assert md.get("duplicates") == "0", md
 
 
+def _pick_partition(ui: UIPage, field: Any, key: str, attempts: int = 3) -> None:
+    """Type ``key`` into the launchpad's partition field and pick it from the suggestions; the
+    field is typed into again when the suggestions closed before the pick (the page was
+    still rendering its ten years of days)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(1, attempts + 1):
+        field.click()
+        field.fill("")
+        field.fill(key)
+        try:
+            ui.page.get_by_text(key, exact=True).last.click(timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts:
+                raise
+            ui.page.keyboard.press("Escape")
+
+
 def _launch_rerun(ui: UIPage, window: str) -> str:
     page = ui.page
     ui.goto(
@@ -607,9 +628,7 @@ def _launch_rerun(ui: UIPage, window: str) -> str:
         ready=lambda: page.get_by_placeholder("Partition").wait_for(),
     )
     partition = page.get_by_placeholder("Partition")
-    partition.click()
-    partition.fill(DAY)
-    page.get_by_text(DAY, exact=True).last.click()
+    _pick_partition(ui, partition, DAY)
     _wait(lambda: f"partition: {DAY}" in _tag_texts(ui), 60, "the partition tag", 0.5)
     page.get_by_role("button", name="Edit tags").click()
     dialog = page.get_by_role("dialog").filter(has_text="Add tags to run")
